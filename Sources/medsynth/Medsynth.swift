@@ -1,0 +1,14 @@
+import ArgumentParser
+import Engine
+
+@main
+struct Medsynth: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "medsynth",
+        abstract: "Synthetic medical images on an ordinary CPU: generators, compositor, evaluator.",
+        version: MedSynthVersion.current,
+        subcommands: [
+            // Each subcommand lives in its own file; keep this list sorted by workflow.
+        ]
+    )
+}
