@@ -1,0 +1,303 @@
+// MARK: - Convolution through GEMM
+//
+// One im2col / col2im core serves all four directions (ggml's conv_2d = im2col + mul_mat):
+//   conv forward          Y = W · im2col(X)
+//   conv backward-data    dX = col2im(Wᵀ · dY)
+//   conv backward-weight  dW = dY · im2col(X)ᵀ
+//   transposed conv       forward is conv backward-data; its backward-data is conv forward.
+// Images are processed in chunks of the batch so the GEMM has enough columns to run near peak
+// while the column buffer stays small enough to live in a reused workspace.
+
+/// Geometry of a convolution from a C×H×W input to an OH×OW output.
+public struct ConvGeometry: Equatable {
+    public let channels, height, width: Int     // C H W
+    public let kernelH, kernelW: Int             // KH KW
+    public let stride, padding: Int
+    public let outHeight, outWidth: Int          // OH OW
+
+    public init(channels: Int, height: Int, width: Int, kernelH: Int, kernelW: Int, stride: Int, padding: Int) {
+        self.channels = channels; self.height = height; self.width = width
+        self.kernelH = kernelH; self.kernelW = kernelW; self.stride = stride; self.padding = padding
+        self.outHeight = (height + 2 * padding - kernelH) / stride + 1
+        self.outWidth = (width + 2 * padding - kernelW) / stride + 1
+    }
+
+    /// Rows of the column matrix: C·KH·KW.
+    public var patchSize: Int { channels * kernelH * kernelW }
+    public var outPlane: Int { outHeight * outWidth }
+    public var inPlane: Int { height * width }
+
+    /// Output columns [lo, hi) whose input column ow·s − p + kw falls inside the image.
+    @inline(__always)
+    func validColumns(_ kw: Int) -> (Int, Int) {
+        let lo = max(0, (padding - kw + stride - 1) / stride)
+        let hi = min(outWidth, (width - 1 + padding - kw) / stride + 1)
+        return (lo, max(lo, hi))
+    }
+}
+
+/// Unfolds `images` consecutive images of `x` (N×C×H×W) into `cols` (C·KH·KW × images·OH·OW).
+public func im2col(_ x: UnsafePointer<Float>, images: Int, _ g: ConvGeometry, _ cols: UnsafeMutablePointer<Float>) {
+    let plane = g.outPlane, ld = images * plane, kk = g.kernelH * g.kernelW
+    Parallel.forEach(g.patchSize, cost: ld) { row in
+        let c = row / kk, kh = (row / g.kernelW) % g.kernelH, kw = row % g.kernelW
+        let (lo, hi) = g.validColumns(kw)
+        for img in 0..<images {
+            let src = x + (img * g.channels + c) * g.inPlane
+            let dst = cols + row * ld + img * plane
+            for oh in 0..<g.outHeight {
+                let ih = oh * g.stride - g.padding + kh
+                let drow = dst + oh * g.outWidth
+                if ih < 0 || ih >= g.height {
+                    drow.update(repeating: 0, count: g.outWidth)
+                    continue
+                }
+                if lo > 0 { drow.update(repeating: 0, count: lo) }
+                if hi < g.outWidth { (drow + hi).update(repeating: 0, count: g.outWidth - hi) }
+                let srow = src + ih * g.width - g.padding + kw
+                if g.stride == 1 {
+                    (drow + lo).update(from: srow + lo, count: hi - lo)
+                } else {
+                    var ow = lo
+                    while ow < hi { drow[ow] = srow[ow * g.stride]; ow += 1 }
+                }
+            }
+        }
+    }
+}
+
+/// Folds `cols` back, accumulating into `x` (+=): the adjoint of `im2col`.
+public func col2im(_ cols: UnsafePointer<Float>, images: Int, _ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>) {
+    let plane = g.outPlane, ld = images * plane
+    // Parallel over channels: rows of different channels never touch the same pixel.
+    Parallel.forEach(g.channels, cost: g.kernelH * g.kernelW * ld) { c in
+        for kh in 0..<g.kernelH {
+            for kw in 0..<g.kernelW {
+                let row = (c * g.kernelH + kh) * g.kernelW + kw
+                let (lo, hi) = g.validColumns(kw)
+                if lo >= hi { continue }
+                for img in 0..<images {
+                    let src = cols + row * ld + img * plane
+                    let dst = x + (img * g.channels + c) * g.inPlane
+                    for oh in 0..<g.outHeight {
+                        let ih = oh * g.stride - g.padding + kh
+                        if ih < 0 || ih >= g.height { continue }
+                        let srow = src + oh * g.outWidth
+                        let drow = dst + ih * g.width - g.padding + kw
+                        if g.stride == 1 {
+                            vectorAdd(drow + lo, srow + lo, hi - lo)
+                        } else {
+                            var ow = lo
+                            while ow < hi { drow[ow * g.stride] += srow[ow]; ow += 1 }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies a [images, rows, plane] block to [rows, images·plane] (or back with `inverse`).
+func interleaveBatch(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, images: Int, rows: Int, plane: Int, inverse: Bool = false) {
+    Parallel.forEach(rows, cost: images * plane) { r in
+        for img in 0..<images {
+            let batchMajor = img * rows * plane + r * plane
+            let rowMajor = r * images * plane + img * plane
+            if inverse {
+                (dst + batchMajor).update(from: src + rowMajor, count: plane)
+            } else {
+                (dst + rowMajor).update(from: src + batchMajor, count: plane)
+            }
+        }
+    }
+}
+
+/// Images per chunk: enough GEMM columns (≈ 8192) without letting the column buffer grow past
+/// about 256 MB.
+func chunkSize(batch: Int, plane: Int, rows: Int) -> Int {
+    let wanted = max(1, (8192 + plane - 1) / plane)
+    let memoryCap = max(1, (64 << 20) / max(1, rows * plane))
+    return max(1, min(batch, wanted, memoryCap))
+}
+
+// MARK: - conv2d
+
+/// 2-D convolution (cross-correlation, as PyTorch's Conv2d).
+/// - x: N×C×H×W; weight: OC×C×KH×KW; bias: OC (optional). Returns N×OC×OH×OW.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+    checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], "conv2d",
+               "input \(x.shape) and weight \(weight.shape) need N×C×H×W and OC×C×KH×KW with the same C")
+    if let bias { checkShape(bias.shape == [weight.shape[0]], "conv2d", "bias \(bias.shape) for \(weight.shape[0]) output channels") }
+    let n = x.shape[0], oc = weight.shape[0]
+    let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3],
+                         kernelH: weight.shape[2], kernelW: weight.shape[3], stride: stride, padding: padding)
+    checkShape(g.outHeight > 0 && g.outWidth > 0, "conv2d", "input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
+    var out = [Float](repeating: 0, count: n * oc * g.outPlane)
+    let pointwise = g.kernelH == 1 && g.kernelW == 1 && stride == 1 && padding == 0
+    x.data.withUnsafeBufferPointer { xp in
+        weight.data.withUnsafeBufferPointer { wp in
+            out.withUnsafeMutableBufferPointer { yp in
+                convForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: oc, g, pointwise: pointwise)
+                if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: g.outPlane) }
+            }
+        }
+    }
+    let parents = bias.map { [x, weight, $0] } ?? [x, weight]
+    return Tensor.makeResult(shape: [n, oc, g.outHeight, g.outWidth], data: out, parents: parents) { y in
+        let dy = y.grad!
+        dy.withUnsafeBufferPointer { dyp in
+            x.data.withUnsafeBufferPointer { xp in
+                weight.data.withUnsafeBufferPointer { wp in
+                    let dW: UnsafeMutablePointer<Float>? = weight.requiresGrad ? weight.withGradBuffer { $0.baseAddress! } : nil
+                    let dX: UnsafeMutablePointer<Float>? = x.requiresGrad ? x.withGradBuffer { $0.baseAddress! } : nil
+                    convBackward(dyp.baseAddress!, xp.baseAddress!, wp.baseAddress!, dX: dX, dW: dW,
+                                 batch: n, outChannels: oc, g, pointwise: pointwise)
+                }
+            }
+            if let bias, bias.requiresGrad {
+                bias.withGradBuffer { sumChannels(dyp.baseAddress!, into: $0.baseAddress!, batch: n, channels: oc, plane: g.outPlane) }
+            }
+        }
+    }
+}
+
+/// y (N×OC×P) = W (OC×K) · im2col(x).
+func convForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                 batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
+    let k = g.patchSize, plane = g.outPlane
+    if pointwise {
+        for img in 0..<n {
+            sgemm(m: oc, n: plane, k: k, a: w, lda: k, b: x + img * k * plane, ldb: plane, c: y + img * oc * plane, ldc: plane)
+        }
+        return
+    }
+    let chunk = chunkSize(batch: n, plane: plane, rows: k)
+    let cols = Workspace.shared.buffer(0, count: k * chunk * plane).baseAddress!
+    let staging = chunk > 1 ? Workspace.shared.buffer(1, count: oc * chunk * plane).baseAddress! : nil
+    var start = 0
+    while start < n {
+        let images = min(chunk, n - start)
+        im2col(x + start * g.channels * g.inPlane, images: images, g, cols)
+        let dst = y + start * oc * plane
+        if images == 1 {
+            sgemm(m: oc, n: plane, k: k, a: w, lda: k, b: cols, ldb: plane, c: dst, ldc: plane)
+        } else {
+            sgemm(m: oc, n: images * plane, k: k, a: w, lda: k, b: cols, ldb: images * plane, c: staging!, ldc: images * plane)
+            interleaveBatch(staging!, dst, images: images, rows: oc, plane: plane, inverse: true)
+        }
+        start += images
+    }
+}
+
+/// dW += dY · im2col(x)ᵀ and dX += col2im(Wᵀ · dY), chunk by chunk.
+func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                  dX: UnsafeMutablePointer<Float>?, dW: UnsafeMutablePointer<Float>?,
+                  batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
+    let k = g.patchSize, plane = g.outPlane
+    if pointwise {
+        for img in 0..<n {
+            let dyi = dy + img * oc * plane, xi = x + img * k * plane
+            if let dW { sgemm(transB: true, m: oc, n: k, k: plane, a: dyi, lda: plane, b: xi, ldb: plane, beta: 1, c: dW, ldc: k) }
+            if let dX { sgemm(transA: true, m: k, n: plane, k: oc, a: w, lda: k, b: dyi, ldb: plane, beta: 1, c: dX + img * k * plane, ldc: plane) }
+        }
+        return
+    }
+    let chunk = chunkSize(batch: n, plane: plane, rows: max(k, oc))
+    let cols = Workspace.shared.buffer(0, count: k * chunk * plane).baseAddress!
+    let staging = chunk > 1 ? Workspace.shared.buffer(1, count: oc * chunk * plane).baseAddress! : nil
+    var start = 0
+    while start < n {
+        let images = min(chunk, n - start)
+        let columns = images * plane
+        var dyRows = dy + start * oc * plane
+        if images > 1 {
+            interleaveBatch(dyRows, staging!, images: images, rows: oc, plane: plane)
+            dyRows = UnsafePointer(staging!)
+        }
+        if let dW {
+            im2col(x + start * g.channels * g.inPlane, images: images, g, cols)
+            sgemm(transB: true, m: oc, n: k, k: columns, a: dyRows, lda: columns, b: cols, ldb: columns, beta: 1, c: dW, ldc: k)
+        }
+        if let dX {
+            sgemm(transA: true, m: k, n: columns, k: oc, a: w, lda: k, b: dyRows, ldb: columns, c: cols, ldc: columns)
+            col2im(cols, images: images, g, dX + start * g.channels * g.inPlane)
+        }
+        start += images
+    }
+}
+
+// MARK: - Transposed convolution
+
+/// Transposed 2-D convolution (PyTorch's ConvTranspose2d, no output padding).
+/// - x: N×C×H×W; weight: C×OC×KH×KW; bias: OC. Output side: (H − 1)·stride − 2·padding + KH.
+public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+    checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[0], "convTranspose2d",
+               "input \(x.shape) and weight \(weight.shape) need N×C×H×W and C×OC×KH×KW with the same C")
+    let n = x.shape[0], cin = x.shape[1], h = x.shape[2], w = x.shape[3]
+    let oc = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    let oh = (h - 1) * stride - 2 * padding + kh, ow = (w - 1) * stride - 2 * padding + kw
+    checkShape(oh > 0 && ow > 0, "convTranspose2d", "input \(x.shape), weight \(weight.shape), padding \(padding) give an empty output")
+    if let bias { checkShape(bias.shape == [oc], "convTranspose2d", "bias \(bias.shape) for \(oc) output channels") }
+    // The convolution whose input gradient this op is: from OC×OH×OW back to H×W.
+    let g = ConvGeometry(channels: oc, height: oh, width: ow, kernelH: kh, kernelW: kw, stride: stride, padding: padding)
+    checkShape(g.outHeight == h && g.outWidth == w, "convTranspose2d", "geometry mismatch for input \(x.shape)")
+    var out = [Float](repeating: 0, count: n * oc * oh * ow)
+    x.data.withUnsafeBufferPointer { xp in
+        weight.data.withUnsafeBufferPointer { wp in
+            out.withUnsafeMutableBufferPointer { yp in
+                // The forward pass is conv backward-data with this op's weight as the conv weight (Cin×OC·K·K).
+                convBackward(xp.baseAddress!, xp.baseAddress!, wp.baseAddress!, dX: yp.baseAddress!, dW: nil,
+                             batch: n, outChannels: cin, g, pointwise: false)
+                if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: oh * ow) }
+            }
+        }
+    }
+    let parents = bias.map { [x, weight, $0] } ?? [x, weight]
+    return Tensor.makeResult(shape: [n, oc, oh, ow], data: out, parents: parents) { y in
+        let dy = y.grad!
+        dy.withUnsafeBufferPointer { dyp in
+            x.data.withUnsafeBufferPointer { xp in
+                weight.data.withUnsafeBufferPointer { wp in
+                    if x.requiresGrad {
+                        // dX = W · im2col(dY): a plain convolution of dY, accumulated.
+                        let tmp = Workspace.shared.buffer(2, count: n * cin * h * w)
+                        convForward(dyp.baseAddress!, wp.baseAddress!, tmp.baseAddress!, batch: n, outChannels: cin, g, pointwise: false)
+                        x.accumulateGrad(UnsafeBufferPointer(tmp))
+                    }
+                    if weight.requiresGrad {
+                        // dW (Cin×OC·K·K) += X · im2col(dY)ᵀ: the conv weight gradient with X as "dY".
+                        weight.withGradBuffer { dW in
+                            convBackward(xp.baseAddress!, dyp.baseAddress!, wp.baseAddress!, dX: nil, dW: dW.baseAddress!,
+                                         batch: n, outChannels: cin, g, pointwise: false)
+                        }
+                    }
+                }
+            }
+            if let bias, bias.requiresGrad {
+                bias.withGradBuffer { sumChannels(dyp.baseAddress!, into: $0.baseAddress!, batch: n, channels: oc, plane: oh * ow) }
+            }
+        }
+    }
+}
+
+// MARK: - Channel bias helpers
+
+/// y[n, c, :] += bias[c].
+func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: [Float], batch n: Int, plane: Int) {
+    let c = bias.count
+    bias.withUnsafeBufferPointer { b in
+        Parallel.forEach(n * c, cost: plane) { nc in
+            let v = b[nc % c], row = y + nc * plane
+            for i in 0..<plane { row[i] += v }
+        }
+    }
+}
+
+/// into[c] += Σ_{n, p} src[n, c, p], summed per channel in a fixed order.
+func sumChannels(_ src: UnsafePointer<Float>, into: UnsafeMutablePointer<Float>, batch n: Int, channels c: Int, plane: Int) {
+    Parallel.forEach(c, cost: n * plane) { ch in
+        var s: Float = 0
+        for img in 0..<n { s += vectorSum(src + (img * c + ch) * plane, plane) }
+        into[ch] += s
+    }
+}

@@ -1,0 +1,337 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Elementwise maps
+//
+// Every unary op here is `y = f(x)` with a pullback `dx += dy · f'(·)`, where f' is computed from
+// whichever of x or y is cheaper (tanh and sigmoid reuse y).
+
+/// Applies `forward` elementwise; `derivative(x, y)` gives dy/dx for the pullback.
+@inline(__always)
+func unaryOp(_ x: Tensor, cost: Int = 4, forward: @escaping (Float) -> Float, derivative: @escaping (Float, Float) -> Float) -> Tensor {
+    var out = [Float](repeating: 0, count: x.count)
+    x.data.withUnsafeBufferPointer { xp in
+        out.withUnsafeMutableBufferPointer { yp in
+            Parallel.forRanges(xp.count, cost: cost) { r in for i in r { yp[i] = forward(xp[i]) } }
+        }
+    }
+    return Tensor.makeResult(shape: x.shape, data: out, parents: [x]) { y in
+        let dy = y.grad!
+        x.withGradBuffer { dx in
+            x.data.withUnsafeBufferPointer { xp in
+                y.data.withUnsafeBufferPointer { yp in
+                    dy.withUnsafeBufferPointer { g in
+                        Parallel.forRanges(g.count, cost: cost) { r in for i in r { dx[i] += g[i] * derivative(xp[i], yp[i]) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+public func relu(_ x: Tensor) -> Tensor {
+    unaryOp(x, cost: 1, forward: { max($0, 0) }, derivative: { x, _ in x > 0 ? 1 : 0 })
+}
+
+public func leakyRelu(_ x: Tensor, slope: Float = 0.2) -> Tensor {
+    unaryOp(x, cost: 1, forward: { $0 > 0 ? $0 : slope * $0 }, derivative: { x, _ in x > 0 ? 1 : slope })
+}
+
+@inline(__always) func sigmoidValue(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
+
+/// SiLU (swish): x · σ(x).
+public func silu(_ x: Tensor) -> Tensor {
+    unaryOp(x, cost: 20, forward: { $0 * sigmoidValue($0) },
+            derivative: { x, _ in let s = sigmoidValue(x); return s * (1 + x * (1 - s)) })
+}
+
+public func tanh(_ x: Tensor) -> Tensor {
+    unaryOp(x, cost: 20, forward: { tanhf($0) }, derivative: { _, y in 1 - y * y })
+}
+
+public func sigmoid(_ x: Tensor) -> Tensor {
+    unaryOp(x, cost: 20, forward: sigmoidValue, derivative: { _, y in y * (1 - y) })
+}
+
+/// x · s for a constant s.
+public func scale(_ x: Tensor, _ s: Float) -> Tensor {
+    unaryOp(x, cost: 1, forward: { $0 * s }, derivative: { _, _ in s })
+}
+
+// MARK: - Binary ops with broadcasting over channels
+
+/// How `b` lines up with `a` (N×C×H×W, or any shape when equal).
+enum Broadcast {
+    case same                 // b has a's shape
+    case perChannel(Int)      // b is [Nb, C] or [Nb, C, 1, 1] with Nb ∈ {1, N}; value per (n, c)
+
+    init(_ a: Tensor, _ b: Tensor, op: String) {
+        if a.shape == b.shape { self = .same; return }
+        let bShape = b.shape.count == 4 && b.shape[2] == 1 && b.shape[3] == 1 ? Array(b.shape.prefix(2)) : b.shape
+        checkShape(a.rank == 4 && bShape.count == 2 && bShape[1] == a.shape[1] && (bShape[0] == 1 || bShape[0] == a.shape[0]),
+                   op, "cannot broadcast \(b.shape) over \(a.shape) (needs equal shapes or [N|1, C] per channel)")
+        self = .perChannel(bShape[0])
+    }
+}
+
+/// a + b, with b equal in shape or broadcast per (sample, channel) over H×W.
+public func add(_ a: Tensor, _ b: Tensor) -> Tensor { binary(a, b, op: "add", multiply: false) }
+
+/// a ⊙ b, with b equal in shape or broadcast per (sample, channel) over H×W.
+public func mul(_ a: Tensor, _ b: Tensor) -> Tensor { binary(a, b, op: "mul", multiply: true) }
+
+public func + (a: Tensor, b: Tensor) -> Tensor { add(a, b) }
+public func * (a: Tensor, b: Tensor) -> Tensor { mul(a, b) }
+
+func binary(_ a: Tensor, _ b: Tensor, op: String, multiply: Bool) -> Tensor {
+    let mode = Broadcast(a, b, op: op)
+    let n = a.count
+    var out = [Float](repeating: 0, count: n)
+    // For per-channel mode: a is [N, C, plane]; b index for row r = (n, c) is (nb == 1 ? c : r).
+    let rows = a.rank == 4 ? a.shape[0] * a.shape[1] : 1
+    let plane = n / max(rows, 1), channels = a.rank == 4 ? a.shape[1] : 1
+    @inline(__always) func bIndex(_ row: Int, _ nb: Int) -> Int { nb == 1 ? row % channels : row }
+    a.data.withUnsafeBufferPointer { ap in
+        b.data.withUnsafeBufferPointer { bp in
+            out.withUnsafeMutableBufferPointer { yp in
+                switch mode {
+                case .same:
+                    Parallel.forRanges(n) { r in for i in r { yp[i] = multiply ? ap[i] * bp[i] : ap[i] + bp[i] } }
+                case .perChannel(let nb):
+                    Parallel.forEach(rows, cost: plane) { row in
+                        let v = bp[bIndex(row, nb)], base = row * plane
+                        for i in base..<base + plane { yp[i] = multiply ? ap[i] * v : ap[i] + v }
+                    }
+                }
+            }
+        }
+    }
+    return Tensor.makeResult(shape: a.shape, data: out, parents: [a, b]) { y in
+        let dy = y.grad!
+        dy.withUnsafeBufferPointer { g in
+            if a.requiresGrad {
+                if !multiply { a.accumulateGrad(g) } else {
+                    a.withGradBuffer { da in
+                        b.data.withUnsafeBufferPointer { bp in
+                            switch mode {
+                            case .same: Parallel.forRanges(n) { r in for i in r { da[i] += g[i] * bp[i] } }
+                            case .perChannel(let nb):
+                                Parallel.forEach(rows, cost: plane) { row in
+                                    let v = bp[bIndex(row, nb)], base = row * plane
+                                    for i in base..<base + plane { da[i] += g[i] * v }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if b.requiresGrad {
+                b.withGradBuffer { db in
+                    a.data.withUnsafeBufferPointer { ap in
+                        switch mode {
+                        case .same:
+                            if multiply { Parallel.forRanges(n) { r in for i in r { db[i] += g[i] * ap[i] } } }
+                            else { vectorAdd(db.baseAddress!, g.baseAddress!, n) }
+                        case .perChannel(let nb):
+                            // Fixed-order reduction per b element: independent of thread count.
+                            let bCount = db.count
+                            Parallel.forEach(bCount, cost: rows / bCount * plane) { j in
+                                var s: Float = 0
+                                var row = j
+                                while row < rows {
+                                    let base = row * plane
+                                    if multiply { for i in base..<base + plane { s += g[i] * ap[i] } }
+                                    else { s += vectorSum(g.baseAddress! + base, plane) }
+                                    row += nb == 1 ? channels : rows
+                                }
+                                db[j] += s
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Shape ops
+
+/// Same values, new shape (no copy until either side is written).
+public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor {
+    checkShape(shape.reduce(1, *) == x.count, "reshape", "cannot view \(x.shape) as \(shape)")
+    return Tensor.makeResult(shape: shape, data: x.data, parents: [x]) { y in
+        y.grad!.withUnsafeBufferPointer { x.accumulateGrad($0) }
+    }
+}
+
+/// Concatenates N×Ci×H×W tensors along channels.
+public func concatChannels(_ parts: [Tensor]) -> Tensor {
+    let first = parts[0]
+    checkShape(parts.allSatisfy { $0.rank == 4 && $0.shape[0] == first.shape[0] && $0.shape[2] == first.shape[2] && $0.shape[3] == first.shape[3] },
+               "concatChannels", "shapes \(parts.map(\.shape)) differ outside the channel axis")
+    let n = first.shape[0], plane = first.shape[2] * first.shape[3]
+    let channels = parts.map { $0.shape[1] }, total = channels.reduce(0, +)
+    var out = [Float](repeating: 0, count: n * total * plane)
+    out.withUnsafeMutableBufferPointer { yp in
+        var offset = 0
+        for (part, c) in zip(parts, channels) {
+            part.data.withUnsafeBufferPointer { pp in
+                for img in 0..<n {
+                    (yp.baseAddress! + (img * total + offset) * plane).update(from: pp.baseAddress! + img * c * plane, count: c * plane)
+                }
+            }
+            offset += c
+        }
+    }
+    return Tensor.makeResult(shape: [n, total, first.shape[2], first.shape[3]], data: out, parents: parts) { y in
+        y.grad!.withUnsafeBufferPointer { g in
+            var offset = 0
+            for (part, c) in zip(parts, channels) {
+                if part.requiresGrad {
+                    part.withGradBuffer { dp in
+                        for img in 0..<n {
+                            vectorAdd(dp.baseAddress! + img * c * plane, g.baseAddress! + (img * total + offset) * plane, c * plane)
+                        }
+                    }
+                }
+                offset += c
+            }
+        }
+    }
+}
+
+/// Nearest-neighbour 2× upsampling of N×C×H×W.
+public func upsampleNearest2x(_ x: Tensor) -> Tensor {
+    checkShape(x.rank == 4, "upsampleNearest2x", "input \(x.shape) is not N×C×H×W")
+    let rows = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
+    var out = [Float](repeating: 0, count: rows * 4 * h * w)
+    x.data.withUnsafeBufferPointer { xp in
+        out.withUnsafeMutableBufferPointer { yp in
+            Parallel.forEach(rows, cost: 4 * h * w) { r in
+                let src = xp.baseAddress! + r * h * w, dst = yp.baseAddress! + r * 4 * h * w
+                for i in 0..<h {
+                    let d0 = dst + 2 * i * 2 * w
+                    for j in 0..<w { let v = src[i * w + j]; d0[2 * j] = v; d0[2 * j + 1] = v }
+                    (d0 + 2 * w).update(from: d0, count: 2 * w)
+                }
+            }
+        }
+    }
+    return Tensor.makeResult(shape: [x.shape[0], x.shape[1], 2 * h, 2 * w], data: out, parents: [x]) { y in
+        x.withGradBuffer { dx in
+            y.grad!.withUnsafeBufferPointer { g in
+                Parallel.forEach(rows, cost: 4 * h * w) { r in
+                    let src = g.baseAddress! + r * 4 * h * w, dst = dx.baseAddress! + r * h * w
+                    for i in 0..<h {
+                        let s0 = src + 2 * i * 2 * w, s1 = s0 + 2 * w
+                        for j in 0..<w { dst[i * w + j] += s0[2 * j] + s0[2 * j + 1] + s1[2 * j] + s1[2 * j + 1] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Linear algebra
+
+/// x (N×in) · Wᵀ (W: out×in) + b: PyTorch's Linear.
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+    checkShape(x.rank == 2 && weight.rank == 2 && x.shape[1] == weight.shape[1], "linear",
+               "input \(x.shape) and weight \(weight.shape) need N×in and out×in")
+    let n = x.shape[0], inF = x.shape[1], outF = weight.shape[0]
+    if let bias { checkShape(bias.shape == [outF], "linear", "bias \(bias.shape) for \(outF) outputs") }
+    var out = [Float](repeating: 0, count: n * outF)
+    if let bias { for i in 0..<n { for j in 0..<outF { out[i * outF + j] = bias.data[j] } } }
+    x.data.withUnsafeBufferPointer { xp in
+        weight.data.withUnsafeBufferPointer { wp in
+            out.withUnsafeMutableBufferPointer { yp in
+                sgemm(transB: true, m: n, n: outF, k: inF, a: xp.baseAddress!, lda: inF, b: wp.baseAddress!, ldb: inF,
+                      beta: bias == nil ? 0 : 1, c: yp.baseAddress!, ldc: outF)
+            }
+        }
+    }
+    let parents = bias.map { [x, weight, $0] } ?? [x, weight]
+    return Tensor.makeResult(shape: [n, outF], data: out, parents: parents) { y in
+        y.grad!.withUnsafeBufferPointer { g in
+            if x.requiresGrad {
+                x.withGradBuffer { dx in
+                    weight.data.withUnsafeBufferPointer { wp in
+                        sgemm(m: n, n: inF, k: outF, a: g.baseAddress!, lda: outF, b: wp.baseAddress!, ldb: inF, beta: 1, c: dx.baseAddress!, ldc: inF)
+                    }
+                }
+            }
+            if weight.requiresGrad {
+                weight.withGradBuffer { dw in
+                    x.data.withUnsafeBufferPointer { xp in
+                        sgemm(transA: true, m: outF, n: inF, k: n, a: g.baseAddress!, lda: outF, b: xp.baseAddress!, ldb: inF, beta: 1, c: dw.baseAddress!, ldc: inF)
+                    }
+                }
+            }
+            if let bias, bias.requiresGrad {
+                bias.withGradBuffer { db in for i in 0..<n { for j in 0..<outF { db[j] += g[i * outF + j] } } }
+            }
+        }
+    }
+}
+
+/// A (M×K) · B (K×N).
+public func matmul(_ a: Tensor, _ b: Tensor) -> Tensor {
+    checkShape(a.rank == 2 && b.rank == 2 && a.shape[1] == b.shape[0], "matmul", "shapes \(a.shape) and \(b.shape) do not chain")
+    let m = a.shape[0], k = a.shape[1], n = b.shape[1]
+    var out = [Float](repeating: 0, count: m * n)
+    a.data.withUnsafeBufferPointer { ap in
+        b.data.withUnsafeBufferPointer { bp in
+            out.withUnsafeMutableBufferPointer { cp in
+                sgemm(m: m, n: n, k: k, a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: n, c: cp.baseAddress!, ldc: n)
+            }
+        }
+    }
+    return Tensor.makeResult(shape: [m, n], data: out, parents: [a, b]) { y in
+        y.grad!.withUnsafeBufferPointer { g in
+            if a.requiresGrad {
+                a.withGradBuffer { da in
+                    b.data.withUnsafeBufferPointer { bp in
+                        sgemm(transB: true, m: m, n: k, k: n, a: g.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n, beta: 1, c: da.baseAddress!, ldc: k)
+                    }
+                }
+            }
+            if b.requiresGrad {
+                b.withGradBuffer { db in
+                    a.data.withUnsafeBufferPointer { ap in
+                        sgemm(transA: true, m: k, n: n, k: m, a: ap.baseAddress!, lda: k, b: g.baseAddress!, ldb: n, beta: 1, c: db.baseAddress!, ldc: n)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows of `table` (V×D) picked by `indices`: N×D. Gradients scatter-add into the table.
+public func embedding(_ indices: [Int], table: Tensor) -> Tensor {
+    checkShape(table.rank == 2, "embedding", "table \(table.shape) is not V×D")
+    let v = table.shape[0], d = table.shape[1]
+    checkShape(indices.allSatisfy { $0 >= 0 && $0 < v }, "embedding", "index out of range 0..<\(v) in \(indices)")
+    var out = [Float](repeating: 0, count: indices.count * d)
+    for (i, idx) in indices.enumerated() { for j in 0..<d { out[i * d + j] = table.data[idx * d + j] } }
+    return Tensor.makeResult(shape: [indices.count, d], data: out, parents: [table]) { y in
+        let g = y.grad!
+        table.withGradBuffer { dt in
+            for (i, idx) in indices.enumerated() { for j in 0..<d { dt[idx * d + j] += g[i * d + j] } }
+        }
+    }
+}
+
+// MARK: - Reductions
+
+/// Sum of all values, as a one-element tensor.
+public func sum(_ x: Tensor) -> Tensor {
+    var s: Double = 0
+    for v in x.data { s += Double(v) }
+    return Tensor.makeResult(shape: [1], data: [Float(s)], parents: [x]) { y in
+        let g = y.grad![0]
+        x.withGradBuffer { dx in for i in dx.indices { dx[i] += g } }
+    }
+}
+
+public func mean(_ x: Tensor) -> Tensor { scale(sum(x), 1 / Float(x.count)) }

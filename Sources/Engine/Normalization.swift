@@ -1,0 +1,172 @@
+// MARK: - Batch and group normalisation
+//
+// Both compute x̂ = (x − μ) / √(σ² + ε) over a set of values and y = γ·x̂ + β per channel
+// (Ioffe & Szegedy 2015; Wu & He 2018). The pullback in training mode is the usual
+//   dx = 1/√(σ²+ε) · (dx̂ − mean(dx̂) − x̂ · mean(dx̂ · x̂)),  dx̂ = dy · γ.
+// Statistics are accumulated in Double per group, in a fixed order.
+
+/// Batch normalisation over N×H×W per channel of an N×C×H×W tensor (PyTorch's BatchNorm2d).
+/// In training mode the batch statistics are used and the running averages are updated in place
+/// (unbiased variance, like PyTorch); in eval mode the running averages are used.
+public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
+                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) -> Tensor {
+    checkShape(x.rank == 4 && gamma.shape == [x.shape[1]] && beta.shape == gamma.shape
+               && runningMean.shape == gamma.shape && runningVar.shape == gamma.shape,
+               "batchNorm", "input \(x.shape), gamma \(gamma.shape), beta \(beta.shape), running \(runningMean.shape)/\(runningVar.shape)")
+    let n = x.shape[0], c = x.shape[1], plane = x.shape[2] * x.shape[3], m = n * plane
+    var meanC = [Float](repeating: 0, count: c), invStd = [Float](repeating: 0, count: c)
+    x.data.withUnsafeBufferPointer { xp in
+        if training {
+            checkShape(m > 1, "batchNorm", "training needs more than one value per channel, got input \(x.shape)")
+            var varC = [Float](repeating: 0, count: c)
+            meanC.withUnsafeMutableBufferPointer { mp in
+                invStd.withUnsafeMutableBufferPointer { ip in
+                    varC.withUnsafeMutableBufferPointer { vp in
+                        Parallel.forEach(c, cost: m) { ch in
+                            var s = 0.0, ss = 0.0
+                            for img in 0..<n {
+                                let row = xp.baseAddress! + (img * c + ch) * plane
+                                for i in 0..<plane { let v = Double(row[i]); s += v; ss += v * v }
+                            }
+                            let mu = s / Double(m), variance = max(ss / Double(m) - mu * mu, 0)
+                            mp[ch] = Float(mu)
+                            ip[ch] = Float(1 / (variance + Double(eps)).squareRoot())
+                            vp[ch] = Float(variance * Double(m) / Double(m - 1))
+                        }
+                    }
+                }
+            }
+            for ch in 0..<c {
+                runningMean.data[ch] = (1 - momentum) * runningMean.data[ch] + momentum * meanC[ch]
+                runningVar.data[ch] = (1 - momentum) * runningVar.data[ch] + momentum * varC[ch]
+            }
+        } else {
+            for ch in 0..<c {
+                meanC[ch] = runningMean.data[ch]
+                invStd[ch] = 1 / (runningVar.data[ch] + eps).squareRoot()
+            }
+        }
+    }
+    var out = [Float](repeating: 0, count: x.count)
+    x.data.withUnsafeBufferPointer { xp in
+        out.withUnsafeMutableBufferPointer { yp in
+            Parallel.forEach(n * c, cost: plane) { r in
+                let ch = r % c, a = invStd[ch] * gamma.data[ch], b = beta.data[ch] - meanC[ch] * a
+                let base = r * plane
+                for i in base..<base + plane { yp[i] = xp[i] * a + b }
+            }
+        }
+    }
+    return Tensor.makeResult(shape: x.shape, data: out, parents: [x, gamma, beta]) { y in
+        let dy = y.grad!
+        // Per-channel sums of dy and dy·x̂.
+        var sumDy = [Float](repeating: 0, count: c), sumDyXhat = [Float](repeating: 0, count: c)
+        dy.withUnsafeBufferPointer { g in
+            x.data.withUnsafeBufferPointer { xp in
+                sumDy.withUnsafeMutableBufferPointer { sp in
+                    sumDyXhat.withUnsafeMutableBufferPointer { sxp in
+                        Parallel.forEach(c, cost: 2 * m) { ch in
+                            var s = 0.0, sx = 0.0
+                            let mu = meanC[ch], inv = invStd[ch]
+                            for img in 0..<n {
+                                let base = (img * c + ch) * plane
+                                for i in base..<base + plane { s += Double(g[i]); sx += Double(g[i] * (xp[i] - mu) * inv) }
+                            }
+                            sp[ch] = Float(s); sxp[ch] = Float(sx)
+                        }
+                    }
+                }
+                if gamma.requiresGrad { gamma.withGradBuffer { for ch in 0..<c { $0[ch] += sumDyXhat[ch] } } }
+                if beta.requiresGrad { beta.withGradBuffer { for ch in 0..<c { $0[ch] += sumDy[ch] } } }
+                if x.requiresGrad {
+                    x.withGradBuffer { dx in
+                        Parallel.forEach(n * c, cost: plane) { r in
+                            let ch = r % c, inv = invStd[ch], gm = gamma.data[ch], mu = meanC[ch]
+                            let base = r * plane
+                            if training {
+                                let meanDxhat = gm * sumDy[ch] / Float(m), meanDxhatXhat = gm * sumDyXhat[ch] / Float(m)
+                                for i in base..<base + plane {
+                                    let xhat = (xp[i] - mu) * inv
+                                    dx[i] += inv * (g[i] * gm - meanDxhat - xhat * meanDxhatXhat)
+                                }
+                            } else {
+                                for i in base..<base + plane { dx[i] += g[i] * gm * inv }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Group normalisation of N×C×H×W: statistics per sample over each group of C/groups channels.
+public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps: Float = 1e-5) -> Tensor {
+    checkShape(x.rank == 4 && x.shape[1] % groups == 0 && gamma.shape == [x.shape[1]] && beta.shape == gamma.shape,
+               "groupNorm", "input \(x.shape) with \(groups) groups, gamma \(gamma.shape), beta \(beta.shape)")
+    let n = x.shape[0], c = x.shape[1], plane = x.shape[2] * x.shape[3]
+    let perGroup = c / groups, m = perGroup * plane
+    var meanG = [Float](repeating: 0, count: n * groups), invStd = [Float](repeating: 0, count: n * groups)
+    var out = [Float](repeating: 0, count: x.count)
+    x.data.withUnsafeBufferPointer { xp in
+        out.withUnsafeMutableBufferPointer { yp in
+            meanG.withUnsafeMutableBufferPointer { meanP in invStd.withUnsafeMutableBufferPointer { invP in
+            Parallel.forEach(n * groups, cost: 3 * m) { ng in
+                let base = ng * m
+                var s = 0.0, ss = 0.0
+                for i in base..<base + m { let v = Double(xp[i]); s += v; ss += v * v }
+                let mu = s / Double(m), variance = max(ss / Double(m) - mu * mu, 0)
+                let inv = Float(1 / (variance + Double(eps)).squareRoot())
+                meanP[ng] = Float(mu); invP[ng] = inv
+                let g0 = (ng % groups) * perGroup
+                for k in 0..<perGroup {
+                    let a = inv * gamma.data[g0 + k], b = beta.data[g0 + k] - Float(mu) * a
+                    let rowBase = base + k * plane
+                    for i in rowBase..<rowBase + plane { yp[i] = xp[i] * a + b }
+                }
+            }
+            } }
+        }
+    }
+    return Tensor.makeResult(shape: x.shape, data: out, parents: [x, gamma, beta]) { y in
+        let dy = y.grad!
+        // Per (sample, channel) partial sums, reduced over samples afterwards in a fixed order.
+        var partDy = [Float](repeating: 0, count: n * c), partDyXhat = [Float](repeating: 0, count: n * c)
+        dy.withUnsafeBufferPointer { g in
+            x.data.withUnsafeBufferPointer { xp in
+                partDy.withUnsafeMutableBufferPointer { pd in partDyXhat.withUnsafeMutableBufferPointer { pdx in
+                    Parallel.forEach(n * c, cost: 2 * plane) { r in
+                        let ng = (r / c) * groups + (r % c) / perGroup
+                        let mu = meanG[ng], inv = invStd[ng], base = r * plane
+                        var s: Float = 0, sx: Float = 0
+                        for i in base..<base + plane { s += g[i]; sx += g[i] * (xp[i] - mu) * inv }
+                        pd[r] = s; pdx[r] = sx
+                    }
+                } }
+                if gamma.requiresGrad { gamma.withGradBuffer { dg in for r in 0..<n * c { dg[r % c] += partDyXhat[r] } } }
+                if beta.requiresGrad { beta.withGradBuffer { db in for r in 0..<n * c { db[r % c] += partDy[r] } } }
+                if x.requiresGrad {
+                    x.withGradBuffer { dx in
+                        Parallel.forEach(n * groups, cost: 3 * m) { ng in
+                            let img = ng / groups, g0 = (ng % groups) * perGroup
+                            var sumDxhat: Float = 0, sumDxhatXhat: Float = 0
+                            for k in 0..<perGroup {
+                                let r = img * c + g0 + k, gm = gamma.data[g0 + k]
+                                sumDxhat += gm * partDy[r]; sumDxhatXhat += gm * partDyXhat[r]
+                            }
+                            let meanDxhat = sumDxhat / Float(m), meanDxhatXhat = sumDxhatXhat / Float(m)
+                            let mu = meanG[ng], inv = invStd[ng]
+                            for k in 0..<perGroup {
+                                let gm = gamma.data[g0 + k], base = (img * c + g0 + k) * plane
+                                for i in base..<base + plane {
+                                    let xhat = (xp[i] - mu) * inv
+                                    dx[i] += inv * (g[i] * gm - meanDxhat - xhat * meanDxhatXhat)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import CBLAS
+import Dispatch
+
+// MARK: - Threads
+//
+// GEMM threads belong to OpenBLAS; the loops around it (im2col, norms, activations) split their
+// outer index across `Parallel.workers` with Dispatch. Every reduction is computed per output
+// element in a fixed order, so results do not depend on the number of workers.
+
+public enum Parallel {
+    /// Workers for non-GEMM loops (defaults to the core count).
+    nonisolated(unsafe) public static var workers: Int = max(1, ProcessInfoCores.count)
+
+    /// Sets both OpenBLAS's and medsynth's thread counts.
+    public static func setThreads(_ n: Int) {
+        workers = max(1, n)
+        openblas_set_num_threads(Int32(workers))
+    }
+
+    public static var blasThreads: Int { Int(openblas_get_num_threads()) }
+
+    /// Calls `body(range)` on disjoint chunks of 0..<count, in parallel when the work is large
+    /// enough (`cost` ≈ scalar operations per index) to pay for the hand-off.
+    @inlinable
+    public static func forRanges(_ count: Int, cost: Int = 1, _ body: (Range<Int>) -> Void) {
+        let chunks = min(workers, count)
+        if chunks <= 1 || count * cost < 32_768 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+            let lo = count * chunk / chunks, hi = count * (chunk + 1) / chunks
+            if lo < hi { body(lo..<hi) }
+        }
+    }
+
+    /// Calls `body(i)` for every i in 0..<count, split across workers.
+    @inlinable
+    public static func forEach(_ count: Int, cost: Int = 1, _ body: (Int) -> Void) {
+        forRanges(count, cost: cost) { range in for i in range { body(i) } }
+    }
+}
+
+enum ProcessInfoCores {
+    static var count: Int {
+        #if canImport(Glibc)
+        return Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        #else
+        return 2
+        #endif
+    }
+}
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Small vector kernels
+
+@inlinable
+func vectorAdd(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int) {
+    var i = 0
+    while i + 8 <= n {
+        let a = UnsafeRawPointer(dst + i).loadUnaligned(as: SIMD8<Float>.self)
+        let b = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(dst + i).storeBytes(of: a + b, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { dst[i] += src[i]; i += 1 }
+}
+
+@inlinable
+func vectorSum(_ src: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>(repeating: 0)
+    var i = 0
+    while i + 8 <= n {
+        acc += UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float>.self)
+        i += 8
+    }
+    var s = acc.sum()
+    while i < n { s += src[i]; i += 1 }
+    return s
+}
+
+// MARK: - GEMM
+
+/// C[M×N] = alpha · op(A) · op(B) + beta · C, row-major, through OpenBLAS's cblas_sgemm.
+@inlinable
+public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                  alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                  b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+// MARK: - Scratch memory
+
+/// A grow-only buffer reused across calls so hot ops do not allocate (and page-fault) every time.
+/// Ops run one at a time on the calling thread, so one scratch per slot is enough.
+public final class Workspace {
+    nonisolated(unsafe) public static let shared = Workspace()
+    private var buffers: [UnsafeMutableBufferPointer<Float>] = []
+
+    /// A buffer of at least `count` floats for `slot`; contents are unspecified.
+    public func buffer(_ slot: Int, count: Int) -> UnsafeMutableBufferPointer<Float> {
+        while buffers.count <= slot { buffers.append(UnsafeMutableBufferPointer(start: nil, count: 0)) }
+        if buffers[slot].count < count {
+            buffers[slot].deallocate()
+            buffers[slot] = .allocate(capacity: count)
+        }
+        return UnsafeMutableBufferPointer(rebasing: buffers[slot][0..<count])
+    }
+}
