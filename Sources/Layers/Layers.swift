@@ -1,0 +1,123 @@
+import Engine
+
+// MARK: - Convolutions
+
+/// 2-D convolution; weight OC×C×K×K, optional bias OC (PyTorch `Conv2d` names: weight, bias).
+public final class Conv2d: Module {
+    public let weight: Tensor
+    public let bias: Tensor?
+    public let stride: Int, padding: Int
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true, stream: inout RandomStream) {
+        let fanIn = inChannels * kernel * kernel
+        self.weight = defaultUniform([outChannels, inChannels, kernel, kernel], fanIn: fanIn, stream: &stream)
+        self.bias = bias ? defaultUniform([outChannels], fanIn: fanIn, stream: &stream) : nil
+        self.stride = stride; self.padding = padding
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding) }
+
+    public func namedTensors() -> [NamedTensor] {
+        [NamedTensor("weight", weight)] + (bias.map { [NamedTensor("bias", $0)] } ?? [])
+    }
+}
+
+/// Transposed 2-D convolution; weight C×OC×K×K (PyTorch `ConvTranspose2d` layout).
+public final class ConvTranspose2d: Module {
+    public let weight: Tensor
+    public let bias: Tensor?
+    public let stride: Int, padding: Int
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true, stream: inout RandomStream) {
+        // PyTorch computes fan-in from weight.shape[1] · K · K for transposed convolutions.
+        let fanIn = outChannels * kernel * kernel
+        self.weight = defaultUniform([inChannels, outChannels, kernel, kernel], fanIn: fanIn, stream: &stream)
+        self.bias = bias ? defaultUniform([outChannels], fanIn: fanIn, stream: &stream) : nil
+        self.stride = stride; self.padding = padding
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding) }
+
+    public func namedTensors() -> [NamedTensor] {
+        [NamedTensor("weight", weight)] + (bias.map { [NamedTensor("bias", $0)] } ?? [])
+    }
+}
+
+/// Fully connected layer: y = x Wᵀ + b, weight out×in.
+public final class Linear: Module {
+    public let weight: Tensor
+    public let bias: Tensor?
+
+    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, stream: inout RandomStream) {
+        self.weight = defaultUniform([outFeatures, inFeatures], fanIn: inFeatures, stream: &stream)
+        self.bias = bias ? defaultUniform([outFeatures], fanIn: inFeatures, stream: &stream) : nil
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+
+    public func namedTensors() -> [NamedTensor] {
+        [NamedTensor("weight", weight)] + (bias.map { [NamedTensor("bias", $0)] } ?? [])
+    }
+}
+
+/// Lookup table of `count` vectors of `dimension` values, initialised N(0, 1) like PyTorch.
+public final class Embedding: Module {
+    public let weight: Tensor
+
+    public init(_ count: Int, _ dimension: Int, stream: inout RandomStream) {
+        self.weight = Tensor(randomNormal: [count, dimension], stream: &stream, requiresGrad: true)
+    }
+
+    public func callAsFunction(_ indices: [Int]) -> Tensor { embedding(indices, table: weight) }
+    public func namedTensors() -> [NamedTensor] { [NamedTensor("weight", weight)] }
+}
+
+// MARK: - Normalisation
+
+/// BatchNorm2d with PyTorch's state: weight, bias, running_mean, running_var, num_batches_tracked.
+public final class BatchNorm2d: Module {
+    public let weight: Tensor, bias: Tensor
+    public let runningMean: Tensor, runningVar: Tensor
+    public let batchesTracked = Tensor(zeros: [])
+    public var training = true
+    public let momentum: Float, eps: Float
+
+    public init(_ channels: Int, momentum: Float = 0.1, eps: Float = 1e-5) {
+        weight = Tensor(filled: 1, shape: [channels], requiresGrad: true)
+        bias = Tensor(zeros: [channels], requiresGrad: true)
+        runningMean = Tensor(zeros: [channels])
+        runningVar = Tensor(filled: 1, shape: [channels])
+        self.momentum = momentum; self.eps = eps
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        if training { batchesTracked.data[0] += 1 }
+        return batchNorm(x, gamma: weight, beta: bias, runningMean: runningMean, runningVar: runningVar,
+                         training: training, momentum: momentum, eps: eps)
+    }
+
+    public func setTraining(_ training: Bool) { self.training = training }
+
+    public func namedTensors() -> [NamedTensor] {
+        [NamedTensor("weight", weight), NamedTensor("bias", bias),
+         NamedTensor("running_mean", runningMean, isParameter: false), NamedTensor("running_var", runningVar, isParameter: false),
+         NamedTensor("num_batches_tracked", batchesTracked, isParameter: false, isInteger: true)]
+    }
+}
+
+/// GroupNorm with affine weight and bias per channel.
+public final class GroupNorm: Module {
+    public let groups: Int
+    public let weight: Tensor, bias: Tensor
+    public let eps: Float
+
+    public init(groups: Int, channels: Int, eps: Float = 1e-5) {
+        precondition(channels % groups == 0, "GroupNorm: \(channels) channels do not split into \(groups) groups")
+        self.groups = groups; self.eps = eps
+        weight = Tensor(filled: 1, shape: [channels], requiresGrad: true)
+        bias = Tensor(zeros: [channels], requiresGrad: true)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { groupNorm(x, groups: groups, gamma: weight, beta: bias, eps: eps) }
+    public func namedTensors() -> [NamedTensor] { [NamedTensor("weight", weight), NamedTensor("bias", bias)] }
+}
