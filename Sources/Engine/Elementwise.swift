@@ -335,3 +335,14 @@ public func sum(_ x: Tensor) -> Tensor {
 }
 
 public func mean(_ x: Tensor) -> Tensor { scale(sum(x), 1 / Float(x.count)) }
+
+/// Σ over every axis but the first: N×… → [N].
+public func sumPerSample(_ x: Tensor) -> Tensor {
+    let n = x.shape[0], m = x.count / max(n, 1)
+    var out = [Float](repeating: 0, count: n)
+    x.data.withUnsafeBufferPointer { xp in for i in 0..<n { out[i] = vectorSum(xp.baseAddress! + i * m, m) } }
+    return Tensor.makeResult(shape: [n], data: out, parents: [x]) { y in
+        let g = y.grad!
+        x.withGradBuffer { dx in for i in 0..<n { let v = g[i]; for j in i * m..<(i + 1) * m { dx[j] += v } } }
+    }
+}

@@ -1,0 +1,162 @@
+import Engine
+import Layers
+
+// MARK: - DCGAN (Radford et al. 2015), as ../shared/reference ARCHITECTURES.md "DCGAN-64"
+//
+// Parameter names follow the PyTorch reference's state_dict (`net.<index>.<name>`, indices
+// counting the activation layers too), so weights move both ways through safetensors.
+// Sizes other than 64 drop or add one upsampling (downsampling) block at the top (bottom).
+
+/// Settings of a DCGAN, stored beside its weights.
+public struct GANConfig: Codable, Equatable {
+    public var imageSize: Int = 64
+    public var channels: Int = 1
+    public var latentDim: Int = 100
+    public var generatorWidth: Int = 64       // ngf
+    public var discriminatorWidth: Int = 64   // ndf
+    /// 0 = unconditional. Conditional G takes [z, one-hot(label)]; D is a projection discriminator.
+    public var numClasses: Int = 0
+    public var classNames: [String] = []
+
+    public init(imageSize: Int = 64, channels: Int = 1, latentDim: Int = 100, generatorWidth: Int = 64,
+                discriminatorWidth: Int = 64, numClasses: Int = 0, classNames: [String] = []) {
+        self.imageSize = imageSize; self.channels = channels; self.latentDim = latentDim
+        self.generatorWidth = generatorWidth; self.discriminatorWidth = discriminatorWidth
+        self.numClasses = numClasses; self.classNames = classNames
+    }
+
+    /// Upsampling blocks between the 4×4 seed and the image: 3 for 32 px, 4 for 64, 5 for 128.
+    public var hiddenBlocks: Int { Int(log2(Double(imageSize)).rounded()) - 2 }
+
+    public func validate() throws {
+        guard [32, 64, 128].contains(imageSize) else { throw MedSynthError("DCGAN image size must be 32, 64 or 128, got \(imageSize)") }
+        guard channels == 1 || channels == 3 else { throw MedSynthError("DCGAN channels must be 1 or 3, got \(channels)") }
+        guard numClasses >= 0, classNames.isEmpty || classNames.count == numClasses else {
+            throw MedSynthError("DCGAN config: \(classNames.count) class names for \(numClasses) classes")
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// DCGAN's initialisation: conv weights N(0, 0.02), BatchNorm γ ~ N(1, 0.02), β = 0.
+func dcganInitialise(_ modules: [Module], stream: inout RandomStream) {
+    for module in modules {
+        if let conv = module as? ConvTranspose2d { conv.weight.data.withUnsafeMutableBufferPointer { stream.fillNormal($0, std: 0.02) } }
+        if let conv = module as? Conv2d { conv.weight.data.withUnsafeMutableBufferPointer { stream.fillNormal($0, std: 0.02) } }
+        if let bn = module as? BatchNorm2d {
+            bn.weight.data.withUnsafeMutableBufferPointer { stream.fillNormal($0, mean: 1, std: 0.02) }
+            bn.bias.data = [Float](repeating: 0, count: bn.bias.count)
+        }
+    }
+}
+
+public final class DCGANGenerator: Module {
+    public let config: GANConfig
+    /// (transposed conv, batch norm) per block; the last block has no norm and ends in tanh.
+    let convs: [ConvTranspose2d]
+    let norms: [BatchNorm2d]
+
+    public init(_ config: GANConfig, stream: inout RandomStream) {
+        self.config = config
+        let blocks = config.hiddenBlocks, ngf = config.generatorWidth
+        let widths = (0..<blocks).map { ngf << (blocks - 1 - $0) }          // 512, 256, 128, 64 at 64 px
+        var convs: [ConvTranspose2d] = [], norms: [BatchNorm2d] = []
+        var cin = config.latentDim + config.numClasses
+        for (i, width) in widths.enumerated() {
+            convs.append(ConvTranspose2d(cin, width, kernel: 4, stride: i == 0 ? 1 : 2, padding: i == 0 ? 0 : 1, bias: false, stream: &stream))
+            norms.append(BatchNorm2d(width))
+            cin = width
+        }
+        convs.append(ConvTranspose2d(cin, config.channels, kernel: 4, stride: 2, padding: 1, bias: false, stream: &stream))
+        self.convs = convs; self.norms = norms
+        dcganInitialise(convs + norms, stream: &stream)
+    }
+
+    /// z: N×latentDim latent vectors; labels: class per sample when conditional. Returns N×C×S×S in [-1, 1].
+    public func callAsFunction(_ z: Tensor, labels: [Int]? = nil) -> Tensor {
+        let n = z.shape[0]
+        var input = z
+        if config.numClasses > 0 {
+            guard let labels, labels.count == n else { preconditionFailure("DCGANGenerator: conditional model needs one label per sample") }
+            var joined = [Float](repeating: 0, count: n * (config.latentDim + config.numClasses))
+            let width = config.latentDim + config.numClasses
+            for i in 0..<n {
+                for j in 0..<config.latentDim { joined[i * width + j] = z.data[i * config.latentDim + j] }
+                joined[i * width + config.latentDim + labels[i]] = 1
+            }
+            input = Tensor(shape: [n, width], data: joined)
+        }
+        var h = reshape(input, [n, input.count / n, 1, 1])
+        for (conv, norm) in zip(convs, norms) { h = relu(norm(conv(h))) }
+        return tanh(convs.last!(h))
+    }
+
+    public func namedTensors() -> [NamedTensor] {
+        // Reference indices: block i occupies net.(3i) conv, net.(3i+1) BN, net.(3i+2) ReLU.
+        var children: [(String, Module)] = []
+        for i in 0..<norms.count {
+            children.append(("net.\(3 * i)", convs[i]))
+            children.append(("net.\(3 * i + 1)", norms[i]))
+        }
+        children.append(("net.\(3 * norms.count)", convs.last!))
+        return gather(children)
+    }
+
+    public func setTraining(_ training: Bool) { for n in norms { n.training = training } }
+}
+
+public final class DCGANDiscriminator: Module {
+    public let config: GANConfig
+    let convs: [Conv2d]
+    /// BatchNorm after every conv but the first and the last.
+    let norms: [BatchNorm2d]
+    /// Projection discriminator (Miyato & Koyama 2018): logit += ⟨embed(y), Σ_hw φ(x)⟩.
+    let projection: Embedding?
+
+    public init(_ config: GANConfig, stream: inout RandomStream) {
+        self.config = config
+        let blocks = config.hiddenBlocks, ndf = config.discriminatorWidth
+        var convs: [Conv2d] = [], norms: [BatchNorm2d] = []
+        var cin = config.channels
+        for i in 0..<blocks {
+            let width = ndf << i                                          // 64, 128, 256, 512 at 64 px
+            convs.append(Conv2d(cin, width, kernel: 4, stride: 2, padding: 1, bias: false, stream: &stream))
+            if i > 0 { norms.append(BatchNorm2d(width)) }
+            cin = width
+        }
+        convs.append(Conv2d(cin, 1, kernel: 4, stride: 1, padding: 0, bias: false, stream: &stream))
+        self.convs = convs; self.norms = norms
+        projection = config.numClasses > 0 ? Embedding(config.numClasses, cin, stream: &stream) : nil
+        dcganInitialise(convs + norms, stream: &stream)
+        if let projection { projection.weight.data.withUnsafeMutableBufferPointer { stream.fillNormal($0, std: 0.02) } }
+    }
+
+    /// x: N×C×S×S. Returns N logits.
+    public func callAsFunction(_ x: Tensor, labels: [Int]? = nil) -> Tensor {
+        var h = leakyRelu(convs[0](x), slope: 0.2)
+        for i in 1..<convs.count - 1 { h = leakyRelu(norms[i - 1](convs[i](h)), slope: 0.2) }
+        var logits = reshape(convs.last!(h), [x.shape[0]])
+        if let projection {
+            guard let labels, labels.count == x.shape[0] else { preconditionFailure("DCGANDiscriminator: conditional model needs one label per sample") }
+            logits = add(logits, sumPerSample(mul(h, projection(labels))))
+        }
+        return logits
+    }
+
+    public func namedTensors() -> [NamedTensor] {
+        // Reference indices: net.0 conv, net.1 LeakyReLU, then (conv, BN, LeakyReLU) triples, last conv.
+        var children: [(String, Module)] = [("net.0", convs[0])]
+        for i in 1..<convs.count - 1 {
+            children.append(("net.\(3 * i - 1)", convs[i]))
+            children.append(("net.\(3 * i)", norms[i - 1]))
+        }
+        children.append(("net.\(3 * (convs.count - 1) - 1)", convs.last!))
+        if let projection { children.append(("embed", projection)) }
+        return gather(children)
+    }
+
+    public func setTraining(_ training: Bool) { for n in norms { n.training = training } }
+}
