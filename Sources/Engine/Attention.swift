@@ -7,6 +7,7 @@
 /// Attention from a fused q/k/v tensor N×3C×H×W (q, k, v stacked along channels, as a 1×1 conv to
 /// 3C makes it) to N×C×H×W.
 public func spatialSelfAttention(qkv: Tensor) -> Tensor {
+    Profiler.measure("spatialSelfAttention") {
     checkShape(qkv.rank == 4 && qkv.shape[1] % 3 == 0, "spatialSelfAttention", "qkv \(qkv.shape) is not N×3C×H×W")
     let n = qkv.shape[0], c = qkv.shape[1] / 3, h = qkv.shape[2], w = qkv.shape[3], p = h * w
     let scaleFactor = 1 / Float(c).squareRoot()
@@ -47,5 +48,6 @@ public func spatialSelfAttention(qkv: Tensor) -> Tensor {
                 }
             }
         }
+    }
     }
 }

@@ -1,3 +1,5 @@
+import CBLAS
+
 // MARK: - Convolution through GEMM
 //
 // One im2col / col2im core serves all four directions (ggml's conv_2d = im2col + mul_mat):
@@ -36,32 +38,72 @@ public struct ConvGeometry: Equatable {
     }
 }
 
-/// Unfolds `images` consecutive images of `x` (N×C×H×W) into `cols` (C·KH·KW × images·OH·OW).
-public func im2col(_ x: UnsafePointer<Float>, images: Int, _ g: ConvGeometry, _ cols: UnsafeMutablePointer<Float>) {
-    let plane = g.outPlane, ld = images * plane, kk = g.kernelH * g.kernelW
-    Parallel.forEach(g.patchSize, cost: ld) { row in
+/// im2col for output rows [oh0, oh1) of ONE image, patch rows `rows`: row r of the column
+/// matrix lives at cols + r·ld, column (oh − oh0)·OW + ow.
+@inline(__always)
+func im2colRows(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ oh0: Int, _ oh1: Int,
+                _ cols: UnsafeMutablePointer<Float>, ld: Int, rows: Range<Int>) {
+    let kk = g.kernelH * g.kernelW
+    for row in rows {
         let c = row / kk, kh = (row / g.kernelW) % g.kernelH, kw = row % g.kernelW
         let (lo, hi) = g.validColumns(kw)
-        for img in 0..<images {
-            let src = x + (img * g.channels + c) * g.inPlane
-            let dst = cols + row * ld + img * plane
-            for oh in 0..<g.outHeight {
-                let ih = oh * g.stride - g.padding + kh
-                let drow = dst + oh * g.outWidth
-                if ih < 0 || ih >= g.height {
-                    drow.update(repeating: 0, count: g.outWidth)
-                    continue
-                }
-                if lo > 0 { drow.update(repeating: 0, count: lo) }
-                if hi < g.outWidth { (drow + hi).update(repeating: 0, count: g.outWidth - hi) }
-                let srow = src + ih * g.width - g.padding + kw
-                if g.stride == 1 {
-                    (drow + lo).update(from: srow + lo, count: hi - lo)
-                } else {
-                    var ow = lo
-                    while ow < hi { drow[ow] = srow[ow * g.stride]; ow += 1 }
+        let src = x + c * g.inPlane
+        let dst = cols + row * ld
+        for oh in oh0..<oh1 {
+            let ih = oh * g.stride - g.padding + kh
+            let drow = dst + (oh - oh0) * g.outWidth
+            if ih < 0 || ih >= g.height {
+                drow.update(repeating: 0, count: g.outWidth)
+                continue
+            }
+            if lo > 0 { drow.update(repeating: 0, count: lo) }
+            if hi < g.outWidth { (drow + hi).update(repeating: 0, count: g.outWidth - hi) }
+            let srow = src + ih * g.width - g.padding + kw
+            if g.stride == 1 {
+                (drow + lo).update(from: srow + lo, count: hi - lo)
+            } else {
+                var ow = lo
+                while ow < hi { drow[ow] = srow[ow * g.stride]; ow += 1 }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2colRows` for the patch rows of `channels`: accumulates into one image.
+@inline(__always)
+func col2imRows(_ cols: UnsafePointer<Float>, _ g: ConvGeometry, _ oh0: Int, _ oh1: Int,
+                _ x: UnsafeMutablePointer<Float>, ld: Int, channels: Range<Int>) {
+    for c in channels {
+        let dst = x + c * g.inPlane
+        for kh in 0..<g.kernelH {
+            for kw in 0..<g.kernelW {
+                let row = (c * g.kernelH + kh) * g.kernelW + kw
+                let (lo, hi) = g.validColumns(kw)
+                if lo >= hi { continue }
+                let src = cols + row * ld
+                for oh in oh0..<oh1 {
+                    let ih = oh * g.stride - g.padding + kh
+                    if ih < 0 || ih >= g.height { continue }
+                    let srow = src + (oh - oh0) * g.outWidth
+                    let drow = dst + ih * g.width - g.padding + kw
+                    if g.stride == 1 {
+                        vectorAdd(drow + lo, srow + lo, hi - lo)
+                    } else {
+                        var ow = lo
+                        while ow < hi { drow[ow * g.stride] += srow[ow]; ow += 1 }
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Unfolds `images` consecutive images of `x` (N×C×H×W) into `cols` (C·KH·KW × images·OH·OW).
+public func im2col(_ x: UnsafePointer<Float>, images: Int, _ g: ConvGeometry, _ cols: UnsafeMutablePointer<Float>) {
+    let plane = g.outPlane, ld = images * plane
+    Parallel.forRanges(g.patchSize, cost: ld) { rows in
+        for img in 0..<images {
+            im2colRows(x + img * g.channels * g.inPlane, g, 0, g.outHeight, cols + img * plane, ld: ld, rows: rows)
         }
     }
 }
@@ -69,31 +111,10 @@ public func im2col(_ x: UnsafePointer<Float>, images: Int, _ g: ConvGeometry, _ 
 /// Folds `cols` back, accumulating into `x` (+=): the adjoint of `im2col`.
 public func col2im(_ cols: UnsafePointer<Float>, images: Int, _ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>) {
     let plane = g.outPlane, ld = images * plane
-    // Parallel over channels: rows of different channels never touch the same pixel.
-    Parallel.forEach(g.channels, cost: g.kernelH * g.kernelW * ld) { c in
-        for kh in 0..<g.kernelH {
-            for kw in 0..<g.kernelW {
-                let row = (c * g.kernelH + kh) * g.kernelW + kw
-                let (lo, hi) = g.validColumns(kw)
-                if lo >= hi { continue }
-                for img in 0..<images {
-                    let src = cols + row * ld + img * plane
-                    let dst = x + (img * g.channels + c) * g.inPlane
-                    for oh in 0..<g.outHeight {
-                        let ih = oh * g.stride - g.padding + kh
-                        if ih < 0 || ih >= g.height { continue }
-                        let srow = src + oh * g.outWidth
-                        let drow = dst + ih * g.width - g.padding + kw
-                        if g.stride == 1 {
-                            vectorAdd(drow + lo, srow + lo, hi - lo)
-                        } else {
-                            var ow = lo
-                            while ow < hi { drow[ow * g.stride] += srow[ow]; ow += 1 }
-                        }
-                    }
-                }
-            }
-        }
+    // Parallel over (image, channel): different pairs never touch the same pixel.
+    Parallel.forEach(images * g.channels, cost: g.kernelH * g.kernelW * plane) { pair in
+        let img = pair / g.channels, c = pair % g.channels
+        col2imRows(cols + img * plane, g, 0, g.outHeight, x + img * g.channels * g.inPlane, ld: ld, channels: c..<c + 1)
     }
 }
 
@@ -112,12 +133,119 @@ func interleaveBatch(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Fl
     }
 }
 
-/// Images per chunk: enough GEMM columns (≈ 8192) without letting the column buffer grow past
-/// about 256 MB.
+/// Images per chunk for the batched path: enough GEMM columns (≈ 8192) without letting the
+/// column buffer grow past about 256 MB.
 func chunkSize(batch: Int, plane: Int, rows: Int) -> Int {
     let wanted = max(1, (8192 + plane - 1) / plane)
     let memoryCap = max(1, (64 << 20) / max(1, rows * plane))
     return max(1, min(batch, wanted, memoryCap))
+}
+
+// MARK: - Blocked path for large planes
+//
+// For planes of 16×16 and up, each task unfolds a band of output rows of one image into a
+// per-worker buffer that stays in L2 and multiplies it at once with a single-threaded GEMM that
+// writes straight into the NCHW output: no batch-sized column matrix, no transposes, and both
+// cores busy on independent bands. Weight gradients go to a fixed number of per-lane
+// accumulators (image i → lane i mod 4) summed in lane order, so results do not depend on the
+// number of threads.
+
+let weightGradientLanes = 4
+
+func usesBlockedPath(_ g: ConvGeometry) -> Bool { g.outPlane >= 256 }
+
+/// Output rows per band so that one band's columns take about 768 KB.
+func rowsPerBand(_ g: ConvGeometry) -> Int {
+    let columns = max(g.outWidth, (196_608 / max(g.patchSize, 1)))
+    return max(1, min(g.outHeight, columns / g.outWidth))
+}
+
+@inline(__always)
+func sgemmSerial(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+                 a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                 beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    Parallel.configureBLAS()
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+}
+
+func blockedForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                    batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
+    let k = g.patchSize, plane = g.outPlane
+    let band = pointwise ? g.outHeight : rowsPerBand(g)
+    let bands = (g.outHeight + band - 1) / band
+    Parallel.forRanges(n * bands, cost: 1 << 20) { tasks in
+        let scratch = pointwise ? nil : UnsafeMutablePointer<Float>.allocate(capacity: k * band * g.outWidth)
+        defer { scratch?.deallocate() }
+        for task in tasks {
+            let img = task / bands, oh0 = (task % bands) * band, oh1 = min(g.outHeight, oh0 + band)
+            let columns = (oh1 - oh0) * g.outWidth
+            let xi = x + img * g.channels * g.inPlane
+            if let scratch {
+                im2colRows(xi, g, oh0, oh1, scratch, ld: columns, rows: 0..<k)
+                sgemmSerial(m: oc, n: columns, k: k, a: w, lda: k, b: scratch, ldb: columns, c: y + img * oc * plane + oh0 * g.outWidth, ldc: plane)
+            } else {
+                sgemmSerial(m: oc, n: columns, k: k, a: w, lda: k, b: xi + oh0 * g.outWidth, ldb: plane, c: y + img * oc * plane + oh0 * g.outWidth, ldc: plane)
+            }
+        }
+    }
+}
+
+func blockedBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                     dX: UnsafeMutablePointer<Float>?, dW: UnsafeMutablePointer<Float>?,
+                     batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
+    let k = g.patchSize, plane = g.outPlane
+    let band = pointwise ? g.outHeight : rowsPerBand(g)
+    let bands = (g.outHeight + band - 1) / band
+    if let dX {
+        // One image per task: bands of the same image overlap in dX.
+        Parallel.forRanges(n, cost: 1 << 20) { images in
+            let scratch = pointwise ? nil : UnsafeMutablePointer<Float>.allocate(capacity: k * band * g.outWidth)
+            defer { scratch?.deallocate() }
+            for img in images {
+                let dyi = dy + img * oc * plane, dxi = dX + img * g.channels * g.inPlane
+                guard let scratch else {
+                    sgemmSerial(transA: true, m: k, n: plane, k: oc, a: w, lda: k, b: dyi, ldb: plane, beta: 1, c: dxi, ldc: plane)
+                    continue
+                }
+                for b in 0..<bands {
+                    let oh0 = b * band, oh1 = min(g.outHeight, oh0 + band), columns = (oh1 - oh0) * g.outWidth
+                    sgemmSerial(transA: true, m: k, n: columns, k: oc, a: w, lda: k, b: dyi + oh0 * g.outWidth, ldb: plane, c: scratch, ldc: columns)
+                    col2imRows(scratch, g, oh0, oh1, dxi, ld: columns, channels: 0..<g.channels)
+                }
+            }
+        }
+    }
+    if let dW {
+        let lanes = weightGradientLanes
+        let accumulators = UnsafeMutablePointer<Float>.allocate(capacity: lanes * oc * k)
+        accumulators.initialize(repeating: 0, count: lanes * oc * k)
+        defer { accumulators.deallocate() }
+        Parallel.forEach(lanes, cost: 1 << 20) { lane in
+            let scratch = pointwise ? nil : UnsafeMutablePointer<Float>.allocate(capacity: k * band * g.outWidth)
+            defer { scratch?.deallocate() }
+            let acc = accumulators + lane * oc * k
+            for img in stride(from: lane, to: n, by: lanes) {
+                let dyi = dy + img * oc * plane, xi = x + img * g.channels * g.inPlane
+                guard let scratch else {
+                    sgemmSerial(transB: true, m: oc, n: k, k: plane, a: dyi, lda: plane, b: xi, ldb: plane, beta: 1, c: acc, ldc: k)
+                    continue
+                }
+                for b in 0..<bands {
+                    let oh0 = b * band, oh1 = min(g.outHeight, oh0 + band), columns = (oh1 - oh0) * g.outWidth
+                    im2colRows(xi, g, oh0, oh1, scratch, ld: columns, rows: 0..<k)
+                    sgemmSerial(transB: true, m: oc, n: k, k: columns, a: dyi + oh0 * g.outWidth, lda: plane, b: scratch, ldb: columns, beta: 1, c: acc, ldc: k)
+                }
+            }
+        }
+        Parallel.forRanges(oc * k, cost: lanes) { range in
+            for i in range {
+                var s: Float = 0
+                for lane in 0..<lanes { s += accumulators[lane * oc * k + i] }
+                dW[i] += s
+            }
+        }
+    }
 }
 
 // MARK: - conv2d
@@ -125,6 +253,7 @@ func chunkSize(batch: Int, plane: Int, rows: Int) -> Int {
 /// 2-D convolution (cross-correlation, as PyTorch's Conv2d).
 /// - x: N×C×H×W; weight: OC×C×KH×KW; bias: OC (optional). Returns N×OC×OH×OW.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+    Profiler.measure("conv2d") {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], "conv2d",
                "input \(x.shape) and weight \(weight.shape) need N×C×H×W and OC×C×KH×KW with the same C")
     if let bias { checkShape(bias.shape == [weight.shape[0]], "conv2d", "bias \(bias.shape) for \(weight.shape[0]) output channels") }
@@ -159,16 +288,15 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
             }
         }
     }
+    }
 }
 
 /// y (N×OC×P) = W (OC×K) · im2col(x).
 func convForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                  batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
     let k = g.patchSize, plane = g.outPlane
-    if pointwise {
-        for img in 0..<n {
-            sgemm(m: oc, n: plane, k: k, a: w, lda: k, b: x + img * k * plane, ldb: plane, c: y + img * oc * plane, ldc: plane)
-        }
+    if pointwise || usesBlockedPath(g) {
+        blockedForward(x, w, y, batch: n, outChannels: oc, g, pointwise: pointwise)
         return
     }
     let chunk = chunkSize(batch: n, plane: plane, rows: k)
@@ -194,12 +322,8 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
                   dX: UnsafeMutablePointer<Float>?, dW: UnsafeMutablePointer<Float>?,
                   batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
     let k = g.patchSize, plane = g.outPlane
-    if pointwise {
-        for img in 0..<n {
-            let dyi = dy + img * oc * plane, xi = x + img * k * plane
-            if let dW { sgemm(transB: true, m: oc, n: k, k: plane, a: dyi, lda: plane, b: xi, ldb: plane, beta: 1, c: dW, ldc: k) }
-            if let dX { sgemm(transA: true, m: k, n: plane, k: oc, a: w, lda: k, b: dyi, ldb: plane, beta: 1, c: dX + img * k * plane, ldc: plane) }
-        }
+    if pointwise || usesBlockedPath(g) {
+        blockedBackward(dy, x, w, dX: dX, dW: dW, batch: n, outChannels: oc, g, pointwise: pointwise)
         return
     }
     let chunk = chunkSize(batch: n, plane: plane, rows: max(k, oc))
@@ -231,6 +355,7 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
 /// Transposed 2-D convolution (PyTorch's ConvTranspose2d, no output padding).
 /// - x: N×C×H×W; weight: C×OC×KH×KW; bias: OC. Output side: (H − 1)·stride − 2·padding + KH.
 public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+    Profiler.measure("convTranspose2d") {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[0], "convTranspose2d",
                "input \(x.shape) and weight \(weight.shape) need N×C×H×W and C×OC×KH×KW with the same C")
     let n = x.shape[0], cin = x.shape[1], h = x.shape[2], w = x.shape[3]
@@ -277,6 +402,7 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
                 bias.withGradBuffer { sumChannels(dyp.baseAddress!, into: $0.baseAddress!, batch: n, channels: oc, plane: oh * ow) }
             }
         }
+    }
     }
 }
 

@@ -9,14 +9,15 @@ import Glibc
 
 /// Applies `forward` elementwise; `derivative(x, y)` gives dy/dx for the pullback.
 @inline(__always)
-func unaryOp(_ x: Tensor, cost: Int = 4, forward: @escaping (Float) -> Float, derivative: @escaping (Float, Float) -> Float) -> Tensor {
+func unaryOp(_ x: Tensor, name: String, cost: Int = 4, forward: @escaping (Float) -> Float, derivative: @escaping (Float, Float) -> Float) -> Tensor {
+    Profiler.measure(name) {
     var out = [Float](repeating: 0, count: x.count)
     x.data.withUnsafeBufferPointer { xp in
         out.withUnsafeMutableBufferPointer { yp in
             Parallel.forRanges(xp.count, cost: cost) { r in for i in r { yp[i] = forward(xp[i]) } }
         }
     }
-    return Tensor.makeResult(shape: x.shape, data: out, parents: [x]) { y in
+    return Tensor.makeResult(shape: x.shape, data: out, parents: [x], op: name) { y in
         let dy = y.grad!
         x.withGradBuffer { dx in
             x.data.withUnsafeBufferPointer { xp in
@@ -28,35 +29,137 @@ func unaryOp(_ x: Tensor, cost: Int = 4, forward: @escaping (Float) -> Float, de
             }
         }
     }
+    }
 }
 
 public func relu(_ x: Tensor) -> Tensor {
-    unaryOp(x, cost: 1, forward: { max($0, 0) }, derivative: { x, _ in x > 0 ? 1 : 0 })
+    unaryOp(x, name: "relu", cost: 1, forward: { max($0, 0) }, derivative: { x, _ in x > 0 ? 1 : 0 })
 }
 
 public func leakyRelu(_ x: Tensor, slope: Float = 0.2) -> Tensor {
-    unaryOp(x, cost: 1, forward: { $0 > 0 ? $0 : slope * $0 }, derivative: { x, _ in x > 0 ? 1 : slope })
+    unaryOp(x, name: "leakyRelu", cost: 1, forward: { $0 > 0 ? $0 : slope * $0 }, derivative: { x, _ in x > 0 ? 1 : slope })
 }
 
 @inline(__always) func sigmoidValue(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
 
-/// SiLU (swish): x · σ(x).
-public func silu(_ x: Tensor) -> Tensor {
-    unaryOp(x, cost: 20, forward: { $0 * sigmoidValue($0) },
-            derivative: { x, _ in let s = sigmoidValue(x); return s * (1 + x * (1 - s)) })
+// MARK: Vectorised transcendental maps
+
+/// e^x on 8 lanes: x = n·ln2 + r, e^r by the Cephes expf polynomial (|r| ≤ ln2/2, about 1 ulp),
+/// 2^n from exponent bits. Rounding uses the 1.5·2²³ trick so every step is a plain vector
+/// instruction. Inputs are clamped to the normal range of Float.
+@inline(__always)
+func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let xc = pointwiseMax(pointwiseMin(x, SIMD8(repeating: 88.0)), SIMD8(repeating: -87.0))
+    let magic = SIMD8<Float>(repeating: 12_582_912)          // 1.5 · 2^23
+    let t = xc * 1.442_695_04 + magic
+    let n = t - magic
+    let r = xc - n * 0.693_359_375 + n * 2.121_944_4e-4
+    var p = SIMD8<Float>(repeating: 1.987_569_15e-4)
+    p = p * r + 1.398_199_95e-3
+    p = p * r + 8.333_451_9e-3
+    p = p * r + 4.166_579_59e-2
+    p = p * r + 0.166_666_655
+    p = p * r + 0.5
+    let y = p * r * r + r + 1
+    let integer = unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000
+    return y * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD8<Float>.self)
 }
 
-public func tanh(_ x: Tensor) -> Tensor {
-    unaryOp(x, cost: 20, forward: { tanhf($0) }, derivative: { _, y in 1 - y * y })
+@inline(__always) func simdSigmoid(_ x: SIMD8<Float>) -> SIMD8<Float> { 1 / (1 + simdExp(-x)) }
+
+enum VectorMap { case silu, tanh, sigmoid }
+
+@inline(__always)
+func vectorForward(_ kind: VectorMap, _ x: SIMD8<Float>) -> SIMD8<Float> {
+    switch kind {
+    case .silu: return x * simdSigmoid(x)
+    case .tanh: return 2 * simdSigmoid(2 * x) - 1
+    case .sigmoid: return simdSigmoid(x)
+    }
 }
 
-public func sigmoid(_ x: Tensor) -> Tensor {
-    unaryOp(x, cost: 20, forward: sigmoidValue, derivative: { _, y in y * (1 - y) })
+@inline(__always)
+func vectorGradient(_ kind: VectorMap, _ x: SIMD8<Float>, _ y: SIMD8<Float>, _ dy: SIMD8<Float>) -> SIMD8<Float> {
+    switch kind {
+    case .silu: let s = simdSigmoid(x); return dy * s * (1 + x * (1 - s))
+    case .tanh: return dy * (1 - y * y)
+    case .sigmoid: return dy * y * (1 - y)
+    }
 }
+
+/// Applies `kind` to `count` values, 8 lanes at a time; the tail goes through a padded vector.
+func vectorMap(_ kind: VectorMap, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int) {
+    Parallel.forRanges((count + 7) / 8, cost: 64) { range in
+        for v in range {
+            let i = v * 8
+            if i + 8 <= count {
+                let r = vectorForward(kind, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+                UnsafeMutableRawPointer(y + i).storeBytes(of: r, as: SIMD8<Float>.self)
+            } else {
+                var lanes = SIMD8<Float>(repeating: 0)
+                for j in 0..<(count - i) { lanes[j] = x[i + j] }
+                let r = vectorForward(kind, lanes)
+                for j in 0..<(count - i) { y[i + j] = r[j] }
+            }
+        }
+    }
+}
+
+/// dx += f'(x, y) · dy, 8 lanes at a time.
+func vectorMapGradient(_ kind: VectorMap, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
+                       _ dx: UnsafeMutablePointer<Float>, _ count: Int) {
+    Parallel.forRanges((count + 7) / 8, cost: 64) { range in
+        for v in range {
+            let i = v * 8
+            if i + 8 <= count {
+                let g = vectorGradient(kind, UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self),
+                                       UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self),
+                                       UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD8<Float>.self))
+                let old = UnsafeRawPointer(dx + i).loadUnaligned(as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(dx + i).storeBytes(of: old + g, as: SIMD8<Float>.self)
+            } else {
+                var xl = SIMD8<Float>(repeating: 0), yl = xl, gl = xl
+                for j in 0..<(count - i) { xl[j] = x[i + j]; yl[j] = y[i + j]; gl[j] = dy[i + j] }
+                let g = vectorGradient(kind, xl, yl, gl)
+                for j in 0..<(count - i) { dx[i + j] += g[j] }
+            }
+        }
+    }
+}
+
+func vectorUnaryOp(_ x: Tensor, _ kind: VectorMap, name: String) -> Tensor {
+    Profiler.measure(name) {
+        let n = x.count
+        var out = [Float](repeating: 0, count: n)
+        x.data.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { yp in vectorMap(kind, xp.baseAddress!, yp.baseAddress!, n) }
+        }
+        return Tensor.makeResult(shape: x.shape, data: out, parents: [x], op: name) { y in
+            let dy = y.grad!
+            x.withGradBuffer { dx in
+                x.data.withUnsafeBufferPointer { xp in
+                    y.data.withUnsafeBufferPointer { yp in
+                        dy.withUnsafeBufferPointer { g in
+                            vectorMapGradient(kind, xp.baseAddress!, yp.baseAddress!, g.baseAddress!, dx.baseAddress!, n)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// SiLU (swish): x · σ(x); derivative σ(x)·(1 + x·(1 − σ(x))).
+public func silu(_ x: Tensor) -> Tensor { vectorUnaryOp(x, .silu, name: "silu") }
+
+/// tanh(x) = 2σ(2x) − 1.
+public func tanh(_ x: Tensor) -> Tensor { vectorUnaryOp(x, .tanh, name: "tanh") }
+
+public func sigmoid(_ x: Tensor) -> Tensor { vectorUnaryOp(x, .sigmoid, name: "sigmoid") }
 
 /// x · s for a constant s.
 public func scale(_ x: Tensor, _ s: Float) -> Tensor {
-    unaryOp(x, cost: 1, forward: { $0 * s }, derivative: { _, _ in s })
+    unaryOp(x, name: "scale", cost: 1, forward: { $0 * s }, derivative: { _, _ in s })
 }
 
 // MARK: - Binary ops with broadcasting over channels
@@ -85,6 +188,7 @@ public func + (a: Tensor, b: Tensor) -> Tensor { add(a, b) }
 public func * (a: Tensor, b: Tensor) -> Tensor { mul(a, b) }
 
 func binary(_ a: Tensor, _ b: Tensor, op: String, multiply: Bool) -> Tensor {
+    Profiler.measure(op) {
     let mode = Broadcast(a, b, op: op)
     let n = a.count
     var out = [Float](repeating: 0, count: n)
@@ -107,7 +211,7 @@ func binary(_ a: Tensor, _ b: Tensor, op: String, multiply: Bool) -> Tensor {
             }
         }
     }
-    return Tensor.makeResult(shape: a.shape, data: out, parents: [a, b]) { y in
+    return Tensor.makeResult(shape: a.shape, data: out, parents: [a, b], op: op) { y in
         let dy = y.grad!
         dy.withUnsafeBufferPointer { g in
             if a.requiresGrad {
@@ -153,6 +257,7 @@ func binary(_ a: Tensor, _ b: Tensor, op: String, multiply: Bool) -> Tensor {
             }
         }
     }
+    }
 }
 
 // MARK: - Shape ops
@@ -167,6 +272,7 @@ public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor {
 
 /// Concatenates N×Ci×H×W tensors along channels.
 public func concatChannels(_ parts: [Tensor]) -> Tensor {
+    Profiler.measure("concatChannels") {
     let first = parts[0]
     checkShape(parts.allSatisfy { $0.rank == 4 && $0.shape[0] == first.shape[0] && $0.shape[2] == first.shape[2] && $0.shape[3] == first.shape[3] },
                "concatChannels", "shapes \(parts.map(\.shape)) differ outside the channel axis")
@@ -199,10 +305,12 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
             }
         }
     }
+    }
 }
 
 /// Nearest-neighbour 2× upsampling of N×C×H×W.
 public func upsampleNearest2x(_ x: Tensor) -> Tensor {
+    Profiler.measure("upsampleNearest2x") {
     checkShape(x.rank == 4, "upsampleNearest2x", "input \(x.shape) is not N×C×H×W")
     let rows = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
     var out = [Float](repeating: 0, count: rows * 4 * h * w)
@@ -231,12 +339,14 @@ public func upsampleNearest2x(_ x: Tensor) -> Tensor {
             }
         }
     }
+    }
 }
 
 // MARK: - Linear algebra
 
 /// x (N×in) · Wᵀ (W: out×in) + b: PyTorch's Linear.
 public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+    Profiler.measure("linear") {
     checkShape(x.rank == 2 && weight.rank == 2 && x.shape[1] == weight.shape[1], "linear",
                "input \(x.shape) and weight \(weight.shape) need N×in and out×in")
     let n = x.shape[0], inF = x.shape[1], outF = weight.shape[0]
@@ -272,6 +382,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
                 bias.withGradBuffer { db in for i in 0..<n { for j in 0..<outF { db[j] += g[i * outF + j] } } }
             }
         }
+    }
     }
 }
 

@@ -6,6 +6,7 @@ import Glibc
 
 /// Mean squared error between `prediction` and a constant `target` of the same shape.
 public func mseLoss(_ prediction: Tensor, _ target: Tensor) -> Tensor {
+    Profiler.measure("mseLoss") {
     checkShape(prediction.shape == target.shape, "mseLoss", "prediction \(prediction.shape) vs target \(target.shape)")
     let n = prediction.count
     var s = 0.0
@@ -18,6 +19,7 @@ public func mseLoss(_ prediction: Tensor, _ target: Tensor) -> Tensor {
         if target.requiresGrad {
             target.withGradBuffer { dt in for i in 0..<n { dt[i] -= g * (prediction.data[i] - target.data[i]) } }
         }
+    }
     }
 }
 

@@ -10,6 +10,7 @@
 /// (unbiased variance, like PyTorch); in eval mode the running averages are used.
 public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
                       training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) -> Tensor {
+    Profiler.measure("batchNorm") {
     checkShape(x.rank == 4 && gamma.shape == [x.shape[1]] && beta.shape == gamma.shape
                && runningMean.shape == gamma.shape && runningVar.shape == gamma.shape,
                "batchNorm", "input \(x.shape), gamma \(gamma.shape), beta \(beta.shape), running \(runningMean.shape)/\(runningVar.shape)")
@@ -98,10 +99,12 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
             }
         }
     }
+    }
 }
 
 /// Group normalisation of N×C×H×W: statistics per sample over each group of C/groups channels.
 public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps: Float = 1e-5) -> Tensor {
+    Profiler.measure("groupNorm") {
     checkShape(x.rank == 4 && x.shape[1] % groups == 0 && gamma.shape == [x.shape[1]] && beta.shape == gamma.shape,
                "groupNorm", "input \(x.shape) with \(groups) groups, gamma \(gamma.shape), beta \(beta.shape)")
     let n = x.shape[0], c = x.shape[1], plane = x.shape[2] * x.shape[3]
@@ -168,5 +171,6 @@ public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps
                 }
             }
         }
+    }
     }
 }

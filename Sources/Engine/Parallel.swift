@@ -11,13 +11,21 @@ public enum Parallel {
     /// Workers for non-GEMM loops (defaults to the core count).
     nonisolated(unsafe) public static var workers: Int = max(1, ProcessInfoCores.count)
 
-    /// Sets both OpenBLAS's and medsynth's thread counts.
+    /// Sets the number of threads medsynth computes with (GEMM included).
     public static func setThreads(_ n: Int) {
         workers = max(1, n)
-        openblas_set_num_threads(Int32(workers))
     }
 
-    public static var blasThreads: Int { Int(openblas_get_num_threads()) }
+    /// Threads used for GEMM: medsynth's workers, each driving a single-threaded OpenBLAS.
+    public static var blasThreads: Int { workers }
+
+    @usableFromInline nonisolated(unsafe) static var blasConfigured = false
+
+    /// Makes OpenBLAS single-threaded once, before the first GEMM.
+    @inlinable
+    public static func configureBLAS() {
+        if !blasConfigured { blasConfigured = true; openblas_set_num_threads(1) }
+    }
 
     /// Calls `body(range)` on disjoint chunks of 0..<count, in parallel when the work is large
     /// enough (`cost` ≈ scalar operations per index) to pay for the hand-off.
@@ -84,13 +92,42 @@ func vectorSum(_ src: UnsafePointer<Float>, _ n: Int) -> Float {
 // MARK: - GEMM
 
 /// C[M×N] = alpha · op(A) · op(B) + beta · C, row-major, through OpenBLAS's cblas_sgemm.
+///
+/// OpenBLAS runs single-threaded (see `Parallel.configureBLAS`) and medsynth splits large
+/// products into independent column (or row) blocks, one per worker: OpenBLAS's own threads
+/// spin-wait between calls and would steal a core from every non-GEMM loop in between.
 @inlinable
 public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                   alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                   b: UnsafePointer<Float>, ldb: Int,
                   beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    Parallel.configureBLAS()
+    let workers = Parallel.workers
+    let flops = 2 * m * n * k
+    func call(_ m: Int, _ n: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+    if workers < 2 || flops < 4_000_000 || max(m, n) < 32 {
+        call(m, n, a, b, c)
+        return
+    }
+    if n >= m {
+        // Column blocks of C: B's columns (or B's rows when transposed) move with them.
+        let block = ((n + workers - 1) / workers + 15) / 16 * 16
+        let parts = (n + block - 1) / block
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let j0 = part * block, width = min(block, n - j0)
+            call(m, width, a, transB ? b + j0 * ldb : b + j0, c + j0)
+        }
+    } else {
+        let block = ((m + workers - 1) / workers + 7) / 8 * 8
+        let parts = (m + block - 1) / block
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let i0 = part * block, height = min(block, m - i0)
+            call(height, n, transA ? a + i0 : a + i0 * lda, b, c + i0 * ldc)
+        }
+    }
 }
 
 // MARK: - Scratch memory

@@ -87,12 +87,14 @@ public final class Tensor {
     public func zeroGrad() { grad = nil }
 
     /// Makes the result of an op: records parents and pullback only when some parent needs gradients.
-    static func makeResult(shape: [Int], data: [Float], parents: [Tensor], pullback: @escaping (Tensor) -> Void) -> Tensor {
+    /// Ops outside the engine use it too; the pullback reads `result.grad` and accumulates into parents.
+    public static func makeResult(shape: [Int], data: [Float], parents: [Tensor], op: String = #function,
+                                  pullback: @escaping (Tensor) -> Void) -> Tensor {
         let needsGrad = GradMode.isEnabled && parents.contains { $0.requiresGrad }
         let out = Tensor(shape: shape, data: data, requiresGrad: needsGrad)
         if needsGrad {
             out.parents = parents
-            out.pullback = pullback
+            out.pullback = Profiler.isEnabled ? { y in Profiler.measure("backward " + op) { pullback(y) } } : pullback
         }
         return out
     }

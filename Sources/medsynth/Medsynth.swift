@@ -9,6 +9,9 @@ struct Medsynth: ParsableCommand {
         version: MedSynthVersion.current,
         subcommands: [
             // Each subcommand lives in its own file; keep this list sorted by workflow.
+            Info.self,
+            Convert.self,
+            Bench.self,
         ]
     )
 }

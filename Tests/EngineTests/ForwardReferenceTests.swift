@@ -53,8 +53,8 @@ final class ForwardReferenceTests: XCTestCase {
     }
 
     func testConv2dMatchesNaive() {
-        for (k, s, p, n) in [(3, 1, 1, 3), (4, 2, 1, 2), (1, 1, 0, 2), (4, 1, 0, 40), (3, 2, 1, 1)] {
-            let x = randomTensor([n, 3, 9, 8], seed: 1), w = randomTensor([5, 3, k, k], seed: 2), b = randomTensor([5], seed: 3)
+        for (k, s, p, n, side) in [(3, 1, 1, 3, 9), (4, 2, 1, 2, 9), (1, 1, 0, 2, 9), (4, 1, 0, 40, 9), (3, 2, 1, 1, 9), (3, 1, 1, 5, 40), (1, 1, 0, 3, 20), (4, 2, 1, 2, 40)] {
+            let x = randomTensor([n, 3, side, side - 1], seed: 1), w = randomTensor([5, 3, k, k], seed: 2), b = randomTensor([5], seed: 3)
             let y = conv2d(x, weight: w, bias: b, stride: s, padding: p)
             assertClose(y.data, naiveConv(x, w, b.data, stride: s, padding: p), 1e-4, "conv2d k\(k) s\(s) p\(p) n\(n)")
         }

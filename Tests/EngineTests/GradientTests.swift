@@ -19,6 +19,19 @@ final class GradientTests: XCTestCase {
         }
     }
 
+    func testConvBlockedPathForLargePlanes() {
+        // Planes of 16×16 and more take the banded path (per-image bands, lane accumulators).
+        checkGradients("conv2d blocked", inputs: [randomTensor([5, 2, 16, 17], seed: 40), randomTensor([3, 2, 3, 3], seed: 41, scale: 0.3), randomTensor([3], seed: 42)]) {
+            conv2d($0[0], weight: $0[1], bias: $0[2], stride: 1, padding: 1)
+        }
+        checkGradients("conv2d blocked 1x1", inputs: [randomTensor([2, 3, 16, 16], seed: 43), randomTensor([2, 3, 1, 1], seed: 44, scale: 0.3)]) {
+            conv2d($0[0], weight: $0[1])
+        }
+        checkGradients("convTranspose2d blocked", inputs: [randomTensor([2, 2, 16, 16], seed: 45), randomTensor([2, 1, 4, 4], seed: 46, scale: 0.3)]) {
+            convTranspose2d($0[0], weight: $0[1], stride: 2, padding: 1)
+        }
+    }
+
     func testConvTranspose2d() {
         for (k, s, p, h) in [(4, 2, 1, 4), (4, 1, 0, 1), (3, 1, 1, 5), (3, 2, 0, 3)] {
             checkGradients("convTranspose2d k\(k) s\(s) p\(p)", inputs: [randomTensor([2, 3, h, h], seed: 6), randomTensor([3, 2, k, k], seed: 7, scale: 0.3), randomTensor([2], seed: 8)]) {

@@ -1,0 +1,169 @@
+import Foundation
+import Engine
+import Layers
+
+// MARK: - Benchmarks: the reference workloads of ../shared/reference (ARCHITECTURES.md), timed
+// exactly as torch_reference.py times them (warm-up runs, then the mean of timed repetitions).
+
+public struct BenchmarkResult: Codable {
+    public var workload: String
+    public var seconds: Double
+    public var images_per_s: Double
+    public var threads: Int
+    public var ddim50_images_per_s: Double?
+    public var gflops: Double?
+    public var note: String?
+}
+
+func timeIt(warmup: Int, repetitions: Int, _ body: () -> Void) -> Double {
+    for _ in 0..<warmup { body() }
+    let start = DispatchTime.now().uptimeNanoseconds
+    for _ in 0..<repetitions { body() }
+    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(repetitions)
+}
+
+/// Cosine ᾱ(t) for T steps, as the reference's `cosine_alpha_bar` (s = 0.008, clamped at 1e-5).
+func referenceCosineAlphaBar(_ steps: Int) -> [Float] {
+    let s = 0.008
+    func f(_ t: Double) -> Double { let c = cos((t / Double(steps) + s) / (1 + s) * Double.pi / 2); return c * c }
+    return (1...steps).map { Float(max(f(Double($0)) / f(0), 1e-5)) }
+}
+
+/// The four model workloads; `only` filters by name.
+public func runModelBenchmarks(only: Set<String>? = nil, repetitions: Int = 5, progress: (String) -> Void = { _ in }) -> [BenchmarkResult] {
+    var results: [BenchmarkResult] = []
+    var stream = RandomStream(seed: 0)
+    let threads = Parallel.blasThreads
+    func wanted(_ name: String) -> Bool { only == nil || only!.contains(name) }
+
+    if wanted("dcgan64_train_step_b64") || wanted("dcgan64_generate_b256") {
+        var options = GANTrainingOptions()
+        options.augment = false
+        let trainer = GANTrainer(config: GANConfig(), options: options, seed: 0)
+        if wanted("dcgan64_train_step_b64") {
+            progress("dcgan64_train_step_b64")
+            var values = [Float](repeating: 0, count: 64 * 64 * 64)
+            values.withUnsafeMutableBufferPointer { stream.fillUniform($0, -1, 1) }
+            let real = Tensor(shape: [64, 1, 64, 64], data: values)
+            let s = timeIt(warmup: 2, repetitions: repetitions) { _ = trainer.step(real: real, labels: nil, stream: &stream) }
+            results.append(BenchmarkResult(workload: "dcgan64_train_step_b64", seconds: s, images_per_s: 64 / s, threads: threads))
+        }
+        if wanted("dcgan64_generate_b256") {
+            progress("dcgan64_generate_b256")
+            let g = trainer.generator
+            g.setTraining(false)
+            let s = timeIt(warmup: 1, repetitions: repetitions) { withNoGrad { _ = g(trainer.latents(256, stream: &stream)) } }
+            results.append(BenchmarkResult(workload: "dcgan64_generate_b256", seconds: s, images_per_s: 256 / s, threads: threads))
+        }
+    }
+    if wanted("unet64_train_step_b32") || wanted("unet64_forward_b16") {
+        let unet = UNet(UNetConfig(numClasses: 2), stream: &stream)
+        if wanted("unet64_train_step_b32") {
+            progress("unet64_train_step_b32")
+            let optimizer = Adam.adamW(unet.parameters(), learningRate: 2e-4)
+            let alphaBar = referenceCosineAlphaBar(1000)
+            var x0 = [Float](repeating: 0, count: 32 * 64 * 64)
+            x0.withUnsafeMutableBufferPointer { stream.fillUniform($0, -1, 1) }
+            let s = timeIt(warmup: 2, repetitions: repetitions) {
+                let t = (0..<32).map { _ in stream.int(below: 1000) }
+                let noise = Tensor(randomNormal: [32, 1, 64, 64], stream: &stream)
+                var xt = [Float](repeating: 0, count: x0.count)
+                for i in 0..<32 {
+                    let a = alphaBar[t[i]], sa = a.squareRoot(), sn = (1 - a).squareRoot()
+                    for j in i * 4096..<(i + 1) * 4096 { xt[j] = sa * x0[j] + sn * noise.data[j] }
+                }
+                let y = (0..<32).map { _ in stream.int(below: 3) }
+                unet.zeroGrad()
+                let loss = mseLoss(unet(Tensor(shape: [32, 1, 64, 64], data: xt), timesteps: t, labels: y), noise)
+                loss.backward()
+                optimizer.update()
+            }
+            results.append(BenchmarkResult(workload: "unet64_train_step_b32", seconds: s, images_per_s: 32 / s, threads: threads))
+        }
+        if wanted("unet64_forward_b16") {
+            progress("unet64_forward_b16")
+            let x = Tensor(randomNormal: [16, 1, 64, 64], stream: &stream)
+            let t = [Int](repeating: 500, count: 16)
+            let s = timeIt(warmup: 1, repetitions: repetitions) { withNoGrad { _ = unet(x, timesteps: t) } }
+            results.append(BenchmarkResult(workload: "unet64_forward_b16", seconds: s, images_per_s: 16 / s, threads: threads,
+                                           ddim50_images_per_s: 16 / (50 * s)))
+        }
+    }
+    return results
+}
+
+// MARK: - Kernel benchmark: conv layers of the reference architectures vs sgemm
+
+public struct ConvLayerShape {
+    public let name: String
+    public let batch, inChannels, outChannels, size, kernel, stride, padding: Int
+    public let transposed: Bool
+}
+
+/// The distinct conv layers of DCGAN-64 (batch 64) and UNet-S (batch 32).
+public let referenceConvLayers: [ConvLayerShape] = [
+    ConvLayerShape(name: "dcgan.G1 convT 100→512 1→4", batch: 64, inChannels: 100, outChannels: 512, size: 1, kernel: 4, stride: 1, padding: 0, transposed: true),
+    ConvLayerShape(name: "dcgan.G2 convT 512→256 4→8", batch: 64, inChannels: 512, outChannels: 256, size: 4, kernel: 4, stride: 2, padding: 1, transposed: true),
+    ConvLayerShape(name: "dcgan.G3 convT 256→128 8→16", batch: 64, inChannels: 256, outChannels: 128, size: 8, kernel: 4, stride: 2, padding: 1, transposed: true),
+    ConvLayerShape(name: "dcgan.G4 convT 128→64 16→32", batch: 64, inChannels: 128, outChannels: 64, size: 16, kernel: 4, stride: 2, padding: 1, transposed: true),
+    ConvLayerShape(name: "dcgan.G5 convT 64→1 32→64", batch: 64, inChannels: 64, outChannels: 1, size: 32, kernel: 4, stride: 2, padding: 1, transposed: true),
+    ConvLayerShape(name: "dcgan.D1 conv 1→64 64→32", batch: 64, inChannels: 1, outChannels: 64, size: 64, kernel: 4, stride: 2, padding: 1, transposed: false),
+    ConvLayerShape(name: "dcgan.D2 conv 64→128 32→16", batch: 64, inChannels: 64, outChannels: 128, size: 32, kernel: 4, stride: 2, padding: 1, transposed: false),
+    ConvLayerShape(name: "dcgan.D3 conv 128→256 16→8", batch: 64, inChannels: 128, outChannels: 256, size: 16, kernel: 4, stride: 2, padding: 1, transposed: false),
+    ConvLayerShape(name: "dcgan.D4 conv 256→512 8→4", batch: 64, inChannels: 256, outChannels: 512, size: 8, kernel: 4, stride: 2, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.64px conv3 32→32", batch: 32, inChannels: 32, outChannels: 32, size: 64, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.64px conv3 64→32", batch: 32, inChannels: 64, outChannels: 32, size: 64, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.32px conv3 64→64", batch: 32, inChannels: 64, outChannels: 64, size: 32, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.32px conv3 128→64", batch: 32, inChannels: 128, outChannels: 64, size: 32, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.16px conv3 128→128", batch: 32, inChannels: 128, outChannels: 128, size: 16, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.16px conv3 256→128", batch: 32, inChannels: 256, outChannels: 128, size: 16, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.8px conv3 256→128", batch: 32, inChannels: 256, outChannels: 128, size: 8, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.64→32 down conv3 s2 32→32", batch: 32, inChannels: 32, outChannels: 32, size: 64, kernel: 3, stride: 2, padding: 1, transposed: false),
+]
+
+public struct KernelBenchmarkRow {
+    public let name: String
+    public let forwardGflops: Double
+    public let backwardGflops: Double
+    public let flopsPerPass: Double
+}
+
+/// GFLOP/s of forward and backward (data + weight) for each layer, and sgemm's own rate.
+public func runKernelBenchmarks(repetitions: Int = 3) -> (sgemmGflops: Double, rows: [KernelBenchmarkRow]) {
+    var stream = RandomStream(seed: 1)
+    // sgemm at n = 1024 is the yardstick (the reference note quotes n = 512–1024).
+    let n = 1024
+    let a = [Float](repeating: 0.5, count: n * n), b = a
+    var c = a
+    let sgemmSeconds = timeIt(warmup: 1, repetitions: repetitions) {
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            sgemm(m: n, n: n, k: n, a: ap.baseAddress!, lda: n, b: bp.baseAddress!, ldb: n, c: cp.baseAddress!, ldc: n)
+        } } }
+    }
+    let sgemmGflops = 2 * Double(n * n * n) / sgemmSeconds / 1e9
+    var rows: [KernelBenchmarkRow] = []
+    for layer in referenceConvLayers {
+        let x = Tensor(randomNormal: [layer.batch, layer.inChannels, layer.size, layer.size], stream: &stream, requiresGrad: true)
+        let weightShape = layer.transposed ? [layer.inChannels, layer.outChannels, layer.kernel, layer.kernel]
+                                           : [layer.outChannels, layer.inChannels, layer.kernel, layer.kernel]
+        let w = Tensor(randomNormal: weightShape, std: 0.05, stream: &stream, requiresGrad: true)
+        func forward() -> Tensor {
+            layer.transposed ? convTranspose2d(x, weight: w, stride: layer.stride, padding: layer.padding)
+                             : conv2d(x, weight: w, stride: layer.stride, padding: layer.padding)
+        }
+        let probe = withNoGrad { forward() }
+        // MACs: every output (conv) or input (transposed) pixel meets OC·C·K² weights... count once per output element of the GEMM.
+        let spatial = layer.transposed ? Double(layer.size * layer.size) : Double(probe.shape[2] * probe.shape[3])
+        let flops = 2 * Double(layer.batch) * spatial * Double(layer.inChannels * layer.outChannels * layer.kernel * layer.kernel)
+        let forwardSeconds = timeIt(warmup: 1, repetitions: repetitions) { withNoGrad { _ = forward() } }
+        let ones = Tensor(filled: 1, shape: probe.shape)
+        let totalSeconds = timeIt(warmup: 1, repetitions: repetitions) {
+            x.zeroGrad(); w.zeroGrad()
+            sum(mul(forward(), ones)).backward()
+        }
+        let backwardSeconds = max(totalSeconds - forwardSeconds, 1e-9)
+        rows.append(KernelBenchmarkRow(name: layer.name, forwardGflops: flops / forwardSeconds / 1e9,
+                                       backwardGflops: 2 * flops / backwardSeconds / 1e9, flopsPerPass: flops))
+    }
+    return (sgemmGflops, rows)
+}

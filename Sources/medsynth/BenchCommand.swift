@@ -1,0 +1,47 @@
+import ArgumentParser
+import Foundation
+import Engine
+import Generators
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time the reference workloads (JSON lines, like ../shared/reference/torch_reference.py bench) or the conv kernels.",
+        discussion: """
+        `medsynth bench` prints one JSON line per workload: dcgan64_train_step_b64, dcgan64_generate_b256,
+        unet64_train_step_b32, unet64_forward_b16. `medsynth bench kernels` prints forward/backward GFLOP/s
+        of every conv layer shape of the reference architectures next to cblas_sgemm's rate.
+        """)
+
+    @Argument(help: "models (default) or kernels") var what: String = "models"
+    @Option(help: "Threads for BLAS and medsynth's loops (default: all cores).") var threads: Int?
+    @Option(help: "Timed repetitions per workload.") var repetitions: Int = 5
+    @Option(help: "Only these workloads (comma-separated).") var only: String?
+
+    func validate() throws {
+        guard ["models", "kernels"].contains(what) else { throw ValidationError("bench takes 'models' or 'kernels', got '\(what)'") }
+        guard repetitions > 0 else { throw ValidationError("--repetitions must be positive") }
+    }
+
+    func run() throws {
+        if let threads { Parallel.setThreads(threads) }
+        if what == "kernels" {
+            let (sgemmRate, rows) = runKernelBenchmarks(repetitions: repetitions)
+            print(String(format: "cblas_sgemm 1024^3: %.1f GFLOP/s (%d threads)", sgemmRate, Parallel.blasThreads))
+            print("layer".padding(toLength: 34, withPad: " ", startingAt: 0) + "  fwd GFLOP/s  (% sgemm)   bwd GFLOP/s  (% sgemm)")
+            for row in rows {
+                print(row.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+                      + String(format: "  %10.1f  (%5.1f%%)   %10.1f  (%5.1f%%)", row.forwardGflops, 100 * row.forwardGflops / sgemmRate,
+                               row.backwardGflops, 100 * row.backwardGflops / sgemmRate))
+            }
+            return
+        }
+        let filter = only.map { Set($0.split(separator: ",").map(String.init)) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let results = runModelBenchmarks(only: filter, repetitions: repetitions) { name in
+            FileHandle.standardError.write(Data("bench: \(name)...\n".utf8))
+        }
+        for result in results { print(String(decoding: try encoder.encode(result), as: UTF8.self)) }
+        if Profiler.isEnabled { FileHandle.standardError.write(Data("time per op (MEDSYNTH_PROFILE=1):\n\(Profiler.report())\n".utf8)) }
+    }
+}
