@@ -37,8 +37,8 @@ let package = Package(
 
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "LayersTests", dependencies: ["Engine", "Layers"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "ImagingTests", dependencies: ["Imaging"]),
-        .testTarget(name: "MedicalFormatsTests", dependencies: ["MedicalFormats", "Imaging"]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "MedicalFormatsTests", dependencies: ["MedicalFormats", "Imaging"], resources: [.copy("Fixtures")]),
         .testTarget(name: "GeneratorsTests", dependencies: ["Generators", "Layers", "Engine", "Imaging"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CompositorTests", dependencies: ["Compositor", "Imaging"], resources: [.copy("Fixtures")]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Imaging"], resources: [.copy("Fixtures")]),

@@ -8,3 +8,22 @@ func makeTemporaryDirectory(_ label: String = #function) throws -> URL {
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }
+
+/// A committed fixture file (Tests/ImagingTests/Fixtures, made by scripts/make_imaging_fixtures.py).
+func fixtureURL(_ name: String) -> URL {
+    Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent(name)
+}
+
+/// Expected decoded samples of a fixture, from Fixtures/expected.json.
+struct ExpectedFixture: Decodable {
+    let width: Int
+    let height: Int
+    let channels: Int
+    let bitDepth: Int
+    let samples: [UInt16]
+}
+
+func expectedFixtures() throws -> [String: ExpectedFixture] {
+    let data = try Data(contentsOf: fixtureURL("expected.json"))
+    return try JSONDecoder().decode([String: ExpectedFixture].self, from: data)
+}

@@ -1,0 +1,203 @@
+import Dispatch
+import Engine
+import Foundation
+
+// Image folders as datasets. Layout rules (the same for training and for `medsynth info`):
+// - a folder whose only contents are files is one class named after the folder;
+// - a folder with subfolders: each non-hidden subfolder is a class (sorted by name, so class
+//   indices are stable), holding the images anywhere below it; files lying directly next to
+//   the class folders belong to no class and are reported as skipped;
+// - hidden files and folders (leading ".") are ignored;
+// - a file is an image if its first bytes are a PNG or JPEG signature; other files are skipped
+//   and reported as unreadable.
+
+/// One image of a dataset and its class.
+public struct DatasetEntry: Equatable, Sendable {
+    public let url: URL
+    public let classIndex: Int
+}
+
+/// A file that a dataset scan did not use, and why.
+public struct SkippedFile: Equatable, Sendable {
+    public let url: URL
+    public let reason: String
+}
+
+// MARK: - Scanning
+
+/// The classes and files of a folder tree, by the rules above, without decoding any image.
+struct FolderScan {
+    var classNames: [String] = []
+    var entries: [DatasetEntry] = []
+    var skipped: [SkippedFile] = []
+
+    init(root: URL) throws {
+        let rootPath = root.standardizedFileURL.path
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: rootPath, isDirectory: &isFolder) else {
+            throw MedSynthError(file: rootPath, "no such folder")
+        }
+        guard isFolder.boolValue else { throw MedSynthError(file: rootPath, "is a file, not a folder") }
+        let (files, folders) = try FolderScan.listVisible(URL(fileURLWithPath: rootPath, isDirectory: true))
+        if folders.isEmpty {
+            classNames = [URL(fileURLWithPath: rootPath).lastPathComponent]
+            add(files, classIndex: 0)
+        } else {
+            classNames = folders.map(\.lastPathComponent)
+            for file in files { skipped.append(SkippedFile(url: file, reason: "not inside a class folder")) }
+            for (index, folder) in folders.enumerated() {
+                add(try FolderScan.allFiles(below: folder), classIndex: index)
+            }
+        }
+    }
+
+    private mutating func add(_ files: [URL], classIndex: Int) {
+        for file in files {
+            if let reason = FolderScan.notAnImageReason(file) {
+                skipped.append(SkippedFile(url: file, reason: reason))
+            } else {
+                entries.append(DatasetEntry(url: file, classIndex: classIndex))
+            }
+        }
+    }
+
+    /// Non-hidden files and folders directly in `folder`, each sorted by name.
+    static func listVisible(_ folder: URL) throws -> (files: [URL], folders: [URL]) {
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: folder.path) } catch {
+            throw MedSynthError(file: folder.path, "cannot list folder")
+        }
+        var files: [URL] = [], folders: [URL] = []
+        for name in names.sorted() where !name.hasPrefix(".") {
+            let url = folder.appendingPathComponent(name)
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder) else { continue }
+            if isFolder.boolValue { folders.append(url) } else { files.append(url) }
+        }
+        return (files, folders)
+    }
+
+    /// Every non-hidden file below `folder`, depth first, in name order.
+    static func allFiles(below folder: URL) throws -> [URL] {
+        let (files, folders) = try listVisible(folder)
+        var result = files
+        for sub in folders { result += try allFiles(below: sub) }
+        return result
+    }
+
+    /// nil for a PNG/JPEG file; otherwise why it is not one. Reads at most 8 bytes.
+    static func notAnImageReason(_ url: URL) -> String? {
+        guard let handle = FileHandle(forReadingAtPath: url.path) else { return "cannot open file" }
+        defer { try? handle.close() }
+        let head = (try? handle.read(upToCount: 8)) ?? Data()
+        if head.isEmpty { return "file is empty (0 bytes)" }
+        return ImageFormat.sniff(head) == nil ? "not a PNG or JPEG image" : nil
+    }
+}
+
+// MARK: - Dataset
+
+/// A folder tree of PNG/JPEG images as a class-labelled dataset of square Float tensors.
+/// Images are decoded on first use, centre-cropped to a square, resized to `imageSize` and kept
+/// in memory (`imageSize² · channels · 2` bytes each), so later epochs do not touch the disk.
+public final class ImageFolderDataset: @unchecked Sendable {
+    public let root: URL
+    public let imageSize: Int
+    public let channels: Int
+    public let maxSide: Int
+    /// Class names, sorted; `entries[i].classIndex` indexes this.
+    public let classNames: [String]
+    /// Images in class order, then name order.
+    public let entries: [DatasetEntry]
+    /// Files not used (not images, empty, outside class folders), with the reason.
+    public let skipped: [SkippedFile]
+
+    private let lock = NSLock()
+    private var cache: [Int: Image] = [:]
+
+    /// Scans `root` (no decoding yet). Throws if the folder is missing or holds no images.
+    /// - Parameters:
+    ///   - imageSize: side of the square tensors returned.
+    ///   - channels: 1 (gray; RGB files become BT.601 luma) or 3 (RGB; gray files replicated).
+    ///   - maxSide: images with a larger side are refused when decoded.
+    public init(root: URL, imageSize: Int, channels: Int, maxSide: Int = 16384) throws {
+        guard imageSize >= 1 else { throw MedSynthError(file: root.path, "image size must be positive, got \(imageSize)") }
+        guard channels == 1 || channels == 3 else {
+            throw MedSynthError(file: root.path, "channels must be 1 or 3, got \(channels)")
+        }
+        let scan = try FolderScan(root: root)
+        guard !scan.entries.isEmpty else {
+            let detail = scan.skipped.isEmpty ? "it has no files" : "\(scan.skipped.count) file(s) skipped, none is a PNG or JPEG image"
+            throw MedSynthError(file: root.path, "empty dataset: no PNG or JPEG images found (\(detail))")
+        }
+        self.root = root
+        self.imageSize = imageSize
+        self.channels = channels
+        self.maxSide = maxSide
+        self.classNames = scan.classNames
+        self.entries = scan.entries
+        self.skipped = scan.skipped
+    }
+
+    public var count: Int { entries.count }
+
+    /// Number of images in each class, indexed like `classNames`.
+    public var countsPerClass: [Int] {
+        var counts = [Int](repeating: 0, count: classNames.count)
+        for entry in entries { counts[entry.classIndex] += 1 }
+        return counts
+    }
+
+    /// Floats per item: channels · imageSize · imageSize.
+    public var itemCount: Int { channels * imageSize * imageSize }
+
+    /// The decoded, cropped, resized image at `index` (cached after the first load).
+    public func image(at index: Int) throws -> Image {
+        precondition(index >= 0 && index < entries.count, "ImageFolderDataset: index \(index) out of 0..<\(entries.count)")
+        lock.lock()
+        let cached = cache[index]
+        lock.unlock()
+        if let cached { return cached }
+        let decoded = try readImage(at: entries[index].url, maxSide: maxSide)
+        let prepared = decoded.converted(channels: decoded.hasAlpha ? decoded.colorChannels : decoded.channels)
+            .squareResized(imageSize)
+            .converted(channels: channels)
+        lock.lock()
+        cache[index] = prepared
+        lock.unlock()
+        return prepared
+    }
+
+    /// Decodes (cached after the first load) and returns CHW Float in [-1,1] at imageSize x imageSize.
+    public func tensorData(at index: Int) throws -> [Float] {
+        try image(at: index).toFloatCHW(channels: channels)
+    }
+
+    /// Fills `out` (count = batch * channels * size * size, NCHW) with the given entries; parallel over items.
+    /// Throws the first failing file's error (by position in `indices`).
+    public func loadBatch(indices: [Int], into out: UnsafeMutableBufferPointer<Float>) throws {
+        let item = itemCount
+        guard out.count == indices.count * item else {
+            throw MedSynthError("loadBatch: buffer holds \(out.count) floats, \(indices.count) items need \(indices.count * item)")
+        }
+        var errors = [Error?](repeating: nil, count: indices.count)
+        let workers = min(indices.count, max(1, ProcessInfo.processInfo.activeProcessorCount))
+        errors.withUnsafeMutableBufferPointer { errors in
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                // Each worker owns disjoint items, so writes to `out` and `errors` never overlap.
+                var position = worker
+                while position < indices.count {
+                    do {
+                        let values = try tensorData(at: indices[position])
+                        let base = out.baseAddress! + position * item
+                        values.withUnsafeBufferPointer { base.update(from: $0.baseAddress!, count: item) }
+                    } catch {
+                        errors[position] = error
+                    }
+                    position += workers
+                }
+            }
+        }
+        if let first = errors.compactMap({ $0 }).first { throw first }
+    }
+}
