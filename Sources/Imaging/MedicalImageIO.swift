@@ -1,0 +1,174 @@
+import Engine
+import Foundation
+import MedicalFormats
+
+// MARK: - Medical files as Images
+//
+// The bridge between module MedicalFormats (DICOM, NIfTI) and `Image`. One entry point,
+// `readImages(at:options:)`, reads anything medsynth accepts as input and returns 2-D images:
+//   - DICOM Part 10 ("DICM" at offset 128): one image per frame, windowed per `options.window`;
+//     JPEG Baseline frames are decoded with libjpeg (`decodeJPEG`);
+//   - NIfTI-1 (.nii, .nii.gz, or the "n+1" magic): slices along `options.axis`;
+//   - anything else: PNG or JPEG through `decodeImage` (one image).
+//
+// Dataset folders of DICOM files: for each regular file, `isDICOMFile(at:)` says whether it is
+// DICOM; count and skip the others, and call `readImages(at:options:)` on the rest (each file may
+// give several images: multi-frame files, volumes). All errors are `MedSynthError`s naming the file.
+
+/// Which reader a file goes to.
+public enum MedicalFileKind: Equatable, Sendable {
+    case dicom, nifti, image
+}
+
+/// Classifies a file from its first bytes and name: "DICM" at offset 128 → DICOM; a name ending in
+/// .nii or .nii.gz, or the NIfTI-1 "n+1" magic at offset 344 → NIfTI; otherwise PNG/JPEG.
+public func medicalFileKind(bytes: [UInt8], name: String) -> MedicalFileKind {
+    if DICOMFile.hasPart10Signature(bytes) { return .dicom }
+    let lower = name.lowercased()
+    if lower.hasSuffix(".nii") || lower.hasSuffix(".nii.gz") { return .nifti }
+    if bytes.count >= 348 && bytes[344] == 0x6E && bytes[345] == 0x2B && bytes[346] == 0x31 && bytes[347] == 0 { return .nifti }
+    return .image
+}
+
+/// True when the file has "DICM" at offset 128 (reads only the first 132 bytes; false when unreadable).
+public func isDICOMFile(at url: URL) -> Bool {
+    guard let handle = try? FileHandle(forReadingFrom: url) else { return false }
+    defer { try? handle.close() }
+    guard let head = try? handle.read(upToCount: 132) else { return false }
+    return DICOMFile.hasPart10Signature([UInt8](head))
+}
+
+/// Reads a DICOM, NIfTI, PNG or JPEG file as 2-D images (see the notes at the top of this file).
+/// - Parameter options: window, output bit depth (nil: 8 for 8-bit data, else 16), and for NIfTI
+///   the axis, slice selection and volume. PNG/JPEG files ignore them and keep their own depth.
+public func readImages(at url: URL, options: MedicalReadOptions = .init()) throws -> [Image] {
+    try decodeImages(readFileBytes(at: url), name: url.path, options: options)
+}
+
+/// `readImages` on bytes already in memory; `name` is used for the format choice and in errors.
+public func decodeImages(_ bytes: [UInt8], name: String, options: MedicalReadOptions = .init()) throws -> [Image] {
+    switch medicalFileKind(bytes: bytes, name: name) {
+    case .dicom:
+        let file = try DICOMFile(bytes: bytes, path: name, maxInflatedBytes: options.maxDecompressedBytes)
+        return try readDICOMSlices(file, window: options.window, bitDepth: options.bitDepth,
+                                   decodeJPEG: jpegFrameDecoder(name: name)).map(Image.init)
+    case .nifti:
+        let volume = try NIfTIVolume(bytes: bytes, path: name, maxDecompressedBytes: options.maxDecompressedBytes)
+        return try volume.slices(options).map(Image.init)
+    case .image:
+        return [try decodeImage(bytes, name: name)]
+    }
+}
+
+/// JPEG Baseline frames of a DICOM file through libjpeg; samples become stored values.
+func jpegFrameDecoder(name: String) -> JPEGFrameDecoder {
+    { stream, index in
+        let image = try decodeJPEG(stream, name: "\(name) (frame \(index))", maxSide: 65535)
+        return ScalarFrame(width: image.width, height: image.height, channels: image.channels,
+                           values: image.samples.map(Float.init))
+    }
+}
+
+extension Image {
+    /// An image with a medical slice's samples (1 or 3 channels, 8 or 16 bits).
+    public init(_ slice: MedicalSlice) {
+        self.init(width: slice.width, height: slice.height, channels: slice.channels,
+                  bitDepth: slice.bitDepth, samples: slice.samples)
+    }
+
+    /// The image as a medical slice: alpha is dropped (DICOM and NIfTI have none).
+    public var medicalSlice: MedicalSlice {
+        let colour = hasAlpha ? converted(channels: colorChannels) : self
+        return MedicalSlice(width: colour.width, height: colour.height, channels: colour.channels,
+                            bitDepth: colour.bitDepth, samples: colour.samples)
+    }
+}
+
+// MARK: - Writing
+
+/// Writes an image as a DICOM Secondary Capture file (Explicit VR Little Endian, new UIDs).
+/// Patient/study fields of `options.source` are copied only with `options.keepIdentifiers`.
+/// Alpha is dropped; 8- and 16-bit depths are kept.
+public func writeDICOM(_ image: Image, to url: URL, options: DICOMWriteOptions = .init()) throws {
+    try writeDICOMSecondaryCapture(image.medicalSlice, to: url, options: options)
+}
+
+/// Writes equal-sized images as one NIfTI-1 volume (uint8 or uint16; ".gz" compresses), slice k
+/// being image k; reading it back along the axial axis returns the same images. Colour images
+/// are converted to gray (BT.601 luma); alpha is dropped.
+public func writeNIfTI(_ images: [Image], to url: URL) throws {
+    let slices = images.map { image in
+        (image.colorChannels == 1 ? image : image.converted(channels: 1)).medicalSlice
+    }
+    try writeNIfTIStack(slices, to: url)
+}
+
+// MARK: - Export
+
+/// Output of `exportMedical`.
+public enum MedicalExportFormat: String, CaseIterable, Sendable {
+    /// One Secondary Capture file per image in an output folder.
+    case dicom
+    /// One NIfTI-1 volume holding every image as a slice.
+    case nifti
+}
+
+/// What `exportMedical` wrote.
+public struct MedicalExportReport: Sendable {
+    public var written: [URL] = []
+    public var images = 0
+
+    public var description: String {
+        "wrote \(images) image(s) to \(written.count) file(s)" + (written.count == 1 ? ": \(written[0].path)" : "")
+    }
+}
+
+/// Converts image, DICOM or NIfTI files to DICOM Secondary Capture (`output` is a folder, files
+/// named `<input stem>_<image index>.dcm`, all in one new series) or to one NIfTI stack (`output`
+/// is a .nii or .nii.gz file). DICOM inputs are the identifier source when `keepIdentifiers` is set.
+/// - Parameter uidSeed: seed for reproducible UIDs; nil makes globally unique ones.
+public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFormat,
+                          readOptions: MedicalReadOptions = .init(), keepIdentifiers: Bool = false,
+                          uidSeed: UInt64? = nil) throws -> MedicalExportReport {
+    guard !inputs.isEmpty else { throw MedSynthError("export: no input files") }
+    var report = MedicalExportReport()
+    switch format {
+    case .nifti:
+        let name = output.lastPathComponent.lowercased()
+        guard name.hasSuffix(".nii") || name.hasSuffix(".nii.gz") else {
+            throw MedSynthError(file: output.path, "NIfTI output must end in .nii or .nii.gz")
+        }
+        var images: [Image] = []
+        for input in inputs { images += try readImages(at: input, options: readOptions) }
+        try writeNIfTI(images, to: output)
+        report.written = [output]
+        report.images = images.count
+    case .dicom:
+        var stream: RandomStream? = uidSeed.map { RandomStream(seed: $0) }
+        let series = DICOMUIDs.make(stream: &stream)
+        let study = DICOMUIDs.make(stream: &stream)
+        var instance = 0
+        for (fileIndex, input) in inputs.enumerated() {
+            let bytes = try readFileBytes(at: input)
+            let source = keepIdentifiers && medicalFileKind(bytes: bytes, name: input.path) == .dicom
+                ? try DICOMFile(bytes: bytes, path: input.path) : nil
+            let images = try decodeImages(bytes, name: input.path, options: readOptions)
+            // Made only once there is something to write, so a bad first input leaves no folder.
+            try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+            let stem = input.lastPathComponent.split(separator: ".").first.map(String.init) ?? "image"
+            for (index, image) in images.enumerated() {
+                instance += 1
+                let options = DICOMWriteOptions(source: source, keepIdentifiers: keepIdentifiers, seriesInstanceUID: series,
+                                                studyInstanceUID: study, instanceNumber: instance,
+                                                seriesDescription: "medsynth export",
+                                                uidStream: stream?.split(UInt64(fileIndex) << 32 | UInt64(index)))
+                let number = String(index), padded = String(repeating: "0", count: max(0, 4 - number.count)) + number
+                let url = output.appendingPathComponent("\(stem)_\(padded).dcm")
+                try writeDICOM(image, to: url, options: options)
+                report.written.append(url)
+                report.images += 1
+            }
+        }
+    }
+    return report
+}

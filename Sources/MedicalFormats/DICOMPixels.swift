@@ -1,0 +1,218 @@
+import Engine
+import Foundation
+
+// MARK: - DICOM pixel data
+//
+// Image Pixel module attributes (PS3.3 §C.7.6.3) describe how Pixel Data (7FE0,0010) is laid out:
+// Rows × Columns × Samples per Pixel × Number of Frames samples of Bits Allocated bits, of which
+// Bits Stored are significant, ending at High Bit, signed when Pixel Representation = 1.
+
+/// The attributes needed to decode and display a DICOM image.
+public struct DICOMImageInfo: Sendable, Equatable {
+    public var rows: Int
+    public var columns: Int
+    public var samplesPerPixel: Int
+    public var bitsAllocated: Int
+    public var bitsStored: Int
+    public var highBit: Int
+    public var isSigned: Bool
+    /// MONOCHROME1, MONOCHROME2, RGB, YBR_FULL_422, ...
+    public var photometric: String
+    /// 0: RGBRGB...; 1: RR..GG..BB.. per frame.
+    public var planarConfiguration: Int
+    public var numberOfFrames: Int
+    public var rescaleSlope: Double
+    public var rescaleIntercept: Double
+    /// First Window Center/Width value pair, if the file has one.
+    public var window: (center: Double, width: Double)?
+
+    public static func == (a: DICOMImageInfo, b: DICOMImageInfo) -> Bool {
+        a.rows == b.rows && a.columns == b.columns && a.samplesPerPixel == b.samplesPerPixel
+            && a.bitsAllocated == b.bitsAllocated && a.bitsStored == b.bitsStored && a.highBit == b.highBit
+            && a.isSigned == b.isSigned && a.photometric == b.photometric && a.planarConfiguration == b.planarConfiguration
+            && a.numberOfFrames == b.numberOfFrames && a.rescaleSlope == b.rescaleSlope
+            && a.rescaleIntercept == b.rescaleIntercept && a.window?.center == b.window?.center && a.window?.width == b.window?.width
+    }
+
+    /// How stored values become modality values and the file's window.
+    public var encoding: PixelEncoding {
+        let range: ClosedRange<Int> = isSigned ? -(1 << (bitsStored - 1))...((1 << (bitsStored - 1)) - 1) : 0...((1 << bitsStored) - 1)
+        return PixelEncoding(slope: rescaleSlope, intercept: rescaleIntercept, storedRange: range,
+                             storedBits: bitsStored, invert: photometric == "MONOCHROME1", fileWindow: window)
+    }
+}
+
+/// Pixel data as found in the file.
+public enum DICOMPixelData: Sendable {
+    /// Uncompressed frames of stored values.
+    case native([ScalarFrame])
+    /// JPEG baseline: one complete JPEG stream per frame, to be decoded by libjpeg.
+    case jpegBaseline([[UInt8]])
+}
+
+extension DICOMFile {
+    func requiredUInt16(_ tag: DICOMTag, _ name: String) throws -> Int {
+        guard let v = try uint16(tag) else { throw MedSynthError(file: path, "missing \(name) \(tag)") }
+        return Int(v)
+    }
+
+    /// Reads and checks the Image Pixel module attributes.
+    public func imageInfo() throws -> DICOMImageInfo {
+        let rows = try requiredUInt16(.rows, "Rows")
+        let columns = try requiredUInt16(.columns, "Columns")
+        guard rows > 0, columns > 0 else { throw MedSynthError(file: path, "image is \(columns)x\(rows) pixels") }
+        let spp = try uint16(.samplesPerPixel).map(Int.init) ?? 1
+        guard spp == 1 || spp == 3 else { throw MedSynthError(file: path, "not supported: \(spp) samples per pixel") }
+        let allocated = try requiredUInt16(.bitsAllocated, "Bits Allocated")
+        guard allocated == 8 || allocated == 16 else {
+            throw MedSynthError(file: path, "not supported: \(allocated) bits allocated (8 or 16 are)")
+        }
+        let stored = try uint16(.bitsStored).map(Int.init) ?? allocated
+        let high = try uint16(.highBit).map(Int.init) ?? (stored - 1)
+        guard stored >= 1, stored <= allocated, high < allocated, high + 1 >= stored else {
+            throw MedSynthError(file: path, "inconsistent bits: allocated \(allocated), stored \(stored), high bit \(high)")
+        }
+        let signed = (try uint16(.pixelRepresentation) ?? 0) == 1
+        let photometric = string(.photometricInterpretation).map { $0.uppercased() } ?? (spp == 1 ? "MONOCHROME2" : "RGB")
+        let planar = try uint16(.planarConfiguration).map(Int.init) ?? 0
+        guard planar == 0 || planar == 1 else { throw MedSynthError(file: path, "planar configuration \(planar) is not 0 or 1") }
+        let frames = try numbers(.numberOfFrames).first ?? 1
+        guard frames >= 1, frames <= Double(Int32.max), frames == frames.rounded() else {
+            throw MedSynthError(file: path, "invalid number of frames \(frames)")
+        }
+        let slope = try numbers(.rescaleSlope).first ?? 1
+        let intercept = try numbers(.rescaleIntercept).first ?? 0
+        let centers = try numbers(.windowCenter), widths = try numbers(.windowWidth)
+        let window = (centers.first != nil && widths.first != nil) ? (centers[0], widths[0]) : nil
+        return DICOMImageInfo(rows: rows, columns: columns, samplesPerPixel: spp, bitsAllocated: allocated,
+                              bitsStored: stored, highBit: high, isSigned: signed, photometric: photometric,
+                              planarConfiguration: planar, numberOfFrames: Int(frames),
+                              rescaleSlope: slope == 0 ? 1 : slope, rescaleIntercept: intercept, window: window)
+    }
+
+    /// Extracts the pixel data: native frames, or JPEG baseline streams (one per frame).
+    /// Other compressed transfer syntaxes throw "not supported: <name>".
+    public func pixelData(info: DICOMImageInfo) throws -> DICOMPixelData {
+        guard let element = elements[.pixelData] else { throw MedSynthError(file: path, "no Pixel Data (7FE0,0010)") }
+        switch transferSyntax {
+        case .unsupported(_, let name):
+            throw MedSynthError(file: path, "not supported: \(name)")
+        case .jpegBaseline:
+            guard let fragments = element.fragments else {
+                throw MedSynthError(file: path, "JPEG Baseline file has native (not encapsulated) pixel data")
+            }
+            return .jpegBaseline(try jpegFrames(fragments: fragments, frames: info.numberOfFrames))
+        default:
+            guard element.fragments == nil else {
+                throw MedSynthError(file: path, "encapsulated pixel data in uncompressed transfer syntax \(transferSyntax.name)")
+            }
+            return .native(try nativeFrames(element, info: info))
+        }
+    }
+
+    func nativeFrames(_ element: DICOMElement, info: DICOMImageInfo) throws -> [ScalarFrame] {
+        guard info.photometric == "MONOCHROME1" || info.photometric == "MONOCHROME2" || info.photometric == "RGB" else {
+            throw MedSynthError(file: path, "not supported: photometric interpretation \(info.photometric)")
+        }
+        guard (info.samplesPerPixel == 3) == (info.photometric == "RGB") else {
+            throw MedSynthError(file: path, "\(info.photometric) with \(info.samplesPerPixel) samples per pixel")
+        }
+        let bytesPerSample = info.bitsAllocated / 8
+        let samplesPerFrame = info.rows * info.columns * info.samplesPerPixel
+        // Checked against the bytes actually present before anything is allocated.
+        guard let needed = checkedProduct([samplesPerFrame, bytesPerSample, info.numberOfFrames]),
+              needed <= element.value.count else {
+            throw MedSynthError(file: path, "pixel data has \(element.value.count) bytes, \(info.numberOfFrames) frame(s) of \(info.columns)x\(info.rows)x\(info.samplesPerPixel) at \(info.bitsAllocated) bits need more")
+        }
+        let shift = info.highBit + 1 - info.bitsStored
+        let mask = (1 << info.bitsStored) - 1
+        let signBit = 1 << (info.bitsStored - 1)
+        let bigEndian = element.bigEndian
+        // OW data in big endian holds 8-bit samples swapped within each 16-bit word (PS3.5 §8.1.1).
+        let swapBytePairs = bigEndian && element.vr == "OW" && bytesPerSample == 1
+        let planar = info.samplesPerPixel == 3 && info.planarConfiguration == 1
+        let pixels = info.rows * info.columns
+        var frames: [ScalarFrame] = []
+        frames.reserveCapacity(info.numberOfFrames)
+        bytes.withUnsafeBufferPointer { raw in
+            for f in 0..<info.numberOfFrames {
+                var values = [Float](repeating: 0, count: samplesPerFrame)
+                values.withUnsafeMutableBufferPointer { out in
+                    let base = element.value.lowerBound + f * samplesPerFrame * bytesPerSample
+                    for s in 0..<samplesPerFrame {
+                        var word: Int
+                        if bytesPerSample == 1 {
+                            word = Int(raw[base + (swapBytePairs ? (s ^ 1) : s)])
+                        } else {
+                            let a = Int(raw[base + 2 * s]), b = Int(raw[base + 2 * s + 1])
+                            word = bigEndian ? (a << 8 | b) : (b << 8 | a)
+                        }
+                        word = (word >> shift) & mask
+                        if info.isSigned && word & signBit != 0 { word -= signBit << 1 }
+                        // Planar configuration 1 stores each colour plane whole; interleave it.
+                        let destination = planar ? (s % pixels) * 3 + s / pixels : s
+                        out[destination] = Float(word)
+                    }
+                }
+                frames.append(ScalarFrame(width: info.columns, height: info.rows, channels: info.samplesPerPixel, values: values))
+            }
+        }
+        return frames
+    }
+
+    /// Groups encapsulated fragments into one JPEG stream per frame (PS3.5 §A.4): a single frame
+    /// takes every fragment; otherwise a fragment starting with an SOI marker (FF D8) starts a frame.
+    func jpegFrames(fragments: [Range<Int>], frames: Int) throws -> [[UInt8]] {
+        let data = fragments.dropFirst()  // the first item is the Basic Offset Table
+        guard !data.isEmpty else { throw MedSynthError(file: path, "encapsulated pixel data has no fragments") }
+        var streams: [[UInt8]] = []
+        for range in data {
+            let fragment = bytes[range]
+            let startsFrame = fragment.count >= 2 && fragment[range.lowerBound] == 0xFF && fragment[range.lowerBound + 1] == 0xD8
+            if streams.isEmpty || (frames > 1 && startsFrame) {
+                streams.append(Array(fragment))
+            } else {
+                streams[streams.count - 1] += fragment
+            }
+        }
+        guard streams.count == frames else {
+            throw MedSynthError(file: path, "encapsulated pixel data holds \(streams.count) JPEG stream(s) for \(frames) frame(s)")
+        }
+        return streams
+    }
+}
+
+/// Decodes one JPEG frame to stored values; supplied by module Imaging (libjpeg).
+public typealias JPEGFrameDecoder = (_ stream: [UInt8], _ frameIndex: Int) throws -> ScalarFrame
+
+/// Reads every frame of a DICOM file as display samples.
+/// - Parameters:
+///   - window: mapping from modality values to samples (`.fileDefault` uses Window Center/Width).
+///   - bitDepth: 8 or 16; nil picks 8 for data stored in at most 8 bits, else 16.
+///   - decodeJPEG: decoder for JPEG baseline frames; without one such files throw.
+public func readDICOMSlices(_ file: DICOMFile, window: MedicalWindow = .fileDefault, bitDepth: Int? = nil,
+                            decodeJPEG: JPEGFrameDecoder? = nil) throws -> [MedicalSlice] {
+    let info = try file.imageInfo()
+    var encoding = info.encoding
+    let frames: [ScalarFrame]
+    switch try file.pixelData(info: info) {
+    case .native(let native):
+        frames = native
+    case .jpegBaseline(let streams):
+        guard let decodeJPEG else { throw MedSynthError(file: file.path, "not supported: JPEG Baseline without a JPEG decoder") }
+        guard info.bitsAllocated == 8 else {
+            throw MedSynthError(file: file.path, "JPEG Baseline with \(info.bitsAllocated) bits allocated (must be 8)")
+        }
+        frames = try streams.enumerated().map { index, stream in
+            let frame = try decodeJPEG(stream, index)
+            guard frame.width == info.columns, frame.height == info.rows, frame.channels == info.samplesPerPixel else {
+                throw MedSynthError(file: file.path, "JPEG frame \(index) is \(frame.width)x\(frame.height)x\(frame.channels), header says \(info.columns)x\(info.rows)x\(info.samplesPerPixel)")
+            }
+            return frame
+        }
+        // libjpeg returns unsigned 8-bit samples (and converts YBR to RGB).
+        encoding.storedRange = 0...255
+        encoding.storedBits = 8
+    }
+    return try renderFrames(frames, encoding: encoding, window: window, bitDepth: bitDepth, path: file.path)
+}
