@@ -25,11 +25,11 @@ public struct GANConfig: Codable, Equatable {
         self.numClasses = numClasses; self.classNames = classNames
     }
 
-    /// Upsampling blocks between the 4×4 seed and the image: 3 for 32 px, 4 for 64, 5 for 128.
+    /// Upsampling blocks between the 4×4 seed and the image: 2 for 16 px, 3 for 32, 4 for 64, 5 for 128.
     public var hiddenBlocks: Int { Int(log2(Double(imageSize)).rounded()) - 2 }
 
     public func validate() throws {
-        guard [32, 64, 128].contains(imageSize) else { throw MedSynthError("DCGAN image size must be 32, 64 or 128, got \(imageSize)") }
+        guard [16, 32, 64, 128].contains(imageSize) else { throw MedSynthError("DCGAN image size must be 16, 32, 64 or 128, got \(imageSize)") }
         guard channels == 1 || channels == 3 else { throw MedSynthError("DCGAN channels must be 1 or 3, got \(channels)") }
         guard numClasses >= 0, classNames.isEmpty || classNames.count == numClasses else {
             throw MedSynthError("DCGAN config: \(classNames.count) class names for \(numClasses) classes")
