@@ -9,27 +9,6 @@ import Imaging
 // RandomStream(seed).split(i). So any batch size, any shard layout (`--shard k/n` does the
 // indices k, k+n, …) and any resumed run give the same images byte for byte.
 
-public struct Shard: Equatable, Codable, CustomStringConvertible {
-    public let index: Int
-    public let count: Int
-    public init(index: Int, count: Int) { self.index = index; self.count = count }
-    public static let whole = Shard(index: 0, count: 1)
-
-    /// Parses "K/N" with 0 ≤ K < N.
-    public init(parsing text: String) throws {
-        let parts = text.split(separator: "/")
-        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]), n >= 1, k >= 0, k < n else {
-            throw MedSynthError("--shard must be K/N with 0 <= K < N (e.g. 0/4), got '\(text)'")
-        }
-        self.init(index: k, count: n)
-    }
-
-    public func indices(below total: Int) -> [Int] { Array(stride(from: index, to: total, by: count)) }
-    public var description: String { "\(index)/\(count)" }
-    /// Manifest file name for this shard.
-    public var manifestName: String { count == 1 ? "manifest.jsonl" : "manifest.shard-\(index)-of-\(count).jsonl" }
-}
-
 /// Settings of the diffusion sampler used by `generate` (ignored for GANs).
 public struct DiffusionSampling: Codable, Equatable {
     public var sampler: String = "ddim"

@@ -8,13 +8,22 @@ import Foundation
 //   indices are stable), holding the images anywhere below it; files lying directly next to
 //   the class folders belong to no class and are reported as skipped;
 // - hidden files and folders (leading ".") are ignored;
-// - a file is an image if its first bytes are a PNG or JPEG signature; other files are skipped
-//   and reported as unreadable.
+// - a file is an image if its first bytes are a PNG or JPEG signature, "DICM" at offset 128
+//   (DICOM Part 10), or its name ends in .nii / .nii.gz (NIfTI-1); other files are skipped and
+//   reported, so a DICOM folder with stray files still loads. A multi-frame DICOM file or a NIfTI
+//   volume gives one entry per frame or slice.
 
-/// One image of a dataset and its class.
+import MedicalFormats
+
+/// One image of a dataset and its class; `frame` picks a frame or slice of a DICOM/NIfTI file.
 public struct DatasetEntry: Equatable, Sendable {
     public let url: URL
     public let classIndex: Int
+    public let frame: Int
+
+    public init(url: URL, classIndex: Int, frame: Int = 0) {
+        self.url = url; self.classIndex = classIndex; self.frame = frame
+    }
 }
 
 /// A file that a dataset scan did not use, and why.
@@ -85,13 +94,18 @@ struct FolderScan {
         return result
     }
 
-    /// nil for a PNG/JPEG file; otherwise why it is not one. Reads at most 8 bytes.
+    /// nil for a PNG/JPEG/DICOM/NIfTI file; otherwise why it is not one. Reads at most 132 bytes.
     static func notAnImageReason(_ url: URL) -> String? {
         guard let handle = FileHandle(forReadingAtPath: url.path) else { return "cannot open file" }
         defer { try? handle.close() }
-        let head = (try? handle.read(upToCount: 8)) ?? Data()
+        let head = (try? handle.read(upToCount: 132)) ?? Data()
         if head.isEmpty { return "file is empty (0 bytes)" }
-        return ImageFormat.sniff(head) == nil ? "not a PNG or JPEG image" : nil
+        if ImageFormat.sniff(head.prefix(8)) != nil || isMedicalFile(head, name: url.lastPathComponent) { return nil }
+        return "not a PNG, JPEG, DICOM or NIfTI image"
+    }
+
+    static func isMedicalFile(_ head: Data, name: String) -> Bool {
+        medicalFileKind(bytes: [UInt8](head), name: name) != .image
     }
 }
 
@@ -114,29 +128,44 @@ public final class ImageFolderDataset: @unchecked Sendable {
 
     private let lock = NSLock()
     private var cache: [Int: Image] = [:]
+    /// Frames and slices of DICOM/NIfTI files, decoded at scan time (before crop and resize).
+    private let decodedMedical: [Int: Image]
 
     /// Scans `root` (no decoding yet). Throws if the folder is missing or holds no images.
     /// - Parameters:
     ///   - imageSize: side of the square tensors returned.
     ///   - channels: 1 (gray; RGB files become BT.601 luma) or 3 (RGB; gray files replicated).
     ///   - maxSide: images with a larger side are refused when decoded.
-    public init(root: URL, imageSize: Int, channels: Int, maxSide: Int = 16384) throws {
+    public init(root: URL, imageSize: Int, channels: Int, maxSide: Int = 16384, medicalOptions: MedicalReadOptions = .init()) throws {
         guard imageSize >= 1 else { throw MedSynthError(file: root.path, "image size must be positive, got \(imageSize)") }
         guard channels == 1 || channels == 3 else {
             throw MedSynthError(file: root.path, "channels must be 1 or 3, got \(channels)")
         }
         let scan = try FolderScan(root: root)
         guard !scan.entries.isEmpty else {
-            let detail = scan.skipped.isEmpty ? "it has no files" : "\(scan.skipped.count) file(s) skipped, none is a PNG or JPEG image"
-            throw MedSynthError(file: root.path, "empty dataset: no PNG or JPEG images found (\(detail))")
+            let detail = scan.skipped.isEmpty ? "it has no files" : "\(scan.skipped.count) file(s) skipped, none is a PNG, JPEG, DICOM or NIfTI image"
+            throw MedSynthError(file: root.path, "empty dataset: no images found (\(detail))")
+        }
+        // DICOM and NIfTI files are decoded now: one file may hold many frames or slices.
+        var expanded: [DatasetEntry] = []
+        var medicalImages: [Int: Image] = [:]
+        for entry in scan.entries {
+            let head = (try? FileHandle(forReadingFrom: entry.url).read(upToCount: 132)) ?? Data()
+            guard FolderScan.isMedicalFile(head ?? Data(), name: entry.url.lastPathComponent) else { expanded.append(entry); continue }
+            let frames = try readImages(at: entry.url, options: medicalOptions)
+            for (frame, image) in frames.enumerated() {
+                medicalImages[expanded.count] = image
+                expanded.append(DatasetEntry(url: entry.url, classIndex: entry.classIndex, frame: frame))
+            }
         }
         self.root = root
         self.imageSize = imageSize
         self.channels = channels
         self.maxSide = maxSide
         self.classNames = scan.classNames
-        self.entries = scan.entries
+        self.entries = expanded
         self.skipped = scan.skipped
+        self.decodedMedical = medicalImages
     }
 
     public var count: Int { entries.count }
@@ -158,7 +187,7 @@ public final class ImageFolderDataset: @unchecked Sendable {
         let cached = cache[index]
         lock.unlock()
         if let cached { return cached }
-        let decoded = try readImage(at: entries[index].url, maxSide: maxSide)
+        let decoded = try decodedMedical[index] ?? readImage(at: entries[index].url, maxSide: maxSide)
         let prepared = decoded.converted(channels: decoded.hasAlpha ? decoded.colorChannels : decoded.channels)
             .squareResized(imageSize)
             .converted(channels: channels)

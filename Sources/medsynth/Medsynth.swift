@@ -11,7 +11,11 @@ struct Medsynth: ParsableCommand {
             // Each subcommand lives in its own file; keep this list sorted by workflow.
             Info.self,
             Convert.self,
+            Export.self,
+            Train.self,
+            Generate.self,
             Bench.self,
+            Lesions.self, Composite.self, BenchComposite.self,
         ]
     )
 }

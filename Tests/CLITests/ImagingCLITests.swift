@@ -69,7 +69,7 @@ final class ImagingCLITests: XCTestCase {
         let tree = try run(["info", "data"], in: folder)
         XCTAssertEqual(tree.status, 0, tree.stderr)
         for line in ["3 images in 2 classes", "  class ct: 2", "  class mr: 1", "  3x2, 3 channels, 8-bit: 2",
-                     "  4x4, 1 channel, 16-bit: 1", "unreadable files: 1", "readme.png: not a PNG or JPEG image"] {
+                     "  4x4, 1 channel, 16-bit: 1", "unreadable files: 1", "readme.png: not a PNG, JPEG, DICOM or NIfTI image"] {
             XCTAssertTrue(tree.stdout.contains(line), "missing '\(line)' in:\n\(tree.stdout)")
         }
     }
@@ -114,7 +114,7 @@ final class ImagingCLITests: XCTestCase {
         let partial = try run(["convert", "in", "out2", "--format", "jpeg"], in: folder)
         XCTAssertEqual(partial.status, 1)
         XCTAssertTrue(partial.stdout.contains("converted 2 files"), partial.stdout)
-        XCTAssertTrue(partial.stdout.contains("junk.png: not a PNG or JPEG image"), partial.stdout)
+        XCTAssertTrue(partial.stdout.contains("junk.png: not a PNG, JPEG, DICOM or NIfTI image"), partial.stdout)
 
         let badOption = try run(["convert", "in/b/scan.png", "x.png", "--channels", "2"], in: folder)
         XCTAssertNotEqual(badOption.status, 0)

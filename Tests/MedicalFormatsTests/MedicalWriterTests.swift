@@ -157,3 +157,26 @@ extension Array where Element == UInt8 {
         return false
     }
 }
+
+final class MedicalDatasetTests: XCTestCase {
+    /// A DICOM folder is a dataset: multi-frame files give one entry per frame, stray files are skipped.
+    func testDICOMFolderLoadsAsADataset() throws {
+        let root = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let folder = root.appendingPathComponent("series")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        var values: [UInt16] = []
+        for i in 0..<(8 * 8) { values.append(UInt16(i * 1000)) }
+        let image = Image(width: 8, height: 8, channels: 1, bitDepth: 16, samples: values)
+        try writeDICOM(image, to: folder.appendingPathComponent("slice1.dcm"))
+        try writeDICOM(image, to: folder.appendingPathComponent("slice2.dcm"))
+        try Data("not dicom".utf8).write(to: folder.appendingPathComponent("DICOMDIR.txt"))
+        try writeNIfTI([image, image, image], to: folder.appendingPathComponent("volume.nii.gz"))
+        let dataset = try ImageFolderDataset(root: folder, imageSize: 8, channels: 1)
+        XCTAssertEqual(dataset.count, 5, "2 DICOM slices + 3 NIfTI slices")
+        XCTAssertEqual(dataset.skipped.map(\.url.lastPathComponent), ["DICOMDIR.txt"])
+        XCTAssertEqual(dataset.entries.filter { $0.url.lastPathComponent == "volume.nii.gz" }.map(\.frame), [0, 1, 2])
+        // The 16-bit values come through exactly.
+        XCTAssertEqual(try dataset.image(at: 0).samples, values)
+    }
+}

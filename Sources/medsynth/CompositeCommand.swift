@@ -1,0 +1,115 @@
+import ArgumentParser
+import Compositor
+import Engine
+import Foundation
+import Imaging
+
+struct Composite: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Blend lesion patches into healthy scans; write images/, masks/ and a JSONL manifest.",
+        discussion: """
+        Lesions come from a folder of patches: each NAME.png with NAME_mask.png beside it, or an alpha \
+        channel, or an automatic Otsu mask. `medsynth lesions` makes such a folder. Scan i depends only \
+        on (--seed, i), so `--shard K/N` runs together give the same files as one run.
+        """)
+
+    @Option(help: "Folder of healthy scans (PNG or JPEG).") var backgrounds: String
+    @Option(help: "Folder of lesion patches.") var lesions: String
+    @Option(help: "Output folder.") var out: String
+    @Option(help: "Lesions per image.") var perImage: Int = 1
+    @Option(help: "alpha, poisson or mixed.") var mode: String = "poisson"
+    @Option(help: "Folder of allowed-region masks named like the scans (NAME.png or NAME_mask.png); default: automatic.")
+    var regionMasks: String?
+    @Option(help: "Lesion contrast against the local background, e.g. +30%, -20% or 0.3 (default: the patch's own).")
+    var contrast: String?
+    @Option(help: "Intensity matching: local or none.") var match: String = "local"
+    @Flag(help: "No random scale, rotation, flip or intensity changes.") var noJitter = false
+    @Option(help: "Scale jitter: factor in [1/(1+s), 1+s].") var scaleJitter: Double = 0.25
+    @Option(help: "Rotation jitter in degrees: uniform in [-r, r].") var rotationJitter: Double = 180
+    @Option(help: "Intensity jitter: contrast times a factor in [1-i, 1+i].") var intensityJitter: Double = 0.2
+    @Option(help: "Alpha mode: feather width in pixels inside the mask edge.") var feather: Float = 2
+    @Option(help: "Automatic region: erosion in pixels.") var margin: Float = 4
+    @Option(help: "Minimum distance in pixels between lesions of one image.") var spacing: Int = 4
+    @Flag(help: "Poisson modes: erode the mask by 3 px and truncate like OpenCV's seamlessClone.") var opencvCompatible = false
+    @Option(help: "Random seed.") var seed: UInt64 = 0
+    @Option(help: "Do only images K, K+N, ... (K/N).") var shard: String = "0/1"
+    @Flag(help: "Skip images whose outputs already exist.") var resume = false
+
+    func validate() throws {
+        guard BlendMode(rawValue: mode) != nil else { throw ValidationError("--mode must be alpha, poisson or mixed, got '\(mode)'") }
+        guard IntensityMatch(rawValue: match) != nil else { throw ValidationError("--match must be local or none, got '\(match)'") }
+        guard perImage >= 1 else { throw ValidationError("--per-image must be at least 1") }
+        guard feather >= 0, margin >= 0, spacing >= 0 else { throw ValidationError("--feather, --margin and --spacing must be >= 0") }
+        guard scaleJitter >= 0, rotationJitter >= 0, intensityJitter >= 0, intensityJitter < 1 else {
+            throw ValidationError("jitter limits must be >= 0 (and --intensity-jitter < 1)")
+        }
+        if let contrast { _ = try parseContrast(contrast) }
+    }
+
+    func run() throws {
+        var options = CompositeOptions(backgrounds: URL(fileURLWithPath: backgrounds), out: URL(fileURLWithPath: out))
+        options.perImage = perImage
+        options.blend = BlendSettings(mode: BlendMode(rawValue: mode)!, feather: feather, openCVCompatible: opencvCompatible)
+        options.regionMasks = regionMasks.map { URL(fileURLWithPath: $0) }
+        options.margin = margin
+        options.spacing = spacing
+        options.match = IntensityMatch(rawValue: match)!
+        options.contrast = try contrast.map(parseContrast)
+        options.jitter = noJitter ? .none
+            : JitterLimits(scale: scaleJitter, rotationDegrees: rotationJitter, flip: true, intensity: intensityJitter)
+        options.seed = seed
+        options.shard = try Shard(parsing: shard)
+        options.resume = resume
+        let source = try FolderLesionSource(folder: URL(fileURLWithPath: lesions))
+        let summary = try runComposite(options, lesions: source) { p in
+            FileHandle.standardError.write(Data("composite: \(p.done)/\(p.total) \(p.name)\(p.skipped ? " (exists, skipped)" : "")\n".utf8))
+        }
+        print("wrote \(summary.written) images (\(summary.skipped) skipped), \(summary.lesions) lesions; manifest \(summary.manifest.path)")
+    }
+}
+
+/// "+30%", "-20%", "30%" or "0.3" as a fraction.
+func parseContrast(_ text: String) throws -> Double {
+    let trimmed = text.trimmingCharacters(in: .whitespaces)
+    let percent = trimmed.hasSuffix("%")
+    let number = percent ? String(trimmed.dropLast()) : trimmed
+    guard let value = Double(number.hasPrefix("+") ? String(number.dropFirst()) : number), value.isFinite else {
+        throw ValidationError("--contrast: expected e.g. +30%, -20% or 0.3, got '\(text)'")
+    }
+    let fraction = percent ? value / 100 : value
+    guard fraction > -1 else { throw ValidationError("--contrast must be above -100%, got '\(text)'") }
+    return fraction
+}
+
+/// Hidden: one lesion into one scan at a fixed place, timed (used by scripts/compare_opencv_seamless.py).
+struct BenchComposite: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-composite",
+        abstract: "Time one blend of a patch into a scan at a fixed position and write the result.",
+        shouldDisplay: false)
+
+    @Option(help: "Background scan.") var background: String
+    @Option(help: "Lesion patch (mask: NAME_mask.png, alpha or Otsu).") var patch: String
+    @Option(help: "Patch top-left x in the scan.") var x: Int
+    @Option(help: "Patch top-left y in the scan.") var y: Int
+    @Option(help: "alpha, poisson or mixed.") var mode: String = "poisson"
+    @Option(help: "Alpha feather width.") var feather: Float = 2
+    @Flag(help: "OpenCV seamlessClone behaviour (3 px erosion, truncation).") var opencvCompatible = false
+    @Option(help: "Timed repetitions.") var repeats: Int = 50
+    @Option(help: "Where to write the blended scan (PNG).") var out: String
+
+    func validate() throws {
+        guard BlendMode(rawValue: mode) != nil else { throw ValidationError("--mode must be alpha, poisson or mixed, got '\(mode)'") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+    }
+
+    func run() throws {
+        let scan = try readImage(at: URL(fileURLWithPath: background))
+        let lesion = try loadLesionPatch(URL(fileURLWithPath: patch))
+        let settings = BlendSettings(mode: BlendMode(rawValue: mode)!, feather: feather, openCVCompatible: opencvCompatible)
+        let result = benchmarkBlend(background: scan, patch: lesion, x: x, y: y, settings: settings, repeats: repeats)
+        try writePNG(result.image, to: URL(fileURLWithPath: out))
+        print(String(format: "{\"blend_ms\": %.4f, \"total_ms\": %.4f, \"iterations\": %d}",
+                     result.blendSeconds * 1000, result.totalSeconds * 1000, result.iterations))
+    }
+}
