@@ -5,3 +5,4 @@
 // the symbols live in libopenblas itself.
 void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
              double *w, double *work, const int *lwork, int *iwork, const int *liwork, int *info);
+#include <malloc.h>

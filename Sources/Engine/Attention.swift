@@ -11,8 +11,8 @@ public func spatialSelfAttention(qkv: Tensor) -> Tensor {
     checkShape(qkv.rank == 4 && qkv.shape[1] % 3 == 0, "spatialSelfAttention", "qkv \(qkv.shape) is not N×3C×H×W")
     let n = qkv.shape[0], c = qkv.shape[1] / 3, h = qkv.shape[2], w = qkv.shape[3], p = h * w
     let scaleFactor = 1 / Float(c).squareRoot()
-    var weights = [Float](repeating: 0, count: n * p * p)   // A per image, kept for the pullback
-    var out = [Float](repeating: 0, count: n * c * p)
+    var weights = uninitializedFloats(n * p * p)   // A per image, kept for the pullback
+    var out = uninitializedFloats(n * c * p)
     qkv.data.withUnsafeBufferPointer { src in
         weights.withUnsafeMutableBufferPointer { ap in
             out.withUnsafeMutableBufferPointer { yp in

@@ -119,12 +119,15 @@ public func col2im(_ cols: UnsafePointer<Float>, images: Int, _ g: ConvGeometry,
 }
 
 /// Copies a [images, rows, plane] block to [rows, images·plane] (or back with `inverse`).
-func interleaveBatch(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, images: Int, rows: Int, plane: Int, inverse: Bool = false) {
+func interleaveBatch(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, images: Int, rows: Int, plane: Int,
+                     inverse: Bool = false, accumulate: Bool = false) {
     Parallel.forEach(rows, cost: images * plane) { r in
         for img in 0..<images {
             let batchMajor = img * rows * plane + r * plane
             let rowMajor = r * images * plane + img * plane
-            if inverse {
+            if inverse && accumulate {
+                vectorAdd(dst + batchMajor, src + rowMajor, plane)
+            } else if inverse {
                 (dst + batchMajor).update(from: src + rowMajor, count: plane)
             } else {
                 (dst + rowMajor).update(from: src + batchMajor, count: plane)
@@ -170,7 +173,8 @@ func sgemmSerial(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: 
 }
 
 func blockedForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                    batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
+                    batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool, accumulate: Bool = false) {
+    let beta: Float = accumulate ? 1 : 0
     let k = g.patchSize, plane = g.outPlane
     let band = pointwise ? g.outHeight : rowsPerBand(g)
     let bands = (g.outHeight + band - 1) / band
@@ -183,9 +187,9 @@ func blockedForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: U
             let xi = x + img * g.channels * g.inPlane
             if let scratch {
                 im2colRows(xi, g, oh0, oh1, scratch, ld: columns, rows: 0..<k)
-                sgemmSerial(m: oc, n: columns, k: k, a: w, lda: k, b: scratch, ldb: columns, c: y + img * oc * plane + oh0 * g.outWidth, ldc: plane)
+                sgemmSerial(m: oc, n: columns, k: k, a: w, lda: k, b: scratch, ldb: columns, beta: beta, c: y + img * oc * plane + oh0 * g.outWidth, ldc: plane)
             } else {
-                sgemmSerial(m: oc, n: columns, k: k, a: w, lda: k, b: xi + oh0 * g.outWidth, ldb: plane, c: y + img * oc * plane + oh0 * g.outWidth, ldc: plane)
+                sgemmSerial(m: oc, n: columns, k: k, a: w, lda: k, b: xi + oh0 * g.outWidth, ldb: plane, beta: beta, c: y + img * oc * plane + oh0 * g.outWidth, ldc: plane)
             }
         }
     }
@@ -261,7 +265,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3],
                          kernelH: weight.shape[2], kernelW: weight.shape[3], stride: stride, padding: padding)
     checkShape(g.outHeight > 0 && g.outWidth > 0, "conv2d", "input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
-    var out = [Float](repeating: 0, count: n * oc * g.outPlane)
+    var out = uninitializedFloats(n * oc * g.outPlane)
     let pointwise = g.kernelH == 1 && g.kernelW == 1 && stride == 1 && padding == 0
     x.data.withUnsafeBufferPointer { xp in
         weight.data.withUnsafeBufferPointer { wp in
@@ -293,10 +297,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
 
 /// y (N×OC×P) = W (OC×K) · im2col(x).
 func convForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                 batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
+                 batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool, accumulate: Bool = false) {
     let k = g.patchSize, plane = g.outPlane
     if pointwise || usesBlockedPath(g) {
-        blockedForward(x, w, y, batch: n, outChannels: oc, g, pointwise: pointwise)
+        blockedForward(x, w, y, batch: n, outChannels: oc, g, pointwise: pointwise, accumulate: accumulate)
         return
     }
     let chunk = chunkSize(batch: n, plane: plane, rows: k)
@@ -308,20 +312,43 @@ func convForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: Unsa
         im2col(x + start * g.channels * g.inPlane, images: images, g, cols)
         let dst = y + start * oc * plane
         if images == 1 {
-            sgemm(m: oc, n: plane, k: k, a: w, lda: k, b: cols, ldb: plane, c: dst, ldc: plane)
+            sgemm(m: oc, n: plane, k: k, a: w, lda: k, b: cols, ldb: plane, beta: accumulate ? 1 : 0, c: dst, ldc: plane)
         } else {
             sgemm(m: oc, n: images * plane, k: k, a: w, lda: k, b: cols, ldb: images * plane, c: staging!, ldc: images * plane)
-            interleaveBatch(staging!, dst, images: images, rows: oc, plane: plane, inverse: true)
+            interleaveBatch(staging!, dst, images: images, rows: oc, plane: plane, inverse: true, accumulate: accumulate)
         }
         start += images
     }
+}
+
+/// W (OC×C×K×K) → W' (C×OC×K×K) with W'[c, o, i, j] = W[o, c, K−1−i, K−1−j].
+func flippedTransposedKernel(_ w: UnsafePointer<Float>, outChannels oc: Int, _ g: ConvGeometry) -> [Float] {
+    let c = g.channels, kh = g.kernelH, kw = g.kernelW
+    var out = [Float](repeating: 0, count: oc * c * kh * kw)
+    for o in 0..<oc { for ci in 0..<c { for i in 0..<kh { for j in 0..<kw {
+        out[((ci * oc + o) * kh + i) * kw + j] = w[((o * c + ci) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)]
+    } } } }
+    return out
 }
 
 /// dW += dY · im2col(x)ᵀ and dX += col2im(Wᵀ · dY), chunk by chunk.
 func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                   dX: UnsafeMutablePointer<Float>?, dW: UnsafeMutablePointer<Float>?,
                   batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
+    var dX = dX
     let k = g.patchSize, plane = g.outPlane
+    if let dXOut = dX, g.stride == 1, !pointwise, g.kernelH == g.kernelW, g.padding <= g.kernelH - 1 {
+        // Stride 1: dX is the convolution of dY with the flipped, transposed kernel (padding
+        // K − 1 − p). Its GEMM has an inner dimension of OC·K² instead of OC and needs no col2im.
+        let flipped = flippedTransposedKernel(w, outChannels: oc, g)
+        let gT = ConvGeometry(channels: oc, height: g.outHeight, width: g.outWidth, kernelH: g.kernelH, kernelW: g.kernelW,
+                              stride: 1, padding: g.kernelH - 1 - g.padding)
+        flipped.withUnsafeBufferPointer {
+            convForward(dy, $0.baseAddress!, dXOut, batch: n, outChannels: g.channels, gT, pointwise: false, accumulate: true)
+        }
+        dX = nil
+        if dW == nil { return }
+    }
     if pointwise || usesBlockedPath(g) {
         blockedBackward(dy, x, w, dX: dX, dW: dW, batch: n, outChannels: oc, g, pointwise: pointwise)
         return

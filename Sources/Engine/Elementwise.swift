@@ -11,7 +11,7 @@ import Glibc
 @inline(__always)
 func unaryOp(_ x: Tensor, name: String, cost: Int = 4, forward: @escaping (Float) -> Float, derivative: @escaping (Float, Float) -> Float) -> Tensor {
     Profiler.measure(name) {
-    var out = [Float](repeating: 0, count: x.count)
+    var out = uninitializedFloats(x.count)
     x.data.withUnsafeBufferPointer { xp in
         out.withUnsafeMutableBufferPointer { yp in
             Parallel.forRanges(xp.count, cost: cost) { r in for i in r { yp[i] = forward(xp[i]) } }
@@ -130,7 +130,7 @@ func vectorMapGradient(_ kind: VectorMap, _ x: UnsafePointer<Float>, _ y: Unsafe
 func vectorUnaryOp(_ x: Tensor, _ kind: VectorMap, name: String) -> Tensor {
     Profiler.measure(name) {
         let n = x.count
-        var out = [Float](repeating: 0, count: n)
+        var out = uninitializedFloats(n)
         x.data.withUnsafeBufferPointer { xp in
             out.withUnsafeMutableBufferPointer { yp in vectorMap(kind, xp.baseAddress!, yp.baseAddress!, n) }
         }
@@ -191,7 +191,7 @@ func binary(_ a: Tensor, _ b: Tensor, op: String, multiply: Bool) -> Tensor {
     Profiler.measure(op) {
     let mode = Broadcast(a, b, op: op)
     let n = a.count
-    var out = [Float](repeating: 0, count: n)
+    var out = uninitializedFloats(n)
     // For per-channel mode: a is [N, C, plane]; b index for row r = (n, c) is (nb == 1 ? c : r).
     let rows = a.rank == 4 ? a.shape[0] * a.shape[1] : 1
     let plane = n / max(rows, 1), channels = a.rank == 4 ? a.shape[1] : 1
@@ -278,7 +278,7 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
                "concatChannels", "shapes \(parts.map(\.shape)) differ outside the channel axis")
     let n = first.shape[0], plane = first.shape[2] * first.shape[3]
     let channels = parts.map { $0.shape[1] }, total = channels.reduce(0, +)
-    var out = [Float](repeating: 0, count: n * total * plane)
+    var out = uninitializedFloats(n * total * plane)
     out.withUnsafeMutableBufferPointer { yp in
         var offset = 0
         for (part, c) in zip(parts, channels) {
@@ -313,7 +313,7 @@ public func upsampleNearest2x(_ x: Tensor) -> Tensor {
     Profiler.measure("upsampleNearest2x") {
     checkShape(x.rank == 4, "upsampleNearest2x", "input \(x.shape) is not N×C×H×W")
     let rows = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
-    var out = [Float](repeating: 0, count: rows * 4 * h * w)
+    var out = uninitializedFloats(rows * 4 * h * w)
     x.data.withUnsafeBufferPointer { xp in
         out.withUnsafeMutableBufferPointer { yp in
             Parallel.forEach(rows, cost: 4 * h * w) { r in

@@ -48,7 +48,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
             }
         }
     }
-    var out = [Float](repeating: 0, count: x.count)
+    var out = uninitializedFloats(x.count)
     x.data.withUnsafeBufferPointer { xp in
         out.withUnsafeMutableBufferPointer { yp in
             Parallel.forEach(n * c, cost: plane) { r in
@@ -110,7 +110,7 @@ public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps
     let n = x.shape[0], c = x.shape[1], plane = x.shape[2] * x.shape[3]
     let perGroup = c / groups, m = perGroup * plane
     var meanG = [Float](repeating: 0, count: n * groups), invStd = [Float](repeating: 0, count: n * groups)
-    var out = [Float](repeating: 0, count: x.count)
+    var out = uninitializedFloats(x.count)
     x.data.withUnsafeBufferPointer { xp in
         out.withUnsafeMutableBufferPointer { yp in
             meanG.withUnsafeMutableBufferPointer { meanP in invStd.withUnsafeMutableBufferPointer { invP in

@@ -24,7 +24,16 @@ public enum Parallel {
     /// Makes OpenBLAS single-threaded once, before the first GEMM.
     @inlinable
     public static func configureBLAS() {
-        if !blasConfigured { blasConfigured = true; openblas_set_num_threads(1) }
+        if !blasConfigured { blasConfigured = true; openblas_set_num_threads(1); keepFreedMemory() }
+    }
+
+    /// Activations of tens of MB are allocated and freed every op; glibc would return each to
+    /// the kernel (mmap/munmap) and fault the pages in again on the next op. Keep them instead.
+    @usableFromInline static func keepFreedMemory() {
+        #if canImport(Glibc)
+        _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
+        _ = mallopt(M_TRIM_THRESHOLD, Int32.max)
+        #endif
     }
 
     /// Calls `body(range)` on disjoint chunks of 0..<count, in parallel when the work is large
@@ -147,4 +156,10 @@ public final class Workspace {
         }
         return UnsafeMutableBufferPointer(rebasing: buffers[slot][0..<count])
     }
+}
+
+/// An array whose every element the caller overwrites: skips zero-filling large op outputs.
+@inline(__always)
+func uninitializedFloats(_ count: Int) -> [Float] {
+    Array(unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
 }

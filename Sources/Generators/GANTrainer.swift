@@ -106,7 +106,7 @@ public final class GANTrainer {
         lossG.backward()
         for p in dParameters { p.requiresGrad = true }
         optimizerG.update()
-        ema.update(from: generator)
+        ema.update(from: generator, step: optimizerG.step)
         func meanSigmoid(_ t: Tensor) -> Float { t.data.map { 1 / (1 + expf(-$0)) }.reduce(0, +) / Float(t.count) }
         return GANStepStats(discriminatorLoss: lossD.scalar, generatorLoss: lossG.scalar,
                             dReal: meanSigmoid(realLogits), dFake: meanSigmoid(fakeLogits))

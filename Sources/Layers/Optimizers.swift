@@ -78,8 +78,11 @@ public final class ParameterEMA {
     }
 
     /// Parameters are averaged; buffers (running statistics) are copied.
-    public func update(from module: Module) {
-        let d = decay
+    /// With `step` (1-based count of optimiser steps so far) the decay warms up as
+    /// min(decay, (1 + step) / (10 + step)), so early averages are not dominated by the random
+    /// initial weights; the step comes from the optimiser, so a resumed run averages identically.
+    public func update(from module: Module, step: Int? = nil) {
+        let d = step.map { min(decay, Float(1 + $0) / Float(10 + $0)) } ?? decay
         for (index, entry) in module.namedTensors().enumerated() {
             if !entry.isParameter { shadow[index] = entry.tensor.data; continue }
             entry.tensor.data.withUnsafeBufferPointer { w in
