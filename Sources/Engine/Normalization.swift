@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 // MARK: - Batch and group normalisation
 //
 // Both compute x̂ = (x − μ) / √(σ² + ε) over a set of values and y = γ·x̂ + β per channel
@@ -103,8 +106,10 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
 }
 
 /// Group normalisation of N×C×H×W: statistics per sample over each group of C/groups channels.
-public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps: Float = 1e-5) -> Tensor {
-    Profiler.measure("groupNorm") {
+/// With `fusedSiLU` the result is SiLU(GroupNorm(x)) in one pass over memory (the U-Net always
+/// follows its norms with SiLU); the pullback recomputes the pre-activation from x.
+public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps: Float = 1e-5, fusedSiLU: Bool = false) -> Tensor {
+    Profiler.measure(fusedSiLU ? "groupNorm+silu" : "groupNorm") {
     checkShape(x.rank == 4 && x.shape[1] % groups == 0 && gamma.shape == [x.shape[1]] && beta.shape == gamma.shape,
                "groupNorm", "input \(x.shape) with \(groups) groups, gamma \(gamma.shape), beta \(beta.shape)")
     let n = x.shape[0], c = x.shape[1], plane = x.shape[2] * x.shape[3]
@@ -116,23 +121,35 @@ public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps
             meanG.withUnsafeMutableBufferPointer { meanP in invStd.withUnsafeMutableBufferPointer { invP in
             Parallel.forEach(n * groups, cost: 3 * m) { ng in
                 let base = ng * m
-                var s = 0.0, ss = 0.0
-                for i in base..<base + m { let v = Double(xp[i]); s += v; ss += v * v }
-                let mu = s / Double(m), variance = max(ss / Double(m) - mu * mu, 0)
+                // Two passes (mean, then squared deviations) in 8-lane partial sums: stable and vectorised.
+                let mu = Double(vectorSum(xp.baseAddress! + base, m)) / Double(m)
+                let variance = Double(squaredDeviationSum(xp.baseAddress! + base, m, Float(mu))) / Double(m)
                 let inv = Float(1 / (variance + Double(eps)).squareRoot())
                 meanP[ng] = Float(mu); invP[ng] = inv
                 let g0 = (ng % groups) * perGroup
                 for k in 0..<perGroup {
                     let a = inv * gamma.data[g0 + k], b = beta.data[g0 + k] - Float(mu) * a
                     let rowBase = base + k * plane
-                    for i in rowBase..<rowBase + plane { yp[i] = xp[i] * a + b }
+                    affineRow(xp.baseAddress! + rowBase, yp.baseAddress! + rowBase, plane, a, b, silu: fusedSiLU)
                 }
             }
             } }
         }
     }
     return Tensor.makeResult(shape: x.shape, data: out, parents: [x, gamma, beta]) { y in
-        let dy = y.grad!
+        var dy = y.grad!
+        if fusedSiLU {
+            // dz = dy · SiLU'(z) with z = γ·x̂ + β recomputed from x.
+            dy.withUnsafeMutableBufferPointer { g in
+                x.data.withUnsafeBufferPointer { xp in
+                    Parallel.forEach(n * c, cost: 8 * plane) { r in
+                        let ch = r % c, ng = (r / c) * groups + ch / perGroup
+                        let a = invStd[ng] * gamma.data[ch], b = beta.data[ch] - meanG[ng] * a
+                        siluGradientRow(xp.baseAddress! + r * plane, g.baseAddress! + r * plane, plane, a, b)
+                    }
+                }
+            }
+        }
         // Per (sample, channel) partial sums, reduced over samples afterwards in a fixed order.
         var partDy = [Float](repeating: 0, count: n * c), partDyXhat = [Float](repeating: 0, count: n * c)
         dy.withUnsafeBufferPointer { g in
@@ -172,5 +189,58 @@ public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps
             }
         }
     }
+    }
+}
+
+/// Σ (x − μ)² in 8-lane partial sums.
+@inline(__always)
+func squaredDeviationSum(_ x: UnsafePointer<Float>, _ n: Int, _ mu: Float) -> Float {
+    var acc = SIMD8<Float>(repeating: 0)
+    let m = SIMD8<Float>(repeating: mu)
+    var i = 0
+    while i + 8 <= n {
+        let d = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - m
+        acc += d * d
+        i += 8
+    }
+    var s = acc.sum()
+    while i < n { let d = x[i] - mu; s += d * d; i += 1 }
+    return s
+}
+
+/// y = a·x + b, optionally followed by SiLU, 8 lanes at a time.
+@inline(__always)
+func affineRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float, silu: Bool) {
+    let av = SIMD8<Float>(repeating: a), bv = SIMD8<Float>(repeating: b)
+    var i = 0
+    while i + 8 <= n {
+        var z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * av + bv
+        if silu { z = z * simdSigmoid(z) }
+        UnsafeMutableRawPointer(y + i).storeBytes(of: z, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n {
+        let z = x[i] * a + b
+        y[i] = silu ? z / (1 + expf(-z)) : z
+        i += 1
+    }
+}
+
+/// g ← g · SiLU'(a·x + b), with SiLU'(z) = σ(z)·(1 + z·(1 − σ(z))).
+@inline(__always)
+func siluGradientRow(_ x: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float) {
+    let av = SIMD8<Float>(repeating: a), bv = SIMD8<Float>(repeating: b)
+    var i = 0
+    while i + 8 <= n {
+        let z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * av + bv
+        let s = simdSigmoid(z)
+        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(g + i).storeBytes(of: gv * s * (1 + z * (1 - s)), as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n {
+        let z = x[i] * a + b, s = 1 / (1 + expf(-z))
+        g[i] *= s * (1 + z * (1 - s))
+        i += 1
     }
 }

@@ -69,9 +69,9 @@ final class ResBlock: Module {
 
     /// x: N×cin×H×W; siluEmbedding: SiLU(e), N×E (shared by every block, computed once).
     func callAsFunction(_ x: Tensor, _ siluEmbedding: Tensor) -> Tensor {
-        var h = c1(silu(n1(x)))
+        var h = c1(n1.withSiLU(x))
         h = add(h, t(siluEmbedding))
-        h = c2(silu(n2(h)))
+        h = c2(n2.withSiLU(h))
         return add(skip.map { $0(x) } ?? x, h)
     }
 
@@ -175,7 +175,7 @@ public final class UNet: Module {
             if let up = level.up { h = up(upsampleNearest2x(h)) }
         }
         // 5. Output
-        return outConv(silu(outNorm(h)))
+        return outConv(outNorm.withSiLU(h))
     }
 
     public func namedTensors() -> [NamedTensor] {

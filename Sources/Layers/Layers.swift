@@ -119,5 +119,7 @@ public final class GroupNorm: Module {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor { groupNorm(x, groups: groups, gamma: weight, beta: bias, eps: eps) }
+    /// SiLU(GroupNorm(x)) in one fused pass.
+    public func withSiLU(_ x: Tensor) -> Tensor { groupNorm(x, groups: groups, gamma: weight, beta: bias, eps: eps, fusedSiLU: true) }
     public func namedTensors() -> [NamedTensor] { [NamedTensor("weight", weight), NamedTensor("bias", bias)] }
 }

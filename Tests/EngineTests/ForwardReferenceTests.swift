@@ -79,6 +79,8 @@ final class ForwardReferenceTests: XCTestCase {
             for i in idx { let c = (i / 9) % 4; expected[i] = (Double(x.data[i]) - mu) / (variance + 1e-5).squareRoot() * Double(gamma.data[c]) + Double(beta.data[c]) }
         } }
         assertClose(y.data, expected, 1e-4, "groupNorm")
+        let fused = groupNorm(x, groups: 2, gamma: gamma, beta: beta, fusedSiLU: true)
+        assertClose(fused.data, expected.map { $0 / (1 + Foundation.exp(-$0)) }, 1e-4, "groupNorm+silu")
     }
 
     func testBatchNormTrainingStatisticsAndRunningAverages() {

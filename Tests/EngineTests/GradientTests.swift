@@ -55,6 +55,9 @@ final class GradientTests: XCTestCase {
         checkGradients("groupNorm", inputs: [randomTensor([2, 4, 3, 3], seed: 15), randomTensor([4], seed: 16), randomTensor([4], seed: 17)]) {
             groupNorm($0[0], groups: 2, gamma: $0[1], beta: $0[2])
         }
+        checkGradients("groupNorm+silu", inputs: [randomTensor([2, 4, 3, 5], seed: 47), randomTensor([4], seed: 48), randomTensor([4], seed: 49)]) {
+            groupNorm($0[0], groups: 2, gamma: $0[1], beta: $0[2], fusedSiLU: true)
+        }
     }
 
     func testActivations() {
