@@ -80,17 +80,13 @@ struct GANSampleSource: SampleSource {
     }
 }
 
-/// Hook for the diffusion sampler, set by the diffusion module so this file stays model-agnostic.
-nonisolated(unsafe) var makeDiffusionSampleSource: ((URL, DiffusionSampling) throws -> any SampleSource)? = nil
-
 func loadSampleSource(_ url: URL, sampling: DiffusionSampling) throws -> any SampleSource {
     let file = try readSafetensors(at: url)
     switch file.metadata[CheckpointKey.kind] {
     case ModelKind.dcgan.rawValue:
         return GANSampleSource(generator: try loadGANGenerator(from: url))
     case ModelKind.diffusion.rawValue:
-        guard let make = makeDiffusionSampleSource else { throw MedSynthError(file: url.path, "diffusion sampling is not available in this build") }
-        return try make(url, sampling)
+        return try diffusionSampleSource(url, sampling: sampling)
     default:
         throw MedSynthError(file: url.path, "not a medsynth generator checkpoint (no '\(CheckpointKey.kind)' metadata)")
     }

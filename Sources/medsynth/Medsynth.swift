@@ -14,6 +14,7 @@ struct Medsynth: ParsableCommand {
             Export.self,
             Train.self,
             Generate.self,
+            Inpaint.self,
             Bench.self,
             Lesions.self, Composite.self, BenchComposite.self,
         ]

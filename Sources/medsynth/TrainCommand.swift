@@ -41,7 +41,7 @@ extension GANLoss: ExpressibleByArgument {}
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a generator on a dataset folder.",
-        subcommands: [TrainGAN.self])
+        subcommands: [TrainGAN.self, TrainDiffusion.self])
 }
 
 struct TrainGAN: ParsableCommand {

@@ -1,0 +1,227 @@
+import Foundation
+import Engine
+import Layers
+import Imaging
+
+// MARK: - Diffusion training: ε- or v-prediction MSE on a U-Net, AdamW, EMA, CFG label dropout
+
+/// Settings of diffusion training, stored in the run's checkpoint.
+public struct DiffusionTrainingOptions: Codable, Equatable {
+    public var learningRate: Float = 2e-4
+    public var weightDecay: Float = 0.01
+    public var schedule: NoiseScheduleKind = .cosine
+    public var timesteps: Int = 1000
+    public var target: PredictionTarget = .epsilon
+    /// Classifier-free guidance: labels are replaced by the null token with this probability.
+    public var labelDropout: Float = 0.1
+    public var emaDecay: Float = 0.999
+    public init() {}
+}
+
+public final class DiffusionTrainer {
+    public let config: UNetConfig
+    public let options: DiffusionTrainingOptions
+    public let schedule: NoiseSchedule
+    public let model: UNet
+    public let emaModel: UNet
+    public let optimizer: Adam
+    public let ema: ParameterEMA
+
+    public init(config: UNetConfig, options: DiffusionTrainingOptions, seed: UInt64) {
+        self.config = config
+        self.options = options
+        schedule = NoiseSchedule(kind: options.schedule, steps: options.timesteps)
+        var stream = RandomStream(seed: seed).split(0xD1FF)
+        model = UNet(config, stream: &stream)
+        emaModel = UNet(config, stream: &stream)
+        emaModel.copyValues(from: model)
+        optimizer = Adam.adamW(model.parameters(), learningRate: options.learningRate, weightDecay: options.weightDecay)
+        ema = ParameterEMA(model, decay: options.emaDecay)
+    }
+
+    /// The loss of one batch (x0: N×C×H×W in [−1, 1]); timesteps, noise and label dropout from `stream`.
+    public func loss(x0: Tensor, labels: [Int]?, stream: inout RandomStream) -> Tensor {
+        let n = x0.shape[0]
+        let t = (0..<n).map { _ in stream.int(below: schedule.steps) }
+        var noise = [Float](repeating: 0, count: x0.count)
+        noise.withUnsafeMutableBufferPointer { stream.fillNormal($0) }
+        let xt = schedule.addNoise(x0.data, noise: noise, timesteps: t)
+        var y: [Int]? = nil
+        if config.numClasses > 0, let labels {
+            y = labels.map { stream.uniform() < options.labelDropout ? config.numClasses : $0 }
+        }
+        let prediction = model(Tensor(shape: x0.shape, data: xt), timesteps: t, labels: y)
+        let target = schedule.trainingTarget(options.target, x0: x0.data, noise: noise, timesteps: t)
+        return mseLoss(prediction, Tensor(shape: x0.shape, data: target))
+    }
+
+    /// One AdamW step; returns the loss.
+    public func step(x0: Tensor, labels: [Int]?, stream: inout RandomStream) -> Float {
+        model.zeroGrad()
+        let l = loss(x0: x0, labels: labels, stream: &stream)
+        l.backward()
+        optimizer.update()
+        ema.update(from: model, step: optimizer.step)
+        return l.scalar
+    }
+
+    public func samplingModel() -> UNet {
+        ema.copy(into: emaModel)
+        return emaModel
+    }
+
+    public func sampler(model: UNet) -> DiffusionSampler {
+        DiffusionSampler(model: model, schedule: schedule, target: options.target, numClasses: config.numClasses,
+                         sampleShape: [config.channels, config.imageSize, config.imageSize])
+    }
+}
+
+public struct DiffusionRunResult {
+    public let run: RunFolder
+    public let finalStep: Int
+    public let lastLoss: Float?
+}
+
+/// Trains (or resumes) a diffusion run in `out`, with the same run-folder layout, progress,
+/// atomic checkpoints and exact resume as the GAN.
+@discardableResult
+public func trainDiffusion(_ requestIn: TrainingRequest, options optionsIn: DiffusionTrainingOptions = DiffusionTrainingOptions(),
+                           out: URL, resume: Bool, progress style: ProgressStyle = .human,
+                           gridSteps: Int = 25) throws -> DiffusionRunResult {
+    var request = requestIn
+    var options = optionsIn
+    var startStep = 0
+    var resumeState: SafetensorsFile? = nil
+    let runFolder = RunFolder(out)
+    if resume, FileManager.default.fileExists(atPath: runFolder.latestCheckpoint.path) {
+        let state = try readSafetensors(at: runFolder.latestCheckpoint)
+        let source = runFolder.latestCheckpoint.path
+        guard state.metadata[CheckpointKey.kind] == ModelKind.diffusion.rawValue else {
+            throw MedSynthError(file: source, "checkpoint holds a \(state.metadata[CheckpointKey.kind] ?? "unknown") model, not a diffusion model")
+        }
+        let saved = try decodeJSON(TrainingRequest.self, state.metadata[CheckpointKey.training], file: source, what: "training settings")
+        let steps = request.steps
+        request = saved
+        request.steps = max(steps, saved.steps)
+        options = try decodeJSON(DiffusionTrainingOptions.self, state.metadata["medsynth.diffusion"], file: source, what: "diffusion options")
+        startStep = Int(state.metadata[CheckpointKey.step] ?? "") ?? 0
+        resumeState = state
+    }
+    let (run, dataset) = try prepareRun(request, out: out, resume: resume)
+    var config = UNetConfig(imageSize: request.imageSize, channels: request.channels, baseWidth: request.width ?? 32,
+                            numClasses: request.conditional ? dataset.classNames.count : 0,
+                            classNames: request.conditional ? dataset.classNames : [])
+    // Attention at the coarsest level (8 px for 64 px images), as UNet-S.
+    config.attentionResolutions = [request.imageSize >> (config.channelMultipliers.count - 1)]
+    try config.validate()
+    let trainer = DiffusionTrainer(config: config, options: options, seed: request.seed)
+    if let state = resumeState {
+        let source = run.latestCheckpoint.path
+        let savedConfig = try decodeJSON(UNetConfig.self, state.metadata[CheckpointKey.config], file: source, what: "model config")
+        guard savedConfig == config else {
+            throw MedSynthError(file: source, "checkpoint was trained with another configuration or class list")
+        }
+        try trainer.model.load(state.tensors, source: source, prefix: "U")
+        try restoreOptimizer(trainer.optimizer, name: "U", from: state, source: source)
+        try restoreEMA(trainer.ema, module: trainer.model, from: state, source: source)
+    } else {
+        try writeAtomically(Data(try jsonString(request).utf8), to: run.runFile)
+    }
+    let log = try LossLog(url: run.losses, header: "step,loss", resumeAfter: startStep)
+    let reporter = ProgressReporter(label: "train diffusion", total: request.steps, unit: "step", style: style, startDone: startStep)
+    if startStep > 0 { reporter.note("resuming from step \(startStep)") }
+    reporter.note("\(dataset.count) images in \(dataset.classNames.count) class(es) \(dataset.classNames); U-Net \(trainer.model.parameterCount) parameters")
+
+    func saveCheckpoint(step: Int) throws {
+        let (opt, optMeta) = optimizerEntries(trainer.optimizer, name: "U")
+        var metadata = optMeta
+        metadata[CheckpointKey.kind] = ModelKind.diffusion.rawValue
+        metadata[CheckpointKey.config] = try jsonString(config)
+        metadata[CheckpointKey.training] = try jsonString(request)
+        metadata["medsynth.diffusion"] = try jsonString(options)
+        metadata[CheckpointKey.step] = String(step)
+        metadata[CheckpointKey.version] = MedSynthVersion.current
+        let bytes = try encodeSafetensors(trainer.model.safetensorsEntries(prefix: "U") + emaEntries(trainer.ema, module: trainer.model) + opt,
+                                          metadata: metadata)
+        if step % request.checkpointEvery == 0 { try writeAtomically(bytes, to: run.checkpoint(step: step)) }
+        try writeAtomically(bytes, to: run.latestCheckpoint)
+        let modelMeta = [CheckpointKey.kind: ModelKind.diffusion.rawValue, CheckpointKey.config: metadata[CheckpointKey.config]!,
+                         "medsynth.diffusion": metadata["medsynth.diffusion"]!, CheckpointKey.step: String(step),
+                         CheckpointKey.version: MedSynthVersion.current, CheckpointKey.seed: String(request.seed)]
+        try writeSafetensors(trainer.samplingModel().safetensorsEntries(prefix: "U"), metadata: modelMeta, to: run.model)
+    }
+
+    func saveGrid(step: Int) throws {
+        let count = 8
+        var settings = SamplerSettings()
+        settings.steps = gridSteps
+        let labels = config.numClasses > 0 ? (0..<count).map { $0 % config.numClasses } : nil
+        let images = trainer.sampler(model: trainer.samplingModel()).sample(indices: Array(0..<count), labels: labels, seed: request.seed, settings: settings)
+        let per = images.count / count
+        let grid = makeGrid(images: (0..<count).map { Array(images[$0 * per..<($0 + 1) * per]) }, channels: config.channels, size: config.imageSize, columns: 8)
+        try writePNG(grid, to: run.sampleGrid(step: step))
+    }
+
+    var lastLoss: Float? = nil
+    var items = 0
+    var step = startStep
+    while step < request.steps {
+        let indices = batchIndices(step: step, batchSize: request.batchSize, datasetCount: dataset.count, seed: request.seed)
+        let (x0, labels) = try loadBatch(dataset, indices: indices)
+        var stream = RandomStream(seed: request.seed).split(0x57E9).split(UInt64(step))
+        let loss = trainer.step(x0: x0, labels: config.numClasses > 0 ? labels : nil, stream: &stream)
+        try checkFinite(["loss": loss], step: step + 1, run: run)
+        step += 1
+        items += request.batchSize
+        lastLoss = loss
+        log.append("\(step),\(loss)")
+        reporter.update(done: step, items: items, values: ["loss": Double(loss)])
+        if step % request.checkpointEvery == 0 || step == request.steps { try saveCheckpoint(step: step) }
+        if step % request.sampleEvery == 0 || step == request.steps { try saveGrid(step: step) }
+    }
+    return DiffusionRunResult(run: run, finalStep: step, lastLoss: lastLoss)
+}
+
+/// The sampling U-Net and its sampler from a model file (model.safetensors or a training checkpoint).
+public func loadDiffusionSampler(from url: URL) throws -> (sampler: DiffusionSampler, config: UNetConfig) {
+    let file = try readSafetensors(at: url)
+    guard file.metadata[CheckpointKey.kind] == ModelKind.diffusion.rawValue else {
+        throw MedSynthError(file: url.path, "not a diffusion checkpoint (kind: \(file.metadata[CheckpointKey.kind] ?? "none"))")
+    }
+    let config = try decodeJSON(UNetConfig.self, file.metadata[CheckpointKey.config], file: url.path, what: "model config")
+    let options = try decodeJSON(DiffusionTrainingOptions.self, file.metadata["medsynth.diffusion"], file: url.path, what: "diffusion options")
+    try config.validate()
+    var stream = RandomStream(seed: 0)
+    let unet = UNet(config, stream: &stream)
+    let prefix = file.tensors.keys.contains { $0.hasPrefix("ema.") } ? "ema" : "U"
+    try unet.load(file.tensors, source: url.path, prefix: prefix)
+    let sampler = DiffusionSampler(model: unet, schedule: NoiseSchedule(kind: options.schedule, steps: options.timesteps),
+                                   target: options.target, numClasses: config.numClasses,
+                                   sampleShape: [config.channels, config.imageSize, config.imageSize])
+    return (sampler, config)
+}
+
+struct DiffusionSampleSource: SampleSource {
+    let sampler: DiffusionSampler
+    let unetConfig: UNetConfig
+    let settings: SamplerSettings
+    var kind: ModelKind { .diffusion }
+    var config: (imageSize: Int, channels: Int, classNames: [String]) { (unetConfig.imageSize, unetConfig.channels, unetConfig.classNames) }
+
+    func images(indices: [Int], classes: [Int]?, seed: UInt64) -> [[Float]] {
+        let out = sampler.sample(indices: indices, labels: classes, seed: seed, settings: settings)
+        let per = out.count / indices.count
+        return (0..<indices.count).map { Array(out[$0 * per..<($0 + 1) * per]) }
+    }
+}
+
+func diffusionSampleSource(_ url: URL, sampling: DiffusionSampling) throws -> any SampleSource {
+    let (sampler, config) = try loadDiffusionSampler(from: url)
+    guard let kind = SamplerKind(rawValue: sampling.sampler) else {
+        throw MedSynthError("--sampler must be ddpm, ddim or dpm, got '\(sampling.sampler)'")
+    }
+    guard sampling.steps >= 1 else { throw MedSynthError("--steps must be at least 1") }
+    var settings = SamplerSettings()
+    settings.kind = kind; settings.steps = sampling.steps; settings.guidance = sampling.guidance; settings.eta = sampling.eta
+    return DiffusionSampleSource(sampler: sampler, unetConfig: config, settings: settings)
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Makes the checkpoints shipped in models/ from the shipped data, with medsynth's own commands.
+# The lesion class is built with the compositor: procedural lesions blended into the healthy
+# mni64 slices. Run from the repository root after `bash scripts/setup.sh && swift build -c release`.
+#   bash scripts/train_models.sh [gan|diffusion|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+B=${MEDSYNTH_BIN:-.build/release/medsynth}
+W=${MEDSYNTH_WORK:-work/models}
+what=${1:-all}
+mkdir -p "$W" models
+
+# 1. The two-class dataset: healthy slices and the same slices with one lesion each.
+if [ ! -d "$W/mni64-2class/lesion" ]; then
+    rm -rf "$W/lesions" "$W/composite" "$W/mni64-2class"
+    $B lesions --out "$W/lesions" --count 200 --size 24 --polarity mixed --seed 1
+    $B composite --backgrounds datasets/mni64/healthy --lesions "$W/lesions" --out "$W/composite" \
+        --per-image 1 --contrast +40% --seed 2
+    mkdir -p "$W/mni64-2class"
+    cp -r datasets/mni64/healthy "$W/mni64-2class/healthy"
+    cp -r "$W/composite/images" "$W/mni64-2class/lesion"
+fi
+
+# 2. Class-conditional DCGAN (width 32 to fit a CPU budget of about 15 minutes).
+if [ "$what" = gan ] || [ "$what" = all ]; then
+    $B train gan --data "$W/mni64-2class" --out "$W/runs/gan-cond" --conditional --width 32 \
+        --steps 1500 --batch 32 --seed 3 --resume
+    cp "$W/runs/gan-cond/model.safetensors" models/dcgan-mni64-cond.safetensors
+fi
+
+# 3. Class-conditional diffusion U-Net (base width 16).
+if [ "$what" = diffusion ] || [ "$what" = all ]; then
+    $B train diffusion --data "$W/mni64-2class" --out "$W/runs/diffusion-cond" --conditional --width 16 \
+        --steps 3000 --batch 32 --seed 4 --resume
+    cp "$W/runs/diffusion-cond/model.safetensors" models/diffusion-mni64-cond.safetensors
+fi
+ls -la models
