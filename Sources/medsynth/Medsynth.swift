@@ -15,6 +15,7 @@ struct Medsynth: ParsableCommand {
             Train.self,
             Generate.self,
             Inpaint.self,
+            Evaluate.self,
             Bench.self,
             Lesions.self, Composite.self, BenchComposite.self,
         ]

@@ -1,0 +1,46 @@
+import Foundation
+import Engine
+
+// MARK: - NumPy .npy (format version 1.0, little-endian float64, C order)
+
+public func encodeNPY(_ m: Matrix) -> Data {
+    var header = "{'descr': '<f8', 'fortran_order': False, 'shape': (\(m.rows), \(m.columns)), }"
+    // Magic (6) + version (2) + header length (2) + header must be a multiple of 64, ending in '\n'.
+    while (10 + header.count + 1) % 64 != 0 { header += " " }
+    header += "\n"
+    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
+    withUnsafeBytes(of: UInt16(header.utf8.count).littleEndian) { data.append(contentsOf: $0) }
+    data.append(contentsOf: Array(header.utf8))
+    m.values.map { $0.bitPattern.littleEndian }.withUnsafeBytes { data.append(contentsOf: $0) }
+    return data
+}
+
+public func writeNPY(_ m: Matrix, to url: URL) throws { try writeAtomically(encodeNPY(m), to: url) }
+
+/// Reads a 2-D little-endian float64 or float32 .npy in C order.
+public func readNPY(at url: URL) throws -> Matrix {
+    guard let data = FileManager.default.contents(atPath: url.path) else { throw MedSynthError(file: url.path, "cannot read the file") }
+    let bytes = [UInt8](data)
+    guard bytes.count >= 10, bytes[0] == 0x93, Array(bytes[1..<6]) == Array("NUMPY".utf8) else { throw MedSynthError(file: url.path, "not a .npy file") }
+    let headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+    guard bytes.count >= 10 + headerLength, let header = String(bytes: bytes[10..<10 + headerLength], encoding: .ascii) else {
+        throw MedSynthError(file: url.path, "truncated .npy header")
+    }
+    let isDouble = header.contains("'<f8'"), isFloat = header.contains("'<f4'")
+    guard (isDouble || isFloat), header.contains("'fortran_order': False"),
+          let open = header.firstIndex(of: "("), let close = header.firstIndex(of: ")") else {
+        throw MedSynthError(file: url.path, "only C-order little-endian float32/float64 .npy files are supported")
+    }
+    let dims = header[header.index(after: open)..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    guard dims.count == 2 else { throw MedSynthError(file: url.path, "expected a 2-D array, got shape \(dims)") }
+    let start = 10 + headerLength, size = isDouble ? 8 : 4
+    guard bytes.count - start == dims[0] * dims[1] * size else { throw MedSynthError(file: url.path, "data size does not match shape \(dims)") }
+    var values = [Double](repeating: 0, count: dims[0] * dims[1])
+    bytes.withUnsafeBytes { raw in
+        for i in values.indices {
+            values[i] = isDouble ? Double(bitPattern: raw.loadUnaligned(fromByteOffset: start + 8 * i, as: UInt64.self).littleEndian)
+                                 : Double(Float(bitPattern: raw.loadUnaligned(fromByteOffset: start + 4 * i, as: UInt32.self).littleEndian))
+        }
+    }
+    return Matrix(rows: dims[0], columns: dims[1], values: values)
+}
