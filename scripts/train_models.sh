@@ -31,7 +31,7 @@ fi
 # 3. Class-conditional diffusion U-Net (base width 16).
 if [ "$what" = diffusion ] || [ "$what" = all ]; then
     $B train diffusion --data "$W/mni64-2class" --out "$W/runs/diffusion-cond" --conditional --width 16 \
-        --steps 3000 --batch 32 --seed 4 --resume
+        --steps 1500 --batch 24 --seed 4 --checkpoint-every 100 --sample-every 250 --resume
     cp "$W/runs/diffusion-cond/model.safetensors" models/diffusion-mni64-cond.safetensors
 fi
 ls -la models

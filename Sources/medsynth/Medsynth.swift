@@ -16,6 +16,8 @@ struct Medsynth: ParsableCommand {
             Generate.self,
             Inpaint.self,
             Evaluate.self,
+            Balance.self,
+            Manifest.self,
             Bench.self,
             Lesions.self, Composite.self, BenchComposite.self,
         ]
