@@ -1,5 +1,6 @@
 import ArgumentParser
 import Compositor
+import Workflows
 import Engine
 import Foundation
 import Imaging
@@ -14,7 +15,10 @@ struct Composite: ParsableCommand {
         """)
 
     @Option(help: "Folder of healthy scans (PNG or JPEG).") var backgrounds: String
-    @Option(help: "Folder of lesion patches.") var lesions: String
+    @Option(help: "Folder of lesion patches.") var lesions: String?
+    @Option(help: "Or: a generator checkpoint (GAN or diffusion) whose samples are the lesion patches (Otsu-masked).") var lesionModel: String?
+    @Option(help: "With --lesion-model: the class to sample (conditional models).") var lesionClass: String?
+    @Option(help: "With --lesion-model: how many patches to sample.") var lesionCount: Int = 32
     @Option(help: "Output folder.") var out: String
     @Option(help: "Lesions per image.") var perImage: Int = 1
     @Option(help: "alpha, poisson or mixed.") var mode: String = "poisson"
@@ -60,7 +64,14 @@ struct Composite: ParsableCommand {
         options.seed = seed
         options.shard = try Shard(parsing: shard)
         options.resume = resume
-        let source = try FolderLesionSource(folder: URL(fileURLWithPath: lesions))
+        guard (lesions != nil) != (lesionModel != nil) else { throw ValidationError("give exactly one of --lesions or --lesion-model") }
+        let source: FolderLesionSource
+        if let lesionModel {
+            let folder = URL(fileURLWithPath: out).appendingPathComponent("lesion-patches")
+            source = try generatedLesionSource(model: lesionModel, count: lesionCount, className: lesionClass, seed: seed, folder: folder)
+        } else {
+            source = try FolderLesionSource(folder: URL(fileURLWithPath: lesions!))
+        }
         let summary = try runComposite(options, lesions: source) { p in
             FileHandle.standardError.write(Data("composite: \(p.done)/\(p.total) \(p.name)\(p.skipped ? " (exists, skipped)" : "")\n".utf8))
         }
