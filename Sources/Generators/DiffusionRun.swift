@@ -88,25 +88,11 @@ public struct DiffusionRunResult {
 public func trainDiffusion(_ requestIn: TrainingRequest, options optionsIn: DiffusionTrainingOptions = DiffusionTrainingOptions(),
                            out: URL, resume: Bool, progress style: ProgressStyle = .human,
                            gridSteps: Int = 25) throws -> DiffusionRunResult {
-    var request = requestIn
-    var options = optionsIn
-    var startStep = 0
-    var resumeState: SafetensorsFile? = nil
-    let runFolder = RunFolder(out)
-    if resume, FileManager.default.fileExists(atPath: runFolder.latestCheckpoint.path) {
-        let state = try readSafetensors(at: runFolder.latestCheckpoint)
-        let source = runFolder.latestCheckpoint.path
-        guard state.metadata[CheckpointKey.kind] == ModelKind.diffusion.rawValue else {
-            throw MedSynthError(file: source, "checkpoint holds a \(state.metadata[CheckpointKey.kind] ?? "unknown") model, not a diffusion model")
-        }
-        let saved = try decodeJSON(TrainingRequest.self, state.metadata[CheckpointKey.training], file: source, what: "training settings")
-        let steps = request.steps
-        request = saved
-        request.steps = max(steps, saved.steps)
-        options = try decodeJSON(DiffusionTrainingOptions.self, state.metadata["medsynth.diffusion"], file: source, what: "diffusion options")
-        startStep = Int(state.metadata[CheckpointKey.step] ?? "") ?? 0
-        resumeState = state
-    }
+    let resumed = try loadResumedRun(requestIn, out: out, resume: resume, kind: .diffusion, optionsKey: "medsynth.diffusion", as: DiffusionTrainingOptions.self)
+    let request = resumed?.request ?? requestIn
+    let options = resumed?.options ?? optionsIn
+    let startStep = resumed?.step ?? 0
+    let resumeState = resumed?.state
     let (run, dataset) = try prepareRun(request, out: out, resume: resume)
     var config = UNetConfig(imageSize: request.imageSize, channels: request.channels, baseWidth: request.width ?? 32,
                             numClasses: request.conditional ? dataset.classNames.count : 0,

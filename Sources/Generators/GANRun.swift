@@ -17,26 +17,11 @@ public struct GANRunResult {
 @discardableResult
 public func trainGAN(_ requestIn: TrainingRequest, options optionsIn: GANTrainingOptions = GANTrainingOptions(), out: URL, resume: Bool,
                      progress style: ProgressStyle = .human) throws -> GANRunResult {
-    var request = requestIn
-    var options = optionsIn
-    var startStep = 0
-    var resumeState: SafetensorsFile? = nil
-    let runFolder = RunFolder(out)
-    if resume, FileManager.default.fileExists(atPath: runFolder.latestCheckpoint.path) {
-        let state = try readSafetensors(at: runFolder.latestCheckpoint)
-        let source = runFolder.latestCheckpoint.path
-        guard state.metadata[CheckpointKey.kind] == ModelKind.dcgan.rawValue else {
-            throw MedSynthError(file: source, "checkpoint holds a \(state.metadata[CheckpointKey.kind] ?? "unknown") model, not a DCGAN")
-        }
-        // The run's own settings win over the command line, except for a longer --steps.
-        let saved = try decodeJSON(TrainingRequest.self, state.metadata[CheckpointKey.training], file: source, what: "training settings")
-        let steps = request.steps
-        request = saved
-        request.steps = max(steps, saved.steps)
-        options = try decodeJSON(GANTrainingOptions.self, state.metadata["medsynth.gan"], file: source, what: "GAN options")
-        startStep = Int(state.metadata[CheckpointKey.step] ?? "") ?? 0
-        resumeState = state
-    }
+    let resumed = try loadResumedRun(requestIn, out: out, resume: resume, kind: .dcgan, optionsKey: "medsynth.gan", as: GANTrainingOptions.self)
+    let request = resumed?.request ?? requestIn
+    var options = resumed?.options ?? optionsIn
+    let startStep = resumed?.step ?? 0
+    let resumeState = resumed?.state
     let (run, dataset) = try prepareRun(request, out: out, resume: resume)
     if options.augment != (request.augment ?? (dataset.count < 2000)) && resumeState == nil {
         options.augment = request.augment ?? (dataset.count < 2000)

@@ -94,3 +94,26 @@ func checkFinite(_ values: [String: Float], step: Int, run: RunFolder) throws {
         throw MedSynthError(file: run.url.path, "\(name) became \(v.isNaN ? "NaN" : "infinite") at step \(step); training stopped, the last good checkpoint is \(run.latestCheckpoint.lastPathComponent) (try a lower learning rate)")
     }
 }
+
+/// A run to continue: the run's saved settings (they win over the command line, except for a
+/// longer --steps), its step, its options of type `Options` (metadata `optionsKey`) and its state.
+struct ResumedRun<Options: Decodable> {
+    let request: TrainingRequest
+    let options: Options
+    let step: Int
+    let state: SafetensorsFile
+}
+
+func loadResumedRun<Options: Decodable>(_ request: TrainingRequest, out: URL, resume: Bool, kind: ModelKind,
+                                        optionsKey: String, as: Options.Type) throws -> ResumedRun<Options>? {
+    let latest = RunFolder(out).latestCheckpoint
+    guard resume, FileManager.default.fileExists(atPath: latest.path) else { return nil }
+    let state = try readSafetensors(at: latest)
+    guard state.metadata[CheckpointKey.kind] == kind.rawValue else {
+        throw MedSynthError(file: latest.path, "checkpoint holds a \(state.metadata[CheckpointKey.kind] ?? "unknown") model, not a \(kind.rawValue) model")
+    }
+    var saved = try decodeJSON(TrainingRequest.self, state.metadata[CheckpointKey.training], file: latest.path, what: "training settings")
+    saved.steps = max(request.steps, saved.steps)
+    let options = try decodeJSON(Options.self, state.metadata[optionsKey], file: latest.path, what: "\(kind.rawValue) options")
+    return ResumedRun(request: saved, options: options, step: Int(state.metadata[CheckpointKey.step] ?? "") ?? 0, state: state)
+}
