@@ -38,6 +38,8 @@ public func meanAndCovariance(_ x: Matrix) -> (mean: [Double], covariance: Matri
 /// component i of vector k) of a symmetric matrix, by LAPACK's dsyevd.
 public func symmetricEigen(_ a: Matrix) throws -> (values: [Double], vectors: Matrix) {
     precondition(a.rows == a.columns, "symmetricEigen: matrix is \(a.rows)×\(a.columns)")
+    // LAPACK's behaviour on NaN/infinity is undefined; features from a diverged encoder end here.
+    guard a.values.allSatisfy(\.isFinite) else { throw MedSynthError("eigen-decomposition: the matrix has NaN or infinite entries (non-finite features?)") }
     var n = Int32(a.rows), lda = n, info: Int32 = 0
     // LAPACK is column-major; a symmetric matrix is its own transpose.
     var work = a.values
@@ -80,10 +82,4 @@ public func traceSqrtProduct(_ s1: Matrix, _ s2: Matrix) throws -> Double {
     for i in 0..<d { for j in i + 1..<d { let avg = 0.5 * (m[i, j] + m[j, i]); m[i, j] = avg; m[j, i] = avg } }
     let (mu, _) = try symmetricEigen(m)
     return mu.reduce(0) { $0 + max($1, 0).squareRoot() }
-}
-
-/// dots[i·b.rows + j] = a_i · b_j.
-func cblas_dgemm_rowmajor(_ a: Matrix, _ b: Matrix, _ dots: inout [Double]) {
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(a.rows), Int32(b.rows), Int32(a.columns), 1,
-                a.values, Int32(a.columns), b.values, Int32(b.columns), 0, &dots, Int32(b.rows))
 }

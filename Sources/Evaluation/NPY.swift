@@ -1,27 +1,41 @@
 import Foundation
 import Engine
 
-// MARK: - NumPy .npy (format version 1.0, little-endian float64, C order)
+// MARK: - NumPy .npy (format version 1.0, little-endian, C order), for --features-out
 
-public func encodeNPY(_ m: Matrix) -> Data {
-    var header = "{'descr': '<f8', 'fortran_order': False, 'shape': (\(m.rows), \(m.columns)), }"
+/// Element type of a written .npy file.
+public enum NPYType: String {
+    case float32 = "<f4", float64 = "<f8"
+}
+
+/// A 2-D .npy file (format 1.0: magic, version, header length, a Python-dict header padded with
+/// spaces to a multiple of 64 bytes and ending in a newline, then the values in C order).
+public func encodeNPY(_ m: Matrix, as type: NPYType = .float64) -> Data {
+    var header = "{'descr': '\(type.rawValue)', 'fortran_order': False, 'shape': (\(m.rows), \(m.columns)), }"
     // Magic (6) + version (2) + header length (2) + header must be a multiple of 64, ending in '\n'.
-    while (10 + header.count + 1) % 64 != 0 { header += " " }
+    while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
     header += "\n"
     var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0])
     withUnsafeBytes(of: UInt16(header.utf8.count).littleEndian) { data.append(contentsOf: $0) }
     data.append(contentsOf: Array(header.utf8))
-    m.values.map { $0.bitPattern.littleEndian }.withUnsafeBytes { data.append(contentsOf: $0) }
+    switch type {
+    case .float64: m.values.map { $0.bitPattern.littleEndian }.withUnsafeBytes { data.append(contentsOf: $0) }
+    case .float32: m.values.map { Float($0).bitPattern.littleEndian }.withUnsafeBytes { data.append(contentsOf: $0) }
+    }
     return data
 }
 
-public func writeNPY(_ m: Matrix, to url: URL) throws { try writeAtomically(encodeNPY(m), to: url) }
+/// Writes `m` as a .npy file, atomically.
+public func writeNPY(_ m: Matrix, to url: URL, as type: NPYType = .float64) throws {
+    try writeAtomically(encodeNPY(m, as: type), to: url)
+}
 
 /// Reads a 2-D little-endian float64 or float32 .npy in C order.
 public func readNPY(at url: URL) throws -> Matrix {
     guard let data = FileManager.default.contents(atPath: url.path) else { throw MedSynthError(file: url.path, "cannot read the file") }
     let bytes = [UInt8](data)
     guard bytes.count >= 10, bytes[0] == 0x93, Array(bytes[1..<6]) == Array("NUMPY".utf8) else { throw MedSynthError(file: url.path, "not a .npy file") }
+    guard bytes[6] == 1 else { throw MedSynthError(file: url.path, ".npy format version \(bytes[6]).\(bytes[7]) is not supported (only 1.0)") }
     let headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
     guard bytes.count >= 10 + headerLength, let header = String(bytes: bytes[10..<10 + headerLength], encoding: .ascii) else {
         throw MedSynthError(file: url.path, "truncated .npy header")

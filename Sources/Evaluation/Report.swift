@@ -4,78 +4,108 @@ import Imaging
 
 // MARK: - The HTML report: one self-contained file, pictures embedded as PNG data URIs
 
-/// A bar chart of one or two histograms (real in blue, synthetic in orange), drawn into an RGB image.
-func histogramChart(_ series: [[Double]], width: Int = 512, height: Int = 160) -> Image {
-    var image = Image(width: width, height: height, channels: 3, bitDepth: 8,
-                      samples: [UInt16](repeating: 255, count: width * height * 3))
-    let colours: [[UInt16]] = [[31, 119, 180], [255, 127, 14]]
-    let peak = series.flatMap { $0 }.max() ?? 1
-    for (s, values) in series.enumerated() {
-        let bins = values.count
-        for x in 0..<width {
-            let v = values[min(bins - 1, x * bins / width)]
-            let top = height - 1 - Int(Double(height - 12) * v / max(peak, 1e-12))
-            for y in max(top, 0)..<height {
-                for c in 0..<3 {
-                    // Overlap blends the two series so both stay visible.
-                    let old = image[x, y, c]
-                    image[x, y, c] = s == 0 ? colours[0][c] : (old == 255 ? colours[1][c] : (old + colours[1][c]) / 2)
-                }
-            }
-        }
-    }
-    for x in 0..<width { for c in 0..<3 { image[x, height - 1, c] = 0 } }
-    return image
-}
-
 func dataURI(_ image: Image) throws -> String {
     "data:image/png;base64," + Data(try encodePNG(image)).base64EncodedString()
 }
 
-func grid(_ set: ImageSet, indices: [Int]) -> Image {
-    makeGrid(images: indices.map { set.pixels[$0] }, channels: 1, size: FeatureNetwork.inputSize, columns: 8)
-}
-
 func escape(_ s: String) -> String {
-    s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+    s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+        .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
 }
 
-func writeHTMLReport(_ report: EvaluationReport, real: ImageSet, synthetic: ImageSet, train: ImageSet, to url: URL) throws {
+/// Up to `count` indices spread evenly over 0..<n (a sample grid shows every class of a sorted set).
+func spread(_ n: Int, _ count: Int) -> [Int] {
+    n <= count ? Array(0..<n) : (0..<count).map { $0 * n / count }
+}
+
+func fmt(_ v: Double, _ digits: Int = 3) -> String { v.isFinite ? String(format: "%.\(digits)f", v) : "n/a" }
+
+/// Normalised counts (fractions) so sets of different sizes share one chart.
+func fractions(_ counts: [Double]) -> [Double] {
+    let total = counts.reduce(0, +)
+    return total > 0 ? counts.map { $0 / total } : counts
+}
+
+func writeHTMLReport(_ report: EvaluationReport, _ material: ReportMaterial, to url: URL) throws {
+    let size = FeatureNetwork.inputSize
     func row(_ name: String, _ m: SetMetrics) -> String {
-        String(format: "<tr><td>%@</td><td>%d</td><td>%d</td><td>%.3f</td><td>%.5f ± %.5f</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%.3f</td></tr>",
-               escape(name), m.real_images, m.synthetic_images, m.fid, m.kid_mean, m.kid_std,
-               m.prdc.precision, m.prdc.recall, m.prdc.density, m.prdc.coverage)
+        "<tr><td>\(escape(name))</td><td>\(m.real_images)</td><td>\(m.synthetic_images)</td><td>\(fmt(m.fid))</td>"
+            + "<td>\(fmt(m.kid_mean, 5)) ± \(fmt(m.kid_std, 5))</td><td>\(fmt(m.prdc.precision))</td><td>\(fmt(m.prdc.recall))</td>"
+            + "<td>\(fmt(m.prdc.density))</td><td>\(fmt(m.prdc.coverage))</td></tr>"
     }
     var rows = row("all", report.overall)
     for (name, m) in report.per_class.sorted(by: { $0.key < $1.key }) { rows += row(name, m) }
-    let realGrid = try dataURI(grid(real, indices: Array(0..<min(32, real.count))))
-    let synthGrid = try dataURI(grid(synthetic, indices: Array(0..<min(32, synthetic.count))))
-    let hist = try dataURI(histogramChart([histogram(real.pixels.flatMap { $0 }, bins: 128), histogram(synthetic.pixels.flatMap { $0 }, bins: 128)]))
+    let real = material.real, synthetic = material.synthetic, train = material.train
+    let realGrid = try dataURI(makeGrid(images: spread(real.count, 32).map { real.pixels[$0] }, channels: 1, size: size, columns: 8))
+    let synthGrid = try dataURI(makeGrid(images: spread(synthetic.count, 32).map { synthetic.pixels[$0] }, channels: 1, size: size, columns: 8))
+
+    // Intensity histograms of the network inputs, 128 bins over [−1, 1], on a square-root scale
+    // so the background's spike does not flatten the tissue's range.
+    let intensity = try dataURI(histogramChart([
+        ChartSeries(values: histogram(real.pixels.flatMap { $0 }, bins: 128).map { $0.squareRoot() }, colour: ChartColour.real),
+        ChartSeries(values: histogram(synthetic.pixels.flatMap { $0 }, bins: 128).map { $0.squareRoot() }, colour: ChartColour.synthetic)]))
+
+    // Nearest-neighbour distances: synthetic→training against the training set's own baseline.
+    let memo = material.memorisation
+    let nnValues = memo.nearest.map(\.feature_distance)
+    let hi = max((nnValues + memo.baseline).filter(\.isFinite).max() ?? 1, 1e-12)
+    let nnChart = try dataURI(histogramChart([
+        ChartSeries(values: fractions(binCounts(memo.baseline, bins: 60, lo: 0, hi: hi)), colour: ChartColour.real),
+        ChartSeries(values: fractions(binCounts(nnValues, bins: 60, lo: 0, hi: hi)), colour: ChartColour.synthetic)],
+        marker: report.memorisation.threshold_feature_distance / hi))
+
+    // Closest pairs: synthetic left, its nearest training image right.
+    let synthIndex = Dictionary(synthetic.names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+    let trainIndex = Dictionary(train.names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
     var pairImages: [[Float]] = []
     for pair in report.memorisation.closest {
-        if let s = synthetic.names.firstIndex(of: pair.synthetic), let t = train.names.firstIndex(of: pair.training) {
+        if let s = synthIndex[pair.synthetic], let t = trainIndex[pair.training] {
             pairImages.append(synthetic.pixels[s]); pairImages.append(train.pixels[t])
         }
     }
-    let pairs = try dataURI(makeGrid(images: pairImages, channels: 1, size: FeatureNetwork.inputSize, columns: 2))
+    let pairs = try dataURI(makeGrid(images: pairImages, channels: 1, size: size, columns: 2))
     let pairRows = report.memorisation.closest.map {
-        String(format: "<tr><td>%@</td><td>%@</td><td>%.3f</td><td>%.3f</td></tr>", escape($0.synthetic), escape($0.training), $0.feature_distance, $0.pixel_distance)
+        "<tr><td>\(escape($0.synthetic))</td><td>\(escape($0.training))</td><td>\(fmt($0.feature_distance))</td><td>\(fmt($0.pixel_distance, 4))</td></tr>"
     }.joined()
+    let m = report.memorisation
     let warnings = report.warnings.map { "<li>\(escape($0))</li>" }.joined()
+
+    var utilityHTML = ""
+    if let u = report.utility {
+        func scoreRow(_ name: String, _ s: ClassifierScores) -> String {
+            "<tr><td>\(name)</td><td>\(s.training_images)</td><td>\(fmt(s.accuracy))</td><td>\(fmt(s.balanced_accuracy))</td>"
+                + u.classes.map { "<td>\(s.per_class_recall[$0].map { fmt($0) } ?? "–")</td>" }.joined() + "<td>\(fmt(s.final_training_loss, 4))</td></tr>"
+        }
+        utilityHTML = """
+        <h2>Downstream utility</h2>
+        <p>A small CNN (\(escape(u.settings.architecture))) trained with Adam (lr \(u.settings.learning_rate), batch \(u.settings.batch_size), the same \(u.settings.epochs) epochs' worth of steps and the same initial weights for both rows), tested on \(u.test_images) held-out real images.</p>
+        <table><tr><th>training data</th><th>images</th><th>accuracy</th><th>balanced accuracy</th>\(u.classes.map { "<th>recall \(escape($0))</th>" }.joined())<th>final loss</th></tr>
+        \(scoreRow("real", u.real_only))\(scoreRow("real + synthetic", u.real_plus_synthetic))</table>
+        """
+    }
+
+    let s = report.settings
     let html = """
     <!doctype html><html><head><meta charset="utf-8"><title>medsynth evaluation</title>
-    <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}img{image-rendering:pixelated;max-width:100%}.warn{color:#a40}</style></head><body>
+    <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}img{image-rendering:pixelated;max-width:100%}.warn{color:#a40}.axis{font-size:85%;color:#555}</style></head><body>
     <h1>medsynth evaluation</h1>
-    <p>Real: <code>\(escape(report.settings["real"] ?? ""))</code> · Synthetic: <code>\(escape(report.settings["synthetic"] ?? ""))</code> · Features: <code>\(escape(report.feature_network))</code> (\(report.feature_dimension) dims, 64×64 gray input) · medsynth \(report.version)</p>
+    <p>Real: <code>\(escape(s.real))</code> · Synthetic: <code>\(escape(s.synthetic))</code> · Training set: <code>\(escape(s.train))</code><br>
+    Features: <code>\(escape(s.feature_network))</code> (\(s.feature_dimension) dimensions; input \(escape(s.feature_input))) · seed \(s.seed) · medsynth \(escape(report.version))</p>
     \(warnings.isEmpty ? "" : "<ul class=\"warn\">\(warnings)</ul>")
     <h2>Metrics</h2>
-    <table><tr><th>set</th><th>real</th><th>synthetic</th><th>FD</th><th>KID</th><th>precision</th><th>recall</th><th>density</th><th>coverage</th></tr>\(rows)</table>
-    <p>Intensity Wasserstein-1 (pixel values in [−1, 1]): \(String(format: "%.4f", report.intensity_w1)). Lower FD/KID is closer; precision ≈ fidelity, recall/coverage ≈ diversity (k = \(report.overall.prdc.k)).</p>
+    <table><tr><th>set</th><th>real</th><th>synthetic</th><th>Fréchet distance</th><th>KID (mean ± std)</th><th>precision</th><th>recall</th><th>density</th><th>coverage</th></tr>\(rows)</table>
+    <p>Lower Fréchet distance and KID mean closer distributions (KID: \(s.kid_subsets) subsets of \(s.kid_subset_size), kernel \(escape(s.kid_kernel))\(report.overall.real_images == s.kid_subset_size && report.overall.synthetic_images == s.kid_subset_size ? "; every subset is the whole set, so its std is 0" : "")). Precision and density measure fidelity, recall and coverage diversity (k = \(s.k)). Intensity Wasserstein-1 (pixel values in [−1, 1]): \(fmt(report.intensity_w1, 4)).</p>
     <h2>Samples</h2><h3>Real</h3><img src="\(realGrid)"><h3>Synthetic</h3><img src="\(synthGrid)">
-    <h2>Intensity histograms</h2><p><span style="color:#1f77b4">■ real</span> <span style="color:#ff7f0e">■ synthetic</span></p><img src="\(hist)">
+    <h2>Intensity histograms</h2>
+    <p><span style="color:#1f77b4">■ real</span> <span style="color:#ff7f0e">■ synthetic</span></p>
+    <img src="\(intensity)"><div class="axis">x: pixel value from −1 (black) to 1 (white), 128 bins; y: √(fraction of pixels), 0 to the tallest bin</div>
     <h2>Memorisation</h2>
-    <p>\(String(format: "%.1f%%", 100 * report.memorisation.fraction_below_threshold)) of synthetic images are closer to a training image than the 5th percentile of training-vs-training nearest-neighbour distances (\(String(format: "%.3f", report.memorisation.threshold_feature_distance)); median \(String(format: "%.3f", report.memorisation.real_vs_real_median))). Closest pairs (synthetic left, training right):</p>
+    <p>\(m.flagged_count) of \(m.synthetic_images) synthetic images (\(fmt(100 * m.fraction_below_threshold, 1))%) are flagged: nearer to a training image (in feature space) than \(fmt(m.threshold_feature_distance)), the 5th percentile of the training images' distances to their nearest other training image, or a pixel copy (\(m.pixel_copies)).\(m.training_duplicates > 0 ? " \(m.training_duplicates) training images have a pixel-identical copy in the training set; the baseline skips those copies." : "") \(fmt(100 * m.fraction_closer_than_median, 1))% are nearer than that baseline's median (\(fmt(m.real_vs_real_median))); the median synthetic-to-training distance is \(fmt(m.synthetic_to_training_median)). Every image's nearest training image is in <code>nearest_training.csv</code>.</p>
+    <p><span style="color:#1f77b4">■ training → nearest other training image</span> <span style="color:#ff7f0e">■ synthetic → nearest training image</span> <span style="color:#d62728">┆ flag threshold</span></p>
+    <img src="\(nnChart)"><div class="axis">x: feature distance from 0 to \(fmt(hi)), 60 bins; y: fraction of images, 0 to the tallest bin</div>
+    <h3>Closest pairs (synthetic left, training right)</h3>
     <img src="\(pairs)"><table><tr><th>synthetic</th><th>nearest training image</th><th>feature distance</th><th>pixel RMS</th></tr>\(pairRows)</table>
+    \(utilityHTML)
     </body></html>
     """
     try writeAtomically(Data(html.utf8), to: url)

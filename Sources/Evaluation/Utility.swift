@@ -1,0 +1,221 @@
+import Foundation
+import Engine
+import Layers
+
+// MARK: - Downstream utility: does adding synthetic images help a classifier?
+//
+// Two copies of one small CNN, from the same seeded initial weights, are trained with Adam for
+// the same number of steps: (a) on the real training images, (b) on the real plus the synthetic
+// images (classes matched by folder name). Both are tested on a held-out real set. Equal steps
+// keep the comparison about the data, not about extra training.
+
+/// Settings of the utility experiment (saved in report.json).
+public struct UtilitySettings: Codable, Equatable {
+    /// Passes over the real training set; both classifiers take epochs · ⌈n_real / batch⌉ steps.
+    public var epochs = 15
+    public var batch_size = 32
+    public var learning_rate = 1e-3
+    public var seed: UInt64 = 0
+    public var architecture = UtilityClassifier.architecture
+    public init() {}
+}
+
+/// Test-set scores of one classifier.
+public struct ClassifierScores: Codable, Equatable {
+    public var training_images: Int
+    public var accuracy: Double
+    /// Mean of the per-class recalls (classes present in the test set).
+    public var balanced_accuracy: Double
+    /// Recall (sensitivity) of each class present in the test set.
+    public var per_class_recall: [String: Double]
+    /// Mean cross-entropy over the last pass's worth of steps.
+    public var final_training_loss: Double
+}
+
+public struct UtilityReport: Codable {
+    public var classes: [String]
+    public var test_images: Int
+    public var real_only: ClassifierScores
+    public var real_plus_synthetic: ClassifierScores
+    public var settings: UtilitySettings
+}
+
+// MARK: - The classifier
+
+/// The utility classifier: 64×64 gray input, four 3×3 stride-2 convolutions (1→16→32→64→64,
+/// padding 1, LeakyReLU 0.2), global average pooling, a linear layer to the class logits.
+public final class UtilityClassifier: Module {
+    public static let architecture = "conv3x3s2 16-32-64-64 + LeakyReLU(0.2), global average pool, linear"
+    let convs: [Conv2d]
+    let head: Linear
+
+    public init(classes: Int, stream: inout RandomStream) {
+        let widths = [1, 16, 32, 64, 64]
+        convs = (0..<4).map { Conv2d(widths[$0], widths[$0 + 1], kernel: 3, stride: 2, padding: 1, stream: &stream) }
+        head = Linear(widths.last!, classes, stream: &stream)
+    }
+
+    public func namedTensors() -> [NamedTensor] {
+        gather(convs.enumerated().map { ("conv\($0.offset)", $0.element as Module) } + [("head", head)])
+    }
+
+    /// Logits (N×classes) of N×1×64×64 images.
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        var h = x
+        for conv in convs { h = leakyRelu(conv(h), slope: 0.2) }
+        return head(globalAveragePool(h))
+    }
+}
+
+/// Mean over each channel's plane: N×C×H×W → N×C.
+public func globalAveragePool(_ x: Tensor) -> Tensor {
+    precondition(x.rank == 4, "globalAveragePool: needs N×C×H×W, got \(x.shape)")
+    let n = x.shape[0], c = x.shape[1], plane = x.shape[2] * x.shape[3]
+    var out = [Float](repeating: 0, count: n * c)
+    x.data.withUnsafeBufferPointer { xp in
+        for i in 0..<n * c {
+            var s: Float = 0
+            for j in 0..<plane { s += xp[i * plane + j] }
+            out[i] = s / Float(plane)
+        }
+    }
+    return Tensor.makeResult(shape: [n, c], data: out, parents: [x]) { y in
+        let g = y.grad!
+        x.withGradBuffer { dx in
+            for i in 0..<n * c {
+                let v = g[i] / Float(plane)
+                for j in 0..<plane { dx[i * plane + j] += v }
+            }
+        }
+    }
+}
+
+/// Mean cross-entropy of integer `labels` under softmax(`logits`) (N×C), through the stable
+/// log-sum-exp; the gradient is (softmax − one-hot) / N.
+public func softmaxCrossEntropy(_ logits: Tensor, labels: [Int]) -> Tensor {
+    precondition(logits.rank == 2 && logits.shape[0] == labels.count, "softmaxCrossEntropy: logits \(logits.shape) for \(labels.count) labels")
+    let n = logits.shape[0], c = logits.shape[1]
+    precondition(labels.allSatisfy { $0 >= 0 && $0 < c }, "softmaxCrossEntropy: a label is outside 0..<\(c)")
+    var probabilities = [Float](repeating: 0, count: n * c)
+    var loss = 0.0
+    for i in 0..<n {
+        var mx = -Float.infinity
+        for j in 0..<c { mx = max(mx, logits.data[i * c + j]) }
+        var s: Double = 0
+        for j in 0..<c { let e = exp(Double(logits.data[i * c + j] - mx)); probabilities[i * c + j] = Float(e); s += e }
+        for j in 0..<c { probabilities[i * c + j] /= Float(s) }
+        loss += log(s) + Double(mx) - Double(logits.data[i * c + labels[i]])
+    }
+    return Tensor.makeResult(shape: [1], data: [Float(loss / Double(n))], parents: [logits]) { y in
+        let g = y.grad![0] / Float(n)
+        logits.withGradBuffer { dl in
+            for i in 0..<n {
+                for j in 0..<c { dl[i * c + j] += g * (probabilities[i * c + j] - (j == labels[i] ? 1 : 0)) }
+            }
+        }
+    }
+}
+
+// MARK: - Training and scoring
+
+/// Trains a fresh classifier (initial weights from `settings.seed`) for `steps` Adam steps on
+/// `images` (64×64 gray CHW in [−1, 1]); batches come from reshuffled passes over the images.
+/// Returns the model and the mean loss over its last ⌈n / batch⌉ steps.
+public func trainUtilityClassifier(images: [[Float]], labels: [Int], classes: Int, steps: Int, settings: UtilitySettings,
+                                   progress: (Int, Double) -> Void = { _, _ in }) -> (model: UtilityClassifier, finalLoss: Double) {
+    precondition(!images.isEmpty && images.count == labels.count, "trainUtilityClassifier: \(images.count) images for \(labels.count) labels")
+    var initStream = RandomStream(seed: settings.seed).split(1)
+    let model = UtilityClassifier(classes: classes, stream: &initStream)
+    let optimiser = Adam(model.parameters(), learningRate: Float(settings.learning_rate))
+    let batch = min(settings.batch_size, images.count), item = images[0].count
+    let side = Int(Double(item).squareRoot())
+    var order: [Int] = [], position = 0, pass: UInt64 = 0
+    let orderRoot = RandomStream(seed: settings.seed).split(2)
+    let window = max(1, (images.count + batch - 1) / batch)
+    var recent: [Double] = []
+    for step in 0..<steps {
+        var x = [Float](), y = [Int]()
+        x.reserveCapacity(batch * item)
+        for _ in 0..<batch {
+            if position == order.count {
+                var s = orderRoot.split(pass); pass += 1
+                order = s.permutation(images.count); position = 0
+            }
+            x += images[order[position]]; y.append(labels[order[position]]); position += 1
+        }
+        model.zeroGrad()
+        let loss = softmaxCrossEntropy(model(Tensor(shape: [batch, 1, side, side], data: x)), labels: y)
+        loss.backward()
+        optimiser.update()
+        recent.append(Double(loss.scalar))
+        if recent.count > window { recent.removeFirst() }
+        progress(step + 1, Double(loss.scalar))
+    }
+    return (model, recent.reduce(0, +) / Double(max(recent.count, 1)))
+}
+
+/// Accuracy, balanced accuracy and per-class recall of `model` on labelled images.
+public func scoreUtilityClassifier(_ model: UtilityClassifier, images: [[Float]], labels: [Int], classNames: [String]) -> (accuracy: Double, balanced: Double, recall: [String: Double]) {
+    let item = images.first?.count ?? 0, side = Int(Double(item).squareRoot())
+    var correct = 0
+    var hits = [Int](repeating: 0, count: classNames.count), totals = hits
+    var start = 0
+    while start < images.count {
+        let end = min(images.count, start + 128)
+        let logits = withNoGrad { model(Tensor(shape: [end - start, 1, side, side], data: Array(images[start..<end].joined()))) }
+        let c = classNames.count
+        for i in start..<end {
+            let row = logits.data[(i - start) * c..<(i - start + 1) * c]
+            let predicted = row.indices.max { row[$0] < row[$1] }! - (i - start) * c
+            totals[labels[i]] += 1
+            if predicted == labels[i] { correct += 1; hits[labels[i]] += 1 }
+        }
+        start = end
+    }
+    var recall: [String: Double] = [:]
+    for (k, name) in classNames.enumerated() where totals[k] > 0 { recall[name] = Double(hits[k]) / Double(totals[k]) }
+    let balanced = recall.values.reduce(0, +) / Double(max(recall.count, 1))
+    return (Double(correct) / Double(max(images.count, 1)), balanced, recall)
+}
+
+/// Labels of `set` in the class order of `classNames`, matched by class folder name.
+func labels(of set: ImageSet, in classNames: [String], role: String) throws -> [Int] {
+    guard set.hasClassFolders else {
+        throw MedSynthError(file: set.root.path, "the utility test needs class subfolders in the \(role) set (one folder per class, named as in the training set)")
+    }
+    let mapping = try set.classNames.map { name -> Int in
+        guard let k = classNames.firstIndex(of: name) else {
+            throw MedSynthError(file: set.root.appendingPathComponent(name).path, "class '\(name)' of the \(role) set is not a class of the training set (\(classNames.joined(separator: ", ")))")
+        }
+        return k
+    }
+    return set.labels.map { mapping[$0] }
+}
+
+/// The downstream-utility experiment: (a) real training images, (b) real plus synthetic, both
+/// tested on `test`. Every set needs class subfolders named as the training set's classes.
+public func downstreamUtility(train: ImageSet, synthetic: ImageSet, test: ImageSet, settings: UtilitySettings = UtilitySettings(),
+                              progress: (String, Int, Int, Double) -> Void = { _, _, _, _ in }) throws -> UtilityReport {
+    guard train.hasClassFolders, train.classNames.count >= 2 else {
+        throw MedSynthError(file: train.root.path, "the utility test needs at least two class subfolders in the training set")
+    }
+    guard settings.epochs >= 1, settings.batch_size >= 1, settings.learning_rate > 0 else {
+        throw MedSynthError("utility settings: epochs and batch size must be ≥ 1 and the learning rate positive")
+    }
+    let classes = train.classNames
+    let trainLabels = try labels(of: train, in: classes, role: "training")
+    let syntheticLabels = try labels(of: synthetic, in: classes, role: "synthetic")
+    let testLabels = try labels(of: test, in: classes, role: "test")
+    let steps = settings.epochs * ((train.count + settings.batch_size - 1) / settings.batch_size)
+    func run(_ name: String, _ images: [[Float]], _ labels: [Int]) -> ClassifierScores {
+        let (model, loss) = trainUtilityClassifier(images: images, labels: labels, classes: classes.count, steps: steps, settings: settings) {
+            progress(name, $0, steps, $1)
+        }
+        let s = scoreUtilityClassifier(model, images: test.pixels, labels: testLabels, classNames: classes)
+        return ClassifierScores(training_images: images.count, accuracy: s.accuracy, balanced_accuracy: s.balanced,
+                                per_class_recall: s.recall, final_training_loss: loss)
+    }
+    let realOnly = run("real", train.pixels, trainLabels)
+    let mixed = run("real+synthetic", train.pixels + synthetic.pixels, trainLabels + syntheticLabels)
+    return UtilityReport(classes: classes, test_images: test.count, real_only: realOnly, real_plus_synthetic: mixed, settings: settings)
+}
