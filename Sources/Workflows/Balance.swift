@@ -6,176 +6,385 @@ import Compositor
 import Layers
 
 // MARK: - Class balancing: real images plus exactly enough synthetic ones per class
+//
+// The output is a ready-to-train class folder tree: every real image (hard-linked, or copied when
+// linking fails, under its own relative path) plus `synthetic_NNNNNN.png` files, and manifest.jsonl
+// with one line per file. The whole tree is built in a hidden sibling folder and renamed into place
+// at the end, so a killed run never leaves a half-balanced dataset behind.
+//
+// Reproducibility: synthetic image j of class C depends only on (seed, C, j). The class seed is
+// splitMix64(seed + FNV-1a(C)), so adding or removing another class does not change C's images,
+// and the manifest's seed is the one `medsynth generate --class C --seed S` takes to remake them.
 
+/// How many images each class should have after balancing.
 public enum BalanceTarget: Equatable, CustomStringConvertible {
     /// Every class up to the largest class's count.
     case max
     /// Every class up to N images.
     case count(Int)
-    /// Every class up to ⌈r · largest⌉.
+    /// Every class up to ⌈r · largest⌉, r in (0, 1].
     case ratio(Double)
 
+    /// Parses `max`, a positive integer, or a fraction such as `0.5`.
     public init(parsing text: String) throws {
         if text == "max" { self = .max; return }
         if let n = Int(text), n > 0 { self = .count(n); return }
+        if !text.contains("."), Int(text) != nil { throw MedSynthError("--target must be positive, got '\(text)'") }
         if let r = Double(text), r > 0, r <= 1 { self = .ratio(r); return }
-        throw MedSynthError("--target must be max, a positive count or a ratio in (0, 1], got '\(text)'")
+        throw MedSynthError("--target must be max, a positive count or a ratio in (0, 1] such as 0.5, got '\(text)'")
     }
 
     public var description: String {
         switch self { case .max: return "max"; case .count(let n): return String(n); case .ratio(let r): return String(r) }
     }
+
+    /// The per-class goal for a dataset whose largest class has `largest` images.
+    func goal(largest: Int) -> Int {
+        switch self {
+        case .max: return largest
+        case .count(let n): return n
+        case .ratio(let r): return Int((r * Double(largest) - 1e-9).rounded(.up))
+        }
+    }
 }
 
 /// How the missing images of a class are made.
 public enum BalanceMethod: Equatable {
-    /// `generate --class` with a conditional generator checkpoint.
+    /// `generate --class` with a conditional generator (GAN or diffusion): a run folder or checkpoint.
     case model(String)
-    /// Lesions composited into the healthy class's images (procedural lesions, or a folder of patches).
+    /// Lesions composited into the healthy class's images to fill the lesion class; procedural
+    /// lesions when `lesions` is nil, else a folder of patches (see `FolderLesionSource`).
     case composite(lesions: URL?, healthyClass: String, lesionClass: String)
 }
 
+/// What `balance` is asked to do.
 public struct BalanceRequest {
+    /// Dataset folder, one subfolder per class.
     public var data: URL
+    /// Output folder; must not exist or be empty, and must not be inside `data` (or contain it).
     public var out: URL
     public var method: BalanceMethod
     public var target: BalanceTarget = .max
     public var seed: UInt64 = 0
+    /// With `.model`: diffusion sampler settings (ignored for GANs).
+    public var diffusion = DiffusionSampling()
+    /// With `.model`: PNG bit depth of generated images.
+    public var bitDepth: Int = 8
     public init(data: URL, out: URL, method: BalanceMethod) { self.data = data; self.out = out; self.method = method }
 }
 
+/// One class of the plan.
 public struct BalancePlanRow: Equatable {
     public let className: String
+    /// Images the class has now (frames of multi-frame files count one each, as in training).
     public let have: Int
+    /// Synthetic images to add.
     public let add: Int
+    /// "generate (dcgan)", "composite into 'healthy'", or "-" when nothing is added.
     public let method: String
+    /// Seed of this class's synthetic images (the `--seed` for `generate --class`).
+    public let seed: UInt64
 }
 
+/// One line of the balanced folder's manifest.jsonl.
 public struct BalanceManifestRecord: Codable, Equatable {
+    /// Path relative to the output folder.
     public var file: String
     public var `class`: String
-    public var source: String           // "real" or "synthetic"
-    public var origin: String           // original path, or the model / lesion source
+    /// "real" or "synthetic".
+    public var source: String
+    /// Real: the original file's path. Synthetic: "generate" or "composite".
+    public var origin: String
     public var seed: UInt64?
-    public var model_id: String?
+    /// Index j of the synthetic image within its class (its random stream).
     public var sample_index: Int?
+    /// Generated images: the model path, its content id and kind.
+    public var model: String?
+    public var model_id: String?
+    public var model_kind: String?
+    /// Composited images: the healthy scan used, the lesion patch, and the lesion mask file.
+    public var background: String?
+    public var lesion_source: String?
+    public var mask: String?
 }
 
+/// True when `child` is `parent` or lies below it (symbolic links resolved).
 func isInside(_ child: URL, _ parent: URL) -> Bool {
     let c = child.standardizedFileURL.resolvingSymlinksInPath().path, p = parent.standardizedFileURL.resolvingSymlinksInPath().path
     return c == p || c.hasPrefix(p.hasSuffix("/") ? p : p + "/")
 }
 
-/// The per-class plan: have, will add, method. Refuses a target below a class's count, an output
-/// inside the input (or the reverse), and a class the method cannot make.
-public func planBalance(_ request: BalanceRequest) throws -> [BalancePlanRow] {
+/// FNV-1a 64 of a string's UTF-8 bytes: a class name's contribution to its seed.
+func fnv1a(_ text: String) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+    return hash
+}
+
+/// Seed of class `name`'s synthetic images under the run seed `seed`.
+public func classSeed(_ seed: UInt64, className name: String) -> UInt64 { splitMix64(seed &+ fnv1a(name)) }
+
+/// File name of synthetic image j of a class.
+public func syntheticFileName(_ index: Int) -> String { String(format: "synthetic_%06d.png", index) }
+
+// MARK: - Plan
+
+/// Everything the plan found: the rows plus what running it needs.
+struct BalanceScan {
+    var rows: [BalancePlanRow]
+    var dataset: ImageFolderDataset
+    /// Model path resolved to its checkpoint file, and the model's kind (`.model` only).
+    var modelFile: URL?
+    var modelKind: String?
+}
+
+func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
+    let fm = FileManager.default
+    var isFolder: ObjCBool = false
+    guard fm.fileExists(atPath: request.data.path, isDirectory: &isFolder), isFolder.boolValue else {
+        throw MedSynthError(file: request.data.path, "no such dataset folder")
+    }
     if isInside(request.out, request.data) || isInside(request.data, request.out) {
-        throw MedSynthError(file: request.out.path, "output folder must not be inside the input folder (or contain it)")
+        throw MedSynthError(file: request.out.path, "output folder must not be inside the input folder \(request.data.path) (nor contain it)")
+    }
+    let subfolders = (try? fm.contentsOfDirectory(at: request.data, includingPropertiesForKeys: [.isDirectoryKey]))?
+        .filter { !$0.lastPathComponent.hasPrefix(".") && $0.hasDirectoryPath } ?? []
+    if subfolders.isEmpty {
+        throw MedSynthError(file: request.data.path, "no class subfolders: balance needs one subfolder per class (e.g. healthy/ and lesion/)")
     }
     let dataset = try ImageFolderDataset(root: request.data, imageSize: 8, channels: 1)
-    let counts = dataset.countsPerClass
-    let largest = counts.max() ?? 0
-    let wanted: Int
-    switch request.target {
-    case .max: wanted = largest
-    case .count(let n): wanted = n
-    case .ratio(let r): wanted = Int((r * Double(largest)).rounded(.up))
-    }
-    var knownClasses: [String] = []
-    var methodName = ""
+    var names = dataset.classNames
+    var counts = dataset.countsPerClass
+    let makes: (String) -> Bool
+    let methodName: String
+    var modelFile: URL? = nil, modelKind: String? = nil
+    let cannot: (String) -> String
     switch request.method {
     case .model(let path):
-        let file = try readSafetensors(at: try resolveModelFile(path))
-        if let text = file.metadata[CheckpointKey.config], let data = text.data(using: .utf8),
-           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            knownClasses = object["classNames"] as? [String] ?? []
+        let url = try resolveModelFile(path)
+        let file = try readSafetensors(at: url)
+        guard let kind = file.metadata[CheckpointKey.kind], ModelKind(rawValue: kind) != nil else {
+            throw MedSynthError(file: url.path, "not a medsynth generator checkpoint (no '\(CheckpointKey.kind)' metadata)")
         }
-        methodName = "generate (\(file.metadata[CheckpointKey.kind] ?? "model"))"
-    case .composite(_, let healthy, let lesion):
-        guard dataset.classNames.contains(healthy) else {
-            throw MedSynthError(file: request.data.path, "no healthy class '\(healthy)' to composite into (classes: \(dataset.classNames.joined(separator: ", ")))")
+        var known: [String] = []
+        if let text = file.metadata[CheckpointKey.config],
+           let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] {
+            known = object["classNames"] as? [String] ?? []
         }
-        knownClasses = [lesion]
+        makes = { known.contains($0) }
+        cannot = { name in known.isEmpty
+            ? "the model \(url.path) is unconditional and cannot be asked for class '\(name)'"
+            : "the model \(url.path) cannot generate class '\(name)' (it knows: \(known.joined(separator: ", ")))" }
+        methodName = "generate (\(kind))"
+        modelFile = url
+        modelKind = kind
+    case .composite(let lesions, let healthy, let lesion):
+        guard let h = names.firstIndex(of: healthy), counts[h] > 0 else {
+            throw MedSynthError(file: request.data.path, "no healthy class '\(healthy)' with images to composite into (classes: \(names.joined(separator: ", ")))")
+        }
+        guard healthy != lesion else { throw MedSynthError("--healthy-class and --lesion-class must differ, both are '\(healthy)'") }
+        if let lesions, isInside(request.out, lesions) {
+            throw MedSynthError(file: request.out.path, "output folder must not be inside the lesion folder \(lesions.path)")
+        }
+        // The lesion class may not exist yet: it is made entirely of composites then.
+        if !names.contains(lesion) {
+            let at = names.firstIndex { $0 > lesion } ?? names.count
+            names.insert(lesion, at: at)
+            counts.insert(0, at: at)
+        }
+        makes = { $0 == lesion }
+        cannot = { "compositing only fills the lesion class '\(lesion)'; class '\($0)' would need images too (lower --target, or use --model)" }
         methodName = "composite into '\(healthy)'"
     }
-    return try dataset.classNames.enumerated().map { index, name in
-        let have = counts[index]
+    let goal = request.target.goal(largest: counts.max() ?? 0)
+    var rows: [BalancePlanRow] = []
+    for (name, have) in zip(names, counts) {
         if case .count(let n) = request.target, n < have {
-            throw MedSynthError(file: request.data.path, "target \(n) is below the \(have) images class '\(name)' already has")
+            throw MedSynthError(file: request.data.appendingPathComponent(name).path,
+                                "target \(n) is below the \(have) images this class already has (balancing never removes real images)")
         }
-        let add = max(0, wanted - have)
-        if add > 0 && !knownClasses.contains(name) {
-            throw MedSynthError(file: request.data.path, "class '\(name)' needs \(add) image(s) but the method cannot make it (it makes: \(knownClasses.joined(separator: ", ")))")
+        let add = Swift.max(0, goal - have)
+        if add > 0 && !makes(name) {
+            throw MedSynthError(file: request.data.appendingPathComponent(name).path, "needs \(add) more image(s), but " + cannot(name))
         }
-        return BalancePlanRow(className: name, have: have, add: add, method: add > 0 ? methodName : "-")
+        rows.append(BalancePlanRow(className: name, have: have, add: add, method: add > 0 ? methodName : "-",
+                                   seed: classSeed(request.seed, className: name)))
+    }
+    return BalanceScan(rows: rows, dataset: dataset, modelFile: modelFile, modelKind: modelKind)
+}
+
+/// The per-class plan (have, will add, method), written nowhere. Refuses a target below a
+/// class's count, an output inside the input (or the reverse), and a class the method cannot make.
+public func planBalance(_ request: BalanceRequest) throws -> [BalancePlanRow] {
+    try scanBalance(request).rows
+}
+
+// MARK: - Run
+
+/// Writes the balanced dataset to `request.out`: real images linked (or copied) under their own
+/// relative paths, the synthetic ones of the plan, and manifest.jsonl marking each file real or
+/// synthetic with its origin, seed and model. Composited images also get their lesion masks under
+/// `.masks/<class>/` (hidden, so the folder still reads as a plain class-folder dataset).
+@discardableResult
+public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle = .human) throws -> [BalancePlanRow] {
+    let scan = try scanBalance(request)
+    let fm = FileManager.default
+    var isFolder: ObjCBool = false
+    if fm.fileExists(atPath: request.out.path, isDirectory: &isFolder) {
+        guard isFolder.boolValue else { throw MedSynthError(file: request.out.path, "output path is a file") }
+        let contents = (try? fm.contentsOfDirectory(atPath: request.out.path)) ?? []
+        guard contents.isEmpty else { throw MedSynthError(file: request.out.path, "output folder exists and is not empty") }
+    }
+    let parent = request.out.standardizedFileURL.deletingLastPathComponent()
+    do { try fm.createDirectory(at: parent, withIntermediateDirectories: true) } catch {
+        throw MedSynthError(file: parent.path, "cannot create the output's parent folder (\(error.localizedDescription))")
+    }
+    // Built beside the output and renamed at the end; a leftover from a killed run is ours to remove.
+    let staging = parent.appendingPathComponent(".\(request.out.lastPathComponent).partial")
+    try? fm.removeItem(at: staging)
+    do { try fm.createDirectory(at: staging, withIntermediateDirectories: true) } catch {
+        throw MedSynthError(file: staging.path, "cannot create the staging folder (\(error.localizedDescription))")
+    }
+    do {
+        var records: [BalanceManifestRecord] = []
+        for row in scan.rows {
+            records += try linkRealImages(of: row.className, dataset: scan.dataset, into: staging)
+            guard row.add > 0 else { continue }
+            switch request.method {
+            case .model(let path):
+                records += try generateClass(row, model: path, file: scan.modelFile!, kind: scan.modelKind!,
+                                             request: request, into: staging, style: style)
+            case .composite(let lesions, let healthy, _):
+                records += try compositeClass(row, healthy: healthy, lesions: lesions, dataset: scan.dataset,
+                                              into: staging, style: style)
+            }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let lines = try records.map { String(decoding: try encoder.encode($0), as: UTF8.self) + "\n" }.joined()
+        try writeAtomically(Data(lines.utf8), to: staging.appendingPathComponent("manifest.jsonl"))
+        // rename(2) replaces an empty folder and fails on a non-empty one, which is what we want.
+        if rename(staging.path, request.out.path) != 0 {
+            throw MedSynthError(file: request.out.path, "cannot move the finished dataset into place: \(String(cString: strerror(errno)))")
+        }
+    } catch {
+        try? fm.removeItem(at: staging)
+        throw error
+    }
+    return scan.rows
+}
+
+/// Hard-links (or copies) every real image file of a class, keeping its path below the class folder.
+func linkRealImages(of className: String, dataset: ImageFolderDataset, into out: URL) throws -> [BalanceManifestRecord] {
+    let fm = FileManager.default
+    guard let index = dataset.classNames.firstIndex(of: className) else { return [] }
+    let classRoot = dataset.root.appendingPathComponent(className).standardizedFileURL.path + "/"
+    var records: [BalanceManifestRecord] = []
+    var seen = Set<String>()
+    for entry in dataset.entries where entry.classIndex == index && seen.insert(entry.url.path).inserted {
+        let full = entry.url.standardizedFileURL.path
+        let relative = full.hasPrefix(classRoot) ? String(full.dropFirst(classRoot.count)) : entry.url.lastPathComponent
+        let destination = out.appendingPathComponent(className).appendingPathComponent(relative)
+        try fm.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+        do { try fm.linkItem(at: entry.url, to: destination) } catch {
+            do { try fm.copyItem(at: entry.url, to: destination) } catch {
+                throw MedSynthError(file: entry.url.path, "cannot link or copy into \(destination.path) (\(error.localizedDescription))")
+            }
+        }
+        records.append(BalanceManifestRecord(file: "\(className)/\(relative)", class: className, source: "real", origin: full))
+    }
+    return records
+}
+
+/// Refuses to overwrite a real image that happens to carry a synthetic file name.
+func checkFree(_ url: URL) throws {
+    if FileManager.default.fileExists(atPath: url.path) {
+        throw MedSynthError(file: url.path, "a real image already has this synthetic file name; rename it in the input")
     }
 }
 
-/// Writes the balanced dataset: real images linked (or copied) under their own names, synthetic
-/// ones added per the plan, and manifest.jsonl marking each file real or synthetic.
-@discardableResult
-public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle = .human) throws -> [BalancePlanRow] {
-    let plan = try planBalance(request)
-    let dataset = try ImageFolderDataset(root: request.data, imageSize: 8, channels: 1)
+/// Synthetic images of one class from a conditional generator, sample j from stream j of the class seed.
+func generateClass(_ row: BalancePlanRow, model path: String, file: URL, kind: String, request: BalanceRequest,
+                   into out: URL, style: ProgressStyle) throws -> [BalanceManifestRecord] {
     let fm = FileManager.default
-    if fm.fileExists(atPath: request.out.path), let contents = try? fm.contentsOfDirectory(atPath: request.out.path), !contents.isEmpty {
-        throw MedSynthError(file: request.out.path, "output folder exists and is not empty")
-    }
-    let staging = request.out.appendingPathComponent(".staging")
-    try fm.createDirectory(at: staging, withIntermediateDirectories: true)
+    let scratch = out.appendingPathComponent(".generate-\(row.className)")
+    var g = GenerationRequest(model: file.path, count: row.add, out: scratch)
+    g.className = row.className
+    g.seed = row.seed
+    g.bitDepth = request.bitDepth
+    g.diffusion = request.diffusion
+    try generateImages(g, progress: style)
+    let modelID = try modelIdentifier(of: file)
+    let classFolder = out.appendingPathComponent(row.className)
+    try fm.createDirectory(at: classFolder, withIntermediateDirectories: true)
     var records: [BalanceManifestRecord] = []
-    for (index, row) in plan.enumerated() {
-        let classFolder = request.out.appendingPathComponent(row.className)
-        try fm.createDirectory(at: classFolder, withIntermediateDirectories: true)
-        for entry in dataset.entries where entry.classIndex == index && entry.frame == 0 {
-            let destination = classFolder.appendingPathComponent(entry.url.lastPathComponent)
-            do { try fm.linkItem(at: entry.url, to: destination) } catch { try fm.copyItem(at: entry.url, to: destination) }
-            records.append(BalanceManifestRecord(file: "\(row.className)/\(entry.url.lastPathComponent)", class: row.className, source: "real", origin: entry.url.path))
-        }
-        guard row.add > 0 else { continue }
-        let classSeed = splitMix64(request.seed &+ UInt64(index))
-        switch request.method {
-        case .model(let path):
-            let folder = staging.appendingPathComponent(row.className)
-            var g = GenerationRequest(model: path, count: row.add, out: folder)
-            g.className = row.className
-            g.seed = classSeed
-            let report = try generateImages(g, progress: style)
-            let modelID = try modelIdentifier(of: try resolveModelFile(path))
-            _ = report
-            for i in 0..<row.add {
-                let name = "synthetic_\(sampleFileName(i))"
-                try fm.moveItem(at: folder.appendingPathComponent(sampleFileName(i)), to: classFolder.appendingPathComponent(name))
-                records.append(BalanceManifestRecord(file: "\(row.className)/\(name)", class: row.className, source: "synthetic",
-                                                     origin: path, seed: classSeed, model_id: modelID, sample_index: i))
-            }
-        case .composite(let lesionFolder, let healthy, _):
-            let healthyFolder = request.data.appendingPathComponent(healthy)
-            let lesions: LesionSource = try lesionFolder.map { try FolderLesionSource(folder: $0) }
-                ?? ProceduralLesionSource(seed: classSeed, count: 64, settings: ProceduralLesionSettings(size: 24, polarity: .mixed, bitDepth: 16))
-            var made = 0, pass = 0
-            while made < row.add {
-                // Each pass composites every healthy image once, with its own seed.
-                var options = CompositeOptions(backgrounds: healthyFolder, out: staging.appendingPathComponent("\(row.className)-pass\(pass)"))
-                options.seed = splitMix64(classSeed &+ UInt64(pass))
-                _ = try runComposite(options, lesions: lesions)
-                let images = try fm.contentsOfDirectory(atPath: options.out.appendingPathComponent("images").path).sorted()
-                for name in images where made < row.add {
-                    let newName = "synthetic_p\(pass)_\(name)"
-                    try fm.moveItem(at: options.out.appendingPathComponent("images/\(name)"), to: classFolder.appendingPathComponent(newName))
-                    records.append(BalanceManifestRecord(file: "\(row.className)/\(newName)", class: row.className, source: "synthetic",
-                                                         origin: "composite of \(healthy)/\(name) (\(lesionFolder?.path ?? "procedural lesions"))",
-                                                         seed: options.seed))
-                    made += 1
-                }
-                pass += 1
-            }
-        }
+    for j in 0..<row.add {
+        let destination = classFolder.appendingPathComponent(syntheticFileName(j))
+        try checkFree(destination)
+        try fm.moveItem(at: scratch.appendingPathComponent(sampleFileName(j)), to: destination)
+        records.append(BalanceManifestRecord(file: "\(row.className)/\(syntheticFileName(j))", class: row.className, source: "synthetic",
+                                             origin: "generate", seed: row.seed, sample_index: j,
+                                             model: path, model_id: modelID, model_kind: kind))
     }
-    try? fm.removeItem(at: staging)
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    let lines = try records.map { String(decoding: try encoder.encode($0), as: UTF8.self) }.joined(separator: "\n") + "\n"
-    try writeAtomically(Data(lines.utf8), to: request.out.appendingPathComponent("manifest.jsonl"))
-    return plan
+    try? fm.removeItem(at: scratch)
+    return records
+}
+
+/// Synthetic images of the lesion class: image j is healthy image j mod H with one lesion placed
+/// from stream j of the class seed (exactly as `runComposite` would place it for scan index j).
+func compositeClass(_ row: BalancePlanRow, healthy: String, lesions folder: URL?, dataset: ImageFolderDataset,
+                    into out: URL, style: ProgressStyle) throws -> [BalanceManifestRecord] {
+    let fm = FileManager.default
+    let h = dataset.classNames.firstIndex(of: healthy)!
+    let healthyEntries = dataset.entries.filter { $0.classIndex == h }
+    var cache: [URL: [Image]] = [:]
+    func background(_ entry: DatasetEntry) throws -> Image {
+        if let frames = cache[entry.url] { return frames[entry.frame] }
+        let frames = try readImages(at: entry.url)
+        cache = [entry.url: frames]     // one file at a time: volumes can be large
+        guard entry.frame < frames.count else { throw MedSynthError(file: entry.url.path, "frame \(entry.frame) vanished while reading") }
+        return frames[entry.frame]
+    }
+    let first = try background(healthyEntries[0])
+    let lesions: LesionSource
+    if let folder {
+        lesions = try FolderLesionSource(folder: folder)
+    } else {
+        // Procedural lesions sized to the scans: diameters from a few pixels to about a quarter of the side.
+        let side = Swift.max(9, Swift.min(first.width, first.height) / 3)
+        lesions = ProceduralLesionSource(seed: row.seed, count: 256,
+                                         settings: ProceduralLesionSettings(size: side, polarity: .mixed, bitDepth: first.bitDepth))
+    }
+    var options = CompositeOptions(backgrounds: dataset.root.appendingPathComponent(healthy), out: out)
+    options.seed = row.seed
+    options.margin = Float(Swift.max(1, Swift.min(first.width, first.height) / 32))
+    let classFolder = out.appendingPathComponent(row.className)
+    let maskFolder = out.appendingPathComponent(".masks").appendingPathComponent(row.className)
+    try fm.createDirectory(at: classFolder, withIntermediateDirectories: true)
+    try fm.createDirectory(at: maskFolder, withIntermediateDirectories: true)
+    let reporter = ProgressReporter(label: "balance \(row.className)", total: row.add, unit: "image", style: style)
+    var records: [BalanceManifestRecord] = []
+    for j in 0..<row.add {
+        let entry = healthyEntries[j % healthyEntries.count]
+        let scan = try background(entry)
+        let name = entry.url.lastPathComponent + (entry.frame > 0 ? "#\(entry.frame)" : "")
+        let result: CompositeResult
+        do {
+            result = try compositeImage(background: scan, name: name, index: j, region: automaticRegion(scan, margin: options.margin),
+                                        lesions: lesions, options: options)
+        } catch let error as MedSynthError {
+            throw error.message.hasPrefix(name + ":") ? MedSynthError(entry.url.path + error.message.dropFirst(name.count)) : error
+        }
+        let destination = classFolder.appendingPathComponent(syntheticFileName(j))
+        try checkFree(destination)
+        try writePNG(result.image, to: destination)
+        try writePNG(result.labels, to: maskFolder.appendingPathComponent(syntheticFileName(j)))
+        records.append(BalanceManifestRecord(file: "\(row.className)/\(syntheticFileName(j))", class: row.className, source: "synthetic",
+                                             origin: "composite", seed: row.seed, sample_index: j,
+                                             background: entry.url.standardizedFileURL.path + (entry.frame > 0 ? "#\(entry.frame)" : ""),
+                                             lesion_source: result.records.first?.lesionSource ?? (folder?.path ?? "procedural"),
+                                             mask: ".masks/\(row.className)/\(syntheticFileName(j))"))
+        reporter.update(done: j + 1, items: j + 1)
+    }
+    return records
 }

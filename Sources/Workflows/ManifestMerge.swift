@@ -2,63 +2,160 @@ import Foundation
 import Engine
 
 // MARK: - Joining the manifests of sharded runs
+//
+// `generate --shard K/N` writes manifest.shard-K-of-N.jsonl with one line per sample
+// (`sample_index`); `composite --shard K/N` writes one line per placed lesion (`index` of the scan,
+// `instance` 1, 2, … within it). A merge is only right when all N shards are there, every item
+// 0..<count appears exactly once, the files the lines name exist, and every shard ran with the same
+// seed and model — otherwise the merged folder would not equal one unsharded run.
 
+/// What a merge found and wrote.
 public struct MergeReport {
+    /// Manifest lines written (samples, or lesions for a composite run).
     public let lines: Int
+    /// Distinct items: samples (generate) or scans (composite).
+    public let items: Int
     public let shards: Int
     public let manifest: URL
 }
 
-/// Joins DIR/manifest.shard-K-of-N.jsonl into DIR/manifest.jsonl, ordered by item, after checking
-/// that all N shard files are there and no item is missing or duplicated. Items are
-/// `sample_index` (generate) or (`index`, `instance`) (composite). `expect` is the number of
-/// samples or images of the whole run when known.
+/// One shard manifest line, parsed.
+struct ManifestItem {
+    /// [sample_index] or [index, instance].
+    var key: [Int]
+    var line: String
+    var shard: Int
+    var files: [String]
+    /// Values that must agree across the whole run (seed, model).
+    var run: [String: String]
+}
+
+/// Parses "manifest.shard-K-of-N.jsonl" into (K, N).
+func parseShardManifestName(_ name: String) -> (index: Int, count: Int)? {
+    guard name.hasPrefix("manifest.shard-"), name.hasSuffix(".jsonl") else { return nil }
+    let parts = name.dropFirst("manifest.shard-".count).dropLast(".jsonl".count).split(separator: "-")
+    guard parts.count == 3, let k = Int(parts[0]), parts[1] == "of", let n = Int(parts[2]), n >= 1, k >= 0, k < n else { return nil }
+    return (k, n)
+}
+
+/// Joins FOLDER/manifest.shard-K-of-N.jsonl into FOLDER/manifest.jsonl (atomically), ordered by
+/// item, after checking that all N shard files are there, no item is missing or duplicated, every
+/// file a line names exists, and all shards agree on seed and model. Items are `sample_index`
+/// (generate) or (`index`, `instance`) (composite). `expect` is the number of samples or scans of
+/// the whole run when known; without it the items must run from 0 to the largest one seen.
 @discardableResult
 public func mergeManifests(in folder: URL, expect: Int? = nil) throws -> MergeReport {
     let fm = FileManager.default
-    let names = (try? fm.contentsOfDirectory(atPath: folder.path)) ?? []
-    let shardFiles = names.filter { $0.hasPrefix("manifest.shard-") && $0.hasSuffix(".jsonl") }.sorted()
-    guard !shardFiles.isEmpty else { throw MedSynthError(file: folder.path, "no manifest.shard-K-of-N.jsonl files to merge") }
-    var total: Int? = nil
-    var seenShards = Set<Int>()
-    for name in shardFiles {
-        let parts = name.dropFirst("manifest.shard-".count).dropLast(".jsonl".count).split(separator: "-")
-        guard parts.count == 3, let k = Int(parts[0]), parts[1] == "of", let n = Int(parts[2]) else {
-            throw MedSynthError(file: folder.appendingPathComponent(name).path, "not a shard manifest name (manifest.shard-K-of-N.jsonl)")
-        }
-        if let total, total != n { throw MedSynthError(file: folder.path, "shard manifests from different layouts (of \(total) and of \(n))") }
-        total = n
-        seenShards.insert(k)
+    var isFolder: ObjCBool = false
+    guard fm.fileExists(atPath: folder.path, isDirectory: &isFolder), isFolder.boolValue else {
+        throw MedSynthError(file: folder.path, "no such folder")
     }
-    let missingShards = (0..<total!).filter { !seenShards.contains($0) }
+    if let expect, expect < 1 { throw MedSynthError("--expect must be positive, got \(expect)") }
+    let names = try fm.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix("manifest.shard-") && $0.hasSuffix(".jsonl") }
+    guard !names.isEmpty else { throw MedSynthError(file: folder.path, "no manifest.shard-K-of-N.jsonl files to merge") }
+
+    // 1. The shard files: one layout, all N present.
+    var layout: Int? = nil
+    var shardFiles: [(index: Int, name: String)] = []
+    for name in names {
+        guard let (k, n) = parseShardManifestName(name) else {
+            throw MedSynthError(file: folder.appendingPathComponent(name).path, "not a shard manifest name (manifest.shard-K-of-N.jsonl with 0 <= K < N)")
+        }
+        if let layout, layout != n {
+            throw MedSynthError(file: folder.path, "shard manifests of different layouts (of \(layout) and of \(n)); remove the stale ones")
+        }
+        layout = n
+        shardFiles.append((k, name))
+    }
+    let total = layout!
+    shardFiles.sort { $0.index < $1.index }
+    let present = Set(shardFiles.map(\.index))
+    let missingShards = (0..<total).filter { !present.contains($0) }
     guard missingShards.isEmpty else {
-        throw MedSynthError(file: folder.path, "missing shard manifest(s) \(missingShards.map { "\($0)/\(total!)" }.joined(separator: ", "))")
+        throw MedSynthError(file: folder.path, "missing shard manifest(s) \(missingShards.map { "\($0)/\(total)" }.joined(separator: ", ")) — that shard has not finished (rerun it with --resume)")
     }
-    var items: [(key: [Int], line: String)] = []
-    for name in shardFiles {
-        let text = try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8)
-        for line in text.split(separator: "\n") where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+
+    // 2. Their lines.
+    var items: [ManifestItem] = []
+    var kind: String? = nil
+    for (k, name) in shardFiles {
+        let path = folder.appendingPathComponent(name).path
+        guard let data = fm.contents(atPath: path) else { throw MedSynthError(file: path, "cannot read") }
+        for (number, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated()
+            where !line.trimmingCharacters(in: .whitespaces).isEmpty {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                throw MedSynthError(file: folder.appendingPathComponent(name).path, "a line is not a JSON object")
+                throw MedSynthError(file: path, "line \(number + 1) is not a JSON object")
             }
-            let key: [Int]
-            if let i = object["sample_index"] as? Int { key = [i] }
-            else if let i = object["index"] as? Int { key = [i, object["instance"] as? Int ?? 0] }
-            else { throw MedSynthError(file: folder.appendingPathComponent(name).path, "a line has neither sample_index nor index") }
-            items.append((key, String(line)))
+            let item: ManifestItem
+            if let i = object["sample_index"] as? Int {
+                item = ManifestItem(key: [i], line: String(line), shard: k, files: [object["file"] as? String].compactMap { $0 },
+                                    run: ["seed": "\(object["seed"] ?? "-")", "model_id": "\(object["model_id"] ?? "-")"])
+            } else if let i = object["index"] as? Int, let instance = object["instance"] as? Int {
+                item = ManifestItem(key: [i, instance], line: String(line), shard: k,
+                                    files: [object["image"] as? String, object["mask"] as? String].compactMap { $0 },
+                                    run: ["seed": "\(object["seed"] ?? "-")"])
+            } else {
+                throw MedSynthError(file: path, "line \(number + 1) has neither sample_index (generate) nor index and instance (composite)")
+            }
+            let itemKind = item.key.count == 1 ? "generate" : "composite"
+            if let kind, kind != itemKind { throw MedSynthError(file: path, "mixes generate and composite lines; merge each run in its own folder") }
+            kind = itemKind
+            guard item.key[0] >= 0 else { throw MedSynthError(file: path, "line \(number + 1) has a negative index") }
+            if item.key[0] % total != k {
+                throw MedSynthError(file: path, "item \(item.key[0]) does not belong to shard \(k)/\(total) (a shard does items K, K+N, …)")
+            }
+            if let first = items.first {
+                for (field, value) in item.run where first.run[field] != value {
+                    throw MedSynthError(file: folder.path, "shards disagree on \(field): \(first.run[field] ?? "-") in shard \(first.shard)/\(total), \(value) in shard \(k)/\(total); they were not one run")
+                }
+            }
+            items.append(item)
         }
     }
+
+    // 3. Each item exactly once, none missing, every named file there.
     items.sort { $0.key.lexicographicallyPrecedes($1.key) }
     var duplicates: [String] = []
-    for (a, b) in zip(items, items.dropFirst()) where a.key == b.key { duplicates.append(a.key.map(String.init).joined(separator: ":")) }
-    guard duplicates.isEmpty else { throw MedSynthError(file: folder.path, "duplicated item(s) \(duplicates.prefix(10).joined(separator: ", "))") }
-    let present = Set(items.map { $0.key[0] })
-    let upper = expect ?? ((present.max() ?? -1) + 1)
-    let missing = (0..<upper).filter { !present.contains($0) }
-    guard missing.isEmpty else {
-        throw MedSynthError(file: folder.path, "missing item(s) \(missing.prefix(10).map(String.init).joined(separator: ", "))\(missing.count > 10 ? " and \(missing.count - 10) more" : "")")
+    for (a, b) in zip(items, items.dropFirst()) where a.key == b.key {
+        let label = a.key.map(String.init).joined(separator: " instance ")
+        if duplicates.last != label { duplicates.append(label) }
     }
+    guard duplicates.isEmpty else {
+        throw MedSynthError(file: folder.path, "duplicated item(s) \(listed(duplicates)) — more than one line for the same \(kind == "generate" ? "sample" : "lesion")")
+    }
+    let indices = Set(items.map { $0.key[0] })
+    let upper = expect ?? ((indices.max() ?? -1) + 1)
+    let missing = (0..<upper).filter { !indices.contains($0) }.map(String.init)
+    guard missing.isEmpty else {
+        throw MedSynthError(file: folder.path, "missing item(s) \(listed(missing))\(expect.map { " of the \($0) expected" } ?? "")")
+    }
+    if let extra = items.last?.key[0], extra >= upper {
+        throw MedSynthError(file: folder.path, "item \(extra) is beyond the \(upper) expected (--expect); was the run larger?")
+    }
+    if kind == "composite" {
+        // Instances of one scan are 1, 2, …, without gaps.
+        var start = 0
+        while start < items.count {
+            var end = start
+            while end < items.count && items[end].key[0] == items[start].key[0] { end += 1 }
+            for (offset, item) in items[start..<end].enumerated() where item.key[1] != offset + 1 {
+                throw MedSynthError(file: folder.path, "scan \(item.key[0]): lesion instance \(offset + 1) is missing (found \(item.key[1]))")
+            }
+            start = end
+        }
+    }
+    var absent: [String] = []
+    for item in items { for file in item.files where !fm.fileExists(atPath: folder.appendingPathComponent(file).path) { absent.append(file) } }
+    guard absent.isEmpty else {
+        throw MedSynthError(file: folder.path, "manifest names missing file(s) \(listed(absent)) — rerun their shard with --resume")
+    }
+
     let out = folder.appendingPathComponent("manifest.jsonl")
-    try writeAtomically(Data((items.map(\.line).joined(separator: "\n") + "\n").utf8), to: out)
-    return MergeReport(lines: items.count, shards: total!, manifest: out)
+    try writeAtomically(Data(items.map { $0.line + "\n" }.joined().utf8), to: out)
+    return MergeReport(lines: items.count, items: indices.count, shards: total, manifest: out)
+}
+
+/// The first ten of a list, then how many more.
+func listed(_ values: [String]) -> String {
+    values.prefix(10).joined(separator: ", ") + (values.count > 10 ? " and \(values.count - 10) more" : "")
 }

@@ -38,6 +38,7 @@ struct Composite: ParsableCommand {
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Do only images K, K+N, ... (K/N).") var shard: String = "0/1"
     @Flag(help: "Skip images whose outputs already exist.") var resume = false
+    @Option(help: "Progress display: human, json (one object per line, for schedulers) or none.") var progress: ProgressStyle = .human
 
     func validate() throws {
         guard BlendMode(rawValue: mode) != nil else { throw ValidationError("--mode must be alpha, poisson or mixed, got '\(mode)'") }
@@ -72,8 +73,13 @@ struct Composite: ParsableCommand {
         } else {
             source = try FolderLesionSource(folder: URL(fileURLWithPath: lesions!))
         }
+        var reporter: ProgressReporter? = nil
+        var made = 0
         let summary = try runComposite(options, lesions: source) { p in
-            FileHandle.standardError.write(Data("composite: \(p.done)/\(p.total) \(p.name)\(p.skipped ? " (exists, skipped)" : "")\n".utf8))
+            // Skipped (resumed) scans do not count towards the images/s rate.
+            if reporter == nil { reporter = ProgressReporter(label: "composite", total: p.total, unit: "image", style: progress) }
+            made += p.skipped ? 0 : 1
+            reporter?.update(done: p.done, items: made)
         }
         print("wrote \(summary.written) images (\(summary.skipped) skipped), \(summary.lesions) lesions; manifest \(summary.manifest.path)")
     }
