@@ -150,8 +150,8 @@ public final class ImageFolderDataset: @unchecked Sendable {
         var expanded: [DatasetEntry] = []
         var medicalImages: [Int: Image] = [:]
         for entry in scan.entries {
-            let head = (try? FileHandle(forReadingFrom: entry.url).read(upToCount: 132)) ?? Data()
-            guard FolderScan.isMedicalFile(head ?? Data(), name: entry.url.lastPathComponent) else { expanded.append(entry); continue }
+            let head = ((try? FileHandle(forReadingFrom: entry.url).read(upToCount: 132)) ?? nil) ?? Data()
+            guard FolderScan.isMedicalFile(head, name: entry.url.lastPathComponent) else { expanded.append(entry); continue }
             let frames = try readImages(at: entry.url, options: medicalOptions)
             for (frame, image) in frames.enumerated() {
                 medicalImages[expanded.count] = image
