@@ -7,9 +7,10 @@
 #   bash scripts/utility_experiment.sh [EPOCHS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-B=${MEDSYNTH_BIN:-.build/release/medsynth}
-SRC=${MEDSYNTH_WORK:-work/models}/mni64-2class
-OUT=${MEDSYNTH_UTILITY_OUT:-work/utility}
+ROOT=$(pwd)
+B=${MEDSYNTH_BIN:-$ROOT/.build/release/medsynth}
+SRC=$(cd "${MEDSYNTH_WORK:-work/models}" 2>/dev/null && pwd)/mni64-2class
+OUT=${MEDSYNTH_UTILITY_OUT:-$ROOT/work/utility}
 EPOCHS=${1:-60}
 [ -d "$SRC/lesion" ] || { echo "run scripts/train_models.sh first (no $SRC)" >&2; exit 1; }
 rm -rf "$OUT" && mkdir -p "$OUT" && cd "$OUT"
@@ -28,8 +29,8 @@ for n in rare: shutil.copy(f'{src}/lesion/{n}', 'train/lesion/')
 for i in range(len(train) - 10): shutil.copy(f'train/lesion/{rare[i % 10]}', f'rep/lesion/rep_{i:03d}_{rare[i % 10]}')
 PY
 ADD=$(( $(ls train/healthy | wc -l) - 10 ))
-$B generate --model "$OLDPWD/models/dcgan-mni64-cond.safetensors" --class lesion --count $ADD --out gan/lesion --seed 21 --progress none
-$B generate --model "$OLDPWD/models/diffusion-mni64-cond.safetensors" --class lesion --count $ADD --sampler dpm --steps 15 --out dm/lesion --seed 24 --progress none
+$B generate --model "$ROOT/models/dcgan-mni64-cond.safetensors" --class lesion --count $ADD --out gan/lesion --seed 21 --progress none
+$B generate --model "$ROOT/models/diffusion-mni64-cond.safetensors" --class lesion --count $ADD --sampler dpm --steps 15 --out dm/lesion --seed 24 --progress none
 rm -f gan/lesion/manifest.jsonl dm/lesion/manifest.jsonl
 $B lesions --out les --count 60 --size 24 --polarity mixed --seed 22
 $B composite --backgrounds train/healthy --lesions les --out compo --per-image 1 --contrast +40% --seed 23 --progress none
