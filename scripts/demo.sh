@@ -26,7 +26,7 @@ $B lesions --out "$OUT/lesions" --count 40 --size 24 --polarity mixed --seed 4
 $B composite --backgrounds datasets/mni64/healthy --lesions "$OUT/lesions" --out "$OUT/composite" \
     --per-image 1 --contrast +40% --seed 5
 
-echo "== 3. Balance a rare class: 188 healthy slices, 10 with a lesion"
+echo "== 3. Balance a rare class: 159 healthy slices, 10 with a lesion"
 mkdir -p "$OUT/rare/healthy" "$OUT/rare/lesion"
 cp datasets/mni64/healthy/*.png "$OUT/rare/healthy/"
 ls "$OUT/composite/images" | head -10 | while read -r f; do cp "$OUT/composite/images/$f" "$OUT/rare/lesion/"; done
