@@ -1,3 +1,4 @@
+import Core
 // MARK: - Single-head self-attention over spatial positions
 //
 // For each image, with q, k, v ∈ ℝ^{C×P} (P = H·W positions):

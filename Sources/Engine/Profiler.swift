@@ -1,3 +1,4 @@
+import Core
 import Foundation
 
 /// Wall time per op, switched on with MEDSYNTH_PROFILE=1 (printed by `Profiler.report()`), so a

@@ -1,3 +1,4 @@
+import Core
 // MARK: - Tensor and reverse-mode autodiff
 //
 // A Tensor is a dense Float32 array (row-major; images are NCHW) that remembers, when gradients

@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 import Layers
 import Imaging
@@ -36,7 +37,7 @@ public final class FeatureNetwork: Module {
     public init() {
         let widths = FeatureNetwork.widths
         // Conv2d draws PyTorch's default initialisation from this stream; it is overwritten below.
-        var construction = RandomStream(seed: FeatureNetwork.seed).split(0xFFFF)
+        var construction = RandomStream(seed: FeatureNetwork.seed).split(.featureNetworkConstruction)
         convs = (0..<widths.count - 1).map { i in
             let conv = Conv2d(widths[i], widths[i + 1], kernel: 3, stride: 2, padding: 1, stream: &construction)
             var stream = RandomStream(seed: FeatureNetwork.seed).split(UInt64(i))

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Core
 import Engine
 import Imaging
 

@@ -1,4 +1,5 @@
 import CBLAS
+import Core
 import Engine
 
 // MARK: - Dense Float64 linear algebra for feature statistics (row-major n×d matrices)

@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 
 // MARK: - Memorisation: is a synthetic image a copy of a training image?

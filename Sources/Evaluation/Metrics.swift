@@ -1,6 +1,7 @@
 import CBLAS
 import Dispatch
 import Foundation
+import Core
 import Engine
 
 // MARK: - Distribution metrics on feature matrices (rows = images)
@@ -34,7 +35,7 @@ public func kernelInceptionDistance(_ a: Matrix, _ b: Matrix, subsets: Int = 100
     precondition(a.columns == b.columns, "kernelInceptionDistance: \(a.columns) vs \(b.columns) feature columns")
     let m = min(subsetSize ?? 1000, a.rows, b.rows), d = a.columns
     guard m >= 2, subsets >= 1 else { return (.nan, .nan) }
-    let root = RandomStream(seed: seed).split(0x41D)
+    let root = RandomStream(seed: seed).split(.kidSubsets)
     var values = [Double](repeating: 0, count: subsets)
     Parallel.configureBLAS()
     let workers = max(1, min(Parallel.workers, subsets))

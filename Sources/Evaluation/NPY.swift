@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 
 // MARK: - NumPy .npy (format version 1.0, little-endian, C order), for --features-out

@@ -1,5 +1,6 @@
 import CBLAS
 import Dispatch
+import Core
 import Engine
 
 // MARK: - Blocked Euclidean distances and k nearest neighbours

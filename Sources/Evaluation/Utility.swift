@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 import Layers
 
@@ -124,13 +125,13 @@ public func softmaxCrossEntropy(_ logits: Tensor, labels: [Int]) -> Tensor {
 public func trainUtilityClassifier(images: [[Float]], labels: [Int], classes: Int, steps: Int, settings: UtilitySettings,
                                    progress: (Int, Double) -> Void = { _, _ in }) -> (model: UtilityClassifier, finalLoss: Double) {
     precondition(!images.isEmpty && images.count == labels.count, "trainUtilityClassifier: \(images.count) images for \(labels.count) labels")
-    var initStream = RandomStream(seed: settings.seed).split(1)
+    var initStream = RandomStream(seed: settings.seed).split(.utilityClassifierInitialisation)
     let model = UtilityClassifier(classes: classes, stream: &initStream)
     let optimiser = Adam(model.parameters(), learningRate: Float(settings.learning_rate))
     let batch = min(settings.batch_size, images.count), item = images[0].count
     let side = Int(Double(item).squareRoot())
     var order: [Int] = [], position = 0, pass: UInt64 = 0
-    let orderRoot = RandomStream(seed: settings.seed).split(2)
+    let orderRoot = RandomStream(seed: settings.seed).split(.utilityClassifierOrder)
     let window = max(1, (images.count + batch - 1) / batch)
     var recent: [Double] = []
     for step in 0..<steps {

@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 import Layers
 
@@ -120,8 +121,5 @@ public func resolveModelFile(_ path: String) throws -> URL {
 
 /// A short, stable id of a model file's contents (FNV-1a 64 over its bytes), for manifests.
 public func modelIdentifier(of url: URL) throws -> String {
-    let data = try Data(contentsOf: url)
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    data.withUnsafeBytes { raw in for byte in raw { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 } }
-    return String(format: "%016llx", hash)
+    String(format: "%016llx", FNV1a64.hash(try Data(contentsOf: url)))
 }

@@ -1,3 +1,4 @@
+import Core
 import Engine
 
 // MARK: - Differentiable augmentation (Zhao et al. 2020, "Differentiable Augmentation for

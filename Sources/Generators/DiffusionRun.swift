@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 import Layers
 import Imaging
@@ -83,7 +84,7 @@ public func trainDiffusion(_ requestIn: TrainingRequest, options optionsIn: Diff
     while step < request.steps {
         let indices = batchIndices(step: step, batchSize: request.batchSize, datasetCount: dataset.count, seed: request.seed)
         let (x0, labels) = try loadBatch(dataset, indices: indices)
-        var stream = RandomStream(seed: request.seed).split(0x57E9).split(UInt64(step))
+        var stream = RandomStream(seed: request.seed).split(.trainingStep).split(UInt64(step))
         let loss = trainer.step(x0: x0, labels: config.numClasses > 0 ? labels : nil, stream: &stream)
         try checkFinite(["loss": loss], step: step + 1, run: run)
         step += 1

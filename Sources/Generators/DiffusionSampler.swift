@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 
 // MARK: - Samplers: DDPM ancestral, DDIM, DPM-Solver++(2M), classifier-free guidance, inpainting

@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 import Layers
 
@@ -30,7 +31,7 @@ public final class DiffusionTrainer {
         self.config = config
         self.options = options
         schedule = NoiseSchedule(kind: options.schedule, steps: options.timesteps)
-        var stream = RandomStream(seed: seed).split(0xD1FF)
+        var stream = RandomStream(seed: seed).split(.diffusionInitialisation)
         model = UNet(config, stream: &stream)
         emaModel = UNet(config, stream: &stream)
         emaModel.copyValues(from: model)

@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 import Layers
 import Imaging
@@ -79,7 +80,7 @@ public func trainGAN(_ requestIn: TrainingRequest, options optionsIn: GANTrainin
     func saveGrid(step: Int) throws {
         let sampler = trainer.samplingGenerator()
         let count = 16
-        var stream = RandomStream(seed: request.seed).split(0x6121D)
+        var stream = RandomStream(seed: request.seed).split(.ganSampleGrid)
         let labels = config.numClasses > 0 ? (0..<count).map { $0 % config.numClasses } : nil
         let images = withNoGrad { sampler(trainer.latents(count, stream: &stream), labels: labels) }
         let per = images.count / count
@@ -94,7 +95,7 @@ public func trainGAN(_ requestIn: TrainingRequest, options optionsIn: GANTrainin
     while step < request.steps {
         let indices = batchIndices(step: step, batchSize: request.batchSize, datasetCount: dataset.count, seed: request.seed)
         let (real, labels) = try loadBatch(dataset, indices: indices)
-        var stream = RandomStream(seed: request.seed).split(0x57E9).split(UInt64(step))
+        var stream = RandomStream(seed: request.seed).split(.trainingStep).split(UInt64(step))
         let stats = trainer.step(real: real, labels: config.numClasses > 0 ? labels : nil, stream: &stream)
         try checkFinite(["loss_d": stats.discriminatorLoss, "loss_g": stats.generatorLoss], step: step + 1, run: run)
         step += 1

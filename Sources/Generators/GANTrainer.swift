@@ -1,3 +1,4 @@
+import Core
 import Engine
 import Layers
 
@@ -64,7 +65,7 @@ public final class GANTrainer {
     public init(config: GANConfig, options: GANTrainingOptions, seed: UInt64) {
         self.config = config
         self.options = options
-        var stream = RandomStream(seed: seed).split(0x1417)
+        var stream = RandomStream(seed: seed).split(.ganInitialisation)
         generator = DCGANGenerator(config, stream: &stream)
         discriminator = DCGANDiscriminator(config, stream: &stream)
         emaGenerator = DCGANGenerator(config, stream: &stream)

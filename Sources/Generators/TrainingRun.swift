@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 import Layers
 import Imaging
@@ -32,7 +33,7 @@ public func batchIndices(step: Int, batchSize: Int, datasetCount: Int, seed: UIn
         let position = step * batchSize + j
         let epoch = position / datasetCount
         if epoch != cachedEpoch {
-            var stream = RandomStream(seed: seed).split(0xDA7A).split(UInt64(epoch))
+            var stream = RandomStream(seed: seed).split(.datasetOrder).split(UInt64(epoch))
             order = stream.permutation(datasetCount)
             cachedEpoch = epoch
         }

@@ -1,5 +1,5 @@
 import CImageCodecs
-import Engine
+import Core
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -211,7 +211,7 @@ public func writePNG(_ image: Image, to url: URL) throws {
     do { bytes = try encodePNG(image) } catch let error as MedSynthError {
         throw MedSynthError(file: url.path, error.message)
     }
-    try writeFileAtomically(bytes, to: url)
+    try writeAtomically(bytes, to: url)
 }
 
 /// Writes an 8-bit gray or RGB image as JPEG at `quality` 1-100, atomically.
@@ -220,31 +220,5 @@ public func writeJPEG(_ image: Image, to url: URL, quality: Int = 92) throws {
     do { bytes = try encodeJPEG(image, quality: quality) } catch let error as MedSynthError {
         throw MedSynthError(file: url.path, error.message)
     }
-    try writeFileAtomically(bytes, to: url)
-}
-
-/// Writes `bytes` to a temporary name next to `url`, then renames it over `url`, so readers never
-/// see a half-written file and a failure leaves any old file intact.
-func writeFileAtomically(_ bytes: [UInt8], to url: URL) throws {
-    let path = url.path
-    let folder = url.deletingLastPathComponent().path
-    let temporary = folder + "/." + url.lastPathComponent + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    guard let file = fopen(temporary, "wb") else {
-        throw MedSynthError(file: path, "cannot write: \(String(cString: strerror(errno)))")
-    }
-    let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, bytes.count, file) }
-    // No fsync: rename already gives readers all-or-nothing, and a folder conversion writes
-    // thousands of files.
-    let flushed = fflush(file) == 0
-    let savedErrno = errno
-    fclose(file)
-    guard written == bytes.count, flushed else {
-        unlink(temporary)
-        throw MedSynthError(file: path, "cannot write: \(String(cString: strerror(savedErrno)))")
-    }
-    guard rename(temporary, path) == 0 else {
-        let reason = String(cString: strerror(errno))
-        unlink(temporary)
-        throw MedSynthError(file: path, "cannot write: \(reason)")
-    }
+    try writeAtomically(bytes, to: url)
 }

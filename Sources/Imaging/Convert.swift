@@ -1,5 +1,5 @@
 import Dispatch
-import Engine
+import Core
 import Foundation
 
 // `medsynth convert`: one file to one file, or a folder tree to a mirrored folder tree.

@@ -1,5 +1,5 @@
 import Dispatch
-import Engine
+import Core
 import Foundation
 
 // Image folders as datasets. Layout rules (the same for training and for `medsynth info`):

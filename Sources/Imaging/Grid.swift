@@ -1,4 +1,4 @@
-import Engine
+import Core
 
 /// Tiles square CHW Float images in [-1, 1] into one 8-bit image for progress snapshots and
 /// reports (like torchvision's `make_grid`): row-major, `columns` per row (fewer if there are

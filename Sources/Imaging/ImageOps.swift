@@ -1,4 +1,4 @@
-import Engine
+import Core
 
 // Conversions between the stored integer samples and the Float tensors the models use, plus
 // resizing, cropping and channel/depth changes. All of them keep the integer sample range

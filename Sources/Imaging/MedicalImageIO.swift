@@ -1,4 +1,4 @@
-import Engine
+import Core
 import Foundation
 import MedicalFormats
 
@@ -51,10 +51,10 @@ public func decodeImages(_ bytes: [UInt8], name: String, options: MedicalReadOpt
     case .dicom:
         let file = try DICOMFile(bytes: bytes, path: name, maxInflatedBytes: options.maxDecompressedBytes)
         return try readDICOMSlices(file, window: options.window, bitDepth: options.bitDepth,
-                                   decodeJPEG: jpegFrameDecoder(name: name)).map(Image.init)
+                                   decodeJPEG: jpegFrameDecoder(name: name))
     case .nifti:
         let volume = try NIfTIVolume(bytes: bytes, path: name, maxDecompressedBytes: options.maxDecompressedBytes)
-        return try volume.slices(options).map(Image.init)
+        return try volume.slices(options)
     case .image:
         return [try decodeImage(bytes, name: name)]
     }
@@ -69,28 +69,13 @@ func jpegFrameDecoder(name: String) -> JPEGFrameDecoder {
     }
 }
 
-extension Image {
-    /// An image with a medical slice's samples (1 or 3 channels, 8 or 16 bits).
-    public init(_ slice: MedicalSlice) {
-        self.init(width: slice.width, height: slice.height, channels: slice.channels,
-                  bitDepth: slice.bitDepth, samples: slice.samples)
-    }
-
-    /// The image as a medical slice: alpha is dropped (DICOM and NIfTI have none).
-    public var medicalSlice: MedicalSlice {
-        let colour = hasAlpha ? converted(channels: colorChannels) : self
-        return MedicalSlice(width: colour.width, height: colour.height, channels: colour.channels,
-                            bitDepth: colour.bitDepth, samples: colour.samples)
-    }
-}
-
 // MARK: - Writing
 
 /// Writes an image as a DICOM Secondary Capture file (Explicit VR Little Endian, new UIDs).
 /// Patient/study fields of `options.source` are copied only with `options.keepIdentifiers`.
 /// Alpha is dropped; 8- and 16-bit depths are kept.
 public func writeDICOM(_ image: Image, to url: URL, options: DICOMWriteOptions = .init()) throws {
-    try writeDICOMSecondaryCapture(image.medicalSlice, to: url, options: options)
+    try writeDICOMSecondaryCapture(image.hasAlpha ? image.converted(channels: image.colorChannels) : image, to: url, options: options)
 }
 
 /// Writes equal-sized images as one NIfTI-1 volume (uint8 or uint16; ".gz" compresses), slice k
@@ -98,7 +83,7 @@ public func writeDICOM(_ image: Image, to url: URL, options: DICOMWriteOptions =
 /// are converted to gray (BT.601 luma); alpha is dropped.
 public func writeNIfTI(_ images: [Image], to url: URL) throws {
     let slices = images.map { image in
-        (image.colorChannels == 1 ? image : image.converted(channels: 1)).medicalSlice
+        image.colorChannels == 1 && !image.hasAlpha ? image : image.converted(channels: 1)
     }
     try writeNIfTIStack(slices, to: url)
 }

@@ -1,5 +1,5 @@
 import Dispatch
-import Engine
+import Core
 import Foundation
 
 // What `medsynth info` reports: one image file, or a dataset folder.

@@ -1,5 +1,5 @@
 import CZlib
-import Engine
+import Core
 
 // MARK: - Bounded zlib inflate/deflate
 //

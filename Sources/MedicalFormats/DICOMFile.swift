@@ -1,4 +1,4 @@
-import Engine
+import Core
 import Foundation
 
 // MARK: - DICOM Part 10 parsing

@@ -1,4 +1,4 @@
-import Engine
+import Core
 import Foundation
 
 // MARK: - DICOM pixel data
@@ -191,7 +191,7 @@ public typealias JPEGFrameDecoder = (_ stream: [UInt8], _ frameIndex: Int) throw
 ///   - bitDepth: 8 or 16; nil picks 8 for data stored in at most 8 bits, else 16.
 ///   - decodeJPEG: decoder for JPEG baseline frames; without one such files throw.
 public func readDICOMSlices(_ file: DICOMFile, window: MedicalWindow = .fileDefault, bitDepth: Int? = nil,
-                            decodeJPEG: JPEGFrameDecoder? = nil) throws -> [MedicalSlice] {
+                            decodeJPEG: JPEGFrameDecoder? = nil) throws -> [Image] {
     let info = try file.imageInfo()
     var encoding = info.encoding
     let frames: [ScalarFrame]

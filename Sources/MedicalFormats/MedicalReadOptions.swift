@@ -1,4 +1,4 @@
-import Engine
+import Core
 import Foundation
 
 /// Which plane a NIfTI volume is cut into. Planes are taken after reorienting the volume to RAS+

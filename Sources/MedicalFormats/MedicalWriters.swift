@@ -1,4 +1,4 @@
-import Engine
+import Core
 import Foundation
 
 // MARK: - DICOM Secondary Capture writer
@@ -105,7 +105,7 @@ private struct ElementWriter {
 }
 
 /// Encodes a slice as a DICOM Part 10 Secondary Capture file (Explicit VR Little Endian).
-public func encodeDICOMSecondaryCapture(_ slice: MedicalSlice, options: DICOMWriteOptions = .init(), path: String) throws -> [UInt8] {
+public func encodeDICOMSecondaryCapture(_ slice: Image, options: DICOMWriteOptions = .init(), path: String) throws -> [UInt8] {
     guard slice.channels == 1 || slice.channels == 3 else {
         throw MedSynthError(file: path, "DICOM output needs 1 or 3 channels, image has \(slice.channels)")
     }
@@ -207,7 +207,7 @@ func formatDS(_ v: Double) -> String {
 }
 
 /// Writes a Secondary Capture file atomically.
-public func writeDICOMSecondaryCapture(_ slice: MedicalSlice, to url: URL, options: DICOMWriteOptions = .init()) throws {
+public func writeDICOMSecondaryCapture(_ slice: Image, to url: URL, options: DICOMWriteOptions = .init()) throws {
     let bytes = try encodeDICOMSecondaryCapture(slice, options: options, path: url.path)
     try writeAtomically(Data(bytes), to: url)
 }
@@ -219,7 +219,7 @@ public func writeDICOMSecondaryCapture(_ slice: MedicalSlice, to url: URL, optio
 // images in the same order: image pixel (x, y) of slice k is voxel (x, H-1-y, k).
 
 /// Encodes slices as a single-file NIfTI-1 volume (uncompressed).
-public func encodeNIfTIStack(_ slices: [MedicalSlice], path: String) throws -> [UInt8] {
+public func encodeNIfTIStack(_ slices: [Image], path: String) throws -> [UInt8] {
     guard let first = slices.first else { throw MedSynthError(file: path, "no images to write") }
     for (i, s) in slices.enumerated() {
         guard s.channels == 1 else { throw MedSynthError(file: path, "NIfTI stacks are grayscale; image \(i) has \(s.channels) channels") }
@@ -270,7 +270,7 @@ public func encodeNIfTIStack(_ slices: [MedicalSlice], path: String) throws -> [
 }
 
 /// Writes a NIfTI-1 stack atomically; a name ending in ".gz" is gzip-compressed.
-public func writeNIfTIStack(_ slices: [MedicalSlice], to url: URL) throws {
+public func writeNIfTIStack(_ slices: [Image], to url: URL) throws {
     var bytes = try encodeNIfTIStack(slices, path: url.path)
     if url.pathExtension.lowercased() == "gz" { bytes = try gzipCompress(bytes, path: url.path) }
     try writeAtomically(Data(bytes), to: url)

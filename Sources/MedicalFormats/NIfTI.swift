@@ -1,4 +1,4 @@
-import Engine
+import Core
 import Foundation
 
 // MARK: - NIfTI-1 reading
@@ -284,7 +284,7 @@ public struct NIfTIVolume: Sendable {
     /// Images come volume by volume, slices in increasing index order. `.fullRange` and the
     /// no-cal_min/cal_max default use the range of the whole selected volume(s), so slices of one
     /// file share a display mapping.
-    public func slices(_ options: MedicalReadOptions = .init()) throws -> [MedicalSlice] {
+    public func slices(_ options: MedicalReadOptions = .init()) throws -> [Image] {
         let count = sliceCount(options.axis)
         let volumeList: [Int]
         if let v = options.volume {
@@ -322,7 +322,7 @@ public struct NIfTIVolume: Sendable {
             }
             indices = Array(r)
         }
-        var out: [MedicalSlice] = []
+        var out: [Image] = []
         for t in volumeList {
             for k in indices {
                 let frame = slice(options.axis, index: k, volume: t)

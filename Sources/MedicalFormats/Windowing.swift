@@ -1,4 +1,4 @@
-import Engine
+import Core
 import Foundation
 
 // MARK: - From stored values to display samples
@@ -7,26 +7,6 @@ import Foundation
 // turn them into modality values (rescale slope/intercept: Hounsfield units for CT) and what the
 // file's own display window is. A `MedicalWindow` then maps modality values to 8- or 16-bit
 // samples with the DICOM linear VOI function (PS3.3 §C.11.2.1.2.1).
-
-/// A 2-D raster with 8- or 16-bit samples, the output of the medical readers (module Imaging turns
-/// it into an `Image`). Samples are row-major, channels interleaved (HWC).
-public struct MedicalSlice: Equatable, Sendable {
-    public var width: Int
-    public var height: Int
-    /// 1 (grayscale) or 3 (RGB).
-    public var channels: Int
-    /// 8 or 16.
-    public var bitDepth: Int
-    public var samples: [UInt16]
-
-    public init(width: Int, height: Int, channels: Int, bitDepth: Int, samples: [UInt16]) {
-        self.width = width
-        self.height = height
-        self.channels = channels
-        self.bitDepth = bitDepth
-        self.samples = samples
-    }
-}
 
 /// One frame of stored (file) values before rescale and windowing, row-major HWC.
 public struct ScalarFrame: Sendable {
@@ -211,7 +191,7 @@ func resolveMapping(_ window: MedicalWindow, encoding: PixelEncoding, bitDepth: 
 
 /// Applies a mapping to one frame. Grayscale frames are windowed; RGB frames are not windowed
 /// (DICOM applies VOI to grayscale only) and only change depth: 8→16 by ×257, 16→8 by rounding.
-func renderFrame(_ frame: ScalarFrame, encoding: PixelEncoding, mapping: DisplayMapping, bitDepth: Int) -> MedicalSlice {
+func renderFrame(_ frame: ScalarFrame, encoding: PixelEncoding, mapping: DisplayMapping, bitDepth: Int) -> Image {
     let maxOut = bitDepth == 16 ? 65535.0 : 255.0
     var samples = [UInt16](repeating: 0, count: frame.values.count)
     frame.values.withUnsafeBufferPointer { src in
@@ -246,7 +226,7 @@ func renderFrame(_ frame: ScalarFrame, encoding: PixelEncoding, mapping: Display
             }
         }
     }
-    return MedicalSlice(width: frame.width, height: frame.height, channels: frame.channels, bitDepth: bitDepth, samples: samples)
+    return Image(width: frame.width, height: frame.height, channels: frame.channels, bitDepth: bitDepth, samples: samples)
 }
 
 /// Modality-value range of grayscale frames (NaNs ignored); nil when there is no finite value.
@@ -268,7 +248,7 @@ func modalityRange(_ frames: [ScalarFrame], encoding: PixelEncoding) -> ClosedRa
 /// Windows a list of frames that share one encoding (a DICOM file's frames). `.fullRange` uses the
 /// range over all frames, so frames of one file stay comparable.
 public func renderFrames(_ frames: [ScalarFrame], encoding: PixelEncoding, window: MedicalWindow,
-                         bitDepth: Int?, path: String) throws -> [MedicalSlice] {
+                         bitDepth: Int?, path: String) throws -> [Image] {
     let depth = try resolveBitDepth(bitDepth, encoding: encoding, path: path)
     let mapping = try resolveMapping(window, encoding: encoding, bitDepth: depth, path: path) {
         modalityRange(frames, encoding: encoding)

@@ -1,4 +1,5 @@
 import Foundation
+import Core
 import Engine
 import Imaging
 import Generators
@@ -114,15 +115,8 @@ func isInside(_ child: URL, _ parent: URL) -> Bool {
     return c == p || c.hasPrefix(p.hasSuffix("/") ? p : p + "/")
 }
 
-/// FNV-1a 64 of a string's UTF-8 bytes: a class name's contribution to its seed.
-func fnv1a(_ text: String) -> UInt64 {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-    return hash
-}
-
 /// Seed of class `name`'s synthetic images under the run seed `seed`.
-public func classSeed(_ seed: UInt64, className name: String) -> UInt64 { splitMix64(seed &+ fnv1a(name)) }
+public func classSeed(_ seed: UInt64, className name: String) -> UInt64 { splitMix64(seed &+ FNV1a64.hash(name)) }
 
 /// File name of synthetic image j of a class.
 public func syntheticFileName(_ index: Int) -> String { String(format: "synthetic_%06d.png", index) }

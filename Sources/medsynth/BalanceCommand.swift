@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Core
 import Engine
 import Generators
 import Workflows

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Compositor
 import Workflows
+import Core
 import Engine
 import Foundation
 import Imaging

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Core
 import Engine
 import Foundation
 import Imaging

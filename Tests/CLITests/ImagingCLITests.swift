@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import TestSupport
 
 /// `medsynth info` and `medsynth convert`, run as the built binary.
 final class ImagingCLITests: XCTestCase {
@@ -8,41 +9,8 @@ final class ImagingCLITests: XCTestCase {
     /// 4x4 16-bit gray PNG: pixel (x, y) = 1000x + 10000y.
     private static let gray16PNG = "iVBORw0KGgoAAAANSUhEUgAAAAQAAAAEEAAAAADcCh3hAAAAFElEQVR42mNgYGB+wX6BewejugDzCxYgZAJC/RkAAAAVSURBVFIX0BBQB0JmPwWxP2I1ojUAoxAJBtsbbQ0AAAAASUVORK5CYII="
 
-    private struct Run {
-        let status: Int32
-        let stdout: String
-        let stderr: String
-    }
-
-    /// The `medsynth` executable built next to the test bundle.
-    private func binary() throws -> URL {
-        let bundle = Bundle(for: Self.self).bundleURL
-        let candidates = [bundle.deletingLastPathComponent(), bundle,
-                          URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("medsynth") }
-        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("medsynth binary not found near \(bundle.path)")
-        }
-        return found
-    }
-
-    private func run(_ arguments: [String], in folder: URL) throws -> Run {
-        let process = Process()
-        process.executableURL = try binary()
-        process.arguments = arguments
-        process.currentDirectoryURL = folder
-        // Files rather than pipes: no deadlock whatever the output size.
-        let out = folder.appendingPathComponent(".stdout"), err = folder.appendingPathComponent(".stderr")
-        try Data().write(to: out)
-        try Data().write(to: err)
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus,
-                   stdout: try String(contentsOf: out, encoding: .utf8),
-                   stderr: try String(contentsOf: err, encoding: .utf8))
+    private func run(_ arguments: [String], in folder: URL) throws -> ProcessResult {
+        try runProcess(requireBinary().path, arguments, in: folder, timeout: 120, mergeStreams: false)
     }
 
     private func put(_ base64: String, _ url: URL) throws {

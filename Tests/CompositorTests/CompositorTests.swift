@@ -3,6 +3,8 @@ import Engine
 import Foundation
 import Imaging
 import XCTest
+import TestSupport
+import Core
 
 // MARK: - Test data
 

@@ -1,5 +1,7 @@
 import XCTest
 @testable import Engine
+import TestSupport
+import Core
 
 /// Forward values against naive loops written independently here (in Double).
 final class ForwardReferenceTests: XCTestCase {
@@ -37,12 +39,6 @@ final class ForwardReferenceTests: XCTestCase {
             } } }
         } } } }
         return out
-    }
-
-    func assertClose(_ a: [Float], _ b: [Double], _ tol: Double = 1e-4, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
-        let worst = zip(a, b).map { abs(Double($0) - $1) }.max() ?? 0
-        XCTAssertLessThan(worst, tol, "\(what): max abs difference \(worst)", file: file, line: line)
     }
 
     func testConvOnCountingInput() {

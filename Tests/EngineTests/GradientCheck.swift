@@ -1,5 +1,7 @@
 import XCTest
 @testable import Engine
+import TestSupport
+import Core
 
 /// Central finite differences for every input of `f`, against the autodiff gradients of
 /// loss = Σ f(inputs) ⊙ r for a fixed random r (so every output element's pullback is exercised).

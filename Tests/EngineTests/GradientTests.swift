@@ -1,5 +1,7 @@
 import XCTest
 @testable import Engine
+import TestSupport
+import Core
 
 final class GradientTests: XCTestCase {
     override func setUp() { GradMode.isEnabled = true }

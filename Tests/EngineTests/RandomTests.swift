@@ -1,5 +1,7 @@
 import XCTest
 @testable import Engine
+import TestSupport
+import Core
 
 final class RandomTests: XCTestCase {
     /// Known-answer test from the Random123 distribution (kat_vectors, philox4x32_10).

@@ -3,6 +3,8 @@ import Foundation
 @testable import Engine
 @testable import Imaging
 @testable import Evaluation
+import TestSupport
+import Core
 
 func gaussianMatrix(rows: Int, columns: Int, mean: [Double], std: [Double], seed: UInt64) -> Matrix {
     var s = RandomStream(seed: seed)

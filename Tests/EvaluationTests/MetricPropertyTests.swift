@@ -4,6 +4,8 @@ import Foundation
 @testable import Layers
 @testable import Imaging
 @testable import Evaluation
+import TestSupport
+import Core
 
 /// Hand-checkable cases and invariants of the metrics, the neighbour search and the .npy files.
 final class MetricPropertyTests: XCTestCase {

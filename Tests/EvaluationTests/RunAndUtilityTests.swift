@@ -3,6 +3,8 @@ import Foundation
 @testable import Engine
 @testable import Imaging
 @testable import Evaluation
+import TestSupport
+import Core
 
 /// 64×64 gray images: a disc on a background, brightness chosen per class.
 func discImage(_ s: inout RandomStream, disc: Float, background: Float) -> [Float] {

@@ -4,6 +4,8 @@ import Foundation
 @testable import Layers
 @testable import Imaging
 @testable import Generators
+import TestSupport
+import Core
 
 /// The exact ε-predictor for data x₀ ~ N(μ, σ²) per pixel: E[ε | x_t] = √(1−ᾱ)(x_t − √ᾱ μ)/(ᾱσ² + 1 − ᾱ).
 /// A conditional variant shifts μ by `classShift · label` (the null label means μ).

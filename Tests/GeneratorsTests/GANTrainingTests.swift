@@ -4,6 +4,8 @@ import Foundation
 @testable import Layers
 @testable import Imaging
 @testable import Generators
+import TestSupport
+import Core
 
 /// A two-class toy dataset: "bright" slices around +0.6 and "dark" ones around −0.6, with a blob,
 /// written as 8-bit PNGs.

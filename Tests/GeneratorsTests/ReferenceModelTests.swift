@@ -2,17 +2,13 @@ import XCTest
 @testable import Engine
 @testable import Layers
 @testable import Generators
+import TestSupport
+import Core
 
 /// Weights saved from the PyTorch reference load by name and give the same outputs.
 final class ReferenceModelTests: XCTestCase {
     func fixture(_ name: String) throws -> SafetensorsFile {
         try readSafetensors(at: Bundle.module.url(forResource: "Fixtures/\(name)", withExtension: "safetensors")!)
-    }
-
-    func assertClose(_ a: [Float], _ b: [Float], _ tol: Float, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.count, b.count, what, file: file, line: line)
-        let worst = zip(a, b).map { abs($0 - $1) }.max() ?? 0
-        XCTAssertLessThan(worst, tol, "\(what): max abs difference \(worst)", file: file, line: line)
     }
 
     func testDCGANMatchesReference() throws {

@@ -1,7 +1,8 @@
-import Engine
 import Foundation
 import XCTest
 @testable import Imaging
+import TestSupport
+import Core
 
 final class CodecTests: XCTestCase {
     /// Random samples of the given layout, reproducible from `seed`.

@@ -1,7 +1,8 @@
-import Engine
 import Foundation
 import XCTest
 @testable import Imaging
+import TestSupport
+import Core
 
 final class DatasetTests: XCTestCase {
     private func ramp(_ width: Int, _ height: Int, channels: Int = 1, bitDepth: Int = 8, offset: Int = 0) -> Image {

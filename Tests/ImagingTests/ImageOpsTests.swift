@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 @testable import Imaging
+import TestSupport
+import Core
 
 final class ImageOpsTests: XCTestCase {
     private func gray(_ width: Int, _ height: Int, _ values: [UInt16], bitDepth: Int = 8) -> Image {

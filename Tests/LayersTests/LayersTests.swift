@@ -2,6 +2,8 @@ import XCTest
 import Foundation
 @testable import Engine
 @testable import Layers
+import TestSupport
+import Core
 
 final class SafetensorsTests: XCTestCase {
     func fixture(_ name: String) -> URL {

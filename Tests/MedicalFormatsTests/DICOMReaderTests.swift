@@ -1,8 +1,9 @@
-import Engine
 import Foundation
 import Imaging
 import MedicalFormats
 import XCTest
+import TestSupport
+import Core
 
 final class DICOMReaderTests: XCTestCase {
     // MARK: - Fixtures written by pydicom

@@ -1,6 +1,7 @@
-import Engine
 import Foundation
 import XCTest
+import TestSupport
+import Core
 
 /// URL of a committed fixture (made by scripts/make_medical_fixtures.py).
 func fixtureURL(_ name: String) throws -> URL {
@@ -24,20 +25,6 @@ func numbers(_ any: Any?) -> [Double] {
     (any as? [Any] ?? []).map { ($0 as? NSNumber)?.doubleValue ?? .nan }
 }
 
-/// Asserts `body` throws a `MedSynthError` whose message contains every fragment.
-func assertMedSynthError<T>(_ fragments: [String], file: StaticString = #filePath, line: UInt = #line,
-                            _ body: () throws -> T) {
-    do {
-        _ = try body()
-        XCTFail("expected an error containing \(fragments)", file: file, line: line)
-    } catch let error as MedSynthError {
-        for fragment in fragments where !error.message.contains(fragment) {
-            XCTFail("error '\(error.message)' does not contain '\(fragment)'", file: file, line: line)
-        }
-    } catch {
-        XCTFail("expected a MedSynthError, got \(error)", file: file, line: line)
-    }
-}
 
 /// Builds small DICOM Part 10 files element by element, independently of medsynth's writer, in
 /// any of the three uncompressed encodings.

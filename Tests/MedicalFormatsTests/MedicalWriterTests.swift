@@ -1,8 +1,9 @@
-import Engine
 import Foundation
 import Imaging
 import MedicalFormats
 import XCTest
+import TestSupport
+import Core
 
 final class MedicalWriterTests: XCTestCase {
     func randomImage(width: Int, height: Int, channels: Int, bitDepth: Int, seed: UInt64) -> Image {
@@ -51,7 +52,7 @@ final class MedicalWriterTests: XCTestCase {
 
     func testIdentifiersAreRemovedUnlessKept() throws {
         let source = try DICOMFile(contentsOf: fixtureURL("ct_explicit_le.dcm"))
-        let image = MedicalSlice(width: 2, height: 2, channels: 1, bitDepth: 8, samples: [1, 2, 3, 4])
+        let image = Image(width: 2, height: 2, channels: 1, bitDepth: 8, samples: [1, 2, 3, 4])
         let removed = try DICOMFile(bytes: encodeDICOMSecondaryCapture(image, options: DICOMWriteOptions(source: source), path: "a"), path: "a")
         XCTAssertEqual(removed.string(.patientName), "")
         XCTAssertEqual(removed.string(.patientID), "")

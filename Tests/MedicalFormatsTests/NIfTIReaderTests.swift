@@ -1,8 +1,9 @@
-import Engine
 import Foundation
 import Imaging
 import MedicalFormats
 import XCTest
+import TestSupport
+import Core
 
 final class NIfTIReaderTests: XCTestCase {
     /// Compares every slice along every axis (and every volume) with nibabel's canonical slices.
@@ -71,7 +72,7 @@ final class NIfTIReaderTests: XCTestCase {
         var voxels = [UInt16](repeating: 0, count: 4 * 4 * 5)
         for k in 0..<5 { for p in 0..<k * 3 { voxels[k * 16 + p] = 200 } }
         let slices = (0..<5).map { k in
-            MedicalSlice(width: 4, height: 4, channels: 1, bitDepth: 8, samples: Array(voxels[(k * 16)..<(k * 16 + 16)]))
+            Image(width: 4, height: 4, channels: 1, bitDepth: 8, samples: Array(voxels[(k * 16)..<(k * 16 + 16)]))
         }
         let bytes = try encodeNIfTIStack(slices, path: "sel.nii")
         let volume = try NIfTIVolume(bytes: bytes, path: "sel.nii")
@@ -99,7 +100,7 @@ final class NIfTIReaderTests: XCTestCase {
     // MARK: - Bad input
 
     func testHeaderErrors() throws {
-        let good = try encodeNIfTIStack([MedicalSlice(width: 2, height: 2, channels: 1, bitDepth: 8, samples: [1, 2, 3, 4])], path: "g.nii")
+        let good = try encodeNIfTIStack([Image(width: 2, height: 2, channels: 1, bitDepth: 8, samples: [1, 2, 3, 4])], path: "g.nii")
         XCTAssertNoThrow(try NIfTIVolume(bytes: good, path: "g.nii"))
         assertMedSynthError(["s.nii", "truncated", "348"]) { try NIfTIVolume(bytes: Array(good.prefix(100)), path: "s.nii") }
         assertMedSynthError(["d.nii", "truncated", "need 4 bytes"]) { try NIfTIVolume(bytes: Array(good.dropLast(1)), path: "d.nii") }

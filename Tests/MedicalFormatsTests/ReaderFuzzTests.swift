@@ -1,8 +1,9 @@
-import Engine
 import Foundation
 import Imaging
 @testable import MedicalFormats
 import XCTest
+import TestSupport
+import Core
 
 /// Seeded random-mutation fuzzing of the DICOM, NIfTI, PNG and JPEG readers: every mutated input
 /// must either decode or throw a `MedSynthError`; a crash, trap or other error fails the run.
@@ -19,7 +20,7 @@ final class ReaderFuzzTests: XCTestCase {
         }
         let gray = Image(width: 5, height: 4, channels: 1, bitDepth: 16, samples: (0..<20).map { UInt16($0 * 3000) })
         let rgb = Image(width: 6, height: 5, channels: 3, bitDepth: 8, samples: (0..<90).map { UInt16($0 * 7 % 256) })
-        let slice = MedicalSlice(width: 4, height: 3, channels: 1, bitDepth: 16, samples: (0..<12).map { UInt16($0 * 5000) })
+        let slice = Image(width: 4, height: 3, channels: 1, bitDepth: 16, samples: (0..<12).map { UInt16($0 * 5000) })
         seeds.append(("written.dcm", try encodeDICOMSecondaryCapture(slice, path: "written.dcm")))
         seeds.append(("written.nii", try encodeNIfTIStack([slice, slice], path: "written.nii")))
         seeds.append(("gray16.png", try encodePNG(gray)))

@@ -1,4 +1,3 @@
-import Engine
 
 /// A decoded raster image that keeps what the file had: bit depth (8 or 16) and channel count
 /// (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA). Samples are stored interleaved, row-major (HWC),

@@ -150,3 +150,30 @@ import Foundation
 @usableFromInline func _sin(_ x: Double) -> Double { Foundation.sin(x) }
 @usableFromInline func _cos(_ x: Double) -> Double { Foundation.cos(x) }
 #endif
+
+// MARK: - Named child streams
+
+/// What a child stream of a run's seed is for. The raw values are part of the file formats'
+/// meaning: changing one changes every image, batch and checkpoint made from the same seed.
+public enum StreamPurpose: UInt64, CaseIterable, Sendable {
+    /// Epoch permutations of a training run's dataset.
+    case datasetOrder = 0xDA7A
+    /// A training step's noise, timesteps, label dropout and augmentation (then split by step).
+    case trainingStep = 0x57E9
+    case ganInitialisation = 0x1417
+    case diffusionInitialisation = 0xD1FF
+    /// The fixed latents of a GAN run's sample grids.
+    case ganSampleGrid = 0x6121D
+    /// PyTorch-style default initialisation of the feature network, overwritten by its documented weights.
+    case featureNetworkConstruction = 0xFFFF
+    /// KID's random subsets (then split by subset).
+    case kidSubsets = 0x41D
+    case utilityClassifierInitialisation = 1
+    /// The utility classifier's reshuffled passes (then split by pass).
+    case utilityClassifierOrder = 2
+}
+
+extension RandomStream {
+    /// The child stream that owns `purpose` under this stream.
+    public func split(_ purpose: StreamPurpose) -> RandomStream { split(purpose.rawValue) }
+}
