@@ -18,7 +18,7 @@ $B generate --model models/dcgan-mni64-cond.safetensors --count 64 --class healt
 $B generate --model models/dcgan-mni64-cond.safetensors --count 32 --class lesion --out "$OUT/gan-lesion" --seed 2
 if [ -f models/diffusion-mni64-cond.safetensors ]; then
     $B generate --model models/diffusion-mni64-cond.safetensors --count 16 --class lesion \
-        --sampler dpm --steps 20 --guidance 2 --out "$OUT/diffusion-lesion" --seed 3
+        --sampler dpm --sampling-steps 20 --guidance 2 --out "$OUT/diffusion-lesion" --seed 3
 fi
 
 echo "== 2. Composite procedural lesions into healthy slices (images/, masks/, manifest.jsonl)"

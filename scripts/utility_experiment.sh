@@ -30,7 +30,7 @@ for i in range(len(train) - 10): shutil.copy(f'train/lesion/{rare[i % 10]}', f'r
 PY
 ADD=$(( $(ls train/healthy | wc -l) - 10 ))
 $B generate --model "$ROOT/models/dcgan-mni64-cond.safetensors" --class lesion --count $ADD --out gan/lesion --seed 21 --progress none
-$B generate --model "$ROOT/models/diffusion-mni64-cond.safetensors" --class lesion --count $ADD --sampler dpm --steps 15 --out dm/lesion --seed 24 --progress none
+$B generate --model "$ROOT/models/diffusion-mni64-cond.safetensors" --class lesion --count $ADD --sampler dpm --sampling-steps 15 --out dm/lesion --seed 24 --progress none
 rm -f gan/lesion/manifest.jsonl dm/lesion/manifest.jsonl
 $B lesions --out les --count 60 --size 24 --polarity mixed --seed 22
 $B composite --backgrounds train/healthy --lesions les --out compo --per-image 1 --contrast +40% --seed 23 --progress none

@@ -26,7 +26,7 @@ public final class ProgressReporter {
     }
 
     /// - Parameters: done: units finished; items: images processed since start (for images/s).
-    public func update(done: Int, items: Int, values: KeyValuePairs<String, Double> = [:], force: Bool = false) {
+    public func update(done: Int, items: Int, values: [(name: String, value: Double)] = [], force: Bool = false) {
         guard style != .none else { return }
         let now = Date()
         let finished = done >= total

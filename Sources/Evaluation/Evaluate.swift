@@ -186,7 +186,7 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
         utility = try downstreamUtility(train: train, synthetic: synthetic, test: test, settings: settings) { name, step, total, loss in
             let r = reporters[name] ?? ProgressReporter(label: "utility \(name)", total: total, unit: "step", style: style)
             reporters[name] = r
-            r.update(done: step, items: step * settings.batch_size, values: ["loss": loss])
+            r.update(done: step, items: step * settings.batch_size, values: [("loss", loss)])
         }
         lap("utility")
     }

@@ -26,6 +26,8 @@ public final class DiffusionTrainer {
     public let emaModel: UNet
     public let optimizer: Adam
     public let ema: ParameterEMA
+    /// DDIM steps of the run's sample grids.
+    public var gridSamplingSteps = 25
 
     public init(config: UNetConfig, options: DiffusionTrainingOptions, seed: UInt64) {
         self.config = config

@@ -44,7 +44,8 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var beta1: Float = 0.5
     public var beta2: Float = 0.999
     public var loss: GANLoss = .bce
-    public var augment = true
+    /// Differentiable augmentation before D; nil: on below 2,000 images (decided when a run starts).
+    public var augment: Bool? = nil
     public var augmentation = AugmentationOptions()
     public var emaDecay: Float = 0.999
     public init() {}
@@ -90,7 +91,7 @@ public final class GANTrainer {
         let realLabels: [Int]? = config.numClasses > 0 ? labels : nil
         let fake = generator(z, labels: fakeLabels)
         func maybeAugment(_ x: Tensor) -> Tensor {
-            options.augment ? diffAugment(x, options: options.augmentation, stream: &stream) : x
+            options.augment ?? true ? diffAugment(x, options: options.augmentation, stream: &stream) : x
         }
         // Discriminator update on real and detached fake batches.
         discriminator.zeroGrad()

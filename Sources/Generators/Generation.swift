@@ -10,15 +10,6 @@ import Imaging
 // RandomStream(seed).split(i). So any batch size, any shard layout (`--shard k/n` does the
 // indices k, k+n, …) and any resumed run give the same images byte for byte.
 
-/// Settings of the diffusion sampler used by `generate` (ignored for GANs).
-public struct DiffusionSampling: Codable, Equatable {
-    public var sampler: String = "ddim"
-    public var steps: Int = 50
-    public var guidance: Double = 1
-    public var eta: Double = 0
-    public init() {}
-}
-
 public struct GenerationRequest {
     public var model: String
     public var count: Int
@@ -29,7 +20,8 @@ public struct GenerationRequest {
     public var shard: Shard = .whole
     public var bitDepth: Int = 8
     public var resume = false
-    public var diffusion = DiffusionSampling()
+    /// How diffusion models sample (ignored for GANs).
+    public var sampling = SamplerSettings()
     public init(model: String, count: Int, out: URL) { self.model = model; self.count = count; self.out = out }
 }
 
@@ -81,15 +73,14 @@ struct GANSampleSource: SampleSource {
     }
 }
 
-func loadSampleSource(_ url: URL, sampling: DiffusionSampling) throws -> any SampleSource {
-    let file = try readSafetensors(at: url)
-    switch file.metadata[CheckpointKey.kind] {
-    case ModelKind.dcgan.rawValue:
-        return GANSampleSource(generator: try loadGANGenerator(from: url))
-    case ModelKind.diffusion.rawValue:
-        return try diffusionSampleSource(url, sampling: sampling)
-    default:
-        throw MedSynthError(file: url.path, "not a medsynth generator checkpoint (no '\(CheckpointKey.kind)' metadata)")
+/// The sample source of any model file: one load, switched on the checkpoint's kind.
+func loadSampleSource(_ url: URL, sampling: SamplerSettings) throws -> any SampleSource {
+    switch try loadModel(from: url) {
+    case .dcgan(let generator):
+        return GANSampleSource(generator: generator)
+    case .diffusion(let sampler, let config):
+        guard sampling.steps >= 1 else { throw MedSynthError("--sampling-steps must be at least 1") }
+        return DiffusionSampleSource(sampler: sampler, unetConfig: config, settings: sampling)
     }
 }
 
@@ -103,7 +94,7 @@ public func generateImages(_ request: GenerationRequest, progress style: Progres
     guard request.batchSize > 0 else { throw MedSynthError("--batch must be positive") }
     guard request.bitDepth == 8 || request.bitDepth == 16 else { throw MedSynthError("--bit-depth must be 8 or 16") }
     let modelURL = try resolveModelFile(request.model)
-    let source = try loadSampleSource(modelURL, sampling: request.diffusion)
+    let source = try loadSampleSource(modelURL, sampling: request.sampling)
     let modelID = try modelIdentifier(of: modelURL)
     let classNames = source.config.classNames
     var fixedClass: Int? = nil
@@ -130,8 +121,8 @@ public func generateImages(_ request: GenerationRequest, progress style: Progres
         let isDiffusion = source.kind == .diffusion
         records.append(ManifestRecord(file: sampleFileName(i), class: classOf(i).map { classNames[$0] }, seed: request.seed, sample_index: i,
                                       model_id: modelID, model_kind: source.kind.rawValue,
-                                      sampler: isDiffusion ? request.diffusion.sampler : nil, steps: isDiffusion ? request.diffusion.steps : nil,
-                                      guidance: isDiffusion ? request.diffusion.guidance : nil))
+                                      sampler: isDiffusion ? request.sampling.kind.rawValue : nil, steps: isDiffusion ? request.sampling.steps : nil,
+                                      guidance: isDiffusion ? request.sampling.guidance : nil))
         let exists = FileManager.default.fileExists(atPath: request.out.appendingPathComponent(sampleFileName(i)).path)
         if exists && !request.resume {
             throw MedSynthError(file: request.out.appendingPathComponent(sampleFileName(i)).path, "already exists; pass --resume to keep existing samples and make only the missing ones")

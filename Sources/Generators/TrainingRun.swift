@@ -4,7 +4,70 @@ import Engine
 import Layers
 import Imaging
 
-// MARK: - What a training run is asked to do (shared by the GAN and diffusion trainers)
+// MARK: - Training runs: one driver for every model
+//
+// The driver owns everything a run does that is not the model's own maths: the data and its
+// seeded batches, the run folder, resume, the loss log, progress, the finite check, checkpoint
+// and grid cadence. A model takes part by implementing `ModelTrainer`: one step that returns
+// named numbers, its state as checkpoint tensors, restoring that state, its sampling weights and
+// a grid of samples. Adding a trainer means writing those five things and calling `runTraining`.
+
+/// A model's settings, saved beside its weights.
+public protocol ModelConfig: Codable, Equatable {
+    var classNames: [String] { get }
+    /// Throws when a setting is out of range (before anything is built from it).
+    func validate() throws
+}
+
+/// A number a training step reports: its column in losses.csv and its label in the progress line.
+public struct TrainingMetric: Equatable {
+    public let column: String
+    public let label: String
+    public init(_ column: String, label: String? = nil) { self.column = column; self.label = label ?? column }
+}
+
+/// What a model's trainer implements so the driver can run it (see the file comment).
+public protocol ModelTrainer: AnyObject {
+    associatedtype Config: ModelConfig
+    associatedtype Options: Codable & Equatable
+    static var kind: ModelKind { get }
+    /// Checkpoint metadata key of the trainer's options.
+    static var optionsKey: String { get }
+    /// What `trainingStep` returns, in order.
+    static var metrics: [TrainingMetric] { get }
+    /// The model to build for `request` on `dataset` (the same for a new and a resumed run).
+    static func makeConfig(request: TrainingRequest, dataset: ImageFolderDataset) throws -> Config
+    /// A new run's options completed from the data (settings left to be decided from it).
+    static func resolveOptions(_ options: Options, dataset: ImageFolderDataset) -> Options
+
+    init(config: Config, options: Options, seed: UInt64)
+    var config: Config { get }
+    var options: Options { get }
+    /// One line about the model for the start of the run.
+    var summary: String { get }
+    /// One optimisation step on a batch (N×C×H×W in [−1, 1]); every random draw comes from `stream`.
+    func trainingStep(batch: Tensor, labels: [Int]?, stream: inout RandomStream) -> [Float]
+    /// The whole training state (weights, EMA, optimiser moments) and its metadata.
+    func stateEntries() -> (tensors: [SafetensorsEntry], metadata: [String: String])
+    func restoreState(from state: SafetensorsFile, source: String) throws
+    /// The sampling weights (EMA) under the reference's names: model.safetensors.
+    func samplingEntries() -> [SafetensorsEntry]
+    /// A grid of samples from the sampling weights, with the same draws at every call.
+    func sampleGrid(seed: UInt64) -> Image
+}
+
+extension ModelTrainer {
+    public static func resolveOptions(_ options: Options, dataset: ImageFolderDataset) -> Options { options }
+}
+
+public struct TrainingRunResult {
+    public let run: RunFolder
+    public let finalStep: Int
+    /// The last step's numbers, by metric column (nil when no step ran).
+    public let lastValues: [String: Float]?
+}
+
+// MARK: - What a training run is asked to do
 
 public struct TrainingRequest: Codable, Equatable {
     public var data: String
@@ -16,9 +79,6 @@ public struct TrainingRequest: Codable, Equatable {
     public var conditional = false
     public var checkpointEvery: Int = 500
     public var sampleEvery: Int = 250
-    /// Differentiable augmentation before D (GAN only); nil = on below 2,000 images.
-    public var augment: Bool? = nil
-    public var flips = false
     /// Network width: ngf = ndf for the DCGAN (default 64), base width for the U-Net (default 32).
     public var width: Int? = nil
     public init(data: String) { self.data = data }
@@ -90,31 +150,129 @@ func loadBatch(_ dataset: ImageFolderDataset, indices: [Int]) throws -> (Tensor,
     return (tensor, indices.map { dataset.entries[$0].classIndex })
 }
 
-func checkFinite(_ values: [String: Float], step: Int, run: RunFolder) throws {
-    for (name, v) in values.sorted(by: { $0.key < $1.key }) where !v.isFinite {
+func checkFinite(_ values: [(String, Float)], step: Int, run: RunFolder) throws {
+    for (name, v) in values where !v.isFinite {
         throw MedSynthError(file: run.url.path, "\(name) became \(v.isNaN ? "NaN" : "infinite") at step \(step); training stopped, the last good checkpoint is \(run.latestCheckpoint.lastPathComponent) (try a lower learning rate)")
     }
 }
 
-/// A run to continue: the run's saved settings (they win over the command line, except for a
-/// longer --steps), its step, its options of type `Options` (metadata `optionsKey`) and its state.
-struct ResumedRun<Options: Decodable> {
-    let request: TrainingRequest
-    let options: Options
-    let step: Int
-    let state: SafetensorsFile
+/// Trains (or resumes) a run of `T` in `out`. Every `checkpointEvery` steps and at the end it
+/// writes the full state atomically, so an interrupted run continues with `resume` and gives the
+/// same numbers as an uninterrupted one: step s's batch and draws depend only on (seed, s).
+@discardableResult
+public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: TrainingRequest, options optionsIn: T.Options,
+                                         out: URL, resume: Bool, progress style: ProgressStyle,
+                                         label: String, prepare: (T) -> Void = { _ in }) throws -> TrainingRunResult {
+    // A resumed run keeps its saved settings, except for a longer --steps.
+    let latest = RunFolder(out).latestCheckpoint
+    var resumeState: SafetensorsFile? = nil
+    var request = requestIn, options = optionsIn, startStep = 0
+    if resume, FileManager.default.fileExists(atPath: latest.path) {
+        let state = try readCheckpoint(at: latest, kind: T.kind)
+        request = try decodeJSON(TrainingRequest.self, state.metadata[CheckpointKey.training], file: latest.path, what: "training settings")
+        request.steps = max(requestIn.steps, request.steps)
+        options = try decodeJSON(T.Options.self, state.metadata[T.optionsKey], file: latest.path, what: "\(T.kind.rawValue) options")
+        startStep = Int(state.metadata[CheckpointKey.step] ?? "") ?? 0
+        resumeState = state
+    }
+    let (run, dataset) = try prepareRun(request, out: out, resume: resume)
+    if resumeState == nil { options = T.resolveOptions(options, dataset: dataset) }
+    let config = try T.makeConfig(request: request, dataset: dataset)
+    try config.validate()
+    let trainer = T(config: config, options: options, seed: request.seed)
+    prepare(trainer)
+    if let state = resumeState {
+        let source = latest.path
+        let savedConfig = try decodeJSON(T.Config.self, state.metadata[CheckpointKey.config], file: source, what: "model config")
+        guard savedConfig == config else {
+            throw MedSynthError(file: source, "checkpoint was trained with another configuration or class list (\(savedConfig.classNames) vs \(config.classNames))")
+        }
+        try trainer.restoreState(from: state, source: source)
+    } else {
+        try writeAtomically(Data(try jsonString(request).utf8), to: run.runFile)
+    }
+
+    let log = try LossLog(url: run.losses, header: (["step"] + T.metrics.map(\.column)).joined(separator: ","), resumeAfter: startStep)
+    let reporter = ProgressReporter(label: label, total: request.steps, unit: "step", style: style, startDone: startStep)
+    if startStep > 0 { reporter.note("resuming from step \(startStep)") }
+    reporter.note("\(dataset.count) images in \(dataset.classNames.count) class(es) \(dataset.classNames); \(trainer.summary)")
+
+    func saveCheckpoint(step: Int) throws {
+        let configJSON = try jsonString(config), optionsJSON = try jsonString(trainer.options)
+        var (tensors, metadata) = trainer.stateEntries()
+        metadata[CheckpointKey.kind] = T.kind.rawValue
+        metadata[CheckpointKey.config] = configJSON
+        metadata[CheckpointKey.training] = try jsonString(request)
+        metadata[T.optionsKey] = optionsJSON
+        metadata[CheckpointKey.step] = String(step)
+        metadata[CheckpointKey.version] = MedSynthVersion.current
+        let bytes = try encodeSafetensors(tensors, metadata: metadata)
+        if step % request.checkpointEvery == 0 { try writeAtomically(bytes, to: run.checkpoint(step: step)) }
+        try writeAtomically(bytes, to: run.latestCheckpoint)
+        let modelMetadata = [CheckpointKey.kind: T.kind.rawValue, CheckpointKey.config: configJSON, T.optionsKey: optionsJSON,
+                             CheckpointKey.step: String(step), CheckpointKey.version: MedSynthVersion.current,
+                             CheckpointKey.seed: String(request.seed)]
+        try writeSafetensors(trainer.samplingEntries(), metadata: modelMetadata, to: run.model)
+    }
+
+    var lastValues: [Float]? = nil
+    var itemsThisProcess = 0
+    var step = startStep
+    while step < request.steps {
+        let indices = batchIndices(step: step, batchSize: request.batchSize, datasetCount: dataset.count, seed: request.seed)
+        let (batch, labels) = try loadBatch(dataset, indices: indices)
+        var stream = RandomStream(seed: request.seed).split(.trainingStep).split(UInt64(step))
+        let values = trainer.trainingStep(batch: batch, labels: config.classNames.isEmpty ? nil : labels, stream: &stream)
+        try checkFinite(zip(T.metrics, values).map { ($0.column, $1) }, step: step + 1, run: run)
+        step += 1
+        itemsThisProcess += request.batchSize
+        lastValues = values
+        log.append((["\(step)"] + values.map { "\($0)" }).joined(separator: ","))
+        reporter.update(done: step, items: itemsThisProcess, values: zip(T.metrics, values).map { ($0.label, Double($1)) })
+        if step % request.checkpointEvery == 0 || step == request.steps { try saveCheckpoint(step: step) }
+        if step % request.sampleEvery == 0 || step == request.steps { try writePNG(trainer.sampleGrid(seed: request.seed), to: run.sampleGrid(step: step)) }
+    }
+    if startStep >= request.steps { reporter.note("already at step \(startStep) of \(request.steps); nothing to do") }
+    return TrainingRunResult(run: run, finalStep: step,
+                             lastValues: lastValues.map { Dictionary(uniqueKeysWithValues: zip(T.metrics.map(\.column), $0)) })
 }
 
-func loadResumedRun<Options: Decodable>(_ request: TrainingRequest, out: URL, resume: Bool, kind: ModelKind,
-                                        optionsKey: String, as: Options.Type) throws -> ResumedRun<Options>? {
-    let latest = RunFolder(out).latestCheckpoint
-    guard resume, FileManager.default.fileExists(atPath: latest.path) else { return nil }
-    let state = try readSafetensors(at: latest)
-    guard state.metadata[CheckpointKey.kind] == kind.rawValue else {
-        throw MedSynthError(file: latest.path, "checkpoint holds a \(state.metadata[CheckpointKey.kind] ?? "unknown") model, not a \(kind.rawValue) model")
+// MARK: - Loading a model file
+
+/// A model file's contents, checked to be a checkpoint of `kind` (when given).
+func readCheckpoint(at url: URL, kind: ModelKind?) throws -> SafetensorsFile {
+    let file = try readSafetensors(at: url)
+    let found = file.metadata[CheckpointKey.kind]
+    if let kind, found != kind.rawValue {
+        throw MedSynthError(file: url.path, "checkpoint holds a \(found ?? "unknown") model, not a \(kind.rawValue) model")
     }
-    var saved = try decodeJSON(TrainingRequest.self, state.metadata[CheckpointKey.training], file: latest.path, what: "training settings")
-    saved.steps = max(request.steps, saved.steps)
-    let options = try decodeJSON(Options.self, state.metadata[optionsKey], file: latest.path, what: "\(kind.rawValue) options")
-    return ResumedRun(request: saved, options: options, step: Int(state.metadata[CheckpointKey.step] ?? "") ?? 0, state: state)
+    return file
+}
+
+/// The sampling weights' prefix in a model file: "ema" in a training checkpoint, the model's own otherwise.
+func samplingPrefix(_ file: SafetensorsFile, modelPrefix: String) -> String {
+    file.tensors.keys.contains { $0.hasPrefix("ema.") } ? "ema" : modelPrefix
+}
+
+/// A generator loaded for sampling, whatever its kind.
+public enum LoadedModel {
+    case dcgan(DCGANGenerator)
+    case diffusion(DiffusionSampler, UNetConfig)
+
+    public var kind: ModelKind {
+        switch self { case .dcgan: .dcgan; case .diffusion: .diffusion }
+    }
+}
+
+/// Loads the sampling weights of any medsynth model file (model.safetensors or a training checkpoint).
+public func loadModel(from url: URL) throws -> LoadedModel {
+    let file = try readSafetensors(at: url)
+    switch ModelKind(rawValue: file.metadata[CheckpointKey.kind] ?? "") {
+    case .dcgan: return .dcgan(try loadGANGenerator(file, source: url.path))
+    case .diffusion:
+        let (sampler, config) = try loadDiffusionSampler(file, source: url.path)
+        return .diffusion(sampler, config)
+    case nil:
+        throw MedSynthError(file: url.path, "not a medsynth model (kind: \(file.metadata[CheckpointKey.kind] ?? "none"))")
+    }
 }

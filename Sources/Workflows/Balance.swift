@@ -68,7 +68,7 @@ public struct BalanceRequest {
     public var target: BalanceTarget = .max
     public var seed: UInt64 = 0
     /// With `.model`: diffusion sampler settings (ignored for GANs).
-    public var diffusion = DiffusionSampling()
+    public var sampling = SamplerSettings()
     /// With `.model`: PNG bit depth of generated images.
     public var bitDepth: Int = 8
     public init(data: URL, out: URL, method: BalanceMethod) { self.data = data; self.out = out; self.method = method }
@@ -306,7 +306,7 @@ func generateClass(_ row: BalancePlanRow, model path: String, file: URL, kind: S
     g.className = row.className
     g.seed = row.seed
     g.bitDepth = request.bitDepth
-    g.diffusion = request.diffusion
+    g.sampling = request.sampling
     try generateImages(g, progress: style)
     let modelID = try modelIdentifier(of: file)
     let classFolder = out.appendingPathComponent(row.className)

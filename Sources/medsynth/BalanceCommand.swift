@@ -24,36 +24,30 @@ struct Balance: ParsableCommand {
     @Option(help: "With --composite: folder of lesion patches (default: procedural lesions).") var lesions: String?
     @Option(help: "With --composite: the class whose images receive lesions.") var healthyClass: String = "healthy"
     @Option(help: "With --composite: the class to fill.") var lesionClass: String = "lesion"
-    @Option(help: "Images per class: max (the largest class), a count N, or a ratio r in (0, 1] of the largest.") var target: String = "max"
+    @Option(help: "Images per class: max (the largest class), a count N, or a ratio r in (0, 1] of the largest.") var target: BalanceTarget = .max
     @Option(help: "Seed of every synthetic image.") var seed: UInt64 = 0
     @Flag(help: "Print the plan (have, will add, method) and write nothing.") var dryRun = false
     @Option(help: "With --model: PNG bit depth, 8 or 16.") var bitDepth: Int = 8
-    @Option(help: "With a diffusion --model: sampler (ddim, ddpm, dpm).") var sampler: String = "ddim"
-    @Option(help: "With a diffusion --model: sampling steps.") var steps: Int = 50
-    @Option(help: "With a diffusion --model: classifier-free guidance scale.") var guidance: Double = 1
-    @Option(help: "Progress display: human, json or none.") var progress: ProgressStyle = .human
-    @Option(help: "Threads (default: all cores).") var threads: Int?
+    @OptionGroup(title: "Diffusion sampling (with a diffusion --model)") var sampling: SamplingOptions
+    @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         guard (model != nil) != composite else { throw ValidationError("give exactly one of --model CKPT or --composite") }
         guard lesions == nil || composite else { throw ValidationError("--lesions goes with --composite") }
         guard bitDepth == 8 || bitDepth == 16 else { throw ValidationError("--bit-depth must be 8 or 16") }
-        _ = try BalanceTarget(parsing: target)
     }
 
     func run() throws {
-        if let threads { Parallel.setThreads(threads) }
+        runtime.apply()
         let method: BalanceMethod = composite
             ? .composite(lesions: lesions.map { URL(fileURLWithPath: $0) }, healthyClass: healthyClass, lesionClass: lesionClass)
             : .model(model!)
         var request = BalanceRequest(data: URL(fileURLWithPath: data), out: URL(fileURLWithPath: out), method: method)
-        request.target = try BalanceTarget(parsing: target)
+        request.target = target
         request.seed = seed
         request.bitDepth = bitDepth
-        request.diffusion.sampler = sampler
-        request.diffusion.steps = steps
-        request.diffusion.guidance = guidance
-        let plan = dryRun ? try planBalance(request) : try runBalance(request, progress: progress)
+        request.sampling = sampling.settings
+        let plan = dryRun ? try planBalance(request) : try runBalance(request, progress: runtime.progress)
         let width = max(5, plan.map(\.className.count).max() ?? 0)
         print("class".padding(toLength: width, withPad: " ", startingAt: 0) + "   have    add  method")
         for row in plan {

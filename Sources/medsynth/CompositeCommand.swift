@@ -22,12 +22,12 @@ struct Composite: ParsableCommand {
     @Option(help: "With --lesion-model: how many patches to sample.") var lesionCount: Int = 32
     @Option(help: "Output folder.") var out: String
     @Option(help: "Lesions per image.") var perImage: Int = 1
-    @Option(help: "alpha, poisson or mixed.") var mode: String = "poisson"
+    @Option(help: "Blending: alpha (feathered), poisson (seamless) or mixed (mixed gradients).") var mode: BlendMode = .poisson
     @Option(help: "Folder of allowed-region masks named like the scans (NAME.png or NAME_mask.png); default: automatic.")
     var regionMasks: String?
     @Option(help: "Lesion contrast against the local background, e.g. +30%, -20% or 0.3 (default: the patch's own).")
     var contrast: String?
-    @Option(help: "Intensity matching: local or none.") var match: String = "local"
+    @Option(help: "Intensity matching: local or none.") var match: IntensityMatch = .local
     @Flag(help: "No random scale, rotation, flip or intensity changes.") var noJitter = false
     @Option(help: "Scale jitter: factor in [1/(1+s), 1+s].") var scaleJitter: Double = 0.25
     @Option(help: "Rotation jitter in degrees: uniform in [-r, r].") var rotationJitter: Double = 180
@@ -37,13 +37,12 @@ struct Composite: ParsableCommand {
     @Option(help: "Minimum distance in pixels between lesions of one image.") var spacing: Int = 4
     @Flag(help: "Poisson modes: erode the mask by 3 px and truncate like OpenCV's seamlessClone.") var opencvCompatible = false
     @Option(help: "Random seed.") var seed: UInt64 = 0
-    @Option(help: "Do only images K, K+N, ... (K/N).") var shard: String = "0/1"
+    @Option(help: "Do only images K, K+N, ... (K/N, 0 <= K < N).") var shard: Shard = .whole
     @Flag(help: "Skip images whose outputs already exist.") var resume = false
-    @Option(help: "Progress display: human, json (one object per line, for schedulers) or none.") var progress: ProgressStyle = .human
+    @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
-        guard BlendMode(rawValue: mode) != nil else { throw ValidationError("--mode must be alpha, poisson or mixed, got '\(mode)'") }
-        guard IntensityMatch(rawValue: match) != nil else { throw ValidationError("--match must be local or none, got '\(match)'") }
+        guard (lesions != nil) != (lesionModel != nil) else { throw ValidationError("give exactly one of --lesions or --lesion-model") }
         guard perImage >= 1 else { throw ValidationError("--per-image must be at least 1") }
         guard feather >= 0, margin >= 0, spacing >= 0 else { throw ValidationError("--feather, --margin and --spacing must be >= 0") }
         guard scaleJitter >= 0, rotationJitter >= 0, intensityJitter >= 0, intensityJitter < 1 else {
@@ -53,20 +52,20 @@ struct Composite: ParsableCommand {
     }
 
     func run() throws {
+        runtime.apply()
         var options = CompositeOptions(backgrounds: URL(fileURLWithPath: backgrounds), out: URL(fileURLWithPath: out))
         options.perImage = perImage
-        options.blend = BlendSettings(mode: BlendMode(rawValue: mode)!, feather: feather, openCVCompatible: opencvCompatible)
+        options.blend = BlendSettings(mode: mode, feather: feather, openCVCompatible: opencvCompatible)
         options.regionMasks = regionMasks.map { URL(fileURLWithPath: $0) }
         options.margin = margin
         options.spacing = spacing
-        options.match = IntensityMatch(rawValue: match)!
+        options.match = match
         options.contrast = try contrast.map(parseContrast)
         options.jitter = noJitter ? .none
             : JitterLimits(scale: scaleJitter, rotationDegrees: rotationJitter, flip: true, intensity: intensityJitter)
         options.seed = seed
-        options.shard = try Shard(parsing: shard)
+        options.shard = shard
         options.resume = resume
-        guard (lesions != nil) != (lesionModel != nil) else { throw ValidationError("give exactly one of --lesions or --lesion-model") }
         let source: FolderLesionSource
         if let lesionModel {
             let folder = URL(fileURLWithPath: out).appendingPathComponent("lesion-patches")
@@ -78,7 +77,7 @@ struct Composite: ParsableCommand {
         var made = 0
         let summary = try runComposite(options, lesions: source) { p in
             // Skipped (resumed) scans do not count towards the images/s rate.
-            if reporter == nil { reporter = ProgressReporter(label: "composite", total: p.total, unit: "image", style: progress) }
+            if reporter == nil { reporter = ProgressReporter(label: "composite", total: p.total, unit: "image", style: runtime.progress) }
             made += p.skipped ? 0 : 1
             reporter?.update(done: p.done, items: made)
         }
@@ -110,21 +109,20 @@ struct BenchComposite: ParsableCommand {
     @Option(help: "Lesion patch (mask: NAME_mask.png, alpha or Otsu).") var patch: String
     @Option(help: "Patch top-left x in the scan.") var x: Int
     @Option(help: "Patch top-left y in the scan.") var y: Int
-    @Option(help: "alpha, poisson or mixed.") var mode: String = "poisson"
+    @Option(help: "Blending: alpha, poisson or mixed.") var mode: BlendMode = .poisson
     @Option(help: "Alpha feather width.") var feather: Float = 2
     @Flag(help: "OpenCV seamlessClone behaviour (3 px erosion, truncation).") var opencvCompatible = false
     @Option(help: "Timed repetitions.") var repeats: Int = 50
     @Option(help: "Where to write the blended scan (PNG).") var out: String
 
     func validate() throws {
-        guard BlendMode(rawValue: mode) != nil else { throw ValidationError("--mode must be alpha, poisson or mixed, got '\(mode)'") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
     }
 
     func run() throws {
         let scan = try readImage(at: URL(fileURLWithPath: background))
         let lesion = try loadLesionPatch(URL(fileURLWithPath: patch))
-        let settings = BlendSettings(mode: BlendMode(rawValue: mode)!, feather: feather, openCVCompatible: opencvCompatible)
+        let settings = BlendSettings(mode: mode, feather: feather, openCVCompatible: opencvCompatible)
         let result = benchmarkBlend(background: scan, patch: lesion, x: x, y: y, settings: settings, repeats: repeats)
         try writePNG(result.image, to: URL(fileURLWithPath: out))
         print(String(format: "{\"blend_ms\": %.4f, \"total_ms\": %.4f, \"iterations\": %d}",

@@ -28,7 +28,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Held-out real images for --utility.") var test: String?
     @Option(help: "Epochs of the utility classifiers.") var utilityEpochs: Int = 15
     @Option(help: "Seed for KID's subsets and the utility classifiers.") var seed: UInt64 = 0
-    @Option(help: "Progress display: human, json or none.") var progress: ProgressStyle = .human
+    @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         if utility && test == nil { throw ValidationError("--utility needs --test DIR (held-out real images, one subfolder per class)") }
@@ -39,6 +39,7 @@ struct Evaluate: ParsableCommand {
     }
 
     func run() throws {
+        runtime.apply()
         var request = EvaluationRequest(real: URL(fileURLWithPath: real), synthetic: URL(fileURLWithPath: synthetic), out: URL(fileURLWithPath: out))
         request.train = train.map { URL(fileURLWithPath: $0) }
         request.test = test.map { URL(fileURLWithPath: $0) }
@@ -49,7 +50,7 @@ struct Evaluate: ParsableCommand {
         request.kidSubsets = kidSubsets
         request.seed = seed
         request.utility.epochs = utilityEpochs
-        let report = try evaluate(request, progress: progress)
+        let report = try evaluate(request, progress: runtime.progress)
         print(evaluationSummary(report))
         print("report: \(URL(fileURLWithPath: out).appendingPathComponent("report.html").path)")
         if Profiler.isEnabled { FileHandle.standardError.write(Data("time per op (MEDSYNTH_PROFILE=1):\n\(Profiler.report())\n".utf8)) }

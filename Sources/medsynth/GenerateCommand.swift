@@ -19,30 +19,29 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("class"), help: "Class to generate (conditional models); default: cycle through classes.") var className: String?
     @Option(help: "Seed; sample i uses stream i of it.") var seed: UInt64 = 0
     @Option(name: .customLong("batch"), help: "Images per forward pass (does not change the images).") var batchSize: Int = 32
-    @Option(help: "Do this shard K/N of the run.") var shard: String = "0/1"
+    @Option(help: "Do this shard K/N of the run (0 <= K < N).") var shard: Shard = .whole
     @Option(help: "PNG bit depth: 8 or 16.") var bitDepth: Int = 8
     @Flag(help: "Keep existing samples and make only the missing ones.") var resume = false
-    @Option(help: "Diffusion sampler: ddim, ddpm or dpm (DPM-Solver++ 2M).") var sampler: String = "ddim"
-    @Option(help: "Diffusion sampling steps.") var steps: Int = 50
-    @Option(help: "Classifier-free guidance scale w (1 = plain conditional, 0 = unconditional).") var guidance: Double = 1
-    @Option(help: "DDIM eta (0 = deterministic).") var eta: Double = 0
-    @Option(help: "Progress display: human, json or none.") var progress: ProgressStyle = .human
-    @Option(help: "Threads (default: all cores).") var threads: Int?
+    @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var runtime: RuntimeOptions
+
+    func validate() throws {
+        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        guard batchSize >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard bitDepth == 8 || bitDepth == 16 else { throw ValidationError("--bit-depth must be 8 or 16") }
+    }
 
     func run() throws {
-        if let threads { Parallel.setThreads(threads) }
+        runtime.apply()
         var request = GenerationRequest(model: model, count: count, out: URL(fileURLWithPath: out))
         request.className = className
         request.seed = seed
         request.batchSize = batchSize
-        request.shard = try Shard(parsing: shard)
+        request.shard = shard
         request.bitDepth = bitDepth
         request.resume = resume
-        request.diffusion.sampler = sampler
-        request.diffusion.steps = steps
-        request.diffusion.guidance = guidance
-        request.diffusion.eta = eta
-        let report = try generateImages(request, progress: progress)
+        request.sampling = sampling.settings
+        let report = try generateImages(request, progress: runtime.progress)
         print("wrote \(report.written) image(s)\(report.skipped > 0 ? ", kept \(report.skipped) existing" : ""); manifest: \(report.manifest.path)")
     }
 }

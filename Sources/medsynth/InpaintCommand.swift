@@ -13,19 +13,16 @@ struct Inpaint: ParsableCommand {
     @Option(help: "Mask of the same size: non-zero pixels are regenerated.") var mask: String
     @Option(help: "Output PNG (same bit depth as the input).") var out: String
     @Option(name: .customLong("class"), help: "Class to paint (conditional models).") var className: String?
-    @Option(help: "Sampling steps.") var steps: Int = 50
-    @Option(help: "Sampler: ddim, ddpm or dpm.") var sampler: String = "ddim"
-    @Option(help: "Classifier-free guidance scale.") var guidance: Double = 1
     @Option(help: "Seed.") var seed: UInt64 = 0
+    @OptionGroup var sampling: SamplingOptions
+    @OptionGroup var runtime: RuntimeOptions
 
     func run() throws {
+        runtime.apply()
         var request = InpaintRequest(model: model, image: URL(fileURLWithPath: image), mask: URL(fileURLWithPath: mask), out: URL(fileURLWithPath: out))
         request.className = className
         request.seed = seed
-        guard let kind = SamplerKind(rawValue: sampler) else { throw ValidationError("--sampler must be ddim, ddpm or dpm") }
-        request.sampling.kind = kind
-        request.sampling.steps = steps
-        request.sampling.guidance = guidance
+        request.sampling = sampling.settings
         try inpaint(request)
         print("wrote \(out)")
     }

@@ -17,8 +17,6 @@ struct TrainingOptionsGroup: ParsableArguments {
     @Flag(help: "Continue the run in --out from its last checkpoint.") var resume = false
     @Option(help: "Keep a numbered checkpoint every N steps (latest.safetensors is refreshed then too).") var checkpointEvery: Int = 500
     @Option(help: "Write a sample grid every N steps.") var sampleEvery: Int = 250
-    @Option(help: "Progress display: human, json or none.") var progress: ProgressStyle = .human
-    @Option(help: "Threads (default: all cores).") var threads: Int?
     @Option(help: "Network width: DCGAN ngf = ndf (default 64), U-Net base width (default 32).") var width: Int?
 
     func validate() throws {
@@ -35,9 +33,6 @@ struct TrainingOptionsGroup: ParsableArguments {
         return r
     }
 }
-
-extension ProgressStyle: ExpressibleByArgument {}
-extension GANLoss: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -56,20 +51,20 @@ struct TrainGAN: ParsableCommand {
         """)
 
     @OptionGroup var common: TrainingOptionsGroup
+    @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Loss: bce (non-saturating) or hinge.") var loss: GANLoss = .bce
     @Option(help: "Learning rate for both networks.") var learningRate: Float = 2e-4
     @Flag(inversion: .prefixedNo, help: "Differentiable augmentation before D (default: on below 2,000 images).") var augment: Bool? = nil
     @Flag(help: "Allow horizontal flips in the augmentation.") var flips = false
 
     func run() throws {
-        if let threads = common.threads { Parallel.setThreads(threads) }
-        var request = common.request()
-        request.augment = augment
-        request.flips = flips
+        runtime.apply()
         var options = GANTrainingOptions()
         options.loss = loss
         options.learningRate = learningRate
-        let result = try trainGAN(request, options: options, out: URL(fileURLWithPath: common.out), resume: common.resume, progress: common.progress)
+        options.augment = augment
+        options.augmentation.horizontalFlip = flips
+        let result = try trainGAN(common.request(), options: options, out: URL(fileURLWithPath: common.out), resume: common.resume, progress: runtime.progress)
         print("trained to step \(result.finalStep); model: \(result.run.model.path)")
     }
 }

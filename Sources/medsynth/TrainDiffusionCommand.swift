@@ -4,9 +4,6 @@ import Core
 import Engine
 import Generators
 
-extension PredictionTarget: ExpressibleByArgument {}
-extension NoiseScheduleKind: ExpressibleByArgument {}
-
 struct TrainDiffusion: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "diffusion",
@@ -17,6 +14,7 @@ struct TrainDiffusion: ParsableCommand {
         """)
 
     @OptionGroup var common: TrainingOptionsGroup
+    @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Noise schedule: cosine or linear.") var schedule: NoiseScheduleKind = .cosine
     @Option(help: "Prediction target: epsilon or v.") var target: PredictionTarget = .epsilon
     @Option(help: "AdamW learning rate.") var learningRate: Float = 2e-4
@@ -24,14 +22,14 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "DDIM steps for the sample grids.") var gridSteps: Int = 25
 
     func run() throws {
-        if let threads = common.threads { Parallel.setThreads(threads) }
+        runtime.apply()
         var options = DiffusionTrainingOptions()
         options.schedule = schedule
         options.target = target
         options.learningRate = learningRate
         options.labelDropout = labelDropout
         let result = try trainDiffusion(common.request(), options: options, out: URL(fileURLWithPath: common.out),
-                                        resume: common.resume, progress: common.progress, gridSteps: gridSteps)
+                                        resume: common.resume, progress: runtime.progress, gridSteps: gridSteps)
         print("trained to step \(result.finalStep); model: \(result.run.model.path)")
     }
 }

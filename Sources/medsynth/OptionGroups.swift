@@ -1,0 +1,69 @@
+import ArgumentParser
+import Compositor
+import Core
+import Engine
+import Generators
+import Workflows
+
+// MARK: - Option groups shared by several commands, and argument types the parser validates
+
+/// How a long-running command reports progress and how many cores it uses.
+struct RuntimeOptions: ParsableArguments {
+    @Option(help: "Progress display: human (one refreshed line with rate and ETA), json (one object per line, for schedulers and notebooks) or none.")
+    var progress: ProgressStyle = .human
+    @Option(help: "Worker threads for medsynth's loops and BLAS (default: all cores).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    /// Applies --threads; call first in `run()`.
+    func apply() {
+        if let threads { Parallel.setThreads(threads) }
+    }
+}
+
+/// How a diffusion model samples: generate, balance and inpaint take the same flags.
+struct SamplingOptions: ParsableArguments {
+    @Option(help: "Diffusion sampler: ddim, ddpm, or dpm (DPM-Solver++ 2M).")
+    var sampler: SamplerKind = .ddim
+    @Option(help: "Diffusion sampling steps: model evaluations per image (DDPM always uses all of the schedule's).")
+    var samplingSteps: Int = 50
+    @Option(help: "Classifier-free guidance scale w (1 = plain conditional, 0 = unconditional).")
+    var guidance: Double = 1
+    @Option(help: "DDIM eta (0 = deterministic).")
+    var eta: Double = 0
+
+    func validate() throws {
+        guard samplingSteps >= 1 else { throw ValidationError("--sampling-steps must be at least 1") }
+        guard eta >= 0, eta.isFinite, guidance.isFinite else { throw ValidationError("--eta must be >= 0 and --guidance finite") }
+    }
+
+    var settings: SamplerSettings {
+        var settings = SamplerSettings()
+        settings.kind = sampler
+        settings.steps = samplingSteps
+        settings.guidance = guidance
+        settings.eta = eta
+        return settings
+    }
+}
+
+extension ProgressStyle: ExpressibleByArgument {}
+extension SamplerKind: ExpressibleByArgument {}
+extension GANLoss: ExpressibleByArgument {}
+extension PredictionTarget: ExpressibleByArgument {}
+extension NoiseScheduleKind: ExpressibleByArgument {}
+extension BlendMode: ExpressibleByArgument {}
+extension IntensityMatch: ExpressibleByArgument {}
+extension LesionPolarity: ExpressibleByArgument {}
+
+extension Shard: ExpressibleByArgument {
+    /// "K/N" with 0 ≤ K < N.
+    public init?(argument: String) { try? self.init(parsing: argument) }
+}
+
+extension BalanceTarget: ExpressibleByArgument {
+    public init?(argument: String) { try? self.init(parsing: argument) }
+}
