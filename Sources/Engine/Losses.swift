@@ -79,3 +79,29 @@ func softmaxRowBackward(_ y: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _
     for j in 0..<d { dot += dy[j] * y[j] }
     for j in 0..<d { dx[j] += y[j] * (dy[j] - dot) }
 }
+
+/// Mean cross-entropy of integer `labels` under softmax(`logits`) (N×C), through the stable
+/// log-sum-exp; the gradient is (softmax − one-hot) / N.
+public func softmaxCrossEntropy(_ logits: Tensor, labels: [Int]) -> Tensor {
+    precondition(logits.rank == 2 && logits.shape[0] == labels.count, "softmaxCrossEntropy: logits \(logits.shape) for \(labels.count) labels")
+    let n = logits.shape[0], c = logits.shape[1]
+    precondition(labels.allSatisfy { $0 >= 0 && $0 < c }, "softmaxCrossEntropy: a label is outside 0..<\(c)")
+    var probabilities = [Float](repeating: 0, count: n * c)
+    var loss = 0.0
+    for i in 0..<n {
+        var mx = -Float.infinity
+        for j in 0..<c { mx = max(mx, logits.data[i * c + j]) }
+        var s: Double = 0
+        for j in 0..<c { let e = exp(Double(logits.data[i * c + j] - mx)); probabilities[i * c + j] = Float(e); s += e }
+        for j in 0..<c { probabilities[i * c + j] /= Float(s) }
+        loss += log(s) + Double(mx) - Double(logits.data[i * c + labels[i]])
+    }
+    return Tensor.makeResult(shape: [1], data: [Float(loss / Double(n))], parents: [logits]) { y in
+        let g = y.grad![0] / Float(n)
+        logits.withGradBuffer { dl in
+            for i in 0..<n {
+                for j in 0..<c { dl[i * c + j] += g * (probabilities[i * c + j] - (j == labels[i] ? 1 : 0)) }
+            }
+        }
+    }
+}

@@ -68,55 +68,6 @@ public final class UtilityClassifier: Module {
     }
 }
 
-/// Mean over each channel's plane: N×C×H×W → N×C.
-public func globalAveragePool(_ x: Tensor) -> Tensor {
-    precondition(x.rank == 4, "globalAveragePool: needs N×C×H×W, got \(x.shape)")
-    let n = x.shape[0], c = x.shape[1], plane = x.shape[2] * x.shape[3]
-    var out = [Float](repeating: 0, count: n * c)
-    x.data.withUnsafeBufferPointer { xp in
-        for i in 0..<n * c {
-            var s: Float = 0
-            for j in 0..<plane { s += xp[i * plane + j] }
-            out[i] = s / Float(plane)
-        }
-    }
-    return Tensor.makeResult(shape: [n, c], data: out, parents: [x]) { y in
-        let g = y.grad!
-        x.withGradBuffer { dx in
-            for i in 0..<n * c {
-                let v = g[i] / Float(plane)
-                for j in 0..<plane { dx[i * plane + j] += v }
-            }
-        }
-    }
-}
-
-/// Mean cross-entropy of integer `labels` under softmax(`logits`) (N×C), through the stable
-/// log-sum-exp; the gradient is (softmax − one-hot) / N.
-public func softmaxCrossEntropy(_ logits: Tensor, labels: [Int]) -> Tensor {
-    precondition(logits.rank == 2 && logits.shape[0] == labels.count, "softmaxCrossEntropy: logits \(logits.shape) for \(labels.count) labels")
-    let n = logits.shape[0], c = logits.shape[1]
-    precondition(labels.allSatisfy { $0 >= 0 && $0 < c }, "softmaxCrossEntropy: a label is outside 0..<\(c)")
-    var probabilities = [Float](repeating: 0, count: n * c)
-    var loss = 0.0
-    for i in 0..<n {
-        var mx = -Float.infinity
-        for j in 0..<c { mx = max(mx, logits.data[i * c + j]) }
-        var s: Double = 0
-        for j in 0..<c { let e = exp(Double(logits.data[i * c + j] - mx)); probabilities[i * c + j] = Float(e); s += e }
-        for j in 0..<c { probabilities[i * c + j] /= Float(s) }
-        loss += log(s) + Double(mx) - Double(logits.data[i * c + labels[i]])
-    }
-    return Tensor.makeResult(shape: [1], data: [Float(loss / Double(n))], parents: [logits]) { y in
-        let g = y.grad![0] / Float(n)
-        logits.withGradBuffer { dl in
-            for i in 0..<n {
-                for j in 0..<c { dl[i * c + j] += g * (probabilities[i * c + j] - (j == labels[i] ? 1 : 0)) }
-            }
-        }
-    }
-}
-
 // MARK: - Training and scoring
 
 /// Trains a fresh classifier (initial weights from `settings.seed`) for `steps` Adam steps on

@@ -31,20 +31,6 @@ public struct GenerationReport {
     public let manifest: URL
 }
 
-/// One manifest line: which file, which sample, from what.
-public struct ManifestRecord: Codable, Equatable {
-    public var file: String
-    public var `class`: String?
-    public var seed: UInt64
-    public var sample_index: Int
-    public var model_id: String
-    public var model_kind: String
-    public var sampler: String?
-    public var steps: Int?
-    public var guidance: Double?
-    public var source: String = "synthetic"
-}
-
 /// Anything that turns sample indices (and classes) into images.
 protocol SampleSource {
     var config: (imageSize: Int, channels: Int, classNames: [String]) { get }

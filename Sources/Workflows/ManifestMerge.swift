@@ -20,15 +20,13 @@ public struct MergeReport {
     public let manifest: URL
 }
 
-/// One shard manifest line, parsed.
+/// One shard manifest line: its item key, its text (written to the merged manifest as it is) and what it says.
 struct ManifestItem {
     /// [sample_index] or [index, instance].
     var key: [Int]
     var line: String
     var shard: Int
-    var files: [String]
-    /// Values that must agree across the whole run (seed, model).
-    var run: [String: String]
+    var fields: ShardManifestLine
 }
 
 /// Parses "manifest.shard-K-of-N.jsonl" into (K, N).
@@ -82,32 +80,24 @@ public func mergeManifests(in folder: URL, expect: Int? = nil) throws -> MergeRe
     for (k, name) in shardFiles {
         let path = folder.appendingPathComponent(name).path
         guard let data = fm.contents(atPath: path) else { throw MedSynthError(file: path, "cannot read") }
-        for (number, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated()
-            where !line.trimmingCharacters(in: .whitespaces).isEmpty {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                throw MedSynthError(file: path, "line \(number + 1) is not a JSON object")
-            }
-            let item: ManifestItem
-            if let i = object["sample_index"] as? Int {
-                item = ManifestItem(key: [i], line: String(line), shard: k, files: [object["file"] as? String].compactMap { $0 },
-                                    run: ["seed": "\(object["seed"] ?? "-")", "model_id": "\(object["model_id"] ?? "-")"])
-            } else if let i = object["index"] as? Int, let instance = object["instance"] as? Int {
-                item = ManifestItem(key: [i, instance], line: String(line), shard: k,
-                                    files: [object["image"] as? String, object["mask"] as? String].compactMap { $0 },
-                                    run: ["seed": "\(object["seed"] ?? "-")"])
-            } else {
+        for (number, (text, line)) in try decodeJSONLines(data, as: ShardManifestLine.self, file: path).enumerated() {
+            guard let key = line.key else {
                 throw MedSynthError(file: path, "line \(number + 1) has neither sample_index (generate) nor index and instance (composite)")
             }
-            let itemKind = item.key.count == 1 ? "generate" : "composite"
+            let item = ManifestItem(key: key, line: text, shard: k, fields: line)
+            let itemKind = key.count == 1 ? "generate" : "composite"
             if let kind, kind != itemKind { throw MedSynthError(file: path, "mixes generate and composite lines; merge each run in its own folder") }
             kind = itemKind
-            guard item.key[0] >= 0 else { throw MedSynthError(file: path, "line \(number + 1) has a negative index") }
-            if item.key[0] % total != k {
-                throw MedSynthError(file: path, "item \(item.key[0]) does not belong to shard \(k)/\(total) (a shard does items K, K+N, …)")
+            guard key[0] >= 0, key.count == 1 || key[1] >= 1 else { throw MedSynthError(file: path, "line \(number + 1) has a negative index or an instance below 1") }
+            if key[0] % total != k {
+                throw MedSynthError(file: path, "item \(key[0]) does not belong to shard \(k)/\(total) (a shard does items K, K+N, …)")
             }
             if let first = items.first {
-                for (field, value) in item.run where first.run[field] != value {
-                    throw MedSynthError(file: folder.path, "shards disagree on \(field): \(first.run[field] ?? "-") in shard \(first.shard)/\(total), \(value) in shard \(k)/\(total); they were not one run")
+                if first.fields.seed != line.seed {
+                    throw MedSynthError(file: folder.path, "shards disagree on seed: \(first.fields.seed.map(String.init) ?? "-") in shard \(first.shard)/\(total), \(line.seed.map(String.init) ?? "-") in shard \(k)/\(total); they were not one run")
+                }
+                if first.fields.model_id != line.model_id {
+                    throw MedSynthError(file: folder.path, "shards disagree on model_id: \(first.fields.model_id ?? "-") in shard \(first.shard)/\(total), \(line.model_id ?? "-") in shard \(k)/\(total); they were not one run")
                 }
             }
             items.append(item)
@@ -126,9 +116,9 @@ public func mergeManifests(in folder: URL, expect: Int? = nil) throws -> MergeRe
     }
     let indices = Set(items.map { $0.key[0] })
     let upper = expect ?? ((indices.max() ?? -1) + 1)
-    let missing = (0..<upper).filter { !indices.contains($0) }.map(String.init)
-    guard missing.isEmpty else {
-        throw MedSynthError(file: folder.path, "missing item(s) \(listed(missing))\(expect.map { " of the \($0) expected" } ?? "")")
+    let (firstMissing, missingCount) = gaps(in: indices.sorted(), below: upper, listing: 10)
+    guard missingCount == 0 else {
+        throw MedSynthError(file: folder.path, "missing item(s) \(listed(firstMissing.map(String.init), total: missingCount))\(expect.map { " of the \($0) expected" } ?? "")")
     }
     if let extra = items.last?.key[0], extra >= upper {
         throw MedSynthError(file: folder.path, "item \(extra) is beyond the \(upper) expected (--expect); was the run larger?")
@@ -146,7 +136,7 @@ public func mergeManifests(in folder: URL, expect: Int? = nil) throws -> MergeRe
         }
     }
     var absent: [String] = []
-    for item in items { for file in item.files where !fm.fileExists(atPath: folder.appendingPathComponent(file).path) { absent.append(file) } }
+    for item in items { for file in item.fields.files where !fm.fileExists(atPath: folder.appendingPathComponent(file).path) { absent.append(file) } }
     guard absent.isEmpty else {
         throw MedSynthError(file: folder.path, "manifest names missing file(s) \(listed(absent)) — rerun their shard with --resume")
     }
@@ -156,7 +146,25 @@ public func mergeManifests(in folder: URL, expect: Int? = nil) throws -> MergeRe
     return MergeReport(lines: items.count, items: indices.count, shards: total, manifest: out)
 }
 
-/// The first ten of a list, then how many more.
-func listed(_ values: [String]) -> String {
-    values.prefix(10).joined(separator: ", ") + (values.count > 10 ? " and \(values.count - 10) more" : "")
+/// The first ten of a list of `total` (default: the list's length), then how many more.
+func listed(_ values: [String], total: Int? = nil) -> String {
+    let count = total ?? values.count
+    return values.prefix(10).joined(separator: ", ") + (count > 10 ? " and \(count - 10) more" : "")
+}
+
+/// The first `listing` numbers of 0..<upper that `sorted` (ascending, distinct) lacks, and how many
+/// it lacks, in time linear in `sorted` whatever `upper` is (indices come from files).
+func gaps(in sorted: [Int], below upper: Int, listing: Int) -> (first: [Int], count: Int) {
+    var first: [Int] = [], count = 0, next = 0
+    func note(_ range: Range<Int>) {
+        guard !range.isEmpty else { return }
+        count += range.count
+        first += range.prefix(max(0, listing - first.count))
+    }
+    for value in sorted where value < upper {
+        note(next..<value)
+        next = value + 1
+    }
+    note(next..<max(next, upper))
+    return (first, count)
 }

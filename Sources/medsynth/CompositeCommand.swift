@@ -98,7 +98,7 @@ func parseContrast(_ text: String) throws -> Double {
     return fraction
 }
 
-/// Hidden: one lesion into one scan at a fixed place, timed (used by scripts/compare_opencv_seamless.py).
+/// Hidden: one lesion into one scan at a fixed place, timed (used by scripts/experiments/compare_opencv_seamless.py).
 struct BenchComposite: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-composite",

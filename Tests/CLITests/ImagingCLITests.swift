@@ -4,7 +4,7 @@ import TestSupport
 
 /// `medsynth info` and `medsynth convert`, run as the built binary.
 final class ImagingCLITests: XCTestCase {
-    /// 3x2 8-bit RGB PNG: pixel (x, y) = (100x, 200y, 50). Made by scripts/make_imaging_fixtures.py's writer.
+    /// 3x2 8-bit RGB PNG: pixel (x, y) = (100x, 200y, 50). Made by scripts/fixtures/make_imaging_fixtures.py's writer.
     private static let rgbPNG = "iVBORw0KGgoAAAANSUhEUgAAAAMAAAACCAIAAAASFvFNAAAADElEQVR42mNgYDBKYTA6wWDXJPJDAAAADUlEQVTEyHACyGIAIgAj3AOG8YGnCQAAAABJRU5ErkJggg=="
     /// 4x4 16-bit gray PNG: pixel (x, y) = 1000x + 10000y.
     private static let gray16PNG = "iVBORw0KGgoAAAANSUhEUgAAAAQAAAAEEAAAAADcCh3hAAAAFElEQVR42mNgYGB+wX6BewejugDzCxYgZAJC/RkAAAAVSURBVFIX0BBQB0JmPwWxP2I1ojUAoxAJBtsbbQ0AAAAASUVORK5CYII="

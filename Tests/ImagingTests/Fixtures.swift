@@ -1,7 +1,7 @@
 import Foundation
 import TestSupport
 
-/// A committed fixture file (Tests/ImagingTests/Fixtures, made by scripts/make_imaging_fixtures.py).
+/// A committed fixture file (Tests/ImagingTests/Fixtures, made by scripts/fixtures/make_imaging_fixtures.py).
 func fixtureURL(_ name: String) -> URL {
     Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent(name)
 }

@@ -3,7 +3,7 @@ import XCTest
 import TestSupport
 import Core
 
-/// URL of a committed fixture (made by scripts/make_medical_fixtures.py).
+/// URL of a committed fixture (made by scripts/fixtures/make_medical_fixtures.py).
 func fixtureURL(_ name: String) throws -> URL {
     guard let folder = Bundle.module.url(forResource: "Fixtures", withExtension: nil) else {
         throw MedSynthError("test fixtures folder is missing from the bundle")

@@ -376,7 +376,7 @@ final class BatchScriptTests: XCTestCase {
         var options = CompositeOptions(backgrounds: root.appendingPathComponent("data/healthy"), out: root.appendingPathComponent("whole"))
         options.seed = 3
         _ = try runComposite(options, lesions: try FolderLesionSource(folder: root.appendingPathComponent("patches")))
-        let script = repositoryRoot.appendingPathComponent("scripts/batch_generate.sh").path
+        let script = repositoryRoot.appendingPathComponent("scripts/cluster/batch_generate.sh").path
         let arguments = ["-n", "3", "-j", "2", "composite", "--backgrounds", "data/healthy", "--lesions", "patches", "--out", "sharded", "--seed", "3"]
         let result = try runProcess("/bin/bash", [script] + arguments, environment: ["MEDSYNTH": binary.path], in: root, timeout: 120)
         XCTAssertEqual(result.status, 0, result.output)
@@ -394,7 +394,7 @@ final class BatchScriptTests: XCTestCase {
         XCTAssert(bad.output.contains("must be generate or composite"), bad.output)
     }
 
-    /// Brings up a real single-node SLURM (scripts/test_slurm.sh) and checks that the array job plus
+    /// Brings up a real single-node SLURM (scripts/cluster/test_slurm.sh) and checks that the array job plus
     /// the dependent merge job equal one unsharded run. It installs and starts system services, so it
     /// runs only when asked for: MEDSYNTH_SLURM_TEST=1 (as root with apt-get, or with SLURM already up).
     func testSLURMArrayJobAndDependentMergeEqualOneRun() throws {
@@ -404,7 +404,7 @@ final class BatchScriptTests: XCTestCase {
         guard let binary = builtBinary() else { throw XCTSkip("SLURM test skipped: the medsynth executable is not built next to the tests") }
         let folder = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: folder) }
-        let script = repositoryRoot.appendingPathComponent("scripts/test_slurm.sh").path
+        let script = repositoryRoot.appendingPathComponent("scripts/cluster/test_slurm.sh").path
         let result = try runProcess("/bin/bash", [script], environment: ["MEDSYNTH": binary.path, "MEDSYNTH_SLURM_BUDGET": "170"],
                                     in: folder, timeout: 180)
         XCTAssertFalse(result.timedOut, "test_slurm.sh ran past its time limit:\n\(result.output)")

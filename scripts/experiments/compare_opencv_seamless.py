@@ -9,7 +9,7 @@ as seamlessClone expects), blends the patch at a fixed place with
 and prints the time per lesion of each and the mean absolute difference inside the mask.
 Also solves the same equation exactly with scipy.sparse.linalg.spsolve as a reference.
 
-Usage: python3 scripts/compare_opencv_seamless.py [--medsynth .build/release/medsynth] [--repeats 200]
+Usage: python3 scripts/experiments/compare_opencv_seamless.py [--medsynth .build/release/medsynth] [--repeats 200]
 Needs: numpy, scipy, pillow, opencv-python-headless.
 """
 import argparse

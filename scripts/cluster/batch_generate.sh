@@ -3,8 +3,8 @@
 # parallel (each --shard K/N --resume), then `medsynth manifest merge`. The union of the shards is
 # byte for byte one unsharded run; rerunning after a crash or kill finishes only what is missing.
 #
-#   scripts/batch_generate.sh [-n SHARDS] [-j PARALLEL] generate --model M --count 1000 --out DIR [--seed S ...]
-#   scripts/batch_generate.sh -n 4 composite --backgrounds B --lesions L --out DIR
+#   scripts/cluster/batch_generate.sh [-n SHARDS] [-j PARALLEL] generate --model M --count 1000 --out DIR [--seed S ...]
+#   scripts/cluster/batch_generate.sh -n 4 composite --backgrounds B --lesions L --out DIR
 #
 # SHARDS defaults to the number of cores, PARALLEL (shards running at once) to SHARDS. Each shard
 # logs to DIR/.logs/shard-K-of-N.log with one JSON progress object per line. The binary is
@@ -46,7 +46,7 @@ done
 
 if [ -n "${MEDSYNTH:-}" ]; then bin=$MEDSYNTH
 elif command -v medsynth >/dev/null 2>&1; then bin=$(command -v medsynth)
-else bin="$(cd "$(dirname "$0")/.." && pwd)/.build/release/medsynth"; fi
+else bin="$(cd "$(dirname "$0")/../.." && pwd)/.build/release/medsynth"; fi
 [ -x "$bin" ] || { echo "batch_generate.sh: no medsynth binary at '$bin' (set MEDSYNTH or run swift build -c release)" >&2; exit 2; }
 
 mkdir -p "$out/.logs"

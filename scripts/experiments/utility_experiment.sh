@@ -4,9 +4,9 @@
 # compositor; a small CNN is trained on each and tested on held-out real slices (every 4th slice,
 # split by slice so a test slice's healthy and lesion versions never meet training).
 # Needs the two-class set made by scripts/train_models.sh (MEDSYNTH_WORK, default work/models).
-#   bash scripts/utility_experiment.sh [EPOCHS]
+#   bash scripts/experiments/utility_experiment.sh [EPOCHS]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 B=${MEDSYNTH_BIN:-$ROOT/.build/release/medsynth}
 SRC=$(cd "${MEDSYNTH_WORK:-work/models}" 2>/dev/null && pwd)/mni64-2class

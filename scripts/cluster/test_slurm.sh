@@ -3,10 +3,10 @@
 # Debian's packages (slurm-wlm, munge): a private munge key and munged, a slurm.conf naming this
 # host with its CPUs (loopback only, private ports, state and logs in a temporary folder),
 # slurmctld and slurmd. It trains a tiny GAN, submits the sharded array job and the dependent
-# merge job with scripts/slurm_submit.sh (sbatch), waits for them, checks that the merged output
+# merge job with scripts/cluster/slurm_submit.sh (sbatch), waits for them, checks that the merged output
 # equals one unsharded run file for file (SHA-256), and shuts the daemons down.
 #
-#   MEDSYNTH=.build/release/medsynth scripts/test_slurm.sh
+#   MEDSYNTH=.build/release/medsynth scripts/cluster/test_slurm.sh
 #
 # Prints "SKIPPED: reason" and exits 0 when it cannot run (not root, no apt-get, packages not
 # installable); prints "PASSED" and exits 0 on success; "FAILED: reason" and exits 1 otherwise.
@@ -14,7 +14,7 @@
 # (default 170); the run itself takes about 15 s once the packages are installed.
 set -uo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=$(cd "$(dirname "$0")/../.." && pwd)
 budget=${MEDSYNTH_SLURM_BUDGET:-170}
 skip() { echo "SKIPPED: $*"; exit 0; }
 # cap N: N seconds, or what is left of the budget if less (at least 1).
@@ -140,7 +140,7 @@ timeout "$(cap 120)" "$bin" train gan --data "$repo/datasets/mni64" --out "$work
 # 5. The array job (3 shards) and the dependent merge job, through sbatch.
 export MEDSYNTH=$bin
 count=10
-ids=$(cd "$work" && timeout 20 "$repo/scripts/slurm_submit.sh" 3 generate --model "$work/gan" --count "$count" --seed 7 \
+ids=$(cd "$work" && timeout 20 "$repo/scripts/cluster/slurm_submit.sh" 3 generate --model "$work/gan" --count "$count" --seed 7 \
   --out "$work/sharded" --batch 4) || fail "sbatch submission failed"
 read -r array_id merge_id <<<"$ids"
 echo "array job $array_id, merge job $merge_id" >&2

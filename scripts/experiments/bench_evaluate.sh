@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark of `medsynth evaluate` (issue 6): features and every metric for N synthetic 64×64
 # images against N real ones (default N = 10000), release build, on this machine.
-# Usage: bash scripts/bench_evaluate.sh [N] [WORKDIR]
+# Usage: bash scripts/experiments/bench_evaluate.sh [N] [WORKDIR]
 # The images are made once by the Python below (numpy only; seeded phantoms: ellipses of
 # tissue with lesions and noise; the "synthetic" set is a second seed, slightly blurred and
 # brighter) and reused on later runs. SCRATCH picks the SwiftPM build folder (default .build).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 N="${1:-10000}"
 WORK="${2:-/tmp/medsynth-bench-evaluate}"
 SCRATCH="${SCRATCH:-.build}"

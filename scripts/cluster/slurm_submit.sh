@@ -2,8 +2,8 @@
 # Submits a sharded run to SLURM: an array job of N shards and the manifest merge as a job that
 # depends on it (afterok). Prints the two job ids ("ARRAY_ID MERGE_ID") on stdout.
 #
-#   scripts/slurm_submit.sh N generate --model M --count 1000 --out DIR [--seed S ...]
-#   scripts/slurm_submit.sh N composite --backgrounds B --lesions L --out DIR
+#   scripts/cluster/slurm_submit.sh N generate --model M --count 1000 --out DIR [--seed S ...]
+#   scripts/cluster/slurm_submit.sh N composite --backgrounds B --lesions L --out DIR
 #
 # Extra sbatch options (partition, account, time) go in SBATCH_EXTRA, e.g.
 # SBATCH_EXTRA="--partition=cpu --account=lab". Logs: DIR/.logs/slurm-<job>_<task>.out.
