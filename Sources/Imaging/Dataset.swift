@@ -126,7 +126,8 @@ struct FolderWalker {
         do { names = try FileManager.default.contentsOfDirectory(atPath: folder.path) } catch {
             throw MedSynthError(file: folder.path, "cannot list folder")
         }
-        var files: [URL] = [], folders: [URL] = []
+        // Real entries before links, so a link (not the file it points to) is the one reported twice.
+        var found: [(url: URL, isLink: Bool, info: stat)] = []
         for name in names.sorted() where !name.hasPrefix(".") {
             let url = folder.appendingPathComponent(name)
             var link = stat(), info = stat()
@@ -136,6 +137,10 @@ struct FolderWalker {
                 skipped.append(SkippedFile(url: url, reason: isLink ? "broken symbolic link" : "cannot read file information"))
                 continue
             }
+            found.append((url, isLink, info))
+        }
+        var keep = Set<URL>()
+        for (url, _, info) in found.filter({ !$0.isLink }) + found.filter(\.isLink) {
             let identity = FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
             switch info.st_mode & S_IFMT {
             case S_IFDIR:
@@ -144,17 +149,21 @@ struct FolderWalker {
                     continue
                 }
                 seenFolders.insert(identity)
-                folders.append(url)
+                keep.insert(url)
             case S_IFREG:
                 if let first = seenFiles[identity] {
                     skipped.append(SkippedFile(url: url, reason: "same file as \(first.path) (a link); counted once"))
                     continue
                 }
                 seenFiles[identity] = url
-                files.append(url)
+                keep.insert(url)
             default:
                 skipped.append(SkippedFile(url: url, reason: "not a regular file (\(fileTypeName(info.st_mode))); skipped"))
             }
+        }
+        var files: [URL] = [], folders: [URL] = []
+        for (url, _, info) in found where keep.contains(url) {
+            if (info.st_mode & S_IFMT) == S_IFDIR { folders.append(url) } else { files.append(url) }
         }
         return (files, folders)
     }
@@ -185,7 +194,7 @@ func fileTypeName(_ mode: mode_t) -> String {
 /// instead of hanging.
 func readFileHead(_ url: URL, count: Int) throws -> [UInt8] {
     let fd = open(url.path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-    guard fd >= 0 else { throw MedSynthError(file: url.path, "cannot open file: \(String(cString: strerror(errno)))") }
+    guard fd >= 0 else { throw MedSynthError(file: url.path, "cannot read: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     var info = stat()
     guard fstat(fd, &info) == 0 else { throw MedSynthError(file: url.path, "cannot read file information") }

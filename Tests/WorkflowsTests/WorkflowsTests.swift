@@ -255,11 +255,97 @@ final class ShardedRunTests: XCTestCase {
         // A sample file deleted after its shard finished is caught by the merge.
         try FileManager.default.removeItem(at: sharded.appendingPathComponent(sampleFileName(6)))
         assertThrows(try mergeManifests(in: sharded, expect: 8), containing: "missing file(s) sample_000006.png")
-        // A shard run with another seed does not belong to the run.
+        // A shard run with another seed does not belong to the run: resuming it into the folder is
+        // refused (its kept samples would be recorded under the wrong seed), and a shard manifest of
+        // another seed put there by hand is caught by the merge.
         var stray = GenerationRequest(model: run.path, count: 8, out: sharded)
         stray.seed = 6; stray.shard = Shard(index: 0, count: 3); stray.resume = true
-        try shard(0, resume: true); try generateImages(stray, progress: .none)
+        try shard(0, resume: true)
+        assertThrows(try generateImages(stray, progress: .none), containing: "exists with seed 5 but this run has seed 6")
+        stray.out = root.appendingPathComponent("stray")
+        try generateImages(stray, progress: .none)
+        try FileManager.default.removeItem(at: sharded.appendingPathComponent("manifest.shard-0-of-3.jsonl"))
+        try FileManager.default.copyItem(at: stray.out.appendingPathComponent("manifest.shard-0-of-3.jsonl"),
+                                         to: sharded.appendingPathComponent("manifest.shard-0-of-3.jsonl"))
         assertThrows(try mergeManifests(in: sharded), containing: "shards disagree on seed")
+    }
+
+    /// A pid no process has: a child that has already exited and been reaped.
+    func deadPID() throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "exit 0"]
+        try process.run()
+        process.waitUntilExit()
+        return process.processIdentifier
+    }
+
+    func testResumeRemakesInvalidSamplesAndRemovesOnlyOurStaleTemporaries() throws {
+        let run = try trainTinyGAN()
+        var reference = GenerationRequest(model: run.path, count: 6, out: root.appendingPathComponent("reference"))
+        reference.seed = 3
+        try generateImages(reference, progress: .none)
+        let out = root.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        func put(_ data: Data, _ name: String) throws { try data.write(to: out.appendingPathComponent(name)) }
+        // 0: a valid sample (kept); 1: empty; 2: a foreign 5x5 PNG; 3: right size but 16-bit; 4: not a PNG.
+        try FileManager.default.copyItem(at: reference.out.appendingPathComponent(sampleFileName(0)), to: out.appendingPathComponent(sampleFileName(0)))
+        try put(Data(), sampleFileName(1))
+        try writePNG(Image(width: 5, height: 5, channels: 1, bitDepth: 8), to: out.appendingPathComponent(sampleFileName(2)))
+        try writePNG(Image(width: 16, height: 16, channels: 1, bitDepth: 16), to: out.appendingPathComponent(sampleFileName(3)))
+        try put(Data("not a png".utf8), sampleFileName(4))
+        // Temporaries: ours and orphaned (dead pid; pid 1 is alive but not medsynth) are removed; a live
+        // writer's (this process), another name's and another run size's are kept.
+        let dead = try deadPID(), me = ProcessInfo.processInfo.processIdentifier
+        let removable = [".sample_000005.png.tmp-\(dead)-77", ".manifest.jsonl.tmp-\(dead)", ".sample_000002.png.tmp-1"]
+        let kept = [".sample_000003.png.tmp-\(me)-5", ".notes.txt.tmp-\(dead)", ".sample_000099.png.tmp-\(dead)", ".sample_000001.png.tmp-x\(dead)"]
+        for name in removable + kept { try put(Data("partial".utf8), name) }
+
+        var request = reference
+        request.out = out
+        request.resume = true
+        let report = try generateImages(request, progress: .none)
+        XCTAssertEqual(report.skipped, 1)
+        XCTAssertEqual(report.written, 5)
+        XCTAssertEqual(report.replaced.map { $0.file.lastPathComponent }, (1...4).map(sampleFileName))
+        XCTAssertEqual(report.replaced[0].reason, "file is empty (0 bytes)")
+        XCTAssertTrue(report.replaced[1].reason.contains("is 5x5"), report.replaced[1].reason)
+        XCTAssertTrue(report.replaced[2].reason.contains("16-bit; this run makes 16x16, 1 channel(s), 8-bit"), report.replaced[2].reason)
+        XCTAssertEqual(report.removedTemporaries.map(\.lastPathComponent).sorted(), removable.sorted())
+        let names = Set(try FileManager.default.contentsOfDirectory(atPath: out.path))
+        XCTAssertTrue(names.isSuperset(of: kept) && names.isDisjoint(with: removable), "\(names.sorted())")
+        XCTAssertEqual(try folderContents(out).filter { !$0.key.hasPrefix(".") }, try folderContents(reference.out),
+                       "every sample and the manifest equal an uninterrupted run's")
+    }
+
+    func testGenerateRefusesAForeignManifestAndResumingUnderOtherSettings() throws {
+        let run = try trainTinyGAN()
+        let out = root.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        let manifest = out.appendingPathComponent("manifest.jsonl")
+        let foreign = Data("{\"file\": \"scan1.png\", \"label\": \"tumour\"}\n".utf8)
+        try foreign.write(to: manifest)
+        var request = GenerationRequest(model: run.path, count: 3, out: out)
+        request.seed = 4
+        assertThrows(try generateImages(request, progress: .none), containing: "manifest.jsonl: exists and is not a manifest of `medsynth generate` (line 1")
+        XCTAssertEqual(try Data(contentsOf: manifest), foreign, "left untouched")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent(sampleFileName(0)).path), "refused before any sample")
+        // Another model's records are not ours either.
+        try FileManager.default.removeItem(at: manifest)
+        try generateImages(request, progress: .none)
+        let ours = try String(contentsOf: manifest, encoding: .utf8)
+        let renamed = ours.replacingOccurrences(of: "\"model_id\":\"", with: "\"model_id\":\"x")
+        try Data(renamed.utf8).write(to: manifest)
+        request.resume = true
+        assertThrows(try generateImages(request, progress: .none), containing: "belongs to another model")
+        // Our own manifest: a resume with the same settings rewrites it; with another seed it is refused.
+        try Data(ours.utf8).write(to: manifest)
+        XCTAssertEqual(try generateImages(request, progress: .none).skipped, 3)
+        request.seed = 5
+        assertThrows(try generateImages(request, progress: .none), containing: "exists with seed 4 but this run has seed 5")
+        request.seed = 4
+        request.className = "lesion"
+        assertThrows(try generateImages(request, progress: .none), containing: "but this run has class lesion")
     }
 
     /// A real `medsynth generate` process killed with SIGKILL mid-run, then resumed.
