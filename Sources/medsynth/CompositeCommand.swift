@@ -84,7 +84,7 @@ struct Composite: ParsableCommand {
         if !summary.removedTemporaries.isEmpty {
             print("removed \(summary.removedTemporaries.count) temporary file(s) left by an interrupted run")
         }
-        print("wrote \(summary.written) images (\(summary.skipped) skipped), \(summary.lesions) lesions; manifest \(summary.manifest.path)")
+        print("wrote \(summary.written) images (\(summary.skipped) kept from an earlier run), \(summary.lesions) lesions; manifest \(summary.manifest.path)")
         if !summary.noRoom.isEmpty {
             print("no room for the lesions in \(summary.noRoom.count) scan(s); skipped (listed in the manifest with \"skipped\"):")
             for scan in summary.noRoom { print("  \(scan.url.path): \(scan.reason)") }

@@ -380,6 +380,8 @@ final class ShardedRunTests: XCTestCase {
         let resumed = try runProcess(binary.path, arguments + ["--resume"], in: root, timeout: 120)
         XCTAssertEqual(resumed.status, 0, resumed.output)
         XCTAssert(resumed.output.contains("wrote \(count - written) image(s), kept \(written) existing"), resumed.output)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.contains(".tmp-") }, [],
+                       "a temporary the kill left behind is removed by the resumed run")
         let visible = try folderContents(out).filter { !$0.key.hasPrefix(".") }
         XCTAssertEqual(visible, try folderContents(reference.out), "resumed run = one uninterrupted run, no duplicates")
         XCTAssertEqual(try jsonLines(out.appendingPathComponent("manifest.jsonl")).map { $0["sample_index"] as! Int }, Array(0..<count))
