@@ -309,6 +309,9 @@ public func runComposite(_ options: CompositeOptions, lesions: LesionSource,
                 let message = withPath(reason).message, prefix = backgroundURL.path + ": "
                 let why = message.hasPrefix(prefix) ? String(message.dropFirst(prefix.count)) : message
                 noRoom.append(SkippedFile(url: backgroundURL, reason: why))
+                // Outputs an earlier run left under this scan's names no longer belong to the manifest
+                // (and a stale part would make --resume keep them): remove them, part first.
+                for url in [partURL, imageURL, maskURL] where fm.fileExists(atPath: url.path) { try? fm.removeItem(at: url) }
                 manifest += try skippedScanLine(SkippedScanRecord(background: name, index: index, skipped: why, seed: options.seed))
                 progress?(CompositeProgress(done: done + 1, total: mine.count, name: name, skipped: true))
                 continue

@@ -249,6 +249,12 @@ final class CompositorTests: XCTestCase {
         options.regionMasks = regions
         options.seed = 3
         let source = try FolderLesionSource(folder: lesionFolder)
+        // Outputs of an earlier run (another seed) under scan1's names must not survive as if made by this one.
+        var earlier = options
+        earlier.regionMasks = nil
+        earlier.seed = 99
+        _ = try runComposite(earlier, lesions: source)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: options.out.appendingPathComponent("manifest.d/scan1.jsonl").path))
         let summary = try runComposite(options, lesions: source)
         XCTAssertEqual(summary.noRoom.map(\.url.lastPathComponent), ["scan1.png"])
         guard summary.noRoom.count == 1 else { return }
@@ -258,6 +264,7 @@ final class CompositorTests: XCTestCase {
         let fm = FileManager.default
         XCTAssertFalse(fm.fileExists(atPath: options.out.appendingPathComponent("images/scan1.png").path))
         XCTAssertFalse(fm.fileExists(atPath: options.out.appendingPathComponent("masks/scan1.png").path))
+        XCTAssertFalse(fm.fileExists(atPath: options.out.appendingPathComponent("manifest.d/scan1.jsonl").path))
         let lines = try String(contentsOf: summary.manifest, encoding: .utf8).split(separator: "\n")
             .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         XCTAssertEqual(lines.map { $0["index"] as! Int }, [0, 0, 1, 2, 2], "manifest in scan order, the skipped scan in its place")
