@@ -26,7 +26,8 @@ public struct CompositeOptions: Sendable {
     public var jitter = JitterLimits()
     public var seed: UInt64 = 0
     public var shard = Shard()
-    /// Skip images whose outputs (image, mask and manifest part) already exist.
+    /// Keep scans whose outputs (image, mask and manifest part) an earlier run of the same seed and
+    /// lesion count finished; make the others.
     public var resume = false
 
     public init(backgrounds: URL, out: URL) {
@@ -273,9 +274,7 @@ public func runComposite(_ options: CompositeOptions, lesions: LesionSource,
         let maskURL = masks.appendingPathComponent(stem + ".png")
         let partURL = parts.appendingPathComponent(stem + ".jsonl")
         let fm = FileManager.default
-        if options.resume && fm.fileExists(atPath: partURL.path) && fm.fileExists(atPath: imageURL.path)
-            && fm.fileExists(atPath: maskURL.path), let data = fm.contents(atPath: partURL.path) {
-            let part = String(decoding: data, as: UTF8.self)
+        if options.resume, let part = keptPart(part: partURL, image: imageURL, mask: maskURL, name: name, index: index, options: options) {
             manifest += part
             lesionCount += part.split(separator: "\n").count
             skipped += 1
@@ -331,6 +330,23 @@ public func runComposite(_ options: CompositeOptions, lesions: LesionSource,
     try writeAtomically(Data(manifest.utf8), to: manifestURL)
     return CompositeSummary(written: written, skipped: skipped, lesions: lesionCount, manifest: manifestURL,
                             noRoom: noRoom, removedTemporaries: removed)
+}
+
+/// The manifest part of a scan finished by an earlier run, when it may be kept on --resume: the
+/// part's lines are this scan's lesions 1…perImage under this run's seed, and the image and mask
+/// decode to the same size. Otherwise nil, and the scan is made again.
+func keptPart(part: URL, image: URL, mask: URL, name: String, index: Int, options: CompositeOptions) -> String? {
+    guard let bytes = try? readFileBytes(at: part) else { return nil }
+    let text = String(decoding: bytes, as: UTF8.self)
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    let lines = text.split(separator: "\n")
+    let records = lines.compactMap { try? decoder.decode(LesionRecord.self, from: Data($0.utf8)) }
+    guard records.count == lines.count, records.map(\.instance) == Array(1...options.perImage),
+          records.allSatisfy({ $0.seed == options.seed && $0.index == index && $0.background == name }),
+          let picture = try? readImage(at: image), let labels = try? readImage(at: mask),
+          picture.width == labels.width, picture.height == labels.height else { return nil }
+    return text.hasSuffix("\n") ? text : text + "\n"
 }
 
 /// A `SkippedScanRecord` as one JSON line, encoded like the lesion lines.

@@ -37,7 +37,7 @@ struct Composite: ParsableCommand {
     @Flag(help: "Poisson modes: erode the mask by 3 px and truncate like OpenCV's seamlessClone.") var opencvCompatible = false
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Do only images K, K+N, ... (K/N).") var shard: String = "0/1"
-    @Flag(help: "Skip images whose outputs already exist.") var resume = false
+    @Flag(help: "Keep images an earlier run with the same seed finished (outputs checked); make the others.") var resume = false
     @Option(help: "Progress display: human, json (one object per line, for schedulers) or none.") var progress: ProgressStyle = .human
 
     func validate() throws {

@@ -284,6 +284,19 @@ final class CompositorTests: XCTestCase {
         let again = try runComposite(options, lesions: source)
         XCTAssertEqual([again.written, again.skipped, again.noRoom.count], [0, 2, 1])
         XCTAssertEqual(try Data(contentsOf: again.manifest), try Data(contentsOf: summary.manifest))
+        // A damaged output, or a resume under another seed, makes those scans again.
+        let firstManifest = try Data(contentsOf: summary.manifest)
+        let scan2 = try Data(contentsOf: options.out.appendingPathComponent("images/scan2.png"))
+        try Data().write(to: options.out.appendingPathComponent("images/scan2.png"))
+        let repaired = try runComposite(options, lesions: source)
+        XCTAssertEqual([repaired.written, repaired.skipped], [1, 1])
+        XCTAssertEqual(try Data(contentsOf: options.out.appendingPathComponent("images/scan2.png")), scan2)
+        XCTAssertEqual(try Data(contentsOf: repaired.manifest), firstManifest)
+        options.seed = 4
+        let reseeded = try runComposite(options, lesions: source)
+        XCTAssertEqual(reseeded.skipped, 0, "parts of seed 3 are not kept for seed 4")
+        XCTAssertEqual(reseeded.written + reseeded.noRoom.count, 3)
+        options.seed = 3
         // compositeImage on its own still throws for such a scan.
         let scan1 = try readImage(at: scans.appendingPathComponent("scan1.png"))
         let region = try regionFromMask(readImage(at: regions.appendingPathComponent("scan1.png")), path: "r", width: 56, height: 52)
