@@ -12,9 +12,12 @@ import Glibc
 //   the class folders belong to no class and are reported as skipped;
 // - hidden files and folders (leading ".") are ignored;
 // - a file is an image if its first bytes are a PNG or JPEG signature, "DICM" at offset 128
-//   (DICOM Part 10), or its name ends in .nii / .nii.gz (NIfTI-1); other files are skipped and
+//   (DICOM Part 10), or it is NIfTI-1 (.nii / .nii.gz name, or "n+1" at 344); other files are skipped and
 //   reported, so a DICOM folder with stray files still loads. A multi-frame DICOM file or a NIfTI
-//   volume gives one entry per frame or slice.
+//   volume gives one entry per frame or slice;
+// - only regular files are read: FIFOs, sockets and devices are skipped with a note (opening a
+//   FIFO would block); links are followed, but a folder or file reached twice is skipped with a
+//   note (see `FolderWalker`), so a link to `..` neither loops nor counts files again.
 
 import MedicalFormats
 
@@ -80,11 +83,11 @@ struct FolderScan {
         }
     }
 
-    /// nil for a PNG/JPEG/DICOM/NIfTI file; otherwise why it is not one. Reads at most 132 bytes
-    /// and never blocks (a FIFO or device is refused before it is read).
+    /// nil for a PNG/JPEG/DICOM/NIfTI file; otherwise why it is not one. Reads at most 348 bytes
+    /// (a NIfTI-1 header: its magic is at 344) and never blocks (a FIFO or device is refused unread).
     static func notAnImageReason(_ url: URL) -> String? {
         let head: [UInt8]
-        do { head = try readFileHead(url, count: 132) } catch let error as MedSynthError {
+        do { head = try readFileHead(url, count: 348) } catch let error as MedSynthError {
             let prefix = url.path + ": "
             return error.message.hasPrefix(prefix) ? String(error.message.dropFirst(prefix.count)) : error.message
         } catch { return "cannot open file" }
@@ -253,7 +256,7 @@ public final class ImageFolderDataset: @unchecked Sendable {
         var expanded: [DatasetEntry] = []
         var medicalImages: [Int: Image] = [:]
         for entry in scan.entries {
-            let head = Data((try? readFileHead(entry.url, count: 132)) ?? [])
+            let head = Data((try? readFileHead(entry.url, count: 348)) ?? [])
             guard FolderScan.isMedicalFile(head, name: entry.url.lastPathComponent) else { expanded.append(entry); continue }
             let frames = try readImages(at: entry.url, options: medicalOptions)
             for (frame, image) in frames.enumerated() {

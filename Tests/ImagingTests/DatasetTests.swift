@@ -334,5 +334,10 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(nifti.frames, 3)
         XCTAssertEqual(nifti.images.count, 2)
         XCTAssertTrue(nifti.description.contains("4x3x3 voxels, 1 volume, uint8 (8 bits)"), nifti.description)
+        // An uncompressed NIfTI-1 file without its name is still found by its "n+1" magic at offset 344.
+        let unnamed = root.appendingPathComponent("anatomy")
+        try FileManager.default.copyItem(at: volume, to: unnamed)
+        XCTAssertNil(FolderScan.notAnImageReason(unnamed))
+        XCTAssertEqual(try medicalFileInfo(at: unnamed).images.count, 3)
     }
 }
