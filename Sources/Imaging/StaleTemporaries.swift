@@ -27,7 +27,8 @@ public func removeStaleTemporaries(in folder: URL, for names: Set<String>) -> [U
 
 /// (NAME, PID) for ".NAME.tmp-PID" or ".NAME.tmp-PID-RANDOM" (all digits), else nil.
 func parseTemporaryName(_ entry: String) -> (name: String, pid: Int32)? {
-    guard entry.hasPrefix("."), let marker = entry.range(of: ".tmp-", options: .backwards) else { return nil }
+    guard entry.hasPrefix("."), let marker = entry.range(of: ".tmp-", options: .backwards),
+          marker.lowerBound > entry.startIndex else { return nil }
     let name = String(entry[entry.index(after: entry.startIndex)..<marker.lowerBound])
     let parts = entry[marker.upperBound...].split(separator: "-", omittingEmptySubsequences: false)
     guard !name.isEmpty, parts.count == 1 || parts.count == 2,
@@ -37,13 +38,17 @@ func parseTemporaryName(_ entry: String) -> (name: String, pid: Int32)? {
 }
 
 /// True when `pid` may still be writing: it is this process, or a running process of this user
-/// running this same executable. Where /proc is missing, any running process of this user counts.
+/// whose executable is this one or is named medsynth… (/proc/PID/exe, else /proc/PID/comm). When
+/// neither can be read (no /proc), any running process of this user counts, to be safe.
 func isLiveWriter(_ pid: Int32) -> Bool {
     if pid == getpid() { return true }
     // ESRCH: no such process. EPERM: another user's process, so not one of our writers.
     guard kill(pid, 0) == 0 else { return false }
-    guard let mine = executablePath(of: "self") else { return true }
-    return executablePath(of: String(pid)) == mine
+    if let theirs = executablePath(of: String(pid)) {
+        return theirs == executablePath(of: "self") || (theirs as NSString).lastPathComponent.hasPrefix("medsynth")
+    }
+    guard let command = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) else { return true }
+    return command.hasPrefix("medsynth")
 }
 
 private func executablePath(of process: String) -> String? {

@@ -340,4 +340,39 @@ final class DatasetTests: XCTestCase {
         XCTAssertNil(FolderScan.notAnImageReason(unnamed))
         XCTAssertEqual(try medicalFileInfo(at: unnamed).images.count, 3)
     }
+
+    // MARK: - Stale temporaries (issue 16)
+
+    func testTemporaryNamesAndLiveWriters() throws {
+        XCTAssertEqual(parseTemporaryName(".sample_000001.png.tmp-4242-123")?.name, "sample_000001.png")
+        XCTAssertEqual(parseTemporaryName(".manifest.jsonl.tmp-77")?.pid, 77)
+        for name in ["sample_000001.png.tmp-1", ".x.tmp-", ".x.tmp-12a", ".x.tmp-1-2-3", ".tmp-5", ".x.tmp--1"] {
+            XCTAssertNil(parseTemporaryName(name), name)
+        }
+        XCTAssertTrue(isLiveWriter(getpid()))
+        // A running process that is not medsynth (its pid reused) is not a writer; neither is a finished one.
+        let sleeper = Process()
+        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        sleeper.arguments = ["30"]
+        try sleeper.run()
+        defer { sleeper.terminate(); sleeper.waitUntilExit() }
+        XCTAssertFalse(isLiveWriter(sleeper.processIdentifier))
+        let done = Process()
+        done.executableURL = URL(fileURLWithPath: "/bin/sh")
+        done.arguments = ["-c", "exit 0"]
+        try done.run()
+        done.waitUntilExit()
+        XCTAssertFalse(isLiveWriter(done.processIdentifier))
+        // Only the named files, only orphans, only regular files.
+        let folder = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let orphan = folder.appendingPathComponent(".a.png.tmp-\(done.processIdentifier)")
+        let live = folder.appendingPathComponent(".a.png.tmp-\(getpid())-9")
+        let other = folder.appendingPathComponent(".b.png.tmp-\(done.processIdentifier)")
+        for url in [orphan, live, other] { try Data("x".utf8).write(to: url) }
+        try FileManager.default.createDirectory(at: folder.appendingPathComponent(".a.png.tmp-\(sleeper.processIdentifier)"), withIntermediateDirectories: true)
+        XCTAssertEqual(removeStaleTemporaries(in: folder, for: ["a.png"]), [orphan])
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: folder.path)),
+                       [live.lastPathComponent, other.lastPathComponent, ".a.png.tmp-\(sleeper.processIdentifier)"])
+    }
 }
