@@ -27,7 +27,8 @@ public struct CompositeOptions: Sendable {
     public var jitter = JitterLimits()
     public var seed: UInt64 = 0
     public var shard = Shard()
-    /// Skip images whose outputs (image, mask and manifest part) already exist.
+    /// Keep scans whose outputs (image, mask and manifest part) an earlier run of the same seed and
+    /// lesion count finished; make the others.
     public var resume = false
 
     public init(backgrounds: URL, out: URL) {
@@ -95,10 +96,30 @@ public struct CompositeResult: Sendable {
     public var records: [LesionRecord]
 }
 
+/// One manifest line for a scan the run skipped because its allowed region had no room for all
+/// of its lesions. It has no image, mask or instance; `skipped` says why.
+public struct SkippedScanRecord: Codable, Equatable, Sendable {
+    public var background: String
+    public var index: Int
+    public var skipped: String
+    public var seed: UInt64
+}
+
 /// Places `options.perImage` lesions into `background` inside `region`, with all randomness from
 /// stream `index` of `options.seed`, so the result depends only on (seed, index) and the inputs.
+/// Throws when the region has no room for every lesion.
 public func compositeImage(background: Image, name: String, index: Int, region: BinaryMask,
                            lesions: LesionSource, options: CompositeOptions) throws -> CompositeResult {
+    switch try compositeOrNoRoom(background: background, name: name, index: index, region: region, lesions: lesions, options: options) {
+    case .success(let result): return result
+    case .failure(let noRoom): throw noRoom
+    }
+}
+
+/// `compositeImage`, with "no room for a lesion" as a `.failure` (a batch skips that scan) and
+/// every other problem thrown.
+func compositeOrNoRoom(background: Image, name: String, index: Int, region: BinaryMask,
+                       lesions: LesionSource, options: CompositeOptions) throws -> Result<CompositeResult, MedSynthError> {
     precondition(region.width == background.width && region.height == background.height, "compositeImage: region size")
     let stem = stem(name)
     var planes = background.colorPlanes()
@@ -134,12 +155,12 @@ public func compositeImage(background: Image, name: String, index: Int, region: 
             var scratch = RandomStream(seed: 0)
             let box = tried.mask.boundingBox!
             if placeMask(tried.mask, in: withoutBorder(region), random: &scratch) == nil {
-                throw MedSynthError(file: name, "lesion \(lesions.sourceLabel(tried.lesion)) (\(box.width)x\(box.height) px "
+                return .failure(MedSynthError(file: name, "lesion \(lesions.sourceLabel(tried.lesion)) (\(box.width)x\(box.height) px "
                     + "at scale \(rounded(tried.transform.scale, 2))) is larger than the allowed region "
-                    + "(\(region.count) px); use smaller lesions, a smaller --margin or a larger region mask")
+                    + "(\(region.count) px); use smaller lesions, a smaller --margin or a larger region mask"))
             }
-            throw MedSynthError(file: name, "no room left in the allowed region for lesion \(slot + 1) of \(options.perImage) "
-                + "(spacing \(options.spacing) px); lower --per-image or --spacing")
+            return .failure(MedSynthError(file: name, "no room left in the allowed region for lesion \(slot + 1) of \(options.perImage) "
+                + "(spacing \(options.spacing) px); lower --per-image or --spacing"))
         }
         var patch = chosen.patch
         let (lesionIndex, transform) = (chosen.lesion, chosen.transform)
@@ -179,7 +200,7 @@ public func compositeImage(background: Image, name: String, index: Int, region: 
     for c in planes.indices { image.setChannel(c, from: planes[c], truncate: options.blend.openCVCompatible) }
     let labelImage = Image(width: background.width, height: background.height, channels: 1,
                            bitDepth: options.perImage <= 255 ? 8 : 16, samples: labels)
-    return CompositeResult(image: image, labels: labelImage, records: records)
+    return .success(CompositeResult(image: image, labels: labelImage, records: records))
 }
 
 // MARK: - Batch
@@ -196,9 +217,15 @@ public struct CompositeProgress: Sendable {
 /// What a run did.
 public struct CompositeSummary: Sendable {
     public var written: Int
+    /// Scans kept from an earlier run (--resume).
     public var skipped: Int
     public var lesions: Int
     public var manifest: URL
+    /// Scans without room for their lesions: nothing written for them; each has a
+    /// `SkippedScanRecord` line in the manifest. The reason names the scan's path.
+    public var noRoom: [SkippedFile] = []
+    /// Orphaned temporaries of an interrupted run that were removed.
+    public var removedTemporaries: [URL] = []
 }
 
 /// Composites lesions into every scan of `options.backgrounds` that belongs to `options.shard`,
@@ -229,7 +256,18 @@ public func runComposite(_ options: CompositeOptions, lesions: LesionSource,
         }
     }
     let mine = names.indices.filter { options.shard.contains($0) }
+    let manifestName = options.shard.count == 1
+        ? "manifest.jsonl" : "manifest.shard-\(options.shard.index)-of-\(options.shard.count).jsonl"
+    let manifestURL = options.out.appendingPathComponent(manifestName)
+    try checkCompositeManifestIsOurs(manifestURL)
+    // Temporaries a killed run of this shard left behind are orphans now.
+    let stems = mine.map { stem(names[$0]) }
+    var removed = removeStaleTemporaries(in: options.out, for: [manifestName])
+    removed += removeStaleTemporaries(in: images, for: Set(stems.map { $0 + ".png" }))
+    removed += removeStaleTemporaries(in: masks, for: Set(stems.map { $0 + ".png" }))
+    removed += removeStaleTemporaries(in: parts, for: Set(stems.map { $0 + ".jsonl" }))
     var written = 0, skipped = 0, lesionCount = 0
+    var noRoom: [SkippedFile] = []
     var manifest = ""
     for (done, index) in mine.enumerated() {
         let name = names[index], stem = stem(name)
@@ -237,9 +275,7 @@ public func runComposite(_ options: CompositeOptions, lesions: LesionSource,
         let maskURL = masks.appendingPathComponent(stem + ".png")
         let partURL = parts.appendingPathComponent(stem + ".jsonl")
         let fm = FileManager.default
-        if options.resume && fm.fileExists(atPath: partURL.path) && fm.fileExists(atPath: imageURL.path)
-            && fm.fileExists(atPath: maskURL.path), let data = fm.contents(atPath: partURL.path) {
-            let part = String(decoding: data, as: UTF8.self)
+        if options.resume, let part = keptPart(part: partURL, image: imageURL, mask: maskURL, name: name, index: index, options: options) {
             manifest += part
             lesionCount += part.split(separator: "\n").count
             skipped += 1
@@ -258,14 +294,30 @@ public func runComposite(_ options: CompositeOptions, lesions: LesionSource,
         } else {
             region = automaticRegion(background, margin: options.margin)
         }
+        // Name the full path of the scan at fault.
+        func withPath(_ error: MedSynthError) -> MedSynthError {
+            error.message.hasPrefix(name + ":") ? MedSynthError(backgroundURL.path + error.message.dropFirst(name.count)) : error
+        }
         let result: CompositeResult
         do {
-            result = try compositeImage(background: background, name: name, index: index, region: region,
-                                        lesions: lesions, options: options)
+            switch try compositeOrNoRoom(background: background, name: name, index: index, region: region,
+                                         lesions: lesions, options: options) {
+            case .success(let made):
+                result = made
+            case .failure(let reason):
+                // One crowded scan does not stop the run: it is listed at the end and in the manifest.
+                let message = withPath(reason).message, prefix = backgroundURL.path + ": "
+                let why = message.hasPrefix(prefix) ? String(message.dropFirst(prefix.count)) : message
+                noRoom.append(SkippedFile(url: backgroundURL, reason: why))
+                // Outputs an earlier run left under this scan's names no longer belong to the manifest
+                // (and a stale part would make --resume keep them): remove them, part first.
+                for url in [partURL, imageURL, maskURL] where fm.fileExists(atPath: url.path) { try? fm.removeItem(at: url) }
+                manifest += try skippedScanLine(SkippedScanRecord(background: name, index: index, skipped: why, seed: options.seed))
+                progress?(CompositeProgress(done: done + 1, total: mine.count, name: name, skipped: true))
+                continue
+            }
         } catch let error as MedSynthError {
-            // Name the full path of the scan at fault.
-            throw error.message.hasPrefix(name + ":")
-                ? MedSynthError(backgroundURL.path + error.message.dropFirst(name.count)) : error
+            throw withPath(error)
         }
         try writePNG(result.image, to: imageURL)
         try writePNG(result.labels, to: maskURL)
@@ -276,11 +328,53 @@ public func runComposite(_ options: CompositeOptions, lesions: LesionSource,
         lesionCount += result.records.count
         progress?(CompositeProgress(done: done + 1, total: mine.count, name: name, skipped: false))
     }
-    let manifestName = options.shard.count == 1
-        ? "manifest.jsonl" : "manifest.shard-\(options.shard.index)-of-\(options.shard.count).jsonl"
-    let manifestURL = options.out.appendingPathComponent(manifestName)
     try writeAtomically(Data(manifest.utf8), to: manifestURL)
-    return CompositeSummary(written: written, skipped: skipped, lesions: lesionCount, manifest: manifestURL)
+    return CompositeSummary(written: written, skipped: skipped, lesions: lesionCount, manifest: manifestURL,
+                            noRoom: noRoom, removedTemporaries: removed)
+}
+
+/// The manifest part of a scan finished by an earlier run, when it may be kept on --resume: the
+/// part's lines are this scan's lesions 1…perImage under this run's seed, and the image and mask
+/// decode to the same size. Otherwise nil, and the scan is made again.
+func keptPart(part: URL, image: URL, mask: URL, name: String, index: Int, options: CompositeOptions) -> String? {
+    guard let bytes = try? readFileBytes(at: part) else { return nil }
+    let text = String(decoding: bytes, as: UTF8.self)
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    let lines = text.split(separator: "\n")
+    let records = lines.compactMap { try? decoder.decode(LesionRecord.self, from: Data($0.utf8)) }
+    guard records.count == lines.count, records.map(\.instance) == Array(1...options.perImage),
+          records.allSatisfy({ $0.seed == options.seed && $0.index == index && $0.background == name }),
+          let picture = try? readImage(at: image), let labels = try? readImage(at: mask),
+          picture.width == labels.width, picture.height == labels.height else { return nil }
+    return text.hasSuffix("\n") ? text : text + "\n"
+}
+
+/// A `SkippedScanRecord` as one JSON line, encoded like the lesion lines.
+func skippedScanLine(_ record: SkippedScanRecord) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(record), as: UTF8.self) + "\n"
+}
+
+/// Refuses to replace `url` unless every line is a lesion or skipped-scan line of `composite`
+/// (or a merge of them), so an unrelated manifest.jsonl in the output folder is never lost.
+func checkCompositeManifestIsOurs(_ url: URL) throws {
+    guard FileManager.default.fileExists(atPath: url.path) else { return }
+    let bytes: [UInt8]
+    do { bytes = try readFileBytes(at: url) } catch let error as MedSynthError {
+        throw MedSynthError(file: url.path, "\(error.message); refusing to overwrite it (move it away or choose another --out)")
+    }
+    let decoder = JSONDecoder()
+    decoder.keyDecodingStrategy = .convertFromSnakeCase
+    for (number, line) in String(decoding: bytes, as: UTF8.self).split(separator: "\n").enumerated()
+        where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+        let data = Data(line.utf8)
+        if (try? decoder.decode(LesionRecord.self, from: data)) != nil || (try? decoder.decode(SkippedScanRecord.self, from: data)) != nil { continue }
+        throw MedSynthError(file: url.path, "exists and is not a manifest of `medsynth composite` (line \(number + 1) is not a lesion record); "
+            + "refusing to overwrite it (move it away or choose another --out)")
+    }
 }
 
 // MARK: - Benchmark

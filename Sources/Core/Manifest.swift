@@ -39,11 +39,15 @@ public struct ShardManifestLine: Decodable, Equatable {
     public var mask: String?
     public var seed: UInt64?
     public var model_id: String?
+    /// Composite: why scan `index` got no lesion (its one line then has no instance and no files).
+    public var skipped: String?
 
-    /// The item's key: [sample_index] (generate) or [index, instance] (composite); nil when neither.
+    /// The item's key: [sample_index] (generate), [index, instance] (composite), [index, 0] for a
+    /// composite scan that was skipped; nil when it is none of these.
     public var key: [Int]? {
         if let sample_index { return [sample_index] }
         if let index, let instance { return [index, instance] }
+        if let index, skipped != nil { return [index, 0] }
         return nil
     }
 

@@ -27,8 +27,14 @@ public struct GenerationRequest {
 
 public struct GenerationReport {
     public let written: Int
+    /// Existing samples kept (--resume): each decoded and had the model's size, channels and depth.
     public let skipped: Int
     public let manifest: URL
+    /// Existing files under a sample's name that were not a valid sample (empty, corrupt, foreign,
+    /// wrong size or depth) and were made again, with the reason.
+    public var replaced: [(file: URL, reason: String)] = []
+    /// Orphaned temporaries of an interrupted run that were removed.
+    public var removedTemporaries: [URL] = []
 }
 
 /// Anything that turns sample indices (and classes) into images.
@@ -73,6 +79,61 @@ func loadSampleSource(_ url: URL, sampling: SamplerSettings) throws -> any Sampl
 /// File name of sample i: the same in every shard, so shards merge into one folder.
 public func sampleFileName(_ index: Int) -> String { String(format: "sample_%06d.png", index) }
 
+/// nil when `url` holds a sample this run could have written (a regular PNG file that decodes to
+/// `size`x`size` with `channels` channels at `bitDepth` bits); otherwise why it does not.
+func invalidSampleReason(_ url: URL, size: Int, channels: Int, bitDepth: Int) -> String? {
+    let image: Image
+    do { image = try readImage(at: url, maxSide: size) } catch let error as MedSynthError {
+        let prefix = url.path + ": "
+        return error.message.hasPrefix(prefix) ? String(error.message.dropFirst(prefix.count)) : error.message
+    } catch { return "\(error)" }
+    if image.width != size || image.height != size || image.channels != channels || image.bitDepth != bitDepth {
+        return "is \(image.width)x\(image.height), \(image.channels) channel(s), \(image.bitDepth)-bit; "
+            + "this run makes \(size)x\(size), \(channels) channel(s), \(bitDepth)-bit"
+    }
+    return nil
+}
+
+/// Refuses to replace `url` unless it is a manifest of this generator: every line a sample record
+/// of model `modelID`. When resuming, its records must also carry this run's seed and sampler
+/// settings, since the samples kept are recorded under them.
+func checkManifestIsOurs(_ url: URL, modelID: String, count: Int, resume: Bool, expected: (Int) -> ManifestRecord) throws {
+    guard FileManager.default.fileExists(atPath: url.path) else { return }
+    let refuse = { (problem: String) in
+        MedSynthError(file: url.path, "\(problem); refusing to overwrite it (move it away or choose another --out)")
+    }
+    let bytes: [UInt8]
+    do { bytes = try readFileBytes(at: url) } catch let error as MedSynthError { throw refuse(error.message) }
+    let decoder = JSONDecoder()
+    for (number, line) in String(decoding: bytes, as: UTF8.self).split(separator: "\n").enumerated()
+        where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+        guard let record = try? decoder.decode(ManifestRecord.self, from: Data(line.utf8)), record.source == "synthetic" else {
+            throw refuse("exists and is not a manifest of `medsynth generate` (line \(number + 1) is not a sample record)")
+        }
+        guard record.model_id == modelID else {
+            throw refuse("exists and belongs to another model (\(record.model_id), this run: \(modelID))")
+        }
+        if resume {
+            let mine = expected(record.sample_index >= 0 && record.sample_index < count ? record.sample_index : 0)
+            let sameIndex = record.sample_index >= 0 && record.sample_index < count
+            let theirSteps: String = record.steps.map { String($0) } ?? "-", mySteps: String = mine.steps.map { String($0) } ?? "-"
+            let theirGuidance: String = record.guidance.map { "\($0)" } ?? "-", myGuidance: String = mine.guidance.map { "\($0)" } ?? "-"
+            let theirClass: String = sameIndex ? (record.class ?? "-") : "-", myClass: String = sameIndex ? (mine.class ?? "-") : "-"
+            let fields: [(String, String, String)] = [
+                ("seed", String(record.seed), String(mine.seed)),
+                ("sampler", record.sampler ?? "-", mine.sampler ?? "-"),
+                ("steps", theirSteps, mySteps),
+                ("guidance", theirGuidance, myGuidance),
+                ("class", theirClass, myClass),
+            ]
+            for (field, theirs, ours) in fields
+            where theirs != ours {
+                throw refuse("exists with \(field) \(theirs) but this run has \(field) \(ours): --resume would record the kept samples under the wrong \(field)")
+            }
+        }
+    }
+}
+
 /// Generates the request's share of images, writing PNGs (atomically) and the shard's manifest.
 @discardableResult
 public func generateImages(_ request: GenerationRequest, progress style: ProgressStyle = .human) throws -> GenerationReport {
@@ -99,27 +160,45 @@ public func generateImages(_ request: GenerationRequest, progress style: Progres
     catch { throw MedSynthError(file: request.out.path, "cannot create the output folder (\(error.localizedDescription))") }
 
     let indices = request.shard.indices(below: request.count)
+    let manifestURL = request.out.appendingPathComponent(request.shard.manifestName)
+    let size = source.config.imageSize, channels = source.config.channels
     /// Conditional models without --class cycle through the classes: sample i gets class i mod K.
     func classOf(_ i: Int) -> Int? { classNames.isEmpty ? nil : (fixedClass ?? i % classNames.count) }
+    func record(_ i: Int) -> ManifestRecord {
+        let isDiffusion = source.kind == .diffusion
+        return ManifestRecord(file: sampleFileName(i), class: classOf(i).map { classNames[$0] }, seed: request.seed, sample_index: i,
+                              model_id: modelID, model_kind: source.kind.rawValue,
+                              sampler: isDiffusion ? request.sampling.kind.rawValue : nil, steps: isDiffusion ? request.sampling.steps : nil,
+                              guidance: isDiffusion ? request.sampling.guidance : nil)
+    }
+    // Before touching anything: an existing manifest must be one of ours (and, when resuming, of this run).
+    try checkManifestIsOurs(manifestURL, modelID: modelID, count: request.count, resume: request.resume, expected: record)
+    // Temporaries a killed run of this shard left (sample PNGs, the manifest) are orphans now.
+    let removedTemporaries = removeStaleTemporaries(in: request.out,
+                                                    for: Set(indices.map(sampleFileName) + [request.shard.manifestName]))
     var records: [ManifestRecord] = []
     var pending: [Int] = []
+    var replaced: [(file: URL, reason: String)] = []
     for i in indices {
-        let isDiffusion = source.kind == .diffusion
-        records.append(ManifestRecord(file: sampleFileName(i), class: classOf(i).map { classNames[$0] }, seed: request.seed, sample_index: i,
-                                      model_id: modelID, model_kind: source.kind.rawValue,
-                                      sampler: isDiffusion ? request.sampling.kind.rawValue : nil, steps: isDiffusion ? request.sampling.steps : nil,
-                                      guidance: isDiffusion ? request.sampling.guidance : nil))
-        let exists = FileManager.default.fileExists(atPath: request.out.appendingPathComponent(sampleFileName(i)).path)
+        records.append(record(i))
+        let url = request.out.appendingPathComponent(sampleFileName(i))
+        var isFolder: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder)
         if exists && !request.resume {
-            throw MedSynthError(file: request.out.appendingPathComponent(sampleFileName(i)).path, "already exists; pass --resume to keep existing samples and make only the missing ones")
+            throw MedSynthError(file: url.path, "already exists; pass --resume to keep existing samples and make only the missing ones")
         }
-        if !exists { pending.append(i) }
+        if exists && isFolder.boolValue { throw MedSynthError(file: url.path, "is a folder where a sample belongs; move it away") }
+        if !exists {
+            pending.append(i)
+        } else if let reason = invalidSampleReason(url, size: size, channels: channels, bitDepth: request.bitDepth) {
+            // Kept only if it is a sample this run could have written; anything else is made again.
+            replaced.append((url, reason))
+            pending.append(i)
+        }
     }
-    let manifestURL = request.out.appendingPathComponent(request.shard.manifestName)
     let reporter = ProgressReporter(label: "generate", total: indices.count, unit: "image", style: style, startDone: indices.count - pending.count)
     var done = indices.count - pending.count
     var start = 0
-    let size = source.config.imageSize, channels = source.config.channels
     while start < pending.count {
         let batch = Array(pending[start..<min(pending.count, start + request.batchSize)])
         let classes: [Int]? = classNames.isEmpty ? nil : batch.map { classOf($0)! }
@@ -137,5 +216,8 @@ public func generateImages(_ request: GenerationRequest, progress style: Progres
     let lines = try records.map { String(decoding: try encoder.encode($0), as: UTF8.self) }.joined(separator: "\n") + "\n"
     try writeAtomically(Data(lines.utf8), to: manifestURL)
     if pending.isEmpty { reporter.update(done: indices.count, items: 0, force: true) }
-    return GenerationReport(written: pending.count, skipped: indices.count - pending.count, manifest: manifestURL)
+    var report = GenerationReport(written: pending.count, skipped: indices.count - pending.count, manifest: manifestURL)
+    report.replaced = replaced
+    report.removedTemporaries = removedTemporaries
+    return report
 }

@@ -1,8 +1,12 @@
 import Dispatch
 import Core
 import Foundation
+import MedicalFormats
 
 // `medsynth convert`: one file to one file, or a folder tree to a mirrored folder tree.
+// DICOM files and NIfTI volumes are read through `decodeImages` (the same path datasets use),
+// windowed and sliced by `ConvertOptions.medical`; a file that gives several images (frames,
+// slices) is written as NAME_0000, NAME_0001, … beside where NAME would go.
 
 /// What `convert` changes; nil keeps the source's value.
 public struct ConvertOptions: Sendable {
@@ -17,13 +21,18 @@ public struct ConvertOptions: Sendable {
     /// Output format for folder conversion (nil keeps each file's format). Files use the
     /// output extension instead.
     public var format: ImageFormat?
+    /// How DICOM and NIfTI inputs become images (window, axis, slices, volume). Its bit depth is
+    /// replaced by `bitDepth` (or 8 for JPEG output), so windowing goes straight to the output depth.
+    public var medical: MedicalReadOptions
 
-    public init(size: Int? = nil, channels: Int? = nil, bitDepth: Int? = nil, quality: Int = 92, format: ImageFormat? = nil) {
+    public init(size: Int? = nil, channels: Int? = nil, bitDepth: Int? = nil, quality: Int = 92, format: ImageFormat? = nil,
+                medical: MedicalReadOptions = .init()) {
         self.size = size
         self.channels = channels
         self.bitDepth = bitDepth
         self.quality = quality
         self.format = format
+        self.medical = medical
     }
 
     /// Checks the values; errors name the option.
@@ -80,8 +89,7 @@ public func convertImages(from input: URL, to output: URL, options: ConvertOptio
         guard let format = ImageFormat.forExtension(of: output) else {
             throw MedSynthError(file: output.path, "unknown output format; use a .png, .jpg or .jpeg name")
         }
-        try convertFile(input, to: output, format: format, options: options)
-        return ConvertReport(written: [output], failed: [])
+        return ConvertReport(written: try convertFile(input, to: output, format: format, options: options), failed: [])
     }
     let source = input.standardizedFileURL, target = output.standardizedFileURL
     if source.path == target.path { throw MedSynthError(file: output.path, "output folder is the input folder") }
@@ -94,17 +102,24 @@ public func convertImages(from input: URL, to output: URL, options: ConvertOptio
     var report = ConvertReport()
     var jobs: [(source: URL, target: URL, format: ImageFormat)] = []
     var claimed: [String: URL] = [:]
-    for file in try FolderScan.allFiles(below: source) {
+    var walker = FolderWalker()
+    walker.enter(source)
+    let files = try walker.allFiles(below: source)
+    report.failed += walker.skipped
+    for file in files {
         if let reason = FolderScan.notAnImageReason(file) {
             report.failed.append(SkippedFile(url: file, reason: reason))
             continue
         }
         let relative = String(file.path.dropFirst(source.path.count + 1))
-        guard let format = try options.format ?? ImageFormat.sniff(readFilePrefix(file)) else {
+        let head = (try? readFileHead(file, count: 348)) ?? []
+        let kind = medicalFileKind(bytes: head, name: file.lastPathComponent)
+        // Medical files default to PNG, which keeps 16-bit samples.
+        guard let format = options.format ?? (kind == .image ? ImageFormat.sniff(head) : .png) else {
             report.failed.append(SkippedFile(url: file, reason: "not a PNG or JPEG image"))
             continue
         }
-        let destination = target.appendingPathComponent(relative).deletingPathExtension().appendingPathExtension(format.fileExtension)
+        let destination = target.appendingPathComponent(outputStem(relative, kind: kind)).appendingPathExtension(format.fileExtension)
         if let other = claimed[destination.path] {
             report.failed.append(SkippedFile(url: file, reason: "same output name as \(other.path)"))
             continue
@@ -112,7 +127,8 @@ public func convertImages(from input: URL, to output: URL, options: ConvertOptio
         claimed[destination.path] = file
         jobs.append((file, destination, format))
     }
-    var outcomes = [String?](repeating: nil, count: jobs.count)
+    let claimedBy = claimed
+    var outcomes = [Result<[URL], MedSynthError>?](repeating: nil, count: jobs.count)
     let workers = max(1, min(jobs.count, ProcessInfo.processInfo.activeProcessorCount))
     outcomes.withUnsafeMutableBufferPointer { outcomes in
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
@@ -120,42 +136,86 @@ public func convertImages(from input: URL, to output: URL, options: ConvertOptio
                 let job = jobs[index]
                 do {
                     try FileManager.default.createDirectory(at: job.target.deletingLastPathComponent(), withIntermediateDirectories: true)
-                    try convertFile(job.source, to: job.target, format: job.format, options: options)
+                    // Names of the other sources' outputs: a multi-image file must not write over them.
+                    let taken: (URL) -> URL? = { url in claimedBy[url.path].flatMap { $0 == job.source ? nil : $0 } }
+                    outcomes[index] = .success(try convertFile(job.source, to: job.target, format: job.format, options: options, taken: taken))
                 } catch let error as MedSynthError {
-                    outcomes[index] = error.message
+                    outcomes[index] = .failure(error)
                 } catch {
-                    outcomes[index] = "\(job.target.path): cannot create folder (\(error.localizedDescription))"
+                    outcomes[index] = .failure(MedSynthError(file: job.target.path, "cannot create folder (\(error.localizedDescription))"))
                 }
             }
         }
     }
     for (job, outcome) in zip(jobs, outcomes) {
-        if let message = outcome {
-            let prefix = job.source.path + ": "
+        switch outcome! {
+        case .failure(let error):
+            let message = error.message, prefix = job.source.path + ": "
             let reason = message.hasPrefix(prefix) ? String(message.dropFirst(prefix.count)) : message
             report.failed.append(SkippedFile(url: job.source, reason: reason))
-        } else {
-            report.written.append(job.target)
+        case .success(let written):
+            report.written += written
         }
     }
     report.failed.sort { $0.url.path < $1.url.path }
     return report
 }
 
-private func convertFile(_ input: URL, to output: URL, format: ImageFormat, options: ConvertOptions) throws {
-    let image = try readImage(at: input)
-    let converted: Image
-    do { converted = try applyConvertOptions(image, options, format: format) } catch let error as MedSynthError {
-        throw MedSynthError(file: output.path, error.message)
-    }
-    switch format {
-    case .png: try writePNG(converted, to: output)
-    case .jpeg: try writeJPEG(converted, to: output, quality: options.quality)
+/// The relative output path without extension: PNG/JPEG names lose their extension; NIfTI names
+/// lose .nii/.nii.gz; DICOM names lose only .dcm/.dicom (DICOM files are often named by UIDs with
+/// dots, or have no extension at all).
+func outputStem(_ relative: String, kind: MedicalFileKind) -> String {
+    let lower = relative.lowercased()
+    switch kind {
+    case .image:
+        return (relative as NSString).deletingPathExtension
+    case .nifti:
+        for suffix in [".nii.gz", ".nii"] where lower.hasSuffix(suffix) { return String(relative.dropLast(suffix.count)) }
+        return relative
+    case .dicom:
+        for suffix in [".dcm", ".dicom"] where lower.hasSuffix(suffix) { return String(relative.dropLast(suffix.count)) }
+        return relative
     }
 }
 
-private func readFilePrefix(_ url: URL) throws -> [UInt8] {
-    guard let handle = FileHandle(forReadingAtPath: url.path) else { throw MedSynthError(file: url.path, "cannot open file") }
-    defer { try? handle.close() }
-    return [UInt8]((try? handle.read(upToCount: 8)) ?? Data())
+/// Output names for `count` images meant for `output`: `output` itself for one image, else
+/// `STEM_0000.EXT`, `STEM_0001.EXT`, … beside it.
+func numberedOutputs(_ output: URL, count: Int) -> [URL] {
+    if count == 1 { return [output] }
+    let stem = output.deletingPathExtension().lastPathComponent, ext = output.pathExtension
+    let folder = output.deletingLastPathComponent()
+    let digits = max(4, String(count - 1).count)
+    return (0..<count).map { index in
+        let number = String(index)
+        return folder.appendingPathComponent("\(stem)_\(String(repeating: "0", count: digits - number.count))\(number)").appendingPathExtension(ext)
+    }
+}
+
+/// Converts one file (PNG, JPEG, DICOM or NIfTI) and returns the files written. `taken` names the
+/// source that claimed an output path, when that is another file of the same folder conversion.
+private func convertFile(_ input: URL, to output: URL, format: ImageFormat, options: ConvertOptions,
+                         taken: (URL) -> URL? = { _ in nil }) throws -> [URL] {
+    let bytes = try readFileBytes(at: input)
+    let images: [Image]
+    if medicalFileKind(bytes: Array(bytes.prefix(348)), name: input.lastPathComponent) == .image {
+        images = [try decodeImage(bytes, name: input.path)]
+    } else {
+        var medical = options.medical
+        medical.bitDepth = options.bitDepth ?? (format == .jpeg ? 8 : nil)
+        images = try decodeImages(bytes, name: input.path, options: medical)
+        if images.isEmpty { throw MedSynthError(file: input.path, "no slices selected (see --slices)") }
+    }
+    let outputs = numberedOutputs(output, count: images.count)
+    for url in outputs { if let other = taken(url) { throw MedSynthError(file: input.path, "output \(url.lastPathComponent) is also the output of \(other.path)") } }
+    for (image, url) in zip(images, outputs) {
+        let converted: Image
+        do { converted = try applyConvertOptions(image, options, format: format) } catch let error as MedSynthError {
+            throw MedSynthError(file: url.path, error.message)
+        }
+        switch format {
+        case .png: try writePNG(converted, to: url)
+        case .jpeg: try writeJPEG(converted, to: url, quality: options.quality)
+        }
+    }
+    return outputs
 }

@@ -1,6 +1,9 @@
 import Dispatch
 import Core
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // Image folders as datasets. Layout rules (the same for training and for `medsynth info`):
 // - a folder whose only contents are files is one class named after the folder;
@@ -9,9 +12,12 @@ import Foundation
 //   the class folders belong to no class and are reported as skipped;
 // - hidden files and folders (leading ".") are ignored;
 // - a file is an image if its first bytes are a PNG or JPEG signature, "DICM" at offset 128
-//   (DICOM Part 10), or its name ends in .nii / .nii.gz (NIfTI-1); other files are skipped and
+//   (DICOM Part 10), or it is NIfTI-1 (.nii / .nii.gz name, or "n+1" at 344); other files are skipped and
 //   reported, so a DICOM folder with stray files still loads. A multi-frame DICOM file or a NIfTI
-//   volume gives one entry per frame or slice.
+//   volume gives one entry per frame or slice;
+// - only regular files are read: FIFOs, sockets and devices are skipped with a note (opening a
+//   FIFO would block); links are followed, but a folder or file reached twice is skipped with a
+//   note (see `FolderWalker`), so a link to `..` neither loops nor counts files again.
 
 import MedicalFormats
 
@@ -30,6 +36,8 @@ public struct DatasetEntry: Equatable, Sendable {
 public struct SkippedFile: Equatable, Sendable {
     public let url: URL
     public let reason: String
+
+    public init(url: URL, reason: String) { self.url = url; self.reason = reason }
 }
 
 // MARK: - Scanning
@@ -47,7 +55,10 @@ struct FolderScan {
             throw MedSynthError(file: rootPath, "no such folder")
         }
         guard isFolder.boolValue else { throw MedSynthError(file: rootPath, "is a file, not a folder") }
-        let (files, folders) = try FolderScan.listVisible(URL(fileURLWithPath: rootPath, isDirectory: true))
+        var walker = FolderWalker()
+        let top = URL(fileURLWithPath: rootPath, isDirectory: true)
+        walker.enter(top)
+        let (files, folders) = try walker.listVisible(top)
         if folders.isEmpty {
             classNames = [URL(fileURLWithPath: rootPath).lastPathComponent]
             add(files, classIndex: 0)
@@ -55,9 +66,11 @@ struct FolderScan {
             classNames = folders.map(\.lastPathComponent)
             for file in files { skipped.append(SkippedFile(url: file, reason: "not inside a class folder")) }
             for (index, folder) in folders.enumerated() {
-                add(try FolderScan.allFiles(below: folder), classIndex: index)
+                add(try walker.allFiles(below: folder), classIndex: index)
             }
         }
+        skipped += walker.skipped
+        skipped.sort { $0.url.path < $1.url.path }
     }
 
     private mutating func add(_ files: [URL], classIndex: Int) {
@@ -70,43 +83,136 @@ struct FolderScan {
         }
     }
 
-    /// Non-hidden files and folders directly in `folder`, each sorted by name.
-    static func listVisible(_ folder: URL) throws -> (files: [URL], folders: [URL]) {
-        let names: [String]
-        do { names = try FileManager.default.contentsOfDirectory(atPath: folder.path) } catch {
-            throw MedSynthError(file: folder.path, "cannot list folder")
-        }
-        var files: [URL] = [], folders: [URL] = []
-        for name in names.sorted() where !name.hasPrefix(".") {
-            let url = folder.appendingPathComponent(name)
-            var isFolder: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder) else { continue }
-            if isFolder.boolValue { folders.append(url) } else { files.append(url) }
-        }
-        return (files, folders)
-    }
-
-    /// Every non-hidden file below `folder`, depth first, in name order.
-    static func allFiles(below folder: URL) throws -> [URL] {
-        let (files, folders) = try listVisible(folder)
-        var result = files
-        for sub in folders { result += try allFiles(below: sub) }
-        return result
-    }
-
-    /// nil for a PNG/JPEG/DICOM/NIfTI file; otherwise why it is not one. Reads at most 132 bytes.
+    /// nil for a PNG/JPEG/DICOM/NIfTI file; otherwise why it is not one. Reads at most 348 bytes
+    /// (a NIfTI-1 header: its magic is at 344) and never blocks (a FIFO or device is refused unread).
     static func notAnImageReason(_ url: URL) -> String? {
-        guard let handle = FileHandle(forReadingAtPath: url.path) else { return "cannot open file" }
-        defer { try? handle.close() }
-        let head = (try? handle.read(upToCount: 132)) ?? Data()
+        let head: [UInt8]
+        do { head = try readFileHead(url, count: 348) } catch let error as MedSynthError {
+            let prefix = url.path + ": "
+            return error.message.hasPrefix(prefix) ? String(error.message.dropFirst(prefix.count)) : error.message
+        } catch { return "cannot open file" }
         if head.isEmpty { return "file is empty (0 bytes)" }
-        if ImageFormat.sniff(head.prefix(8)) != nil || isMedicalFile(head, name: url.lastPathComponent) { return nil }
+        if ImageFormat.sniff(head.prefix(8)) != nil || isMedicalFile(Data(head), name: url.lastPathComponent) { return nil }
         return "not a PNG, JPEG, DICOM or NIfTI image"
     }
 
     static func isMedicalFile(_ head: Data, name: String) -> Bool {
         medicalFileKind(bytes: [UInt8](head), name: name) != .image
     }
+}
+
+/// Walks folder trees safely: only regular files and folders are listed (FIFOs, sockets and
+/// devices are skipped with a note, so nothing blocks on open); symbolic links are followed, but
+/// a folder or file reached a second time (a link to `..`, to a sibling, or a hard link) is
+/// skipped with a note, so link cycles end and no file counts twice. Identity is (device, inode).
+struct FolderWalker {
+    /// Entries not listed, with the reason.
+    private(set) var skipped: [SkippedFile] = []
+    private var seenFolders: Set<FileIdentity> = []
+    private var seenFiles: [FileIdentity: URL] = [:]
+
+    struct FileIdentity: Hashable {
+        let device: UInt64
+        let inode: UInt64
+    }
+
+    /// Marks `folder` as visited (the root of a walk), so links back to it are not followed.
+    mutating func enter(_ folder: URL) {
+        var info = stat()
+        if stat(folder.path, &info) == 0 { seenFolders.insert(FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))) }
+    }
+
+    /// Non-hidden files and folders directly in `folder`, each sorted by name; folders returned
+    /// are marked visited.
+    mutating func listVisible(_ folder: URL) throws -> (files: [URL], folders: [URL]) {
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: folder.path) } catch {
+            throw MedSynthError(file: folder.path, "cannot list folder")
+        }
+        // Real entries before links, so a link (not the file it points to) is the one reported twice.
+        var found: [(url: URL, isLink: Bool, info: stat)] = []
+        for name in names.sorted() where !name.hasPrefix(".") {
+            let url = folder.appendingPathComponent(name)
+            var link = stat(), info = stat()
+            guard lstat(url.path, &link) == 0 else { continue }
+            let isLink = (link.st_mode & S_IFMT) == S_IFLNK
+            guard stat(url.path, &info) == 0 else {
+                skipped.append(SkippedFile(url: url, reason: isLink ? "broken symbolic link" : "cannot read file information"))
+                continue
+            }
+            found.append((url, isLink, info))
+        }
+        var keep = Set<URL>()
+        for (url, _, info) in found.filter({ !$0.isLink }) + found.filter(\.isLink) {
+            let identity = FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR:
+                if seenFolders.contains(identity) {
+                    skipped.append(SkippedFile(url: url, reason: "symbolic link to a folder already scanned (a cycle or a duplicate); not followed"))
+                    continue
+                }
+                seenFolders.insert(identity)
+                keep.insert(url)
+            case S_IFREG:
+                if let first = seenFiles[identity] {
+                    skipped.append(SkippedFile(url: url, reason: "same file as \(first.path) (a link); counted once"))
+                    continue
+                }
+                seenFiles[identity] = url
+                keep.insert(url)
+            default:
+                skipped.append(SkippedFile(url: url, reason: "not a regular file (\(fileTypeName(info.st_mode))); skipped"))
+            }
+        }
+        var files: [URL] = [], folders: [URL] = []
+        for (url, _, info) in found where keep.contains(url) {
+            if (info.st_mode & S_IFMT) == S_IFDIR { folders.append(url) } else { files.append(url) }
+        }
+        return (files, folders)
+    }
+
+    /// Every non-hidden regular file below `folder`, depth first, in name order.
+    mutating func allFiles(below folder: URL) throws -> [URL] {
+        let (files, folders) = try listVisible(folder)
+        var result = files
+        for sub in folders { result += try allFiles(below: sub) }
+        return result
+    }
+}
+
+/// A short name for a non-regular file type.
+func fileTypeName(_ mode: mode_t) -> String {
+    switch mode & S_IFMT {
+    case S_IFIFO: return "a FIFO"
+    case S_IFSOCK: return "a socket"
+    case S_IFCHR: return "a character device"
+    case S_IFBLK: return "a block device"
+    case S_IFDIR: return "a folder"
+    default: return "special file"
+    }
+}
+
+/// The first `count` bytes of a regular file. Opens without blocking and checks the type on the
+/// open descriptor, so a FIFO, socket or device (even one swapped in after a scan) is refused
+/// instead of hanging.
+func readFileHead(_ url: URL, count: Int) throws -> [UInt8] {
+    let fd = open(url.path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+    guard fd >= 0 else { throw MedSynthError(file: url.path, "cannot read: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else { throw MedSynthError(file: url.path, "cannot read file information") }
+    guard (info.st_mode & S_IFMT) == S_IFREG else {
+        throw MedSynthError(file: url.path, "not a regular file (\(fileTypeName(info.st_mode)))")
+    }
+    var bytes = [UInt8](repeating: 0, count: count)
+    var got = 0
+    while got < count {
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, count - got) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        got += n
+    }
+    return Array(bytes.prefix(got))
 }
 
 // MARK: - Dataset
@@ -150,7 +256,7 @@ public final class ImageFolderDataset: @unchecked Sendable {
         var expanded: [DatasetEntry] = []
         var medicalImages: [Int: Image] = [:]
         for entry in scan.entries {
-            let head = ((try? FileHandle(forReadingFrom: entry.url).read(upToCount: 132)) ?? nil) ?? Data()
+            let head = Data((try? readFileHead(entry.url, count: 348)) ?? [])
             guard FolderScan.isMedicalFile(head, name: entry.url.lastPathComponent) else { expanded.append(entry); continue }
             let frames = try readImages(at: entry.url, options: medicalOptions)
             for (frame, image) in frames.enumerated() {

@@ -88,7 +88,9 @@ public func mergeManifests(in folder: URL, expect: Int? = nil) throws -> MergeRe
             let itemKind = key.count == 1 ? "generate" : "composite"
             if let kind, kind != itemKind { throw MedSynthError(file: path, "mixes generate and composite lines; merge each run in its own folder") }
             kind = itemKind
-            guard key[0] >= 0, key.count == 1 || key[1] >= 1 else { throw MedSynthError(file: path, "line \(number + 1) has a negative index or an instance below 1") }
+            guard key[0] >= 0, key.count == 1 || key[1] >= 1 || line.skipped != nil else {
+                throw MedSynthError(file: path, "line \(number + 1) has a negative index or an instance below 1")
+            }
             if key[0] % total != k {
                 throw MedSynthError(file: path, "item \(key[0]) does not belong to shard \(k)/\(total) (a shard does items K, K+N, …)")
             }
@@ -124,11 +126,18 @@ public func mergeManifests(in folder: URL, expect: Int? = nil) throws -> MergeRe
         throw MedSynthError(file: folder.path, "item \(extra) is beyond the \(upper) expected (--expect); was the run larger?")
     }
     if kind == "composite" {
-        // Instances of one scan are 1, 2, …, without gaps.
+        // Instances of one scan are 1, 2, …, without gaps; a skipped scan has its one line only.
         var start = 0
         while start < items.count {
             var end = start
             while end < items.count && items[end].key[0] == items[start].key[0] { end += 1 }
+            if items[start].key[1] == 0 {
+                guard end == start + 1 else {
+                    throw MedSynthError(file: folder.path, "scan \(items[start].key[0]) is marked skipped but also has lesion lines")
+                }
+                start = end
+                continue
+            }
             for (offset, item) in items[start..<end].enumerated() where item.key[1] != offset + 1 {
                 throw MedSynthError(file: folder.path, "scan \(item.key[0]): lesion instance \(offset + 1) is missing (found \(item.key[1]))")
             }

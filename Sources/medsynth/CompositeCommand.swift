@@ -38,7 +38,7 @@ struct Composite: ParsableCommand {
     @Flag(help: "Poisson modes: erode the mask by 3 px and truncate like OpenCV's seamlessClone.") var opencvCompatible = false
     @Option(help: "Random seed.") var seed: UInt64 = 0
     @Option(help: "Do only images K, K+N, ... (K/N, 0 <= K < N).") var shard: Shard = .whole
-    @Flag(help: "Skip images whose outputs already exist.") var resume = false
+    @Flag(help: "Keep images an earlier run with the same seed finished (outputs checked); make the others.") var resume = false
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
@@ -81,7 +81,14 @@ struct Composite: ParsableCommand {
             made += p.skipped ? 0 : 1
             reporter?.update(done: p.done, items: made)
         }
-        print("wrote \(summary.written) images (\(summary.skipped) skipped), \(summary.lesions) lesions; manifest \(summary.manifest.path)")
+        if !summary.removedTemporaries.isEmpty {
+            print("removed \(summary.removedTemporaries.count) temporary file(s) left by an interrupted run")
+        }
+        print("wrote \(summary.written) images (\(summary.skipped) kept from an earlier run), \(summary.lesions) lesions; manifest \(summary.manifest.path)")
+        if !summary.noRoom.isEmpty {
+            print("no room for the lesions in \(summary.noRoom.count) scan(s); skipped (listed in the manifest with \"skipped\"):")
+            for scan in summary.noRoom { print("  \(scan.url.path): \(scan.reason)") }
+        }
     }
 }
 

@@ -21,7 +21,7 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("batch"), help: "Images per forward pass (does not change the images).") var batchSize: Int = 32
     @Option(help: "Do this shard K/N of the run (0 <= K < N).") var shard: Shard = .whole
     @Option(help: "PNG bit depth: 8 or 16.") var bitDepth: Int = 8
-    @Flag(help: "Keep existing samples and make only the missing ones.") var resume = false
+    @Flag(help: "Keep existing samples (each checked: decodes, right size and depth) and make only the missing or invalid ones.") var resume = false
     @OptionGroup var sampling: SamplingOptions
     @OptionGroup var runtime: RuntimeOptions
 
@@ -42,6 +42,10 @@ struct Generate: ParsableCommand {
         request.resume = resume
         request.sampling = sampling.settings
         let report = try generateImages(request, progress: runtime.progress)
+        if !report.removedTemporaries.isEmpty {
+            print("removed \(report.removedTemporaries.count) temporary file(s) left by an interrupted run")
+        }
+        for (file, reason) in report.replaced { print("made again: \(file.path): \(reason)") }
         print("wrote \(report.written) image(s)\(report.skipped > 0 ? ", kept \(report.skipped) existing" : ""); manifest: \(report.manifest.path)")
     }
 }

@@ -228,4 +228,106 @@ final class CompositorTests: XCTestCase {
         let fullLines = String(decoding: try bytes(first, "manifest.jsonl"), as: UTF8.self).split(separator: "\n")
         XCTAssertEqual(shardLines.sorted(), fullLines.sorted())
     }
+
+    // MARK: - Crowded scans and foreign manifests (issue 16)
+
+    /// scan1's allowed region is an 18x18 square: room for one (≈5 px) lesion, and with a 20 px
+    /// spacing none for a second; the full 56x52 regions of scans 0 and 2 hold both. The run skips it, finishes the others and lists it at the end and in the manifest.
+    func testAScanWithoutRoomIsSkippedAndListedInsteadOfAbortingTheRun() throws {
+        let folder = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (scans, lesionFolder) = try makeInputs(in: folder)
+        let regions = folder.appendingPathComponent("regions")
+        try FileManager.default.createDirectory(at: regions, withIntermediateDirectories: true)
+        for k in 0..<3 {
+            var mask = Image(width: 56, height: 52, channels: 1, bitDepth: 8)
+            for y in 0..<52 { for x in 0..<56 where k != 1 || (x >= 18 && x < 36 && y >= 16 && y < 34) { mask[x, y, 0] = 255 } }
+            try writePNG(mask, to: regions.appendingPathComponent("scan\(k).png"))
+        }
+        var options = CompositeOptions(backgrounds: scans, out: folder.appendingPathComponent("out"))
+        options.perImage = 2
+        options.spacing = 20
+        options.jitter = .none
+        options.regionMasks = regions
+        options.seed = 3
+        let source = try FolderLesionSource(folder: lesionFolder)
+        // Outputs of an earlier run (another seed) under scan1's names must not survive as if made by this one.
+        var earlier = options
+        earlier.regionMasks = nil
+        earlier.seed = 99
+        _ = try runComposite(earlier, lesions: source)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: options.out.appendingPathComponent("manifest.d/scan1.jsonl").path))
+        let summary = try runComposite(options, lesions: source)
+        XCTAssertEqual(summary.noRoom.map(\.url.lastPathComponent), ["scan1.png"])
+        guard summary.noRoom.count == 1 else { return }
+        XCTAssertTrue(summary.noRoom[0].reason.hasPrefix("no room left in the allowed region for lesion 2 of 2"), summary.noRoom[0].reason)
+        XCTAssertEqual(summary.written, 2)
+        XCTAssertEqual(summary.lesions, 4)
+        let fm = FileManager.default
+        XCTAssertFalse(fm.fileExists(atPath: options.out.appendingPathComponent("images/scan1.png").path))
+        XCTAssertFalse(fm.fileExists(atPath: options.out.appendingPathComponent("masks/scan1.png").path))
+        XCTAssertFalse(fm.fileExists(atPath: options.out.appendingPathComponent("manifest.d/scan1.jsonl").path))
+        let lines = try String(contentsOf: summary.manifest, encoding: .utf8).split(separator: "\n")
+            .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        XCTAssertEqual(lines.map { $0["index"] as! Int }, [0, 0, 1, 2, 2], "manifest in scan order, the skipped scan in its place")
+        XCTAssertEqual(lines[2]["background"] as? String, "scan1.png")
+        XCTAssertEqual(lines[2]["seed"] as? Int, 3)
+        XCTAssertTrue((lines[2]["skipped"] as? String)?.hasPrefix("no room left") == true)
+        XCTAssertNil(lines[2]["image"])
+        // The lesions of the other scans are the ones an undisturbed run places (scan i depends only on seed and i).
+        var only0 = options
+        only0.out = folder.appendingPathComponent("single")
+        only0.shard = Shard(index: 0, count: 3)
+        _ = try runComposite(only0, lesions: source)
+        XCTAssertEqual(try Data(contentsOf: options.out.appendingPathComponent("images/scan0.png")),
+                       try Data(contentsOf: only0.out.appendingPathComponent("images/scan0.png")))
+        // A resumed run keeps the finished scans and reports the crowded one again.
+        options.resume = true
+        let again = try runComposite(options, lesions: source)
+        XCTAssertEqual([again.written, again.skipped, again.noRoom.count], [0, 2, 1])
+        XCTAssertEqual(try Data(contentsOf: again.manifest), try Data(contentsOf: summary.manifest))
+        // A damaged output, or a resume under another seed, makes those scans again.
+        let firstManifest = try Data(contentsOf: summary.manifest)
+        let scan2 = try Data(contentsOf: options.out.appendingPathComponent("images/scan2.png"))
+        try Data().write(to: options.out.appendingPathComponent("images/scan2.png"))
+        let repaired = try runComposite(options, lesions: source)
+        XCTAssertEqual([repaired.written, repaired.skipped], [1, 1])
+        XCTAssertEqual(try Data(contentsOf: options.out.appendingPathComponent("images/scan2.png")), scan2)
+        XCTAssertEqual(try Data(contentsOf: repaired.manifest), firstManifest)
+        options.seed = 4
+        let reseeded = try runComposite(options, lesions: source)
+        XCTAssertEqual(reseeded.skipped, 0, "parts of seed 3 are not kept for seed 4")
+        XCTAssertEqual(reseeded.written + reseeded.noRoom.count, 3)
+        options.seed = 3
+        // compositeImage on its own still throws for such a scan.
+        let scan1 = try readImage(at: scans.appendingPathComponent("scan1.png"))
+        let region = try regionFromMask(readImage(at: regions.appendingPathComponent("scan1.png")), path: "r", width: 56, height: 52)
+        XCTAssertThrowsError(try compositeImage(background: scan1, name: "scan1.png", index: 1, region: region, lesions: source, options: options))
+    }
+
+    func testCompositeRefusesToOverwriteAForeignManifestAndCleansItsStaleTemporaries() throws {
+        let folder = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let (scans, lesionFolder) = try makeInputs(in: folder)
+        let out = folder.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: out.appendingPathComponent("images"), withIntermediateDirectories: true)
+        let foreign = Data("{\"study\": \"ours, not medsynth's\"}\n".utf8)
+        try foreign.write(to: out.appendingPathComponent("manifest.jsonl"))
+        // Left by a killed run: pid 999999999 does not exist (the kernel's pid limit is lower).
+        let stale = out.appendingPathComponent("images/.scan0.png.tmp-999999999-42")
+        try Data("partial".utf8).write(to: stale)
+        var options = CompositeOptions(backgrounds: scans, out: out)
+        let source = try FolderLesionSource(folder: lesionFolder)
+        XCTAssertThrowsError(try runComposite(options, lesions: source)) {
+            XCTAssertTrue("\($0)".contains("manifest.jsonl: exists and is not a manifest of `medsynth composite`"), "\($0)")
+        }
+        XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("manifest.jsonl")), foreign, "left untouched")
+        try FileManager.default.removeItem(at: out.appendingPathComponent("manifest.jsonl"))
+        let summary = try runComposite(options, lesions: source)
+        XCTAssertEqual(summary.removedTemporaries, [stale])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale.path))
+        // Its own manifest is replaced without complaint.
+        options.seed = 1
+        XCTAssertEqual(try runComposite(options, lesions: source).written, 3)
+    }
 }

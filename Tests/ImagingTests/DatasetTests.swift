@@ -1,8 +1,26 @@
 import Foundation
+import MedicalFormats
 import XCTest
 @testable import Imaging
 import TestSupport
 import Core
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private final class ResultBox<T>: @unchecked Sendable { var result: Result<T, Error>? }
+
+/// Runs `body` on another thread and fails (instead of hanging the suite) when it takes longer than `seconds`.
+private func finishes<T>(within seconds: Double, _ what: String, _ body: @escaping () throws -> T,
+                         file: StaticString = #filePath, line: UInt = #line) throws -> T {
+    let box = ResultBox<T>(), done = DispatchSemaphore(value: 0)
+    Thread.detachNewThread { box.result = Result { try body() }; done.signal() }
+    guard done.wait(timeout: .now() + seconds) == .success, let result = box.result else {
+        XCTFail("\(what) did not finish within \(seconds) s (blocked)", file: file, line: line)
+        throw XCTSkip("blocked")
+    }
+    return try result.get()
+}
 
 final class DatasetTests: XCTestCase {
     private func ramp(_ width: Int, _ height: Int, channels: Int = 1, bitDepth: Int = 8, offset: Int = 0) -> Image {
@@ -202,5 +220,160 @@ final class DatasetTests: XCTestCase {
                 XCTAssertTrue((error as? MedSynthError)?.message.contains(part) == true, "\(error)")
             }
         }
+    }
+
+    // MARK: - Hostile folders (issue 16)
+
+    /// root/a/{1.png, pipe (FIFO), up -> .., twin.png -> 1.png, sibling -> ../b}, root/b/x.png, root/c -> a.
+    private func makeHostileTree(_ root: URL) throws {
+        try writeImage(ramp(6, 6), root.appendingPathComponent("a/1.png"))
+        try writeImage(ramp(6, 6, offset: 9), root.appendingPathComponent("b/x.png"))
+        XCTAssertEqual(mkfifo(root.appendingPathComponent("a/pipe").path, 0o644), 0)
+        let fm = FileManager.default
+        try fm.createSymbolicLink(atPath: root.appendingPathComponent("a/up").path, withDestinationPath: "..")
+        try fm.createSymbolicLink(atPath: root.appendingPathComponent("a/twin.png").path, withDestinationPath: "1.png")
+        try fm.createSymbolicLink(atPath: root.appendingPathComponent("a/sibling").path, withDestinationPath: "../b")
+        try fm.createSymbolicLink(atPath: root.appendingPathComponent("c").path, withDestinationPath: "a")
+    }
+
+    func testFIFOsAndLinkCyclesAreSkippedWithANoteAndNothingCountsTwice() throws {
+        let root = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        try makeHostileTree(root)
+        let dataset = try finishes(within: 20, "dataset scan") { try ImageFolderDataset(root: root, imageSize: 4, channels: 1) }
+        XCTAssertEqual(dataset.classNames, ["a", "b"], "c is the same folder as a")
+        XCTAssertEqual(dataset.countsPerClass, [1, 1])
+        XCTAssertEqual(dataset.entries.map { $0.url.lastPathComponent }, ["1.png", "x.png"])
+        let reasons = Dictionary(uniqueKeysWithValues: dataset.skipped.map { ($0.url.lastPathComponent, $0.reason) })
+        XCTAssertEqual(Set(reasons.keys), ["pipe", "up", "twin.png", "sibling", "c"])
+        XCTAssertEqual(reasons["pipe"], "not a regular file (a FIFO); skipped")
+        XCTAssertTrue(reasons["up"]!.contains("folder already scanned"), reasons["up"]!)
+        XCTAssertTrue(reasons["twin.png"]!.hasPrefix("same file as "), reasons["twin.png"]!)
+
+        let summary = try finishes(within: 20, "info") { try summarizeFolder(root) }
+        XCTAssertEqual(summary.imageCount, 2)
+        XCTAssertTrue(summary.unreadable.contains { $0.url.lastPathComponent == "pipe" })
+        let report = try finishes(within: 20, "convert") {
+            try convertImages(from: root, to: root.deletingLastPathComponent().appendingPathComponent(root.lastPathComponent + "-out"), options: ConvertOptions())
+        }
+        defer { try? FileManager.default.removeItem(at: root.deletingLastPathComponent().appendingPathComponent(root.lastPathComponent + "-out")) }
+        XCTAssertEqual(report.written.map { $0.lastPathComponent }.sorted(), ["1.png", "x.png"])
+        XCTAssertTrue(report.failed.contains { $0.url.lastPathComponent == "pipe" && $0.reason.contains("FIFO") })
+        // A FIFO given directly is refused at once, not opened for a blocking read.
+        XCTAssertThrowsError(try finishes(within: 20, "head of a FIFO") { try readFileHead(root.appendingPathComponent("a/pipe"), count: 8) }) {
+            XCTAssertTrue("\($0)".contains("not a regular file (a FIFO)"), "\($0)")
+        }
+    }
+
+    // MARK: - DICOM and NIfTI in info and convert (issue 16)
+
+    func testFoldersOfDICOMAndNIfTIAreSummarisedAndConvertedThroughTheDatasetReader() throws {
+        let root = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let scans = root.appendingPathComponent("scans")
+        try FileManager.default.createDirectory(at: scans, withIntermediateDirectories: true)
+        let single = ramp(5, 4), first = ramp(6, 3, offset: 40), second = ramp(6, 3, offset: 90), uid = ramp(3, 3, offset: 7)
+        try writeDICOM(single, to: scans.appendingPathComponent("IM0001"))           // no extension
+        try writeDICOM(uid, to: scans.appendingPathComponent("1.2.840.99.7"))        // UID-like name: dots are not extensions
+        try writeNIfTI([first, second], to: scans.appendingPathComponent("vol.nii.gz"))
+
+        let stored = MedicalReadOptions(window: .stored)
+        let summary = try summarizeFolder(scans, medical: stored)
+        XCTAssertEqual(summary.imageCount, 4)
+        XCTAssertEqual(summary.fileCount, 3)
+        XCTAssertEqual(summary.medicalFiles.map(\.kind), ["DICOM OT", "NIfTI-1"])
+        XCTAssertEqual(summary.medicalFiles.map(\.count), [2, 1])
+        XCTAssertTrue(summary.unreadable.isEmpty, summary.description)
+        XCTAssertTrue(summary.description.contains("4 images in 1 class (from 3 files)"), summary.description)
+
+        let out = root.appendingPathComponent("pngs")
+        let report = try convertImages(from: scans, to: out, options: ConvertOptions(medical: stored))
+        XCTAssertTrue(report.failed.isEmpty, report.description)
+        XCTAssertEqual(report.written.map { $0.lastPathComponent }.sorted(),
+                       ["1.2.840.99.7.png", "IM0001.png", "vol_0000.png", "vol_0001.png"])
+        // With the stored window the samples come back exactly.
+        for (name, original) in [("IM0001.png", single), ("1.2.840.99.7.png", uid), ("vol_0000.png", first), ("vol_0001.png", second)] {
+            let back = try readImage(at: out.appendingPathComponent(name))
+            XCTAssertEqual([back.width, back.height, back.channels, back.bitDepth], [original.width, original.height, 1, 8], name)
+            XCTAssertEqual(back.samples, original.samples, name)
+        }
+        // One slice of a volume to one file: exactly the output name; several: numbered.
+        let one = root.appendingPathComponent("one.png")
+        var options = ConvertOptions(medical: stored)
+        options.medical.slices = .range(1...1)
+        XCTAssertEqual(try convertImages(from: scans.appendingPathComponent("vol.nii.gz"), to: one, options: options).written, [one])
+        XCTAssertEqual(try readImage(at: one).samples, second.samples)
+        XCTAssertEqual(try convertImages(from: scans.appendingPathComponent("vol.nii.gz"), to: root.appendingPathComponent("v.jpg"),
+                                         options: ConvertOptions(medical: stored)).written.map(\.lastPathComponent), ["v_0000.jpg", "v_0001.jpg"])
+        XCTAssertEqual(outputStem("a/scan.nii.gz", kind: .nifti), "a/scan")
+        XCTAssertEqual(outputStem("a/IM.DCM", kind: .dicom), "a/IM")
+        XCTAssertEqual(outputStem("a/1.2.3", kind: .dicom), "a/1.2.3")
+        XCTAssertEqual(outputStem("a/b.jpeg", kind: .image), "a/b")
+    }
+
+    func testSingleMedicalFileInfoShowsModalityFramesDepthAndWindow() throws {
+        let root = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let url = root.appendingPathComponent("scan")
+        try writeDICOM(ramp(5, 4, bitDepth: 8), to: url)
+        let info = try medicalFileInfo(at: url, options: MedicalReadOptions(window: .stored))
+        XCTAssertEqual(info.kind, "DICOM")
+        XCTAssertEqual(info.modality, "OT")
+        XCTAssertEqual(info.frames, 1)
+        XCTAssertEqual(info.images.count, 1)
+        XCTAssertEqual(info.minimum, [Int(ramp(5, 4).samples.min()!)])
+        XCTAssertEqual(info.maximum, [Int(ramp(5, 4).samples.max()!)])
+        XCTAssertTrue(info.description.contains("8 of 8 bits stored"), info.description)
+        XCTAssertTrue(info.description.contains("window: none: stored values kept exactly"), info.description)
+        let text = try describeFile(at: url, medical: MedicalReadOptions(window: .preset(.brain)))
+        XCTAssertTrue(text.contains("window: preset brain: center 40, width 80"), text)
+        let volume = root.appendingPathComponent("v.nii")
+        try writeNIfTI([ramp(4, 3), ramp(4, 3, offset: 5), ramp(4, 3, offset: 9)], to: volume)
+        let nifti = try medicalFileInfo(at: volume, options: MedicalReadOptions(slices: .range(0...1)))
+        XCTAssertEqual(nifti.kind, "NIfTI-1")
+        XCTAssertNil(nifti.modality)
+        XCTAssertEqual(nifti.frames, 3)
+        XCTAssertEqual(nifti.images.count, 2)
+        XCTAssertTrue(nifti.description.contains("4x3x3 voxels, 1 volume, uint8 (8 bits)"), nifti.description)
+        // An uncompressed NIfTI-1 file without its name is still found by its "n+1" magic at offset 344.
+        let unnamed = root.appendingPathComponent("anatomy")
+        try FileManager.default.copyItem(at: volume, to: unnamed)
+        XCTAssertNil(FolderScan.notAnImageReason(unnamed))
+        XCTAssertEqual(try medicalFileInfo(at: unnamed).images.count, 3)
+    }
+
+    // MARK: - Stale temporaries (issue 16)
+
+    func testTemporaryNamesAndLiveWriters() throws {
+        XCTAssertEqual(parseTemporaryName(".sample_000001.png.tmp-4242-123")?.name, "sample_000001.png")
+        XCTAssertEqual(parseTemporaryName(".manifest.jsonl.tmp-77")?.pid, 77)
+        for name in ["sample_000001.png.tmp-1", ".x.tmp-", ".x.tmp-12a", ".x.tmp-1-2-3", ".tmp-5", ".x.tmp--1"] {
+            XCTAssertNil(parseTemporaryName(name), name)
+        }
+        XCTAssertTrue(isLiveWriter(getpid()))
+        // A running process that is not medsynth (its pid reused) is not a writer; neither is a finished one.
+        let sleeper = Process()
+        sleeper.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        sleeper.arguments = ["30"]
+        try sleeper.run()
+        defer { sleeper.terminate(); sleeper.waitUntilExit() }
+        XCTAssertFalse(isLiveWriter(sleeper.processIdentifier))
+        let done = Process()
+        done.executableURL = URL(fileURLWithPath: "/bin/sh")
+        done.arguments = ["-c", "exit 0"]
+        try done.run()
+        done.waitUntilExit()
+        XCTAssertFalse(isLiveWriter(done.processIdentifier))
+        // Only the named files, only orphans, only regular files.
+        let folder = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let orphan = folder.appendingPathComponent(".a.png.tmp-\(done.processIdentifier)")
+        let live = folder.appendingPathComponent(".a.png.tmp-\(getpid())-9")
+        let other = folder.appendingPathComponent(".b.png.tmp-\(done.processIdentifier)")
+        for url in [orphan, live, other] { try Data("x".utf8).write(to: url) }
+        try FileManager.default.createDirectory(at: folder.appendingPathComponent(".a.png.tmp-\(sleeper.processIdentifier)"), withIntermediateDirectories: true)
+        XCTAssertEqual(removeStaleTemporaries(in: folder, for: ["a.png"]), [orphan])
+        XCTAssertEqual(Set(try FileManager.default.contentsOfDirectory(atPath: folder.path)),
+                       [live.lastPathComponent, other.lastPathComponent, ".a.png.tmp-\(sleeper.processIdentifier)"])
     }
 }

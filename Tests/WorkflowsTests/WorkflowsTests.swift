@@ -252,11 +252,97 @@ final class ShardedRunTests: XCTestCase {
         // A sample file deleted after its shard finished is caught by the merge.
         try FileManager.default.removeItem(at: sharded.appendingPathComponent(sampleFileName(6)))
         assertThrows(try mergeManifests(in: sharded, expect: 8), containing: "missing file(s) sample_000006.png")
-        // A shard run with another seed does not belong to the run.
+        // A shard run with another seed does not belong to the run: resuming it into the folder is
+        // refused (its kept samples would be recorded under the wrong seed), and a shard manifest of
+        // another seed put there by hand is caught by the merge.
         var stray = GenerationRequest(model: run.path, count: 8, out: sharded)
         stray.seed = 6; stray.shard = Shard(index: 0, count: 3); stray.resume = true
-        try shard(0, resume: true); try generateImages(stray, progress: .none)
+        try shard(0, resume: true)
+        assertThrows(try generateImages(stray, progress: .none), containing: "exists with seed 5 but this run has seed 6")
+        stray.out = root.appendingPathComponent("stray")
+        try generateImages(stray, progress: .none)
+        try FileManager.default.removeItem(at: sharded.appendingPathComponent("manifest.shard-0-of-3.jsonl"))
+        try FileManager.default.copyItem(at: stray.out.appendingPathComponent("manifest.shard-0-of-3.jsonl"),
+                                         to: sharded.appendingPathComponent("manifest.shard-0-of-3.jsonl"))
         assertThrows(try mergeManifests(in: sharded), containing: "shards disagree on seed")
+    }
+
+    /// A pid no process has: a child that has already exited and been reaped.
+    func deadPID() throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "exit 0"]
+        try process.run()
+        process.waitUntilExit()
+        return process.processIdentifier
+    }
+
+    func testResumeRemakesInvalidSamplesAndRemovesOnlyOurStaleTemporaries() throws {
+        let run = try trainTinyGAN()
+        var reference = GenerationRequest(model: run.path, count: 6, out: root.appendingPathComponent("reference"))
+        reference.seed = 3
+        try generateImages(reference, progress: .none)
+        let out = root.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        func put(_ data: Data, _ name: String) throws { try data.write(to: out.appendingPathComponent(name)) }
+        // 0: a valid sample (kept); 1: empty; 2: a foreign 5x5 PNG; 3: right size but 16-bit; 4: not a PNG.
+        try FileManager.default.copyItem(at: reference.out.appendingPathComponent(sampleFileName(0)), to: out.appendingPathComponent(sampleFileName(0)))
+        try put(Data(), sampleFileName(1))
+        try writePNG(Image(width: 5, height: 5, channels: 1, bitDepth: 8), to: out.appendingPathComponent(sampleFileName(2)))
+        try writePNG(Image(width: 16, height: 16, channels: 1, bitDepth: 16), to: out.appendingPathComponent(sampleFileName(3)))
+        try put(Data("not a png".utf8), sampleFileName(4))
+        // Temporaries: ours and orphaned (dead pid; pid 1 is alive but not medsynth) are removed; a live
+        // writer's (this process), another name's and another run size's are kept.
+        let dead = try deadPID(), me = ProcessInfo.processInfo.processIdentifier
+        let removable = [".sample_000005.png.tmp-\(dead)-77", ".manifest.jsonl.tmp-\(dead)", ".sample_000002.png.tmp-1"]
+        let kept = [".sample_000003.png.tmp-\(me)-5", ".notes.txt.tmp-\(dead)", ".sample_000099.png.tmp-\(dead)", ".sample_000001.png.tmp-x\(dead)"]
+        for name in removable + kept { try put(Data("partial".utf8), name) }
+
+        var request = reference
+        request.out = out
+        request.resume = true
+        let report = try generateImages(request, progress: .none)
+        XCTAssertEqual(report.skipped, 1)
+        XCTAssertEqual(report.written, 5)
+        XCTAssertEqual(report.replaced.map { $0.file.lastPathComponent }, (1...4).map(sampleFileName))
+        XCTAssertEqual(report.replaced[0].reason, "file is empty (0 bytes)")
+        XCTAssertTrue(report.replaced[1].reason.contains("is 5x5"), report.replaced[1].reason)
+        XCTAssertTrue(report.replaced[2].reason.contains("16-bit; this run makes 16x16, 1 channel(s), 8-bit"), report.replaced[2].reason)
+        XCTAssertEqual(report.removedTemporaries.map(\.lastPathComponent).sorted(), removable.sorted())
+        let names = Set(try FileManager.default.contentsOfDirectory(atPath: out.path))
+        XCTAssertTrue(names.isSuperset(of: kept) && names.isDisjoint(with: removable), "\(names.sorted())")
+        XCTAssertEqual(try folderContents(out).filter { !$0.key.hasPrefix(".") }, try folderContents(reference.out),
+                       "every sample and the manifest equal an uninterrupted run's")
+    }
+
+    func testGenerateRefusesAForeignManifestAndResumingUnderOtherSettings() throws {
+        let run = try trainTinyGAN()
+        let out = root.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+        let manifest = out.appendingPathComponent("manifest.jsonl")
+        let foreign = Data("{\"file\": \"scan1.png\", \"label\": \"tumour\"}\n".utf8)
+        try foreign.write(to: manifest)
+        var request = GenerationRequest(model: run.path, count: 3, out: out)
+        request.seed = 4
+        assertThrows(try generateImages(request, progress: .none), containing: "manifest.jsonl: exists and is not a manifest of `medsynth generate` (line 1")
+        XCTAssertEqual(try Data(contentsOf: manifest), foreign, "left untouched")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent(sampleFileName(0)).path), "refused before any sample")
+        // Another model's records are not ours either.
+        try FileManager.default.removeItem(at: manifest)
+        try generateImages(request, progress: .none)
+        let ours = try String(contentsOf: manifest, encoding: .utf8)
+        let renamed = ours.replacingOccurrences(of: "\"model_id\":\"", with: "\"model_id\":\"x")
+        try Data(renamed.utf8).write(to: manifest)
+        request.resume = true
+        assertThrows(try generateImages(request, progress: .none), containing: "belongs to another model")
+        // Our own manifest: a resume with the same settings rewrites it; with another seed it is refused.
+        try Data(ours.utf8).write(to: manifest)
+        XCTAssertEqual(try generateImages(request, progress: .none).skipped, 3)
+        request.seed = 5
+        assertThrows(try generateImages(request, progress: .none), containing: "exists with seed 4 but this run has seed 5")
+        request.seed = 4
+        request.className = "lesion"
+        assertThrows(try generateImages(request, progress: .none), containing: "but this run has class lesion")
     }
 
     /// A real `medsynth generate` process killed with SIGKILL mid-run, then resumed.
@@ -291,6 +377,8 @@ final class ShardedRunTests: XCTestCase {
         let resumed = try runProcess(binary.path, arguments + ["--resume"], in: root, timeout: 120)
         XCTAssertEqual(resumed.status, 0, resumed.output)
         XCTAssert(resumed.output.contains("wrote \(count - written) image(s), kept \(written) existing"), resumed.output)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.contains(".tmp-") }, [],
+                       "a temporary the kill left behind is removed by the resumed run")
         let visible = try folderContents(out).filter { !$0.key.hasPrefix(".") }
         XCTAssertEqual(visible, try folderContents(reference.out), "resumed run = one uninterrupted run, no duplicates")
         XCTAssertEqual(try jsonLines(out.appendingPathComponent("manifest.jsonl")).map { $0["sample_index"] as! Int }, Array(0..<count))
@@ -360,6 +448,25 @@ final class ShardedRunTests: XCTestCase {
         XCTAssertEqual(try mergeManifests(in: folder, expect: 3).items, 3)
         try write("1-of-2", "not json\n")
         assertThrows(try mergeManifests(in: folder), containing: "manifest.shard-1-of-2.jsonl: line 1 is not a JSON object")
+    }
+
+    /// Indices come from files: a huge one is reported, not walked; a skipped composite scan merges.
+    func testMergeIsBoundedByTheLinesNotTheIndicesAndAcceptsSkippedScans() throws {
+        let folder = root.appendingPathComponent("m")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        func write(_ shard: String, _ text: String) throws { try Data(text.utf8).write(to: folder.appendingPathComponent("manifest.shard-\(shard).jsonl")) }
+        try write("0-of-1", "{\"sample_index\":0}\n{\"sample_index\":1000000000000}\n")
+        let started = Date()
+        assertThrows(try mergeManifests(in: folder), containing: "missing item(s) 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 999999999989 more")
+        assertThrows(try mergeManifests(in: folder, expect: Int.max), containing: "missing item(s) 1, 2")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2)
+        try write("0-of-1", "{\"sample_index\":\"zero\"}\n")
+        assertThrows(try mergeManifests(in: folder), containing: "line 1: field 'sample_index' has the wrong type")
+        // Composite: scan 1 had no room and was skipped; scans 0 and 2 got lesions.
+        try write("0-of-1", "{\"index\":0,\"instance\":1}\n{\"index\":1,\"skipped\":\"no room left\"}\n{\"index\":2,\"instance\":1}\n")
+        XCTAssertEqual(try mergeManifests(in: folder, expect: 3).items, 3)
+        try write("0-of-1", "{\"index\":0,\"instance\":1}\n{\"index\":1,\"skipped\":\"no room left\"}\n{\"index\":1,\"instance\":1}\n")
+        assertThrows(try mergeManifests(in: folder), containing: "scan 1 is marked skipped but also has lesion lines")
     }
 }
 
