@@ -19,7 +19,7 @@ public struct InpaintRequest {
 /// Regenerates the pixels where `mask` is non-zero so they blend with the rest (RePaint-style);
 /// the unmasked pixels of the output equal the input's. Image and mask must have the same size;
 /// they are resized to the model's size when it differs.
-public func inpaint(_ request: InpaintRequest) throws {
+public func inpaint(_ request: InpaintRequest, progress style: ProgressStyle = .human) throws {
     let modelURL = try resolveModelFile(request.model)
     let (sampler, config) = try loadDiffusionSampler(from: modelURL)
     let image = try readImage(at: request.image)
@@ -45,7 +45,10 @@ public func inpaint(_ request: InpaintRequest) throws {
     var mask = [Float](repeating: 0, count: known.count)
     for c in 0..<config.channels { for j in 0..<size * size { mask[c * size * size + j] = maskGray[j] > -1 + 1e-3 ? 1 : 0 } }
     guard mask.contains(1) else { throw MedSynthError(file: request.mask.path, "mask has no non-zero pixel: nothing to inpaint") }
+    let reporter = ProgressReporter(label: "inpaint", total: 1, unit: "image", style: style)
+    reporter.note("\(request.sampling.kind.rawValue), \(request.sampling.steps) steps, \(mask.lazy.filter { $0 != 0 }.count / config.channels) pixels to paint")
     let result = sampler.sample(indices: [0], labels: label, seed: request.seed, settings: request.sampling, known: known, mask: mask)
+    reporter.update(done: 1, items: 1)
     var output = Image(floatCHW: result, width: size, height: size, channels: config.channels, bitDepth: image.bitDepth)
     if working != image {
         // Back to the input's size; outside the mask the original pixels are kept exactly.

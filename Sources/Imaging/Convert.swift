@@ -79,7 +79,10 @@ public func applyConvertOptions(_ image: Image, _ options: ConvertOptions, forma
 /// picks the format; a folder goes to a folder with the same subfolders, each image written
 /// under its own name with the extension of its output format. Folder conversion runs on all
 /// cores, continues past bad files and lists them in the report.
-public func convertImages(from input: URL, to output: URL, options: ConvertOptions) throws -> ConvertReport {
+/// `threads` caps the parallel file conversions (default: all cores); `progress(done, total)` is
+/// called after each file, from one thread at a time.
+public func convertImages(from input: URL, to output: URL, options: ConvertOptions, threads: Int? = nil,
+                          progress: @escaping (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> ConvertReport {
     try options.validate()
     var isFolder: ObjCBool = false
     guard FileManager.default.fileExists(atPath: input.path, isDirectory: &isFolder) else {
@@ -89,7 +92,9 @@ public func convertImages(from input: URL, to output: URL, options: ConvertOptio
         guard let format = ImageFormat.forExtension(of: output) else {
             throw MedSynthError(file: output.path, "unknown output format; use a .png, .jpg or .jpeg name")
         }
-        return ConvertReport(written: try convertFile(input, to: output, format: format, options: options), failed: [])
+        let written = try convertFile(input, to: output, format: format, options: options)
+        progress(1, 1)
+        return ConvertReport(written: written, failed: [])
     }
     let source = input.standardizedFileURL, target = output.standardizedFileURL
     if source.path == target.path { throw MedSynthError(file: output.path, "output folder is the input folder") }
@@ -129,7 +134,9 @@ public func convertImages(from input: URL, to output: URL, options: ConvertOptio
     }
     let claimedBy = claimed
     var outcomes = [Result<[URL], MedSynthError>?](repeating: nil, count: jobs.count)
-    let workers = max(1, min(jobs.count, ProcessInfo.processInfo.activeProcessorCount))
+    let workers = max(1, min(jobs.count, threads ?? ProcessInfo.processInfo.activeProcessorCount))
+    let progressLock = NSLock()
+    var finished = 0
     outcomes.withUnsafeMutableBufferPointer { outcomes in
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for index in stride(from: worker, to: jobs.count, by: workers) {
@@ -144,6 +151,10 @@ public func convertImages(from input: URL, to output: URL, options: ConvertOptio
                 } catch {
                     outcomes[index] = .failure(MedSynthError(file: job.target.path, "cannot create folder (\(error.localizedDescription))"))
                 }
+                progressLock.lock()
+                finished += 1
+                progress(finished, jobs.count)
+                progressLock.unlock()
             }
         }
     }

@@ -114,7 +114,8 @@ public struct MedicalExportReport: Sendable {
 /// - Parameter uidSeed: seed for reproducible UIDs; nil makes globally unique ones.
 public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFormat,
                           readOptions: MedicalReadOptions = .init(), keepIdentifiers: Bool = false,
-                          uidSeed: UInt64? = nil) throws -> MedicalExportReport {
+                          uidSeed: UInt64? = nil,
+                          progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> MedicalExportReport {
     guard !inputs.isEmpty else { throw MedSynthError("export: no input files") }
     var report = MedicalExportReport()
     switch format {
@@ -124,7 +125,10 @@ public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFo
             throw MedSynthError(file: output.path, "NIfTI output must end in .nii or .nii.gz")
         }
         var images: [Image] = []
-        for input in inputs { images += try readImages(at: input, options: readOptions) }
+        for (index, input) in inputs.enumerated() {
+            images += try readImages(at: input, options: readOptions)
+            progress(index + 1, inputs.count)
+        }
         try writeNIfTI(images, to: output)
         report.written = [output]
         report.images = images.count
@@ -153,6 +157,7 @@ public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFo
                 report.written.append(url)
                 report.images += 1
             }
+            progress(fileIndex + 1, inputs.count)
         }
     }
     return report

@@ -31,6 +31,7 @@ struct Convert: ParsableCommand {
     @Option(help: "NIfTI slicing plane: axial|coronal|sagittal (after reorientation to RAS+).") var axis: String = "axial"
     @Option(help: "NIfTI slices: all, N, A-B, foreground, foreground:FRACTION or foreground:FRACTION@THRESHOLD.") var slices: String = "all"
     @Option(help: "NIfTI 4-D: the volume to read (0-based); default every volume.") var volume: Int?
+    @OptionGroup var runtime: RuntimeOptions
 
     func medicalOptions() throws -> MedicalReadOptions {
         MedicalReadOptions(window: try MedicalWindow(parsing: window), axis: try SliceAxis(parsing: axis),
@@ -51,7 +52,13 @@ struct Convert: ParsableCommand {
         let outputFormat: ImageFormat? = format.map { $0.lowercased() == "png" ? .png : .jpeg }
         let options = ConvertOptions(size: size, channels: channels, bitDepth: bitDepth, quality: quality, format: outputFormat,
                                      medical: try medicalOptions())
-        let report = try convertImages(from: URL(fileURLWithPath: input), to: URL(fileURLWithPath: output), options: options)
+        runtime.apply()
+        var reporter: ProgressReporter? = nil
+        let report = try convertImages(from: URL(fileURLWithPath: input), to: URL(fileURLWithPath: output), options: options,
+                                       threads: runtime.threads) { done, total in
+            if reporter == nil { reporter = ProgressReporter(label: "convert", total: total, unit: "file", style: runtime.progress) }
+            reporter?.update(done: done, items: done)
+        }
         print(report.description)
         if !report.failed.isEmpty { throw ExitCode(1) }
     }

@@ -49,13 +49,18 @@ struct Export: ParsableCommand {
     @OptionGroup var medical: MedicalInputOptions
     @Flag(help: "Copy patient and study identifiers from DICOM inputs.") var keepIdentifiers = false
     @Option(help: "Seed for reproducible UIDs (default: globally unique UIDs).") var uidSeed: UInt64?
+    @OptionGroup var runtime: RuntimeOptions
 
     func run() throws {
+        runtime.apply()
+        let reporter = ProgressReporter(label: "export", total: inputs.count, unit: "file", style: runtime.progress)
         let lower = output.lowercased()
         let format: MedicalExportFormat = lower.hasSuffix(".nii") || lower.hasSuffix(".nii.gz") ? .nifti : .dicom
         let report = try exportMedical(inputs: inputs.map { URL(fileURLWithPath: $0) }, to: URL(fileURLWithPath: output),
                                        format: format, readOptions: medical.readOptions(),
-                                       keepIdentifiers: keepIdentifiers, uidSeed: uidSeed)
+                                       keepIdentifiers: keepIdentifiers, uidSeed: uidSeed) { done, _ in
+            reporter.update(done: done, items: done)
+        }
         print(report.description)
     }
 }

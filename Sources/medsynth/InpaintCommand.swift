@@ -23,7 +23,7 @@ struct Inpaint: ParsableCommand {
         request.className = className
         request.seed = seed
         request.sampling = sampling.settings
-        try inpaint(request)
+        try inpaint(request, progress: runtime.progress)
         print("wrote \(out)")
     }
 }
