@@ -24,8 +24,7 @@ public struct PlacedPatch: Sendable {
     public var y: Int
 
     public init(planes: [Plane], mask: BinaryMask, x: Int, y: Int) {
-        precondition(!planes.isEmpty && planes.allSatisfy { $0.width == mask.width && $0.height == mask.height },
-                     "PlacedPatch: planes and mask must share one size")
+        precondition(planesFit(planes, mask), "PlacedPatch: planes and mask must share one size")
         self.planes = planes
         self.mask = mask
         self.x = x

@@ -15,8 +15,7 @@ public struct LesionPatch: Sendable {
     public var bitDepth: Int
 
     public init(name: String, planes: [Plane], mask: BinaryMask, bitDepth: Int) {
-        precondition(!planes.isEmpty && planes.allSatisfy { $0.width == mask.width && $0.height == mask.height },
-                     "LesionPatch: planes and mask must share one size")
+        precondition(planesFit(planes, mask), "LesionPatch: planes and mask must share one size")
         self.name = name
         self.planes = planes
         self.mask = mask
@@ -137,3 +136,8 @@ func listImageFiles(in folder: URL) throws -> [String] {
 
 /// File name without its extension.
 func stem(_ name: String) -> String { (name as NSString).deletingPathExtension }
+
+/// True when there is at least one plane and every plane has the mask's size.
+func planesFit(_ planes: [Plane], _ mask: BinaryMask) -> Bool {
+    !planes.isEmpty && planes.allSatisfy { $0.width == mask.width && $0.height == mask.height }
+}

@@ -27,12 +27,8 @@ public struct ConvertOptions: Sendable {
 
     public init(size: Int? = nil, channels: Int? = nil, bitDepth: Int? = nil, quality: Int = 92, format: ImageFormat? = nil,
                 medical: MedicalReadOptions = .init()) {
-        self.size = size
-        self.channels = channels
-        self.bitDepth = bitDepth
-        self.quality = quality
-        self.format = format
-        self.medical = medical
+        self.size = size; self.channels = channels; self.bitDepth = bitDepth
+        self.quality = quality; self.format = format; self.medical = medical
     }
 
     /// Checks the values; errors name the option.

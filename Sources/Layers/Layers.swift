@@ -3,45 +3,43 @@ import Engine
 
 // MARK: - Convolutions
 
-/// 2-D convolution; weight OC×C×K×K, optional bias OC (PyTorch `Conv2d` names: weight, bias).
-public final class Conv2d: Module {
+/// What Conv2d and ConvTranspose2d share: weight, optional bias, stride, padding, and PyTorch's
+/// default initialisation (uniform ±1/√fanIn for both).
+public class ConvolutionModule: Module {
     public let weight: Tensor
     public let bias: Tensor?
     public let stride: Int, padding: Int
 
-    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true, stream: inout RandomStream) {
-        let fanIn = inChannels * kernel * kernel
-        self.weight = defaultUniform([outChannels, inChannels, kernel, kernel], fanIn: fanIn, stream: &stream)
+    init(weightShape: [Int], fanIn: Int, outChannels: Int, bias: Bool, stride: Int, padding: Int, stream: inout RandomStream) {
+        self.weight = defaultUniform(weightShape, fanIn: fanIn, stream: &stream)
         self.bias = bias ? defaultUniform([outChannels], fanIn: fanIn, stream: &stream) : nil
         self.stride = stride; self.padding = padding
     }
-
-    public func callAsFunction(_ x: Tensor) -> Tensor { conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding) }
 
     public func namedTensors() -> [NamedTensor] {
         [NamedTensor("weight", weight)] + (bias.map { [NamedTensor("bias", $0)] } ?? [])
     }
 }
 
-/// Transposed 2-D convolution; weight C×OC×K×K (PyTorch `ConvTranspose2d` layout).
-public final class ConvTranspose2d: Module {
-    public let weight: Tensor
-    public let bias: Tensor?
-    public let stride: Int, padding: Int
+/// 2-D convolution; weight OC×C×K×K, optional bias OC (PyTorch `Conv2d` names: weight, bias).
+public final class Conv2d: ConvolutionModule {
+    public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true, stream: inout RandomStream) {
+        super.init(weightShape: [outChannels, inChannels, kernel, kernel], fanIn: inChannels * kernel * kernel, outChannels: outChannels,
+                   bias: bias, stride: stride, padding: padding, stream: &stream)
+    }
 
+    public func callAsFunction(_ x: Tensor) -> Tensor { conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding) }
+}
+
+/// Transposed 2-D convolution; weight C×OC×K×K (PyTorch `ConvTranspose2d` layout).
+public final class ConvTranspose2d: ConvolutionModule {
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true, stream: inout RandomStream) {
         // PyTorch computes fan-in from weight.shape[1] · K · K for transposed convolutions.
-        let fanIn = outChannels * kernel * kernel
-        self.weight = defaultUniform([inChannels, outChannels, kernel, kernel], fanIn: fanIn, stream: &stream)
-        self.bias = bias ? defaultUniform([outChannels], fanIn: fanIn, stream: &stream) : nil
-        self.stride = stride; self.padding = padding
+        super.init(weightShape: [inChannels, outChannels, kernel, kernel], fanIn: outChannels * kernel * kernel, outChannels: outChannels,
+                   bias: bias, stride: stride, padding: padding, stream: &stream)
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor { convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding) }
-
-    public func namedTensors() -> [NamedTensor] {
-        [NamedTensor("weight", weight)] + (bias.map { [NamedTensor("bias", $0)] } ?? [])
-    }
 }
 
 /// Fully connected layer: y = x Wᵀ + b, weight out×in.

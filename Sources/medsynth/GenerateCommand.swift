@@ -34,12 +34,8 @@ struct Generate: ParsableCommand {
     func run() throws {
         runtime.apply()
         var request = GenerationRequest(model: model, count: count, out: URL(fileURLWithPath: out))
-        request.className = className
-        request.seed = seed
-        request.batchSize = batchSize
-        request.shard = shard
-        request.bitDepth = bitDepth
-        request.resume = resume
+        request.className = className; request.seed = seed; request.batchSize = batchSize
+        request.shard = shard; request.bitDepth = bitDepth; request.resume = resume
         request.sampling = sampling.settings
         let report = try generateImages(request, progress: runtime.progress)
         if !report.removedTemporaries.isEmpty {

@@ -18,12 +18,20 @@ struct TrainingOptionsGroup: ParsableArguments {
     @Option(help: "Keep a numbered checkpoint every N steps (latest.safetensors is refreshed then too).") var checkpointEvery: Int = 500
     @Option(help: "Write a sample grid every N steps.") var sampleEvery: Int = 250
     @Option(help: "Network width: DCGAN ngf = ndf (default 64), U-Net base width (default 32).") var width: Int?
+    @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         guard channels == 1 || channels == 3 else { throw ValidationError("--channels must be 1 or 3") }
         guard steps > 0, batchSize > 0, checkpointEvery > 0, sampleEvery > 0 else {
             throw ValidationError("--steps, --batch, --checkpoint-every and --sample-every must be positive")
         }
+    }
+
+    /// Applies --threads, runs `train` on the parsed request and says where the model went.
+    func train(_ train: (_ request: TrainingRequest, _ out: URL, _ resume: Bool, _ progress: ProgressStyle) throws -> TrainingRunResult) throws {
+        runtime.apply()
+        let result = try train(request(), URL(fileURLWithPath: out), resume, runtime.progress)
+        print("trained to step \(result.finalStep); model: \(result.run.model.path)")
     }
 
     func request() -> TrainingRequest {
@@ -51,20 +59,15 @@ struct TrainGAN: ParsableCommand {
         """)
 
     @OptionGroup var common: TrainingOptionsGroup
-    @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Loss: bce (non-saturating) or hinge.") var loss: GANLoss = .bce
     @Option(help: "Learning rate for both networks.") var learningRate: Float = 2e-4
     @Flag(inversion: .prefixedNo, help: "Differentiable augmentation before D (default: on below 2,000 images).") var augment: Bool? = nil
     @Flag(help: "Allow horizontal flips in the augmentation.") var flips = false
 
     func run() throws {
-        runtime.apply()
         var options = GANTrainingOptions()
-        options.loss = loss
-        options.learningRate = learningRate
-        options.augment = augment
-        options.augmentation.horizontalFlip = flips
-        let result = try trainGAN(common.request(), options: options, out: URL(fileURLWithPath: common.out), resume: common.resume, progress: runtime.progress)
-        print("trained to step \(result.finalStep); model: \(result.run.model.path)")
+        options.loss = loss; options.learningRate = learningRate
+        options.augment = augment; options.augmentation.horizontalFlip = flips
+        try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }
     }
 }

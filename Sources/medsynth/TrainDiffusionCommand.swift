@@ -14,7 +14,6 @@ struct TrainDiffusion: ParsableCommand {
         """)
 
     @OptionGroup var common: TrainingOptionsGroup
-    @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Noise schedule: cosine or linear.") var schedule: NoiseScheduleKind = .cosine
     @Option(help: "Prediction target: epsilon or v.") var target: PredictionTarget = .epsilon
     @Option(help: "AdamW learning rate.") var learningRate: Float = 2e-4
@@ -22,14 +21,9 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "DDIM steps for the sample grids.") var gridSteps: Int = 25
 
     func run() throws {
-        runtime.apply()
         var options = DiffusionTrainingOptions()
-        options.schedule = schedule
-        options.target = target
-        options.learningRate = learningRate
-        options.labelDropout = labelDropout
-        let result = try trainDiffusion(common.request(), options: options, out: URL(fileURLWithPath: common.out),
-                                        resume: common.resume, progress: runtime.progress, gridSteps: gridSteps)
-        print("trained to step \(result.finalStep); model: \(result.run.model.path)")
+        options.schedule = schedule; options.target = target
+        options.learningRate = learningRate; options.labelDropout = labelDropout
+        try common.train { try trainDiffusion($0, options: options, out: $1, resume: $2, progress: $3, gridSteps: gridSteps) }
     }
 }
