@@ -218,8 +218,36 @@ public func writeDICOMSecondaryCapture(_ slice: MedicalSlice, to url: URL, optio
 // identity sform/qform (1 mm voxels), so that reading it back with the axial axis returns the same
 // images in the same order: image pixel (x, y) of slice k is voxel (x, H-1-y, k).
 
+/// How the samples of slices read with `--window stored` relate to the file's values: stored value
+/// = sample + `storedMinimum` (signed data was shifted up by its storage minimum), modality value
+/// (e.g. Hounsfield units) = stored × `slope` + `intercept`.
+public struct StoredValueMapping: Equatable, Sendable {
+    public var storedMinimum: Int
+    public var slope: Double
+    public var intercept: Double
+
+    public init(storedMinimum: Int, slope: Double = 1, intercept: Double = 0) {
+        self.storedMinimum = storedMinimum
+        self.slope = slope
+        self.intercept = intercept
+    }
+
+    /// Samples are the values themselves (PNG, JPEG, unsigned data without rescale).
+    public static let identity = StoredValueMapping(storedMinimum: 0)
+
+    /// The mapping of samples rendered with `MedicalWindow.stored` from data with this encoding.
+    public init?(storedSamplesOf encoding: PixelEncoding) {
+        guard let range = encoding.storedRange else { return nil }
+        self.init(storedMinimum: range.lowerBound, slope: encoding.slope, intercept: encoding.intercept)
+    }
+}
+
 /// Encodes slices as a single-file NIfTI-1 volume (uncompressed).
-public func encodeNIfTIStack(_ slices: [MedicalSlice], path: String) throws -> [UInt8] {
+/// - Parameter values: for samples read with `--window stored`: the voxels become the stored values
+///   again (int16 when any can be negative, as dcm2niix writes signed CT/MR) and scl_slope/scl_inter
+///   carry the modality rescale, so nibabel's `get_fdata()` gives modality values (HU) and the raw
+///   voxels equal pydicom's `pixel_array`. nil writes the samples as they are.
+public func encodeNIfTIStack(_ slices: [MedicalSlice], values: StoredValueMapping? = nil, path: String) throws -> [UInt8] {
     guard let first = slices.first else { throw MedSynthError(file: path, "no images to write") }
     for (i, s) in slices.enumerated() {
         guard s.channels == 1 else { throw MedSynthError(file: path, "NIfTI stacks are grayscale; image \(i) has \(s.channels) channels") }
@@ -231,6 +259,19 @@ public func encodeNIfTIStack(_ slices: [MedicalSlice], path: String) throws -> [
         throw MedSynthError(file: path, "NIfTI-1 dimensions are limited to 32767")
     }
     let (w, h, n) = (first.width, first.height, slices.count)
+    let mapping = values ?? .identity
+    let signed = mapping.storedMinimum < 0
+    if signed {
+        let top = slices.lazy.flatMap { $0.samples }.max().map(Int.init) ?? 0
+        guard mapping.storedMinimum >= -32768, top + mapping.storedMinimum <= 32767 else {
+            throw MedSynthError(file: path, "stored values \(mapping.storedMinimum)...\(top + mapping.storedMinimum) do not fit NIfTI int16")
+        }
+    }
+    guard mapping.slope.isFinite, mapping.intercept.isFinite, abs(mapping.slope) <= Double(Float.greatestFiniteMagnitude),
+          abs(mapping.intercept) <= Double(Float.greatestFiniteMagnitude), mapping.slope != 0 else {
+        throw MedSynthError(file: path, "rescale slope \(mapping.slope) / intercept \(mapping.intercept) cannot be NIfTI scl_slope/scl_inter")
+    }
+    let dataType: NIfTIDataType = signed ? .int16 : (first.bitDepth == 8 ? .uint8 : .uint16)
     var out = ByteWriter()
     out.i32(348)                                   // sizeof_hdr
     out.bytes += [UInt8](repeating: 0, count: 36)  // data_type, db_name, extents, session_error, regular
@@ -238,12 +279,12 @@ public func encodeNIfTIStack(_ slices: [MedicalSlice], path: String) throws -> [
     for d in [3, w, h, n, 1, 1, 1, 1] { out.i16(Int16(d)) }        // dim
     for _ in 0..<3 { out.f32(0) }                                   // intent_p1...p3
     out.i16(0)                                                      // intent_code
-    out.i16(first.bitDepth == 8 ? NIfTIDataType.uint8.rawValue : NIfTIDataType.uint16.rawValue)
-    out.i16(Int16(first.bitDepth))                                  // bitpix
+    out.i16(dataType.rawValue)
+    out.i16(Int16(dataType.bytes * 8))                              // bitpix
     out.i16(0)                                                      // slice_start
     for p in [1, 1, 1, 1, 0, 0, 0, 0] as [Float] { out.f32(p) }     // pixdim (qfac = 1)
     out.f32(352)                                                    // vox_offset
-    out.f32(1); out.f32(0)                                          // scl_slope, scl_inter
+    out.f32(Float(mapping.slope)); out.f32(Float(mapping.intercept)) // scl_slope, scl_inter
     out.i16(0); out.u8(0); out.u8(10)                               // slice_end, slice_code, xyzt_units (mm, s)
     out.f32(0); out.f32(0); out.f32(0); out.f32(0)                  // cal_max, cal_min, slice_duration, toffset
     out.i32(0); out.i32(0)                                          // glmax, glmin
@@ -256,13 +297,17 @@ public func encodeNIfTIStack(_ slices: [MedicalSlice], path: String) throws -> [
     out.bytes += [0x6E, 0x2B, 0x31, 0x00]                           // magic "n+1"
     out.bytes += [0, 0, 0, 0]                                       // no extensions
     precondition(out.bytes.count == 352, "NIfTI header layout")
-    out.bytes.reserveCapacity(352 + w * h * n * first.bitDepth / 8)
+    out.bytes.reserveCapacity(352 + w * h * n * dataType.bytes)
     for s in slices {
         for j in 0..<h {
             let y = h - 1 - j
             for x in 0..<w {
                 let v = s.samples[y * w + x]
-                if first.bitDepth == 8 { out.u8(UInt8(min(v, 255))) } else { out.u16(v) }
+                switch dataType {
+                case .int16: out.i16(Int16(Int(v) + mapping.storedMinimum))
+                case .uint8: out.u8(UInt8(min(v, 255)))
+                default: out.u16(v)
+                }
             }
         }
     }
@@ -270,8 +315,9 @@ public func encodeNIfTIStack(_ slices: [MedicalSlice], path: String) throws -> [
 }
 
 /// Writes a NIfTI-1 stack atomically; a name ending in ".gz" is gzip-compressed.
-public func writeNIfTIStack(_ slices: [MedicalSlice], to url: URL) throws {
-    var bytes = try encodeNIfTIStack(slices, path: url.path)
+/// `values`: see `encodeNIfTIStack`.
+public func writeNIfTIStack(_ slices: [MedicalSlice], values: StoredValueMapping? = nil, to url: URL) throws {
+    var bytes = try encodeNIfTIStack(slices, values: values, path: url.path)
     if url.pathExtension.lowercased() == "gz" { bytes = try gzipCompress(bytes, path: url.path) }
     try writeAtomically(Data(bytes), to: url)
 }
