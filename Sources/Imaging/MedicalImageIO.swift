@@ -181,16 +181,17 @@ public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFo
             let bytes = try readFileBytes(at: input)
             let source = keepIdentifiers && medicalFileKind(bytes: bytes, name: input.path) == .dicom
                 ? try DICOMFile(bytes: bytes, path: input.path) : nil
-            let images = try decodeImages(bytes, name: input.path, options: readOptions)
+            let (images, values) = try decodeImagesWithValues(bytes, name: input.path, options: readOptions)
             // Made only once there is something to write, so a bad first input leaves no folder.
             try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
             let stem = input.lastPathComponent.split(separator: ".").first.map(String.init) ?? "image"
             for (index, image) in images.enumerated() {
                 instance += 1
-                let options = DICOMWriteOptions(source: source, keepIdentifiers: keepIdentifiers, seriesInstanceUID: series,
+                var options = DICOMWriteOptions(source: source, keepIdentifiers: keepIdentifiers, seriesInstanceUID: series,
                                                 studyInstanceUID: study, instanceNumber: instance,
                                                 seriesDescription: "medsynth export",
                                                 uidStream: stream?.split(UInt64(fileIndex) << 32 | UInt64(index)))
+                options.storedValues = values
                 let number = String(index), padded = String(repeating: "0", count: max(0, 4 - number.count)) + number
                 let url = output.appendingPathComponent("\(stem)_\(padded).dcm")
                 try writeDICOM(image, to: url, options: options)

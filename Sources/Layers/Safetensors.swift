@@ -159,7 +159,7 @@ func exactSizes(_ values: [Any]) -> [Int]? {
     var sizes: [Int] = []
     sizes.reserveCapacity(values.count)
     for value in values {
-        guard let number = value as? NSNumber, !(value is Bool) else { return nil }
+        guard let number = value as? NSNumber else { return nil }
         let double = number.doubleValue
         guard double.isFinite, double >= 0, double <= 9_007_199_254_740_992, double == double.rounded(.towardZero) else { return nil }
         sizes.append(Int(double))

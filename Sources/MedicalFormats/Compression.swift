@@ -98,7 +98,7 @@ private func zlibInflate(_ stream: UnsafeMutablePointer<z_stream>) -> Int32 {
 }
 
 /// gzip-compresses `input` (RFC 1952, zlib level 6) for .nii.gz output.
-func gzipCompress(_ input: [UInt8], path: String) throws -> [UInt8] {
+public func gzipCompress(_ input: [UInt8], path: String) throws -> [UInt8] {
     var stream = z_stream()
     // windowBits 15 + 16 selects the gzip wrapper; memLevel 8 is zlib's default.
     guard deflateInit2_(&stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,

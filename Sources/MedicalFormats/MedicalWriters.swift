@@ -28,6 +28,9 @@ public struct DICOMWriteOptions: Sendable {
     /// Source of new UIDs: a seeded stream gives reproducible UIDs (tests, reruns that must match);
     /// nil draws them from the system UUID generator so that separate runs never collide.
     public var uidStream: RandomStream?
+    /// For samples read with `--window stored` (grayscale): written as Rescale Slope/Intercept
+    /// (SC Image module, PS3.3 §C.8.6.2) so modality values (HU) survive the shift of signed data.
+    public var storedValues: StoredValueMapping?
 
     public init(source: DICOMFile? = nil, keepIdentifiers: Bool = false, seriesInstanceUID: String? = nil,
                 studyInstanceUID: String? = nil, instanceNumber: Int = 1, seriesDescription: String? = nil,
@@ -166,12 +169,25 @@ public func encodeDICOMSecondaryCapture(_ slice: MedicalSlice, options: DICOMWri
     ds.us(.bitsStored, slice.bitDepth)
     ds.us(.highBit, slice.bitDepth - 1)
     ds.us(.pixelRepresentation, 0)
+    // Rescale: modality value = sample × slope + (intercept + slope × stored minimum).
+    let rescale = slice.channels == 1 ? options.storedValues.flatMap { m -> (slope: Double, intercept: Double)? in
+        let intercept = m.intercept + m.slope * Double(m.storedMinimum)
+        return m.slope == 1 && intercept == 0 ? nil : (m.slope, intercept)
+    } : nil
     if slice.channels == 1 {
         // Default window: the whole sample range, which the linear VOI function maps to itself
-        // (edges 0 and 2^n - 1), so viewers and our reader show the samples unchanged.
-        let w = options.window ?? (center: Double(1 << (slice.bitDepth - 1)), width: Double(1 << slice.bitDepth))
+        // (edges 0 and 2^n - 1), so viewers and our reader show the samples unchanged. VOI applies
+        // to modality values, so with a rescale the same range is given in modality units.
+        let full = Double(1 << slice.bitDepth)
+        let w = options.window ?? (rescale.map { r in (center: r.intercept + r.slope * full / 2, width: abs(r.slope) * full) }
+                                   ?? (center: full / 2, width: full))
         ds.text(.windowCenter, "DS", formatDS(w.center))
         ds.text(.windowWidth, "DS", formatDS(w.width))
+        if let rescale {
+            ds.text(.rescaleIntercept, "DS", formatDS(rescale.intercept))
+            ds.text(.rescaleSlope, "DS", formatDS(rescale.slope))
+            ds.text(DICOMTag(0x0028, 0x1054), "LO", "US")  // Rescale Type: unspecified
+        }
     }
     var pixels = ByteWriter()
     pixels.bytes.reserveCapacity(slice.samples.count * slice.bitDepth / 8)

@@ -182,10 +182,11 @@ public struct NIfTIVolume: Sendable {
                                        expectedSize: header.voxOffset + data, path: path)
         }
         header = try NIfTIHeader(bytes: bytes, path: path)
-        try NIfTIVolume.checkLimits(header, maxPixels: maxPixels, maxImagePixels: maxImagePixels, path: path)
         guard let data = header.dataBytes, header.voxOffset <= bytes.count, data <= bytes.count - header.voxOffset else {
             throw MedSynthError(file: path, "truncated: \(header.nx)x\(header.ny)x\(header.nz)x\(header.volumes) voxels of \(header.dataType) need \(header.dataBytes.map(String.init) ?? "too many") bytes from offset \(header.voxOffset), \(gzipped ? "decompressed " : "")file has \(bytes.count)")
         }
+        // The voxels are all in memory (checked above), but slicing them still costs pixels.
+        try NIfTIVolume.checkLimits(header, maxPixels: maxPixels, maxImagePixels: maxImagePixels, path: path)
         self.bytes = bytes
     }
 
