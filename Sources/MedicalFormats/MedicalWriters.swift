@@ -335,5 +335,10 @@ public func encodeNIfTIStack(_ slices: [MedicalSlice], values: StoredValueMappin
 public func writeNIfTIStack(_ slices: [MedicalSlice], values: StoredValueMapping? = nil, to url: URL) throws {
     var bytes = try encodeNIfTIStack(slices, values: values, path: url.path)
     if url.pathExtension.lowercased() == "gz" { bytes = try gzipCompress(bytes, path: url.path) }
-    try writeAtomically(Data(bytes), to: url)
+    // Written from the array's own memory: a volume near the pixel limit is hundreds of MB, and a
+    // Data copy of it would double the peak.
+    try bytes.withUnsafeMutableBytes { raw in
+        guard let base = raw.baseAddress else { return try writeAtomically(Data(), to: url) }
+        try writeAtomically(Data(bytesNoCopy: base, count: raw.count, deallocator: .none), to: url)
+    }
 }
