@@ -1,8 +1,9 @@
 #include "CImageCodecs.h"
 // Thin C shim over libpng and libjpeg: their errors longjmp or exit, which Swift cannot survive,
 // so every entry point here sets up the jump buffer and turns failures into a message string.
-// Nothing is ever printed: warnings are dropped (libjpeg's "premature end of data" warning is
-// promoted to an error, since libjpeg would otherwise pad a truncated file with grey).
+// Nothing is ever printed: warnings are dropped, except libjpeg's corrupt-data warnings ("premature
+// end of data", "bad Huffman code", ...), which are promoted to errors, since libjpeg would
+// otherwise pad a truncated or damaged file with grey and report success.
 
 #include <png.h>
 #include <jpeglib.h>
@@ -102,8 +103,15 @@ static void png_write_fn(png_structp png, png_bytep source, png_size_t length) {
 
 static void png_flush_fn(png_structp png) { (void)png; }
 
-static int png_decode_impl(const uint8_t *data, size_t size, int32_t max_side, int header_only,
-                           CICImage *out, char *error, size_t error_size) {
+// Width × height against a pixel limit, without overflow.
+static int too_many_pixels(size_t width, size_t height, int64_t max_pixels) {
+    if (max_pixels <= 0) return 0;
+    if (width != 0 && height > (size_t)max_pixels / width) return 1;
+    return (int64_t)(width * height) > max_pixels;
+}
+
+static int png_decode_impl(const uint8_t *data, size_t size, int32_t max_side, int64_t max_pixels, int header_only,
+                           uint16_t *buffer, size_t buffer_count, CICImage *out, char *error, size_t error_size) {
     memset(out, 0, sizeof(*out));
     if (size < 8 || png_sig_cmp(data, 0, 8) != 0) {
         set_error(error, error_size, "not a PNG file (bad signature)");
@@ -162,6 +170,12 @@ static int png_decode_impl(const uint8_t *data, size_t size, int32_t max_side, i
         png_destroy_read_struct(&png, &info, NULL);
         return 1;
     }
+    if (too_many_pixels(width, height, max_pixels)) {
+        set_error(error, error_size, "image is %ux%u, above the limit of %lld pixels per image",
+                  (unsigned)width, (unsigned)height, (long long)max_pixels);
+        png_destroy_read_struct(&png, &info, NULL);
+        return 1;
+    }
     if ((channels < 1 || channels > 4) || (bit_depth != 8 && bit_depth != 16)) {
         set_error(error, error_size, "unsupported PNG layout (%d channels, %d bits)", channels, bit_depth);
         png_destroy_read_struct(&png, &info, NULL);
@@ -173,29 +187,35 @@ static int png_decode_impl(const uint8_t *data, size_t size, int32_t max_side, i
         png_destroy_read_struct(&png, &info, NULL);
         return 1;
     }
-    samples = malloc(row_samples * (size_t)height * sizeof(uint16_t));
+    if (buffer != NULL && buffer_count < row_samples * (size_t)height) {
+        set_error(error, error_size, "sample buffer too small for a %ux%ux%d PNG", (unsigned)width, (unsigned)height, channels);
+        png_destroy_read_struct(&png, &info, NULL);
+        return 1;
+    }
+    uint16_t *const target = buffer != NULL ? buffer : malloc(row_samples * (size_t)height * sizeof(uint16_t));
+    if (buffer == NULL) samples = target;
     rows = malloc((size_t)height * sizeof(png_bytep));
-    if (samples == NULL || rows == NULL) png_error(png, "out of memory");
-    for (png_uint_32 y = 0; y < height; y++) rows[y] = (png_bytep)(samples + (size_t)y * row_samples);
+    if (target == NULL || rows == NULL) png_error(png, "out of memory");
+    for (png_uint_32 y = 0; y < height; y++) rows[y] = (png_bytep)(target + (size_t)y * row_samples);
     // Adam7 needs every row in memory at once, so read the whole image rather than row by row.
     png_read_image(png, rows);
     png_read_end(png, NULL);
     if (bit_depth == 8) {
-        for (png_uint_32 y = 0; y < height; y++) widen_row_in_place(samples + (size_t)y * row_samples, row_samples);
+        for (png_uint_32 y = 0; y < height; y++) widen_row_in_place(target + (size_t)y * row_samples, row_samples);
     }
     free(rows);
     png_destroy_read_struct(&png, &info, NULL);
-    out->samples = samples;
+    out->samples = target;
     return 0;
 }
 
-int cic_decode_png(const uint8_t *data, size_t size, int32_t max_side,
-                   CICImage *out, char *error, size_t error_size) {
-    return png_decode_impl(data, size, max_side, 0, out, error, error_size);
+int cic_decode_png(const uint8_t *data, size_t size, int32_t max_side, int64_t max_pixels,
+                   uint16_t *buffer, size_t buffer_count, CICImage *out, char *error, size_t error_size) {
+    return png_decode_impl(data, size, max_side, max_pixels, 0, buffer, buffer_count, out, error, error_size);
 }
 
 int cic_probe_png(const uint8_t *data, size_t size, CICImage *out, char *error, size_t error_size) {
-    return png_decode_impl(data, size, INT32_MAX, 1, out, error, error_size);
+    return png_decode_impl(data, size, INT32_MAX, 0, 1, NULL, 0, out, error, error_size);
 }
 
 int cic_encode_png(const uint16_t *samples, int32_t width, int32_t height, int32_t channels,
@@ -283,13 +303,41 @@ static void jpeg_error_exit_fn(j_common_ptr cinfo) {
 
 static void jpeg_emit_message_fn(j_common_ptr cinfo, int level) {
     if (level >= 0) return;  // trace messages
-    // libjpeg treats running out of data as a warning and pads the image; for us it is an error.
-    if (cinfo->err->msg_code == JWRN_JPEG_EOF) {
-        jpeg_error_context *context = (jpeg_error_context *)cinfo->err;
+    // libjpeg treats running out of data, or entropy data that is cut short by a marker or
+    // damaged, as warnings and fills the rest with grey; for us they are errors.
+    jpeg_error_context *context = (jpeg_error_context *)cinfo->err;
+    switch (cinfo->err->msg_code) {
+    case JWRN_JPEG_EOF:
         set_error(context->error, context->error_size, "file is truncated (premature end of JPEG data)");
         longjmp(context->jump, 1);
+    case JWRN_HIT_MARKER:
+        set_error(context->error, context->error_size, "file is truncated (premature end of JPEG data segment: a marker cuts the image data short)");
+        longjmp(context->jump, 1);
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_ARITH_BAD_CODE:
+    case JWRN_MUST_RESYNC:
+    case JWRN_NOT_SEQUENTIAL:
+    case JWRN_BOGUS_PROGRESSION: {
+        char message[JMSG_LENGTH_MAX];
+        (*cinfo->err->format_message)(cinfo, message);
+        set_error(context->error, context->error_size, "corrupt JPEG: %s", message);
+        longjmp(context->jump, 1);
     }
-    cinfo->err->num_warnings++;
+    default:
+        cinfo->err->num_warnings++;
+    }
+}
+
+// libjpeg calls this between passes; a progressive stream with thousands of tiny scans costs
+// minutes of CPU for a few kilobytes (as djpeg's -maxscans guards against).
+enum { JPEG_MAX_SCANS = 1000 };
+
+static void jpeg_progress_fn(j_common_ptr cinfo) {
+    if (cinfo->is_decompressor && ((j_decompress_ptr)cinfo)->input_scan_number > JPEG_MAX_SCANS) {
+        jpeg_error_context *context = (jpeg_error_context *)cinfo->err;
+        set_error(context->error, context->error_size, "corrupt JPEG: more than %d scans", JPEG_MAX_SCANS);
+        longjmp(context->jump, 1);
+    }
 }
 
 static void jpeg_output_message_fn(j_common_ptr cinfo) { (void)cinfo; }
@@ -303,8 +351,8 @@ static void install_jpeg_errors(jpeg_error_context *context, char *error, size_t
     context->error_size = error_size;
 }
 
-static int jpeg_decode_impl(const uint8_t *data, size_t size, int32_t max_side, int header_only,
-                            CICImage *out, char *error, size_t error_size) {
+static int jpeg_decode_impl(const uint8_t *data, size_t size, int32_t max_side, int64_t max_pixels, int header_only,
+                            uint16_t *buffer, size_t buffer_count, CICImage *out, char *error, size_t error_size) {
     memset(out, 0, sizeof(*out));
     if (size < 3 || data[0] != 0xFF || data[1] != 0xD8) {
         set_error(error, error_size, "not a JPEG file (no start-of-image marker)");
@@ -322,6 +370,10 @@ static int jpeg_decode_impl(const uint8_t *data, size_t size, int32_t max_side, 
         return 1;
     }
     jpeg_create_decompress(&cinfo);
+    struct jpeg_progress_mgr progress;
+    memset(&progress, 0, sizeof(progress));
+    progress.progress_monitor = jpeg_progress_fn;
+    cinfo.progress = &progress;
     jpeg_mem_src(&cinfo, data, (unsigned long)size);
     jpeg_read_header(&cinfo, TRUE);
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
@@ -344,18 +396,34 @@ static int jpeg_decode_impl(const uint8_t *data, size_t size, int32_t max_side, 
         jpeg_destroy_decompress(&cinfo);
         return 1;
     }
+    if (too_many_pixels(cinfo.image_width, cinfo.image_height, max_pixels)) {
+        set_error(error, error_size, "image is %ux%u, above the limit of %lld pixels per image",
+                  (unsigned)cinfo.image_width, (unsigned)cinfo.image_height, (long long)max_pixels);
+        jpeg_destroy_decompress(&cinfo);
+        return 1;
+    }
+    // libjpeg's own working memory (progressive coefficient buffers: 2 bytes per coefficient,
+    // for every component however it claims to be sampled) is capped near what a sane file of
+    // this size needs; past it libjpeg stops with an error instead of allocating.
+    cinfo.mem->max_memory_to_use = (long)((size_t)cinfo.image_width * cinfo.image_height * 2 * 3 + (64L << 20));
     jpeg_start_decompress(&cinfo);
     const size_t width = cinfo.output_width, height = cinfo.output_height;
     const size_t channels = (size_t)cinfo.output_components;
     const size_t row_samples = width * channels;
-    samples = malloc(row_samples * height * sizeof(uint16_t));
-    if (samples == NULL) {
+    if (buffer != NULL && buffer_count < row_samples * height) {
+        set_error(error, error_size, "sample buffer too small for a %zux%zux%zu JPEG", width, height, channels);
+        jpeg_destroy_decompress(&cinfo);
+        return 1;
+    }
+    uint16_t *const target = buffer != NULL ? buffer : malloc(row_samples * height * sizeof(uint16_t));
+    if (buffer == NULL) samples = target;
+    if (target == NULL) {
         set_error(error, error_size, "out of memory");
         jpeg_destroy_decompress(&cinfo);
         return 1;
     }
     while (cinfo.output_scanline < cinfo.output_height) {
-        uint16_t *row = samples + (size_t)cinfo.output_scanline * row_samples;
+        uint16_t *row = target + (size_t)cinfo.output_scanline * row_samples;
         JSAMPROW target = (JSAMPROW)row;
         if (jpeg_read_scanlines(&cinfo, &target, 1) != 1) {
             set_error(error, error_size, "file is truncated (no more scanlines)");
@@ -370,17 +438,17 @@ static int jpeg_decode_impl(const uint8_t *data, size_t size, int32_t max_side, 
     out->width = (int32_t)width;
     out->height = (int32_t)height;
     out->channels = (int32_t)channels;
-    out->samples = samples;
+    out->samples = target;
     return 0;
 }
 
-int cic_decode_jpeg(const uint8_t *data, size_t size, int32_t max_side,
-                    CICImage *out, char *error, size_t error_size) {
-    return jpeg_decode_impl(data, size, max_side, 0, out, error, error_size);
+int cic_decode_jpeg(const uint8_t *data, size_t size, int32_t max_side, int64_t max_pixels,
+                    uint16_t *buffer, size_t buffer_count, CICImage *out, char *error, size_t error_size) {
+    return jpeg_decode_impl(data, size, max_side, max_pixels, 0, buffer, buffer_count, out, error, error_size);
 }
 
 int cic_probe_jpeg(const uint8_t *data, size_t size, CICImage *out, char *error, size_t error_size) {
-    return jpeg_decode_impl(data, size, INT32_MAX, 1, out, error, error_size);
+    return jpeg_decode_impl(data, size, INT32_MAX, 0, 1, NULL, 0, out, error, error_size);
 }
 
 // A libjpeg destination manager writing into a mem_buffer we own, so that an error part-way

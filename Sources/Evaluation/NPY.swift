@@ -46,10 +46,16 @@ public func readNPY(at url: URL) throws -> Matrix {
           let open = header.firstIndex(of: "("), let close = header.firstIndex(of: ")") else {
         throw MedSynthError(file: url.path, "only C-order little-endian float32/float64 .npy files are supported")
     }
+    guard open < close else { throw MedSynthError(file: url.path, "malformed .npy header (shape)") }
     let dims = header[header.index(after: open)..<close].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-    guard dims.count == 2 else { throw MedSynthError(file: url.path, "expected a 2-D array, got shape \(dims)") }
+    guard dims.count == 2, dims[0] >= 0, dims[1] >= 0 else { throw MedSynthError(file: url.path, "expected a 2-D array, got shape \(dims)") }
     let start = 10 + headerLength, size = isDouble ? 8 : 4
-    guard bytes.count - start == dims[0] * dims[1] * size else { throw MedSynthError(file: url.path, "data size does not match shape \(dims)") }
+    // Overflow-checked: a shape whose product wraps must not match the file size by accident.
+    let (elements, overflow1) = dims[0].multipliedReportingOverflow(by: dims[1])
+    let (dataBytes, overflow2) = elements.multipliedReportingOverflow(by: size)
+    guard !overflow1, !overflow2, bytes.count - start == dataBytes else {
+        throw MedSynthError(file: url.path, "data size does not match shape \(dims)")
+    }
     var values = [Double](repeating: 0, count: dims[0] * dims[1])
     bytes.withUnsafeBytes { raw in
         for i in values.indices {

@@ -39,6 +39,12 @@ func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String?, file: String, wha
     guard let text, let value = try? JSONDecoder().decode(T.self, from: Data(text.utf8)) else {
         throw MedSynthError(file: file, "missing or unreadable \(what) — not a medsynth checkpoint of this kind")
     }
+    // Configs are checked here, before any model is built from them (ConfigValidation.swift).
+    if let checked = value as? CheckpointValidated {
+        do { try checked.validate() } catch let error as MedSynthError {
+            throw MedSynthError(file: file, "invalid \(what): \(error.message)")
+        }
+    }
     return value
 }
 

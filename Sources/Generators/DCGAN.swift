@@ -35,6 +35,28 @@ public struct GANConfig: Codable, Equatable {
         guard numClasses >= 0, classNames.isEmpty || classNames.count == numClasses else {
             throw MedSynthError("DCGAN config: \(classNames.count) class names for \(numClasses) classes")
         }
+        // Bounds before any layer is built: a negative or zero size crashed (out-of-bounds memset),
+        // a huge one aborted in the allocator.
+        try requireRange("latentDim", latentDim, 1...ModelConfigLimits.maxLatentDim)
+        try requireRange("generatorWidth", generatorWidth, 1...ModelConfigLimits.maxWidth)
+        try requireRange("discriminatorWidth", discriminatorWidth, 1...ModelConfigLimits.maxWidth)
+        try requireRange("numClasses", numClasses, 0...ModelConfigLimits.maxClasses)
+        // Weights of the 4×4 (transposed) convolutions of G and D, in floats.
+        let blocks = hiddenBlocks
+        var weights = 0.0, cin = Double(latentDim + numClasses)
+        for i in 0..<blocks {
+            let width = Double(generatorWidth) * Double(1 << (blocks - 1 - i))
+            weights += cin * width * 16
+            cin = width
+        }
+        weights += cin * Double(channels) * 16
+        var din = Double(channels)
+        for i in 0..<blocks {
+            let width = Double(discriminatorWidth) * Double(1 << i)
+            weights += din * width * 16
+            din = width
+        }
+        try requireParameterBudget(weights, model: "DCGAN")
     }
 }
 

@@ -29,6 +29,19 @@ public struct UNetConfig: Codable, Equatable {
     }
 
     public func validate() throws {
+        // Bounds before any layer is built: groups = 0 divided by zero, negative widths crashed.
+        try requireRange("baseWidth", baseWidth, 1...ModelConfigLimits.maxWidth)
+        try requireRange("groups", groups, 1...ModelConfigLimits.maxWidth)
+        try requireRange("numClasses", numClasses, 0...ModelConfigLimits.maxClasses)
+        try requireRange("number of channelMultipliers", channelMultipliers.count, 1...6)
+        for m in channelMultipliers { try requireRange("channelMultipliers entry", m, 1...16) }
+        for r in attentionResolutions { try requireRange("attentionResolutions entry", r, 1...256) }
+        guard classNames.isEmpty || classNames.count == numClasses else {
+            throw MedSynthError("U-Net config: \(classNames.count) class names for \(numClasses) classes")
+        }
+        // Two residual blocks of two 3×3 convolutions per level, down and up, plus attention: about
+        // 64·width² weights per level.
+        try requireParameterBudget(channelMultipliers.reduce(0.0) { $0 + 64 * pow(Double(baseWidth * $1), 2) }, model: "U-Net")
         let downsamples = channelMultipliers.count - 1
         guard imageSize >= 8, imageSize <= 256, imageSize % (1 << downsamples) == 0 else {
             throw MedSynthError("U-Net image size \(imageSize) must be 8...256 and divisible by 2^\(downsamples)")

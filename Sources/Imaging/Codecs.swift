@@ -1,6 +1,7 @@
 import CImageCodecs
 import Core
 import Foundation
+import MedicalFormats
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -63,60 +64,82 @@ public func readFileBytes(at url: URL) throws -> [UInt8] {
 }
 
 /// Reads a PNG or JPEG file (chosen by content). Errors name the file and the reason: empty,
-/// not an image, truncated or corrupt, CMYK JPEG, or a side above `maxSide` pixels.
-public func readImage(at url: URL, maxSide: Int = 16384) throws -> Image {
-    try decodeImage(readFileBytes(at: url), name: url.path, maxSide: maxSide)
+/// not an image, truncated or corrupt, CMYK JPEG, a side above `maxSide` pixels, or more than
+/// `maxPixels` pixels (default `DecodeLimits.maxImagePixels`).
+public func readImage(at url: URL, maxSide: Int = 16384, maxPixels: Int = DecodeLimits.maxImagePixels) throws -> Image {
+    try decodeImage(readFileBytes(at: url), name: url.path, maxSide: maxSide, maxPixels: maxPixels)
 }
 
 /// Decodes PNG or JPEG bytes (chosen by content); `name` is used in error messages.
-public func decodeImage(_ bytes: [UInt8], name: String, maxSide: Int = 16384) throws -> Image {
+public func decodeImage(_ bytes: [UInt8], name: String, maxSide: Int = 16384,
+                        maxPixels: Int = DecodeLimits.maxImagePixels) throws -> Image {
     if bytes.isEmpty { throw MedSynthError(file: name, "file is empty (0 bytes)") }
     switch ImageFormat.sniff(bytes) {
-    case .png: return try decodePNG(bytes, name: name, maxSide: maxSide)
-    case .jpeg: return try decodeJPEG(bytes, name: name, maxSide: maxSide)
+    case .png: return try decodePNG(bytes, name: name, maxSide: maxSide, maxPixels: maxPixels)
+    case .jpeg: return try decodeJPEG(bytes, name: name, maxSide: maxSide, maxPixels: maxPixels)
     case nil: throw MedSynthError(file: name, "not a PNG or JPEG image (unrecognised file signature)")
     }
 }
 
 /// Decodes PNG bytes: 8/16-bit gray, gray+alpha, RGB, RGBA, palette (to RGB or RGBA),
 /// low-bit gray (to 8-bit), interlaced or not. 16-bit data stays 16-bit.
-public func decodePNG(_ bytes: [UInt8], name: String, maxSide: Int = 16384) throws -> Image {
-    try callDecoder(bytes, name: name, maxSide: maxSide, format: .png)
+public func decodePNG(_ bytes: [UInt8], name: String, maxSide: Int = 16384,
+                      maxPixels: Int = DecodeLimits.maxImagePixels) throws -> Image {
+    try callDecoder(bytes, name: name, maxSide: maxSide, maxPixels: maxPixels, format: .png)
 }
 
 /// Decodes JPEG bytes (baseline or progressive, 8-bit gray or colour) to a gray or RGB image.
 /// Also used for JPEG fragments inside other containers; MedicalFormats can call the same C
 /// entry point, `cic_decode_jpeg`, directly.
-public func decodeJPEG(_ bytes: [UInt8], name: String, maxSide: Int = 16384) throws -> Image {
-    try callDecoder(bytes, name: name, maxSide: maxSide, format: .jpeg)
+public func decodeJPEG(_ bytes: [UInt8], name: String, maxSide: Int = 16384,
+                       maxPixels: Int = DecodeLimits.maxImagePixels) throws -> Image {
+    try callDecoder(bytes, name: name, maxSide: maxSide, maxPixels: maxPixels, format: .jpeg)
 }
 
-private func callDecoder(_ bytes: [UInt8], name: String, maxSide: Int, format: ImageFormat) throws -> Image {
-    if bytes.isEmpty { throw MedSynthError(file: name, "file is empty (0 bytes)") }
+/// Reads the header, checks the limits, then decodes straight into the image's own sample array
+/// (no second copy of a large image).
+private func callDecoder(_ bytes: [UInt8], name: String, maxSide: Int, maxPixels: Int, format: ImageFormat) throws -> Image {
+    let header = try probeImage(bytes, name: name)
+    guard header.format == format else { throw MedSynthError(file: name, "not a \(format.rawValue) image") }
+    guard header.width <= maxSide, header.height <= maxSide else {
+        throw MedSynthError(file: name, "image is \(header.width)x\(header.height), above the limit of \(maxSide) pixels per side")
+    }
+    guard header.width >= 1, header.height >= 1, header.width <= maxPixels / header.height else {
+        throw MedSynthError(file: name, "image is \(header.width)x\(header.height), above the limit of \(maxPixels) pixels per image (--max-image-pixels / MEDSYNTH_MAX_IMAGE_PIXELS)")
+    }
     let limit = Int32(clamping: max(1, maxSide))
+    let count = header.width * header.height * header.channels
     var decoded = CICImage()
     var message = [CChar](repeating: 0, count: Int(CIC_ERROR_SIZE))
-    let status = bytes.withUnsafeBufferPointer { data in
-        message.withUnsafeMutableBufferPointer { error in
-            format == .png
-                ? cic_decode_png(data.baseAddress, data.count, limit, &decoded, error.baseAddress, error.count)
-                : cic_decode_jpeg(data.baseAddress, data.count, limit, &decoded, error.baseAddress, error.count)
+    var status: Int32 = 0
+    let samples = [UInt16](unsafeUninitializedCapacity: count) { buffer, initialized in
+        status = bytes.withUnsafeBufferPointer { data in
+            message.withUnsafeMutableBufferPointer { error in
+                format == .png
+                    ? cic_decode_png(data.baseAddress, data.count, limit, Int64(maxPixels), buffer.baseAddress, count,
+                                     &decoded, error.baseAddress, error.count)
+                    : cic_decode_jpeg(data.baseAddress, data.count, limit, Int64(maxPixels), buffer.baseAddress, count,
+                                      &decoded, error.baseAddress, error.count)
+            }
         }
+        // On failure the buffer may be partly written; the array is dropped below either way.
+        initialized = status == 0 ? count : 0
     }
-    guard status == 0, let pointer = decoded.samples else {
+    guard status == 0 else {
         let reason = message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         throw MedSynthError(file: name, decodeFailureMessage(reason, format: format))
     }
-    defer { cic_free(pointer) }
-    let count = Int(decoded.width) * Int(decoded.height) * Int(decoded.channels)
+    guard Int(decoded.width) * Int(decoded.height) * Int(decoded.channels) == count else {
+        throw MedSynthError(file: name, "corrupt \(format.rawValue): decoded \(decoded.width)x\(decoded.height)x\(decoded.channels), header says \(header.width)x\(header.height)x\(header.channels)")
+    }
     return Image(width: Int(decoded.width), height: Int(decoded.height), channels: Int(decoded.channels),
-                 bitDepth: Int(decoded.bit_depth), samples: Array(UnsafeBufferPointer(start: pointer, count: count)))
+                 bitDepth: Int(decoded.bit_depth), samples: samples)
 }
 
 /// Prefixes library messages with the format so "Not a JPEG file" reads as a reason, but keeps
 /// our own already-clear messages (limits, truncation, CMYK) as they are.
 private func decodeFailureMessage(_ reason: String, format: ImageFormat) -> String {
-    let plain = ["file is truncated", "image is ", "CMYK JPEG", "not a PNG", "not a JPEG", "out of memory"]
+    let plain = ["file is truncated", "image is ", "CMYK JPEG", "not a PNG", "not a JPEG", "out of memory", "corrupt ", "sample buffer"]
     if plain.contains(where: { reason.hasPrefix($0) }) { return reason }
     // libjpeg says "Unsupported JPEG process" for valid files it cannot read (lossless, 12-bit).
     if reason.hasPrefix("Unsupported") { return "unsupported \(format.rawValue): \(reason)" }

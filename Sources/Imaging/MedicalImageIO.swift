@@ -47,23 +47,36 @@ public func readImages(at url: URL, options: MedicalReadOptions = .init()) throw
 
 /// `readImages` on bytes already in memory; `name` is used for the format choice and in errors.
 public func decodeImages(_ bytes: [UInt8], name: String, options: MedicalReadOptions = .init()) throws -> [Image] {
+    try decodeImagesWithValues(bytes, name: name, options: options).images
+}
+
+/// `decodeImages`, also returning how the samples map to the file's stored and modality values
+/// when `options.window` is `.stored` (nil for other windows): what `export` needs to write
+/// exact values with the modality rescale.
+public func decodeImagesWithValues(_ bytes: [UInt8], name: String,
+                                   options: MedicalReadOptions = .init()) throws -> (images: [Image], values: StoredValueMapping?) {
+    let stored = options.window == .stored
     switch medicalFileKind(bytes: bytes, name: name) {
     case .dicom:
-        let file = try DICOMFile(bytes: bytes, path: name, maxInflatedBytes: options.maxDecompressedBytes)
-        return try readDICOMSlices(file, window: options.window, bitDepth: options.bitDepth,
-                                   decodeJPEG: jpegFrameDecoder(name: name))
+        let file = try DICOMFile(bytes: bytes, path: name, maxInflatedBytes: options.maxDecompressedBytes,
+                                 maxPixels: options.maxPixels, maxImagePixels: options.maxImagePixels)
+        let (slices, encoding) = try readDICOMStoredFrames(file, window: options.window, bitDepth: options.bitDepth,
+                                                           decodeJPEG: jpegFrameDecoder(name: name),
+                                                           maxPixels: options.maxPixels, maxImagePixels: options.maxImagePixels)
+        return (slices, stored ? StoredValueMapping(storedSamplesOf: encoding) : nil)
     case .nifti:
-        let volume = try NIfTIVolume(bytes: bytes, path: name, maxDecompressedBytes: options.maxDecompressedBytes)
-        return try volume.slices(options)
+        let volume = try NIfTIVolume(bytes: bytes, path: name, maxDecompressedBytes: options.maxDecompressedBytes,
+                                     maxPixels: options.maxPixels, maxImagePixels: options.maxImagePixels)
+        return (try volume.slices(options), stored ? StoredValueMapping(storedSamplesOf: volume.encoding) : nil)
     case .image:
-        return [try decodeImage(bytes, name: name)]
+        return ([try decodeImage(bytes, name: name, maxPixels: options.maxImagePixels)], stored ? .identity : nil)
     }
 }
 
 /// JPEG Baseline frames of a DICOM file through libjpeg; samples become stored values.
 func jpegFrameDecoder(name: String) -> JPEGFrameDecoder {
-    { stream, index in
-        let image = try decodeJPEG(stream, name: "\(name) (frame \(index))", maxSide: 65535)
+    { stream, index, maxPixels in
+        let image = try decodeJPEG(stream, name: "\(name) (frame \(index))", maxSide: 65535, maxPixels: maxPixels)
         return ScalarFrame(width: image.width, height: image.height, channels: image.channels,
                            values: image.samples.map(Float.init))
     }
@@ -81,11 +94,17 @@ public func writeDICOM(_ image: Image, to url: URL, options: DICOMWriteOptions =
 /// Writes equal-sized images as one NIfTI-1 volume (uint8 or uint16; ".gz" compresses), slice k
 /// being image k; reading it back along the axial axis returns the same images. Colour images
 /// are converted to gray (BT.601 luma); alpha is dropped.
-public func writeNIfTI(_ images: [Image], to url: URL) throws {
+/// `values`: for images read with `--window stored`, how samples map back to stored and modality
+/// values (see `encodeNIfTIStack`).
+public func writeNIfTI(_ images: [Image], values: StoredValueMapping? = nil, to url: URL) throws {
     let slices = images.map { image in
         image.colorChannels == 1 && !image.hasAlpha ? image : image.converted(channels: 1)
     }
-    try writeNIfTIStack(slices, to: url)
+    try writeNIfTIStack(slices, values: values, to: url)
+}
+
+private func describe(_ m: StoredValueMapping) -> String {
+    "stored = sample \(m.storedMinimum < 0 ? "- \(-m.storedMinimum)" : "+ \(m.storedMinimum)"), value = stored x \(m.slope) + \(m.intercept)"
 }
 
 // MARK: - Export
@@ -125,11 +144,19 @@ public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFo
             throw MedSynthError(file: output.path, "NIfTI output must end in .nii or .nii.gz")
         }
         var images: [Image] = []
+        var values: StoredValueMapping? = nil
         for (index, input) in inputs.enumerated() {
-            images += try readImages(at: input, options: readOptions)
+            let decoded = try decodeImagesWithValues(readFileBytes(at: input), name: input.path, options: readOptions)
+            // One volume has one scl_slope/scl_inter: stored values of inputs with different
+            // rescales (or signedness) cannot share it.
+            if let mapping = decoded.values, let earlier = values, mapping != earlier {
+                throw MedSynthError(file: input.path, "--window stored: stored values map to modality values as \(describe(mapping)), earlier inputs as \(describe(earlier)); one NIfTI volume cannot hold both (use a window, or export them separately)")
+            }
+            values = decoded.values ?? values
+            images += decoded.images
             progress(index + 1, inputs.count)
         }
-        try writeNIfTI(images, to: output)
+        try writeNIfTI(images, values: values, to: output)
         report.written = [output]
         report.images = images.count
     case .dicom:
@@ -141,16 +168,17 @@ public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFo
             let bytes = try readFileBytes(at: input)
             let source = keepIdentifiers && medicalFileKind(bytes: bytes, name: input.path) == .dicom
                 ? try DICOMFile(bytes: bytes, path: input.path) : nil
-            let images = try decodeImages(bytes, name: input.path, options: readOptions)
+            let (images, values) = try decodeImagesWithValues(bytes, name: input.path, options: readOptions)
             // Made only once there is something to write, so a bad first input leaves no folder.
             try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
             let stem = input.lastPathComponent.split(separator: ".").first.map(String.init) ?? "image"
             for (index, image) in images.enumerated() {
                 instance += 1
-                let options = DICOMWriteOptions(source: source, keepIdentifiers: keepIdentifiers, seriesInstanceUID: series,
+                var options = DICOMWriteOptions(source: source, keepIdentifiers: keepIdentifiers, seriesInstanceUID: series,
                                                 studyInstanceUID: study, instanceNumber: instance,
                                                 seriesDescription: "medsynth export",
                                                 uidStream: stream?.split(UInt64(fileIndex) << 32 | UInt64(index)))
+                options.storedValues = values
                 let number = String(index), padded = String(repeating: "0", count: max(0, 4 - number.count)) + number
                 let url = output.appendingPathComponent("\(stem)_\(padded).dcm")
                 try writeDICOM(image, to: url, options: options)

@@ -110,20 +110,24 @@ public func decodeSafetensors(_ data: Data, name: String) throws -> SafetensorsF
             if let meta = value as? [String: String] { result.metadata = meta }
             continue
         }
+        // Every number must be a non-negative integer; anything else (fractions, 1e30, strings)
+        // makes the entry malformed rather than being dropped or wrapped.
         guard let info = value as? [String: Any], let dtypeName = info["dtype"] as? String,
-              let shape = (info["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-              let offsets = (info["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }), offsets.count == 2 else {
+              let rawShape = info["shape"] as? [Any], let shape = exactSizes(rawShape), shape.count <= 16,
+              let rawOffsets = info["data_offsets"] as? [Any], let offsets = exactSizes(rawOffsets), offsets.count == 2 else {
             throw MedSynthError(file: name, "tensor '\(key)' has a malformed header entry")
         }
         guard let dtype = SafetensorsDType(rawValue: dtypeName) else {
             throw MedSynthError(file: name, "tensor '\(key)' has unsupported dtype \(dtypeName)")
         }
-        guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, { $0.multipliedReportingOverflow(by: $1).partialValue }) <= payload else {
+        // Overflow-checked: a shape whose product wraps around must not pass as small.
+        var product: Int? = 1
+        for side in shape { product = product.flatMap { p in let (r, o) = p.multipliedReportingOverflow(by: side); return o ? nil : r } }
+        guard let count = product, count <= payload else {
             throw MedSynthError(file: name, "tensor '\(key)' has an impossible shape \(shape)")
         }
-        let count = shape.reduce(1, *)
         let (begin, end) = (offsets[0], offsets[1])
-        guard begin >= 0, end >= begin, end <= payload else {
+        guard end >= begin, end <= payload else {
             throw MedSynthError(file: name, "tensor '\(key)' lies outside the file (offsets \(begin)..<\(end), \(payload) data bytes) — truncated?")
         }
         guard end - begin == count * dtype.byteSize else {
@@ -148,6 +152,20 @@ public func decodeSafetensors(_ data: Data, name: String) throws -> SafetensorsF
         result.dtypes[key] = dtype
     }
     return result
+}
+
+/// JSON numbers as non-negative integers, or nil when any is not one (negative, fractional, huge,
+/// not a number). Values are capped at 2^53 (exact in a double; far above any real size).
+func exactSizes(_ values: [Any]) -> [Int]? {
+    var sizes: [Int] = []
+    sizes.reserveCapacity(values.count)
+    for value in values {
+        guard let number = value as? NSNumber else { return nil }
+        let double = number.doubleValue
+        guard double.isFinite, double >= 0, double <= 9_007_199_254_740_992, double == double.rounded(.towardZero) else { return nil }
+        sizes.append(Int(double))
+    }
+    return sizes
 }
 
 extension Module {

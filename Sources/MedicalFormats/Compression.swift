@@ -19,8 +19,12 @@ enum InflateFormat {
 /// - Parameter stopAtLimit: when true, output beyond `maxOutput` is simply not produced (the caller
 ///   needs only a prefix); when false, more output than `maxOutput` is an error.
 /// - Returns: the inflated bytes; shorter than `maxOutput` when the stream ends first.
+/// - Parameter prefix: bytes the result starts with (not counted in `maxOutput`), so a caller that
+///   needs header + inflated data gets them without a second copy.
+/// - Parameter expectedSize: inflated bytes the caller expects; reserved up front (capped by
+///   `maxOutput`), so the output does not grow by doubling.
 func inflateBounded(_ input: ArraySlice<UInt8>, format: InflateFormat, maxOutput: Int,
-                    stopAtLimit: Bool = false, path: String) throws -> [UInt8] {
+                    stopAtLimit: Bool = false, prefix: [UInt8] = [], expectedSize: Int? = nil, path: String) throws -> [UInt8] {
     let what = format == .raw ? "deflate" : "gzip"
     var stream = z_stream()
     let windowBits: Int32 = format == .raw ? -15 : 15 + 32
@@ -29,7 +33,9 @@ func inflateBounded(_ input: ArraySlice<UInt8>, format: InflateFormat, maxOutput
     }
     defer { inflateEnd(&stream) }
 
-    var output: [UInt8] = []
+    var output = prefix
+    let base = prefix.count
+    if let expectedSize { output.reserveCapacity(base + min(max(expectedSize, 0), maxOutput)) }
     let input = ContiguousArray(input)
     var chunk = [UInt8](repeating: 0, count: 1 << 16)
     return try input.withUnsafeBufferPointer { inBuffer -> [UInt8] in
@@ -40,7 +46,7 @@ func inflateBounded(_ input: ArraySlice<UInt8>, format: InflateFormat, maxOutput
         stream.avail_in = UInt32(clamping: inBuffer.count)
         while true {
             // Never ask zlib for more than the remaining allowance (+1 to detect overflow).
-            let allowance = maxOutput - output.count + (stopAtLimit ? 0 : 1)
+            let allowance = maxOutput - (output.count - base) + (stopAtLimit ? 0 : 1)
             if allowance <= 0 { return output }
             let want = min(chunk.count, allowance)
             let (status, produced) = chunk.withUnsafeMutableBufferPointer { out -> (Int32, Int) in
@@ -49,7 +55,7 @@ func inflateBounded(_ input: ArraySlice<UInt8>, format: InflateFormat, maxOutput
                 let status = zlibInflate(&stream)
                 return (status, want - Int(stream.avail_out))
             }
-            if output.count + produced > maxOutput {
+            if output.count - base + produced > maxOutput {
                 throw MedSynthError(file: path, "\(what) data inflates to more than the limit of \(maxOutput) bytes")
             }
             output.append(contentsOf: chunk[0..<produced])
@@ -73,7 +79,7 @@ func inflateBounded(_ input: ArraySlice<UInt8>, format: InflateFormat, maxOutput
                 return output
             case Z_BUF_ERROR:
                 if produced == 0 && stream.avail_in == 0 {
-                    throw MedSynthError(file: path, "\(what) data is truncated (stream ends after \(output.count) bytes of output)")
+                    throw MedSynthError(file: path, "\(what) data is truncated (stream ends after \(output.count - base) bytes of output)")
                 }
             case Z_NEED_DICT:
                 throw MedSynthError(file: path, "\(what) data needs a preset dictionary")
@@ -92,7 +98,7 @@ private func zlibInflate(_ stream: UnsafeMutablePointer<z_stream>) -> Int32 {
 }
 
 /// gzip-compresses `input` (RFC 1952, zlib level 6) for .nii.gz output.
-func gzipCompress(_ input: [UInt8], path: String) throws -> [UInt8] {
+public func gzipCompress(_ input: [UInt8], path: String) throws -> [UInt8] {
     var stream = z_stream()
     // windowBits 15 + 16 selects the gzip wrapper; memLevel 8 is zlib's default.
     guard deflateInit2_(&stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,

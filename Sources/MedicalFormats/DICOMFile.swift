@@ -185,8 +185,13 @@ public struct DICOMFile: Sendable {
     }
 
     /// Parses a Part 10 file. Throws `MedSynthError(file: path, ...)` for anything malformed.
-    /// - Parameter maxInflatedBytes: cap on the inflated data set of deflated files.
-    public init(bytes: [UInt8], path: String, maxInflatedBytes: Int = 1 << 30) throws {
+    /// - Parameters:
+    ///   - maxInflatedBytes: cap on the inflated data set of deflated files.
+    ///   - maxPixels, maxImagePixels: deflated files only: the image size the data set declares is
+    ///     checked against these (see `DecodeLimits`) before the pixel data is inflated, and
+    ///     inflation stops past the declared size.
+    public init(bytes: [UInt8], path: String, maxInflatedBytes: Int = 1 << 30,
+                maxPixels: Int = DecodeLimits.maxPixels, maxImagePixels: Int = DecodeLimits.maxImagePixels) throws {
         self.path = path
         guard DICOMFile.hasPart10Signature(bytes) else {
             throw MedSynthError(file: path, "not a DICOM Part 10 file (no 'DICM' at offset 128)")
@@ -217,13 +222,46 @@ public struct DICOMFile: Sendable {
         var dataBytes = bytes
         if syntax == .deflatedExplicitVRLittleEndian {
             // PS3.5 §A.5: the data set after the meta group is one raw deflate stream.
-            let inflated = try inflateBounded(bytes[reader.position...], format: .raw, maxOutput: maxInflatedBytes, path: path)
-            dataBytes = Array(bytes[..<reader.position]) + inflated
+            let allowed = try DICOMFile.deflatedAllowance(bytes: bytes, metaEnd: reader.position, elements: elements, path: path,
+                                                          maxInflatedBytes: maxInflatedBytes, maxPixels: maxPixels,
+                                                          maxImagePixels: maxImagePixels)
+            dataBytes = try inflateBounded(bytes[reader.position...], format: .raw, maxOutput: allowed,
+                                           prefix: Array(bytes[..<reader.position]), path: path)
         }
         self.bytes = dataBytes
         reader = ByteReader(bytes: dataBytes, path: path, position: reader.position, bigEndian: syntax.isBigEndian)
         try DICOMFile.parseElements(&reader, explicit: syntax.isExplicitVR, depth: 0, inItem: false, into: &elements)
         self.elements = elements
+    }
+
+    /// A file assembled from parts (used to read a deflated file's leading attributes).
+    init(path: String, transferSyntax: TransferSyntax, bytes: [UInt8], elements: [DICOMTag: DICOMElement]) {
+        self.path = path
+        self.transferSyntax = transferSyntax
+        self.bytes = bytes
+        self.elements = elements
+    }
+
+    /// Inflated bytes a deflated data set may take. The first MiB is inflated and parsed as far as
+    /// it goes; the image it declares (rows × columns × samples × frames) is checked against the
+    /// pixel limits and bounds the rest, with 16 MiB to spare for other attributes. A 20 KB file
+    /// claiming millions of frames is therefore refused before anything big is inflated.
+    static func deflatedAllowance(bytes: [UInt8], metaEnd: Int, elements: [DICOMTag: DICOMElement], path: String,
+                                  maxInflatedBytes: Int, maxPixels: Int, maxImagePixels: Int) throws -> Int {
+        let probeSize = 1 << 20, spare = 16 << 20
+        let head = try inflateBounded(bytes[metaEnd...], format: .raw, maxOutput: probeSize, stopAtLimit: true,
+                                      prefix: Array(bytes[..<metaEnd]), path: path)
+        guard head.count - metaEnd >= probeSize else { return maxInflatedBytes }  // the whole data set is small
+        var partial = elements
+        var reader = ByteReader(bytes: head, path: path, position: metaEnd)
+        // Stops with an error at the cut; the elements before it are kept.
+        try? parseElements(&reader, explicit: true, depth: 0, inItem: false, into: &partial)
+        let probe = DICOMFile(path: path, transferSyntax: .deflatedExplicitVRLittleEndian, bytes: head, elements: partial)
+        guard let info = try? probe.imageInfo() else { return min(maxInflatedBytes, probeSize + spare) }
+        try DecodeLimits.check(imageWidth: info.columns, height: info.rows, images: info.numberOfFrames,
+                               maxImagePixels: maxImagePixels, maxPixels: maxPixels, what: "DICOM frame", path: path)
+        let declared = checkedProduct([info.rows, info.columns, info.samplesPerPixel, info.bitsAllocated / 8, info.numberOfFrames]) ?? Int.max
+        return min(maxInflatedBytes, declared > Int.max - probeSize - spare ? Int.max : declared + probeSize + spare)
     }
 
     // MARK: Element headers
@@ -283,11 +321,13 @@ public struct DICOMFile: Sendable {
         guard depth <= maxDepth else {
             throw MedSynthError(file: reader.path, "sequences nested deeper than \(maxDepth) levels")
         }
+        // Some writers pad files with zero bytes after the last element; (0000,0000) cannot start
+        // a data set element, so an all-zero tail ends the data set. Where that tail starts is found
+        // once: testing "only zeros from here on" at every element was quadratic in the file size.
+        let zeroTail = depth == 0 ? (reader.bytes.lastIndex(where: { $0 != 0 }).map { $0 + 1 } ?? 0) : Int.max
         while !reader.atEnd {
             let start = reader.position
-            // Some writers pad files with zero bytes after the last element; (0000,0000) cannot
-            // start a data set element, so an all-zero tail ends the data set.
-            if depth == 0 && reader.bytes[start] == 0 && reader.bytes[start...].allSatisfy({ $0 == 0 }) { break }
+            if start >= zeroTail { break }
             let header = try readHeader(&reader, explicit: explicit)
             let tag = header.tag
             if tag.group == 0xFFFE {

@@ -82,8 +82,17 @@ extension DICOMFile {
         }
         let slope = try numbers(.rescaleSlope).first ?? 1
         let intercept = try numbers(.rescaleIntercept).first ?? 0
+        // Modality values must stay far inside Double's range, or windowing arithmetic turns them
+        // into infinities and NaN (a slope of 1e308 on 12-bit data gave black images).
+        let largestStored = Double(1 << stored)
+        guard abs(slope) * largestStored + abs(intercept) <= PixelEncoding.largestModalityValue else {
+            throw MedSynthError(file: path, "rescale slope \(slope) and intercept \(intercept) give values beyond ±\(PixelEncoding.largestModalityValue) for \(stored)-bit data")
+        }
         let centers = try numbers(.windowCenter), widths = try numbers(.windowWidth)
-        let window = (centers.first != nil && widths.first != nil) ? (centers[0], widths[0]) : nil
+        // A window outside the representable modality range is ignored (as if absent).
+        let window = (centers.first != nil && widths.first != nil
+                      && abs(centers[0]) <= PixelEncoding.largestModalityValue && abs(widths[0]) <= PixelEncoding.largestModalityValue)
+            ? (centers[0], widths[0]) : nil
         return DICOMImageInfo(rows: rows, columns: columns, samplesPerPixel: spp, bitsAllocated: allocated,
                               bitsStored: stored, highBit: high, isSigned: signed, photometric: photometric,
                               planarConfiguration: planar, numberOfFrames: Int(frames),
@@ -91,9 +100,15 @@ extension DICOMFile {
     }
 
     /// Extracts the pixel data: native frames, or JPEG baseline streams (one per frame).
-    /// Other compressed transfer syntaxes throw "not supported: <name>".
-    public func pixelData(info: DICOMImageInfo) throws -> DICOMPixelData {
+    /// Other compressed transfer syntaxes throw "not supported: <name>". The declared image size is
+    /// checked against `maxPixels` (per file) and `maxImagePixels` (per frame) first.
+    public func pixelData(info: DICOMImageInfo, maxPixels: Int = DecodeLimits.maxPixels,
+                          maxImagePixels: Int = DecodeLimits.maxImagePixels) throws -> DICOMPixelData {
         guard let element = elements[.pixelData] else { throw MedSynthError(file: path, "no Pixel Data (7FE0,0010)") }
+        func checkLimits() throws {
+            try DecodeLimits.check(imageWidth: info.columns, height: info.rows, images: info.numberOfFrames,
+                                   maxImagePixels: maxImagePixels, maxPixels: maxPixels, what: "DICOM frame", path: path)
+        }
         switch transferSyntax {
         case .unsupported(_, let name):
             throw MedSynthError(file: path, "not supported: \(name)")
@@ -101,11 +116,14 @@ extension DICOMFile {
             guard let fragments = element.fragments else {
                 throw MedSynthError(file: path, "JPEG Baseline file has native (not encapsulated) pixel data")
             }
+            try checkLimits()
             return .jpegBaseline(try jpegFrames(fragments: fragments, frames: info.numberOfFrames))
         default:
             guard element.fragments == nil else {
                 throw MedSynthError(file: path, "encapsulated pixel data in uncompressed transfer syntax \(transferSyntax.name)")
             }
+            try requirePixelBytes(element, info: info)
+            try checkLimits()
             return .native(try nativeFrames(element, info: info))
         }
     }
@@ -119,11 +137,7 @@ extension DICOMFile {
         }
         let bytesPerSample = info.bitsAllocated / 8
         let samplesPerFrame = info.rows * info.columns * info.samplesPerPixel
-        // Checked against the bytes actually present before anything is allocated.
-        guard let needed = checkedProduct([samplesPerFrame, bytesPerSample, info.numberOfFrames]),
-              needed <= element.value.count else {
-            throw MedSynthError(file: path, "pixel data has \(element.value.count) bytes, \(info.numberOfFrames) frame(s) of \(info.columns)x\(info.rows)x\(info.samplesPerPixel) at \(info.bitsAllocated) bits need more")
-        }
+        try requirePixelBytes(element, info: info)
         let shift = info.highBit + 1 - info.bitsStored
         let mask = (1 << info.bitsStored) - 1
         let signBit = 1 << (info.bitsStored - 1)
@@ -139,10 +153,13 @@ extension DICOMFile {
                 var values = [Float](repeating: 0, count: samplesPerFrame)
                 values.withUnsafeMutableBufferPointer { out in
                     let base = element.value.lowerBound + f * samplesPerFrame * bytesPerSample
+                    // Byte pairs are swapped across the whole value, not per frame: sample g of
+                    // the value lives at byte g ^ 1 (the value is padded to even length).
+                    let firstSample = f * samplesPerFrame
                     for s in 0..<samplesPerFrame {
                         var word: Int
                         if bytesPerSample == 1 {
-                            word = Int(raw[base + (swapBytePairs ? (s ^ 1) : s)])
+                            word = Int(raw[swapBytePairs ? element.value.lowerBound + ((firstSample + s) ^ 1) : base + s])
                         } else {
                             let a = Int(raw[base + 2 * s]), b = Int(raw[base + 2 * s + 1])
                             word = bigEndian ? (a << 8 | b) : (b << 8 | a)
@@ -158,6 +175,19 @@ extension DICOMFile {
             }
         }
         return frames
+    }
+
+    /// Throws unless the native pixel data holds every sample the header declares; for byte-swapped
+    /// 8-bit OW data (big endian) that includes the pad byte of an odd count, where the last sample
+    /// lives. Checked before anything is allocated.
+    func requirePixelBytes(_ element: DICOMElement, info: DICOMImageInfo) throws {
+        let bytesPerSample = info.bitsAllocated / 8
+        let swapBytePairs = element.bigEndian && element.vr == "OW" && bytesPerSample == 1
+        guard let samples = checkedProduct([info.rows, info.columns, info.samplesPerPixel, info.numberOfFrames]),
+              let needed = checkedProduct([samples, bytesPerSample]),
+              needed + (swapBytePairs ? needed % 2 : 0) <= element.value.count else {
+            throw MedSynthError(file: path, "pixel data has \(element.value.count) bytes, \(info.numberOfFrames) frame(s) of \(info.columns)x\(info.rows)x\(info.samplesPerPixel) at \(info.bitsAllocated) bits need more")
+        }
     }
 
     /// Groups encapsulated fragments into one JPEG stream per frame (PS3.5 §A.4): a single frame
@@ -182,20 +212,32 @@ extension DICOMFile {
     }
 }
 
-/// Decodes one JPEG frame to stored values; supplied by module Imaging (libjpeg).
-public typealias JPEGFrameDecoder = (_ stream: [UInt8], _ frameIndex: Int) throws -> ScalarFrame
+/// Decodes one JPEG frame to stored values; supplied by module Imaging (libjpeg). A stream whose
+/// own header declares more than `maxPixels` pixels must be refused before it is decoded.
+public typealias JPEGFrameDecoder = (_ stream: [UInt8], _ frameIndex: Int, _ maxPixels: Int) throws -> ScalarFrame
 
 /// Reads every frame of a DICOM file as display samples.
 /// - Parameters:
 ///   - window: mapping from modality values to samples (`.fileDefault` uses Window Center/Width).
 ///   - bitDepth: 8 or 16; nil picks 8 for data stored in at most 8 bits, else 16.
 ///   - decodeJPEG: decoder for JPEG baseline frames; without one such files throw.
+///   - maxPixels, maxImagePixels: limits on decoded pixels per file and per frame (`DecodeLimits`).
 public func readDICOMSlices(_ file: DICOMFile, window: MedicalWindow = .fileDefault, bitDepth: Int? = nil,
-                            decodeJPEG: JPEGFrameDecoder? = nil) throws -> [Image] {
+                            decodeJPEG: JPEGFrameDecoder? = nil, maxPixels: Int = DecodeLimits.maxPixels,
+                            maxImagePixels: Int = DecodeLimits.maxImagePixels) throws -> [Image] {
+    try readDICOMStoredFrames(file, window: window, bitDepth: bitDepth, decodeJPEG: decodeJPEG,
+                              maxPixels: maxPixels, maxImagePixels: maxImagePixels).slices
+}
+
+/// `readDICOMSlices`, also returning how the samples relate to stored and modality values
+/// (needed to write them on exactly, e.g. `--window stored` into NIfTI).
+public func readDICOMStoredFrames(_ file: DICOMFile, window: MedicalWindow = .fileDefault, bitDepth: Int? = nil,
+                                  decodeJPEG: JPEGFrameDecoder? = nil, maxPixels: Int = DecodeLimits.maxPixels,
+                                  maxImagePixels: Int = DecodeLimits.maxImagePixels) throws -> (slices: [Image], encoding: PixelEncoding) {
     let info = try file.imageInfo()
     var encoding = info.encoding
     let frames: [ScalarFrame]
-    switch try file.pixelData(info: info) {
+    switch try file.pixelData(info: info, maxPixels: maxPixels, maxImagePixels: maxImagePixels) {
     case .native(let native):
         frames = native
     case .jpegBaseline(let streams):
@@ -204,7 +246,7 @@ public func readDICOMSlices(_ file: DICOMFile, window: MedicalWindow = .fileDefa
             throw MedSynthError(file: file.path, "JPEG Baseline with \(info.bitsAllocated) bits allocated (must be 8)")
         }
         frames = try streams.enumerated().map { index, stream in
-            let frame = try decodeJPEG(stream, index)
+            let frame = try decodeJPEG(stream, index, info.rows * info.columns)
             guard frame.width == info.columns, frame.height == info.rows, frame.channels == info.samplesPerPixel else {
                 throw MedSynthError(file: file.path, "JPEG frame \(index) is \(frame.width)x\(frame.height)x\(frame.channels), header says \(info.columns)x\(info.rows)x\(info.samplesPerPixel)")
             }
@@ -214,5 +256,5 @@ public func readDICOMSlices(_ file: DICOMFile, window: MedicalWindow = .fileDefa
         encoding.storedRange = 0...255
         encoding.storedBits = 8
     }
-    return try renderFrames(frames, encoding: encoding, window: window, bitDepth: bitDepth, path: file.path)
+    return (try renderFrames(frames, encoding: encoding, window: window, bitDepth: bitDepth, path: file.path), encoding)
 }

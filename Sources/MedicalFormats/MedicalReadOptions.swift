@@ -57,6 +57,52 @@ public enum SliceSelection: Equatable, Sendable {
     }
 }
 
+/// Limits on what a file's header can make a reader decode or allocate. Every reader checks the
+/// sizes a header declares against these before it inflates, decodes or allocates anything, so a
+/// few hundred hostile bytes cannot claim gigabytes.
+///
+/// - `maxPixels`: decoded pixels per file, all frames, slices and volumes together
+///   (rows × columns × frames for DICOM, nx × ny × nz × volumes for NIfTI). Default 2^28 =
+///   268,435,456, more than any real scan (a 512 × 512 × 1000 CT is 262 M); environment variable
+///   `MEDSYNTH_MAX_PIXELS` or `--max-pixels` overrides it.
+/// - `maxImagePixels`: pixels of one 2-D image (PNG, JPEG, a DICOM frame, a NIfTI slice).
+///   Default 2^26 = 67,108,864 (8192 × 8192, above full-field mammography); environment variable
+///   `MEDSYNTH_MAX_IMAGE_PIXELS` or `--max-image-pixels` overrides it.
+/// - `maxImagesPerFile`: frames or slices one file may give (2^20), since each costs a few hundred
+///   bytes of bookkeeping even when it is a single pixel.
+public enum DecodeLimits {
+    public static let defaultMaxPixels = 1 << 28
+    public static let defaultMaxImagePixels = 1 << 26
+    public static let maxImagesPerFile = 1 << 20
+
+    /// Per-file pixel limit used when a caller passes none. Set once at start-up (the CLI's
+    /// `--max-pixels`), before any reading starts.
+    nonisolated(unsafe) public static var maxPixels: Int = environmentLimit("MEDSYNTH_MAX_PIXELS") ?? defaultMaxPixels
+    /// Per-image pixel limit used when a caller passes none (see `maxPixels`).
+    nonisolated(unsafe) public static var maxImagePixels: Int = environmentLimit("MEDSYNTH_MAX_IMAGE_PIXELS") ?? defaultMaxImagePixels
+
+    /// A positive integer from the environment, or nil when unset or not a positive integer.
+    static func environmentLimit(_ name: String) -> Int? {
+        guard let text = ProcessInfo.processInfo.environment[name], let value = Int(text), value > 0 else { return nil }
+        return value
+    }
+
+    /// Throws unless `pixels` (an image of `width` × `height`, or a whole file) fits the limits.
+    /// `what` names the thing in the message, e.g. "DICOM frame" or "volume".
+    public static func check(imageWidth width: Int, height: Int, images: Int = 1, maxImagePixels: Int = DecodeLimits.maxImagePixels,
+                             maxPixels: Int = DecodeLimits.maxPixels, what: String, path: String) throws {
+        guard let perImage = checkedProduct([width, height]), perImage <= maxImagePixels else {
+            throw MedSynthError(file: path, "\(what) of \(width)x\(height) pixels is above the limit of \(maxImagePixels) pixels per image (--max-image-pixels / MEDSYNTH_MAX_IMAGE_PIXELS)")
+        }
+        guard images <= maxImagesPerFile else {
+            throw MedSynthError(file: path, "\(images) images (frames or slices) in one file is above the limit of \(maxImagesPerFile)")
+        }
+        guard let total = checkedProduct([perImage, images]), total <= maxPixels else {
+            throw MedSynthError(file: path, "\(images) image(s) of \(width)x\(height) pixels are above the limit of \(maxPixels) pixels per file (--max-pixels / MEDSYNTH_MAX_PIXELS)")
+        }
+    }
+}
+
 /// Options for reading DICOM and NIfTI files as 2-D images.
 public struct MedicalReadOptions: Equatable, Sendable {
     /// Modality values → samples (DICOM and NIfTI).
@@ -71,9 +117,15 @@ public struct MedicalReadOptions: Equatable, Sendable {
     public var volume: Int?
     /// Cap on decompressed bytes (.nii.gz, deflated DICOM); a file claiming more is refused.
     public var maxDecompressedBytes: Int
+    /// Decoded pixels per file and per 2-D image (see `DecodeLimits`).
+    public var maxPixels: Int
+    public var maxImagePixels: Int
 
     public init(window: MedicalWindow = .fileDefault, bitDepth: Int? = nil, axis: SliceAxis = .axial,
-                slices: SliceSelection = .all, volume: Int? = nil, maxDecompressedBytes: Int = 2 << 30) {
+                slices: SliceSelection = .all, volume: Int? = nil, maxDecompressedBytes: Int = 2 << 30,
+                maxPixels: Int = DecodeLimits.maxPixels, maxImagePixels: Int = DecodeLimits.maxImagePixels) {
+        self.maxPixels = maxPixels
+        self.maxImagePixels = maxImagePixels
         self.window = window
         self.bitDepth = bitDepth
         self.axis = axis

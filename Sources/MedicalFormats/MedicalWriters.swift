@@ -28,6 +28,9 @@ public struct DICOMWriteOptions: Sendable {
     /// Source of new UIDs: a seeded stream gives reproducible UIDs (tests, reruns that must match);
     /// nil draws them from the system UUID generator so that separate runs never collide.
     public var uidStream: RandomStream?
+    /// For samples read with `--window stored` (grayscale): written as Rescale Slope/Intercept
+    /// (SC Image module, PS3.3 §C.8.6.2) so modality values (HU) survive the shift of signed data.
+    public var storedValues: StoredValueMapping?
 
     public init(source: DICOMFile? = nil, keepIdentifiers: Bool = false, seriesInstanceUID: String? = nil,
                 studyInstanceUID: String? = nil, instanceNumber: Int = 1, seriesDescription: String? = nil,
@@ -166,12 +169,25 @@ public func encodeDICOMSecondaryCapture(_ slice: Image, options: DICOMWriteOptio
     ds.us(.bitsStored, slice.bitDepth)
     ds.us(.highBit, slice.bitDepth - 1)
     ds.us(.pixelRepresentation, 0)
+    // Rescale: modality value = sample × slope + (intercept + slope × stored minimum).
+    let rescale = slice.channels == 1 ? options.storedValues.flatMap { m -> (slope: Double, intercept: Double)? in
+        let intercept = m.intercept + m.slope * Double(m.storedMinimum)
+        return m.slope == 1 && intercept == 0 ? nil : (m.slope, intercept)
+    } : nil
     if slice.channels == 1 {
         // Default window: the whole sample range, which the linear VOI function maps to itself
-        // (edges 0 and 2^n - 1), so viewers and our reader show the samples unchanged.
-        let w = options.window ?? (center: Double(1 << (slice.bitDepth - 1)), width: Double(1 << slice.bitDepth))
+        // (edges 0 and 2^n - 1), so viewers and our reader show the samples unchanged. VOI applies
+        // to modality values, so with a rescale the same range is given in modality units.
+        let full = Double(1 << slice.bitDepth)
+        let w = options.window ?? (rescale.map { r in (center: r.intercept + r.slope * full / 2, width: abs(r.slope) * full) }
+                                   ?? (center: full / 2, width: full))
         ds.text(.windowCenter, "DS", formatDS(w.center))
         ds.text(.windowWidth, "DS", formatDS(w.width))
+        if let rescale {
+            ds.text(.rescaleIntercept, "DS", formatDS(rescale.intercept))
+            ds.text(.rescaleSlope, "DS", formatDS(rescale.slope))
+            ds.text(DICOMTag(0x0028, 0x1054), "LO", "US")  // Rescale Type: unspecified
+        }
     }
     var pixels = ByteWriter()
     pixels.bytes.reserveCapacity(slice.samples.count * slice.bitDepth / 8)
@@ -218,8 +234,36 @@ public func writeDICOMSecondaryCapture(_ slice: Image, to url: URL, options: DIC
 // identity sform/qform (1 mm voxels), so that reading it back with the axial axis returns the same
 // images in the same order: image pixel (x, y) of slice k is voxel (x, H-1-y, k).
 
+/// How the samples of slices read with `--window stored` relate to the file's values: stored value
+/// = sample + `storedMinimum` (signed data was shifted up by its storage minimum), modality value
+/// (e.g. Hounsfield units) = stored × `slope` + `intercept`.
+public struct StoredValueMapping: Equatable, Sendable {
+    public var storedMinimum: Int
+    public var slope: Double
+    public var intercept: Double
+
+    public init(storedMinimum: Int, slope: Double = 1, intercept: Double = 0) {
+        self.storedMinimum = storedMinimum
+        self.slope = slope
+        self.intercept = intercept
+    }
+
+    /// Samples are the values themselves (PNG, JPEG, unsigned data without rescale).
+    public static let identity = StoredValueMapping(storedMinimum: 0)
+
+    /// The mapping of samples rendered with `MedicalWindow.stored` from data with this encoding.
+    public init?(storedSamplesOf encoding: PixelEncoding) {
+        guard let range = encoding.storedRange else { return nil }
+        self.init(storedMinimum: range.lowerBound, slope: encoding.slope, intercept: encoding.intercept)
+    }
+}
+
 /// Encodes slices as a single-file NIfTI-1 volume (uncompressed).
-public func encodeNIfTIStack(_ slices: [Image], path: String) throws -> [UInt8] {
+/// - Parameter values: for samples read with `--window stored`: the voxels become the stored values
+///   again (int16 when any can be negative, as dcm2niix writes signed CT/MR) and scl_slope/scl_inter
+///   carry the modality rescale, so nibabel's `get_fdata()` gives modality values (HU) and the raw
+///   voxels equal pydicom's `pixel_array`. nil writes the samples as they are.
+public func encodeNIfTIStack(_ slices: [Image], values: StoredValueMapping? = nil, path: String) throws -> [UInt8] {
     guard let first = slices.first else { throw MedSynthError(file: path, "no images to write") }
     for (i, s) in slices.enumerated() {
         guard s.channels == 1 else { throw MedSynthError(file: path, "NIfTI stacks are grayscale; image \(i) has \(s.channels) channels") }
@@ -231,6 +275,19 @@ public func encodeNIfTIStack(_ slices: [Image], path: String) throws -> [UInt8] 
         throw MedSynthError(file: path, "NIfTI-1 dimensions are limited to 32767")
     }
     let (w, h, n) = (first.width, first.height, slices.count)
+    let mapping = values ?? .identity
+    let signed = mapping.storedMinimum < 0
+    if signed {
+        let top = slices.lazy.flatMap { $0.samples }.max().map(Int.init) ?? 0
+        guard mapping.storedMinimum >= -32768, top + mapping.storedMinimum <= 32767 else {
+            throw MedSynthError(file: path, "stored values \(mapping.storedMinimum)...\(top + mapping.storedMinimum) do not fit NIfTI int16")
+        }
+    }
+    guard mapping.slope.isFinite, mapping.intercept.isFinite, abs(mapping.slope) <= Double(Float.greatestFiniteMagnitude),
+          abs(mapping.intercept) <= Double(Float.greatestFiniteMagnitude), mapping.slope != 0 else {
+        throw MedSynthError(file: path, "rescale slope \(mapping.slope) / intercept \(mapping.intercept) cannot be NIfTI scl_slope/scl_inter")
+    }
+    let dataType: NIfTIDataType = signed ? .int16 : (first.bitDepth == 8 ? .uint8 : .uint16)
     var out = ByteWriter()
     out.i32(348)                                   // sizeof_hdr
     out.bytes += [UInt8](repeating: 0, count: 36)  // data_type, db_name, extents, session_error, regular
@@ -238,12 +295,12 @@ public func encodeNIfTIStack(_ slices: [Image], path: String) throws -> [UInt8] 
     for d in [3, w, h, n, 1, 1, 1, 1] { out.i16(Int16(d)) }        // dim
     for _ in 0..<3 { out.f32(0) }                                   // intent_p1...p3
     out.i16(0)                                                      // intent_code
-    out.i16(first.bitDepth == 8 ? NIfTIDataType.uint8.rawValue : NIfTIDataType.uint16.rawValue)
-    out.i16(Int16(first.bitDepth))                                  // bitpix
+    out.i16(dataType.rawValue)
+    out.i16(Int16(dataType.bytes * 8))                              // bitpix
     out.i16(0)                                                      // slice_start
     for p in [1, 1, 1, 1, 0, 0, 0, 0] as [Float] { out.f32(p) }     // pixdim (qfac = 1)
     out.f32(352)                                                    // vox_offset
-    out.f32(1); out.f32(0)                                          // scl_slope, scl_inter
+    out.f32(Float(mapping.slope)); out.f32(Float(mapping.intercept)) // scl_slope, scl_inter
     out.i16(0); out.u8(0); out.u8(10)                               // slice_end, slice_code, xyzt_units (mm, s)
     out.f32(0); out.f32(0); out.f32(0); out.f32(0)                  // cal_max, cal_min, slice_duration, toffset
     out.i32(0); out.i32(0)                                          // glmax, glmin
@@ -256,13 +313,17 @@ public func encodeNIfTIStack(_ slices: [Image], path: String) throws -> [UInt8] 
     out.bytes += [0x6E, 0x2B, 0x31, 0x00]                           // magic "n+1"
     out.bytes += [0, 0, 0, 0]                                       // no extensions
     precondition(out.bytes.count == 352, "NIfTI header layout")
-    out.bytes.reserveCapacity(352 + w * h * n * first.bitDepth / 8)
+    out.bytes.reserveCapacity(352 + w * h * n * dataType.bytes)
     for s in slices {
         for j in 0..<h {
             let y = h - 1 - j
             for x in 0..<w {
                 let v = s.samples[y * w + x]
-                if first.bitDepth == 8 { out.u8(UInt8(min(v, 255))) } else { out.u16(v) }
+                switch dataType {
+                case .int16: out.i16(Int16(Int(v) + mapping.storedMinimum))
+                case .uint8: out.u8(UInt8(min(v, 255)))
+                default: out.u16(v)
+                }
             }
         }
     }
@@ -270,8 +331,11 @@ public func encodeNIfTIStack(_ slices: [Image], path: String) throws -> [UInt8] 
 }
 
 /// Writes a NIfTI-1 stack atomically; a name ending in ".gz" is gzip-compressed.
-public func writeNIfTIStack(_ slices: [Image], to url: URL) throws {
-    var bytes = try encodeNIfTIStack(slices, path: url.path)
+/// `values`: see `encodeNIfTIStack`.
+public func writeNIfTIStack(_ slices: [Image], values: StoredValueMapping? = nil, to url: URL) throws {
+    var bytes = try encodeNIfTIStack(slices, values: values, path: url.path)
     if url.pathExtension.lowercased() == "gz" { bytes = try gzipCompress(bytes, path: url.path) }
-    try writeAtomically(Data(bytes), to: url)
+    // Written from the array's own memory: a volume near the pixel limit is hundreds of MB, and a
+    // Data copy of it would double the peak.
+    try writeAtomically(bytes, to: url)
 }

@@ -156,11 +156,16 @@ public struct NIfTIVolume: Sendable {
     let bytes: [UInt8]
 
     /// Reads .nii or .nii.gz (gzip detected by its magic bytes, not the name).
-    public init(contentsOf url: URL, maxDecompressedBytes: Int = 2 << 30) throws {
-        try self.init(bytes: readFileBytes(url), path: url.path, maxDecompressedBytes: maxDecompressedBytes)
+    public init(contentsOf url: URL, maxDecompressedBytes: Int = 2 << 30, maxPixels: Int = DecodeLimits.maxPixels,
+                maxImagePixels: Int = DecodeLimits.maxImagePixels) throws {
+        try self.init(bytes: readFileBytes(url), path: url.path, maxDecompressedBytes: maxDecompressedBytes,
+                      maxPixels: maxPixels, maxImagePixels: maxImagePixels)
     }
 
-    public init(bytes input: [UInt8], path: String, maxDecompressedBytes: Int = 2 << 30) throws {
+    /// - Parameters: maxPixels, maxImagePixels: limits on voxels per file and pixels per slice
+    ///   (`DecodeLimits`), checked from the header before anything is inflated.
+    public init(bytes input: [UInt8], path: String, maxDecompressedBytes: Int = 2 << 30,
+                maxPixels: Int = DecodeLimits.maxPixels, maxImagePixels: Int = DecodeLimits.maxImagePixels) throws {
         self.path = path
         var bytes = input
         let gzipped = input.count >= 2 && input[0] == 0x1F && input[1] == 0x8B
@@ -169,16 +174,38 @@ public struct NIfTIVolume: Sendable {
             // far as the stream really goes), refusing claims above the cap.
             let head = try inflateBounded(input[...], format: .gzipOrZlib, maxOutput: NIfTIHeader.size, stopAtLimit: true, path: path)
             let header = try NIfTIHeader(bytes: head, path: path)
+            try NIfTIVolume.checkLimits(header, maxPixels: maxPixels, maxImagePixels: maxImagePixels, path: path)
             guard let data = header.dataBytes, data <= maxDecompressedBytes - header.voxOffset else {
                 throw MedSynthError(file: path, "volume \(header.nx)x\(header.ny)x\(header.nz)x\(header.volumes) of \(header.dataType) exceeds the limit of \(maxDecompressedBytes) decompressed bytes")
             }
-            bytes = try inflateBounded(input[...], format: .gzipOrZlib, maxOutput: header.voxOffset + data, stopAtLimit: true, path: path)
+            bytes = try inflateBounded(input[...], format: .gzipOrZlib, maxOutput: header.voxOffset + data, stopAtLimit: true,
+                                       expectedSize: header.voxOffset + data, path: path)
         }
         header = try NIfTIHeader(bytes: bytes, path: path)
         guard let data = header.dataBytes, header.voxOffset <= bytes.count, data <= bytes.count - header.voxOffset else {
             throw MedSynthError(file: path, "truncated: \(header.nx)x\(header.ny)x\(header.nz)x\(header.volumes) voxels of \(header.dataType) need \(header.dataBytes.map(String.init) ?? "too many") bytes from offset \(header.voxOffset), \(gzipped ? "decompressed " : "")file has \(bytes.count)")
         }
+        // The voxels are all in memory (checked above), but slicing them still costs pixels.
+        try NIfTIVolume.checkLimits(header, maxPixels: maxPixels, maxImagePixels: maxImagePixels, path: path)
         self.bytes = bytes
+    }
+
+    /// Voxels per file, pixels of the largest slice in any plane, and slices per file against the limits.
+    static func checkLimits(_ h: NIfTIHeader, maxPixels: Int, maxImagePixels: Int, path: String) throws {
+        let sides = [h.nx, h.ny, h.nz].sorted()
+        // The largest plane is the two longest sides; a file gives at most the shortest side's
+        // slices per volume in the plane of the two longest, at most the longest side's otherwise.
+        guard let slices = checkedProduct([sides[2], h.volumes]) else {
+            throw MedSynthError(file: path, "\(h.volumes) volumes is above the limit of \(DecodeLimits.maxImagesPerFile) images per file")
+        }
+        try DecodeLimits.check(imageWidth: sides[1], height: sides[2], images: 1, maxImagePixels: maxImagePixels,
+                               maxPixels: Int.max, what: "slice", path: path)
+        guard slices <= DecodeLimits.maxImagesPerFile else {
+            throw MedSynthError(file: path, "\(sides[2]) slices x \(h.volumes) volumes is above the limit of \(DecodeLimits.maxImagesPerFile) images per file")
+        }
+        guard let voxels = checkedProduct([h.nx, h.ny, h.nz, h.volumes]), voxels <= maxPixels else {
+            throw MedSynthError(file: path, "volume \(h.nx)x\(h.ny)x\(h.nz)x\(h.volumes) is above the limit of \(maxPixels) voxels per file (--max-pixels / MEDSYNTH_MAX_PIXELS)")
+        }
     }
 
     /// Stored-to-modality encoding; cal_min/cal_max become the file window when cal_max > cal_min.

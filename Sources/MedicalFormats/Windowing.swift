@@ -52,6 +52,10 @@ public struct PixelEncoding: Sendable, Equatable {
         self.fileWindow = fileWindow
     }
 
+    /// Modality values (and window edges) are kept within ±1e300 so that differences and ratios in
+    /// the display mapping stay finite.
+    public static let largestModalityValue = 1e300
+
     public static func == (a: PixelEncoding, b: PixelEncoding) -> Bool {
         a.slope == b.slope && a.intercept == b.intercept && a.storedRange == b.storedRange && a.storedBits == b.storedBits
             && a.invert == b.invert && a.fileWindow?.center == b.fileWindow?.center && a.fileWindow?.width == b.fileWindow?.width
@@ -161,7 +165,8 @@ func resolveMapping(_ window: MedicalWindow, encoding: PixelEncoding, bitDepth: 
     }
     switch window {
     case .fileDefault:
-        if let w = encoding.fileWindow, w.width >= 1, w.center.isFinite, w.width.isFinite {
+        if let w = encoding.fileWindow, w.width >= 1, abs(w.center) <= PixelEncoding.largestModalityValue,
+           w.width <= PixelEncoding.largestModalityValue {
             let e = windowEdges(center: w.center, width: w.width)
             return .linear(lower: e.lower, upper: e.upper)
         }
@@ -170,7 +175,7 @@ func resolveMapping(_ window: MedicalWindow, encoding: PixelEncoding, bitDepth: 
         let e = windowEdges(center: preset.center, width: preset.width)
         return .linear(lower: e.lower, upper: e.upper)
     case .explicit(let center, let width):
-        guard width >= 1, center.isFinite, width.isFinite else {
+        guard width >= 1, abs(center) <= PixelEncoding.largestModalityValue, width <= PixelEncoding.largestModalityValue else {
             throw MedSynthError(file: path, "window width must be at least 1, got \(width)")
         }
         let e = windowEdges(center: center, width: width)
@@ -214,7 +219,8 @@ func renderFrame(_ frame: ScalarFrame, encoding: PixelEncoding, mapping: Display
                     else if x > upper || span <= 0 { y = maxOut }
                     else { y = ((x - lower) / span * maxOut).rounded() }
                     if encoding.invert { y = maxOut - y }
-                    dst[i] = UInt16(y)
+                    // Never trap on a value the checks above should have excluded.
+                    dst[i] = y.isNaN ? 0 : UInt16(min(max(y, 0), maxOut))
                 }
             case .stored(let minimum, let maximum):
                 let top = Float(maximum - minimum), offset = Float(minimum)

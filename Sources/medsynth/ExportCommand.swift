@@ -19,16 +19,27 @@ struct MedicalInputOptions: ParsableArguments {
     var slices: String = "all"
     @Option(help: "NIfTI 4-D: the volume to read (0-based); default every volume.")
     var volume: Int?
+    @Option(help: "Most decoded pixels per file: all frames, slices and volumes (default 268435456, or MEDSYNTH_MAX_PIXELS). Files declaring more are refused before decoding.")
+    var maxPixels: Int?
+    @Option(help: "Most pixels per 2-D image or frame (default 67108864 = 8192x8192, or MEDSYNTH_MAX_IMAGE_PIXELS).")
+    var maxImagePixels: Int?
 
     func validate() throws {
         if let bitDepth, bitDepth != 8 && bitDepth != 16 { throw ValidationError("--bit-depth must be 8 or 16") }
         if let volume, volume < 0 { throw ValidationError("--volume must be at least 0") }
+        if let maxPixels, maxPixels < 1 { throw ValidationError("--max-pixels must be at least 1") }
+        if let maxImagePixels, maxImagePixels < 1 { throw ValidationError("--max-image-pixels must be at least 1") }
         do { _ = try readOptions() } catch let error as MedSynthError { throw ValidationError(error.message) }
     }
 
+    /// The read options; also makes the pixel limits the process-wide default, so every image the
+    /// command reads (not only through these options) obeys them.
     func readOptions() throws -> MedicalReadOptions {
-        MedicalReadOptions(window: try MedicalWindow(parsing: window), bitDepth: bitDepth,
-                           axis: try SliceAxis(parsing: axis), slices: try SliceSelection(parsing: slices), volume: volume)
+        if let maxPixels { DecodeLimits.maxPixels = maxPixels }
+        if let maxImagePixels { DecodeLimits.maxImagePixels = maxImagePixels }
+        return MedicalReadOptions(window: try MedicalWindow(parsing: window), bitDepth: bitDepth,
+                                  axis: try SliceAxis(parsing: axis), slices: try SliceSelection(parsing: slices), volume: volume,
+                                  maxPixels: DecodeLimits.maxPixels, maxImagePixels: DecodeLimits.maxImagePixels)
     }
 }
 

@@ -256,3 +256,24 @@ final class CodecTests: XCTestCase {
         return crc ^ 0xFFFF_FFFF
     }
 }
+
+/// Issue 16's crafted PNG/JPEG files (scripts/fixtures/make_hostile_fixtures.py).
+extension CodecTests {
+    func testJPEGCutShortByAnEndMarkerIsAnError() throws {
+        let url = fixtureURL("hostile/jpeg_cut_eoi.jpg")
+        assertMedSynthError(try readImage(at: url), contains: ["jpeg_cut_eoi.jpg", "premature end of JPEG data segment"])
+    }
+
+    func testTinyFilesDeclaringHugeImagesAreRefusedBeforeDecoding() throws {
+        let start = Date()
+        assertMedSynthError(try readImage(at: fixtureURL("hostile/jpeg_16384.jpg")),
+                            contains: ["jpeg_16384.jpg", "16384x16384", "limit of 67108864 pixels per image"])
+        assertMedSynthError(try readImage(at: fixtureURL("hostile/png_16384.png")),
+                            contains: ["png_16384.png", "16384x16384", "limit of 67108864 pixels per image"])
+        // The limit is a parameter: exactly at it decodes, one pixel over does not.
+        let small = try encodePNG(Image(width: 20, height: 10, channels: 1, bitDepth: 8))
+        assertMedSynthError(try decodeImage(small, name: "s.png", maxPixels: 199), contains: ["s.png", "20x10", "limit of 199 pixels"])
+        XCTAssertNoThrow(try decodeImage(small, name: "s.png", maxPixels: 200))
+        XCTAssertLessThan(Date().timeIntervalSince(start), 1)
+    }
+}

@@ -25,15 +25,20 @@ typedef struct CICImage {
 #define CIC_ERROR_SIZE 256
 
 /// Decodes a PNG (any colour type and depth, interlaced or not). Palette and tRNS become RGB(A);
-/// 1/2/4-bit gray becomes 8-bit; 16-bit stays 16-bit. Images with a side above `max_side` are
-/// refused after reading the header, before any pixel memory is allocated.
-int cic_decode_png(const uint8_t *data, size_t size, int32_t max_side,
-                   CICImage *out, char *error, size_t error_size);
+/// 1/2/4-bit gray becomes 8-bit; 16-bit stays 16-bit. Images with a side above `max_side` or more
+/// than `max_pixels` pixels are refused after reading the header, before any pixel memory is
+/// allocated. With `buffer` != NULL the samples go there (it must hold width × height × channels
+/// samples, `buffer_count`; get them from cic_probe_png) and out->samples == buffer; otherwise
+/// they are malloc'd.
+int cic_decode_png(const uint8_t *data, size_t size, int32_t max_side, int64_t max_pixels,
+                   uint16_t *buffer, size_t buffer_count, CICImage *out, char *error, size_t error_size);
 
-/// Decodes a baseline or progressive 8-bit JPEG to gray or RGB. CMYK/YCCK is refused;
-/// a truncated stream (libjpeg's "premature end" warning) is an error, not silently padded.
-int cic_decode_jpeg(const uint8_t *data, size_t size, int32_t max_side,
-                    CICImage *out, char *error, size_t error_size);
+/// Decodes a baseline or progressive 8-bit JPEG to gray or RGB (limits and `buffer` as for PNG).
+/// CMYK/YCCK is refused. Corrupt or truncated entropy data (libjpeg's "premature end of data",
+/// "premature end of data segment", "bad Huffman code", ... warnings) is an error, not silently
+/// padded with grey; so are more than 1000 scans (a progressive-JPEG CPU bomb).
+int cic_decode_jpeg(const uint8_t *data, size_t size, int32_t max_side, int64_t max_pixels,
+                    uint16_t *buffer, size_t buffer_count, CICImage *out, char *error, size_t error_size);
 
 /// Reads only the header: fills width, height, channels and bit_depth (as the decoders would
 /// return them) and leaves samples NULL.

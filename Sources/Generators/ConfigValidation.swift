@@ -1,0 +1,52 @@
+import Engine
+import Core
+import Foundation
+
+// MARK: - Bounds on model configs read from checkpoints
+//
+// A checkpoint's JSON config decides how big every layer is. Each field is checked against sane
+// bounds before a model is built, so a hostile or damaged file gives one clear error naming the
+// file instead of a crash (negative sizes), a division by zero (groups = 0) or an allocation of
+// gigabytes (huge widths, negative diffusion timesteps).
+
+/// Bounds shared by the model configs.
+public enum ModelConfigLimits {
+    public static let maxWidth = 1024
+    public static let maxLatentDim = 4096
+    public static let maxClasses = 10_000
+    /// Weights (floats) of a whole model: 2^28 = 268 M, 1 GiB, some 70 times the shipped models.
+    public static let maxParameters = 1 << 28
+    public static let maxTimesteps = 100_000
+}
+
+func requireRange(_ name: String, _ value: Int, _ range: ClosedRange<Int>) throws {
+    guard range.contains(value) else {
+        throw MedSynthError("\(name) is \(value), must be \(range.lowerBound)...\(range.upperBound)")
+    }
+}
+
+func requireParameterBudget(_ weights: Double, model: String) throws {
+    guard weights <= Double(ModelConfigLimits.maxParameters) else {
+        throw MedSynthError("\(model) config needs about \(Int(min(weights, 1e18))) weights, above the limit of \(ModelConfigLimits.maxParameters)")
+    }
+}
+
+/// A config or options value stored in checkpoints; checked as it is read (`decodeJSON`).
+protocol CheckpointValidated {
+    func validate() throws
+}
+
+extension GANConfig: CheckpointValidated {}
+extension UNetConfig: CheckpointValidated {}
+
+extension DiffusionTrainingOptions: CheckpointValidated {
+    /// timesteps within 1...100,000 (the schedule holds one entry per step), rates and decays finite
+    /// and in range.
+    public func validate() throws {
+        try requireRange("timesteps", timesteps, 1...ModelConfigLimits.maxTimesteps)
+        guard learningRate.isFinite, learningRate >= 0 else { throw MedSynthError("learningRate is \(learningRate), must be finite and >= 0") }
+        guard weightDecay.isFinite, weightDecay >= 0 else { throw MedSynthError("weightDecay is \(weightDecay), must be finite and >= 0") }
+        guard labelDropout >= 0, labelDropout <= 1 else { throw MedSynthError("labelDropout is \(labelDropout), must be 0...1") }
+        guard emaDecay >= 0, emaDecay <= 1 else { throw MedSynthError("emaDecay is \(emaDecay), must be 0...1") }
+    }
+}
