@@ -59,7 +59,10 @@ for folder in MedicalFormatsTests ImagingTests LayersTests GeneratorsTests Evalu
 done
 SEED_PATHS=("$SEEDS")
 
-export ASAN_OPTIONS="detect_leaks=0:hard_rss_limit_mb=$MEMORY_MB:max_allocation_size_mb=$MEMORY_MB:allocator_may_return_null=0:abort_on_error=0:handle_segv=1:handle_abort=1:handle_sigill=1:handle_sigfpe=1:handle_sigbus=1"
+# Swift traps (bounds, overflow) are SIGILL: left to the default action (exit 132) so they count
+# as crashes; Swift's own crash backtracer is off (under ASan it cannot suspend threads and exits 1).
+export ASAN_OPTIONS="detect_leaks=0:hard_rss_limit_mb=$MEMORY_MB:max_allocation_size_mb=$MEMORY_MB:allocator_may_return_null=0:abort_on_error=0:handle_segv=1:handle_abort=1:handle_sigill=0:handle_sigfpe=1:handle_sigbus=1"
+export SWIFT_BACKTRACE=enable=no
 STATE="$OUT/state"
 SUMMARIES="$OUT/summaries.jsonl"
 : > "$SUMMARIES"
@@ -75,7 +78,8 @@ while [ "$start" -lt "$TOTAL" ]; do
     rc=$?
     rss=$(tail -n 1 "$OUT/time.txt" 2>/dev/null | tr -dc '0-9'); rss=${rss:-0}
     [ "$rss" -gt "$peak_kb" ] && peak_kb=$rss
-    if [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ]; then
+    # A batch is complete only when it printed its summary (exit 1 = some "other errors").
+    if { [ "$rc" -eq 0 ] || [ "$rc" -eq 1 ]; } && tail -n 1 "$OUT/summary.json" | grep -q '"counts"'; then
         tail -n 1 "$OUT/summary.json" >> "$SUMMARIES"
         start=$(( start + count ))
         continue
@@ -88,14 +92,13 @@ while [ "$start" -lt "$TOTAL" ]; do
     elif grep -q "AddressSanitizer\|LeakSanitizer\|UndefinedBehaviorSanitizer" "$OUT/stderr.txt"; then
         sanitizer=$(( sanitizer + 1 ))
         kind=sanitizer
-        "$BIN" --dump "$index" --seed "$SEED" --out "$OUT" "${SEED_PATHS[@]}" > /dev/null 2>&1
     else
         crashes=$(( crashes + 1 ))
         kind=crash
-        "$BIN" --dump "$index" --seed "$SEED" --out "$OUT" "${SEED_PATHS[@]}" > /dev/null 2>&1
     fi
+    [ "$kind" = timeout ] || "$BIN" --dump "$index" --seed "$SEED" --out "$OUT" "${SEED_PATHS[@]}" > /dev/null 2>&1
     cp "$OUT/stderr.txt" "$OUT/$kind-$index.log"
-    echo "fuzz: $kind at input $index (exit $rc): $(grep -m1 -E 'ERROR|Fatal|TIMEOUT|error' "$OUT/stderr.txt" | cut -c1-200)" >&2
+    echo "fuzz: $kind at input $index (exit $rc, $(ls "$OUT" | grep -m1 -- "-$index-")): $(grep -m1 -E 'ERROR|Fatal|TIMEOUT|failure|error' "$OUT/stderr.txt" | cut -c1-200)" >&2
     start=$(( index + 1 ))
 done
 seconds=$(( $(date +%s) - begin ))

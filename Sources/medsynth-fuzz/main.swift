@@ -116,7 +116,16 @@ func mutate(_ input: [UInt8], other: [UInt8], _ stream: inout RandomStream) -> [
     for _ in 0..<mutations {
         if bytes.isEmpty { bytes = [UInt8(truncatingIfNeeded: stream.int(below: 256))]; continue }
         let at = stream.int(below: bytes.count)
-        switch stream.int(below: 10) {
+        switch stream.int(below: 11) {
+        case 10:
+            // Replace a number written in ASCII (JSON values, DICOM IS/DS strings, NPY shapes) with
+            // an extreme one, keeping the text around it intact.
+            guard let digit = bytes[at...].firstIndex(where: { (0x30...0x39).contains($0) }) else { break }
+            var end = digit
+            while end < bytes.count, (0x30...0x39).contains(bytes[end]) || bytes[end] == 0x2E { end += 1 }
+            let extremes = ["0", "-1", "2147483648", "4294967296", "9223372036854775807", "1000000000000", "1e308",
+                            "-9223372036854775808", "65535", "1e-300", "NaN", String(stream.nextUInt64())]
+            bytes.replaceSubrange(digit..<end, with: Array(extremes[stream.int(below: extremes.count)].utf8))
         case 0:
             bytes[at] ^= UInt8(1 << stream.int(below: 8))
         case 1:
