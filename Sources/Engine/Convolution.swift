@@ -299,6 +299,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
 func convForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                  batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool, accumulate: Bool = false) {
     let k = g.patchSize, plane = g.outPlane
+    if !pointwise, let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward).tile {
+        winogradForward(x, w, y, batch: n, outChannels: oc, g, tile: m, accumulate: accumulate)
+        return
+    }
     if pointwise || usesBlockedPath(g) {
         blockedForward(x, w, y, batch: n, outChannels: oc, g, pointwise: pointwise, accumulate: accumulate)
         return
@@ -348,6 +352,11 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
         }
         dX = nil
         if dW == nil { return }
+    }
+    if let dWOut = dW, dX == nil, !pointwise,
+       let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .weightGradient).tile {
+        winogradWeightGradient(dy, x, dWOut, batch: n, outChannels: oc, g, tile: m)
+        return
     }
     if pointwise || usesBlockedPath(g) {
         blockedBackward(dy, x, w, dX: dX, dW: dW, batch: n, outChannels: oc, g, pointwise: pointwise)
