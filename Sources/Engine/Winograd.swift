@@ -283,28 +283,56 @@ func winogradGatherInput(_ x: UnsafePointer<Float>, _ plan: WinogradPlan, rows: 
     }
 }
 
+/// Where each tile of a task lives, computed once per task so the per-channel loops do no
+/// divisions: `input[t]` is the tile's offset in the padded copy, `output[t]` its top-left
+/// pixel in an N×OC×OH×OW tensor for output channel 0 (add o·OH·OW for channel o), `full[t]`
+/// whether all m×m of its pixels are inside the output. Entries past the last tile repeat it.
+struct WinogradTileIndex {
+    let input, output: UnsafeMutablePointer<Int>
+    let full: UnsafeMutablePointer<Bool>
+
+    init(capacity: Int) {
+        input = .allocate(capacity: capacity); output = .allocate(capacity: capacity); full = .allocate(capacity: capacity)
+    }
+
+    func deallocate() { input.deallocate(); output.deallocate(); full.deallocate() }
+
+    func fill(_ plan: WinogradPlan, rows: Range<Int>) {
+        let g = plan.g, m = plan.m
+        let tiles = rows.count * plan.tilesW
+        for t in 0..<WinogradPlan.paddedTiles(tiles) {
+            let tt = min(t, tiles - 1)
+            let ri = tt / plan.tilesW, tj = tt % plan.tilesW
+            let r = rows.lowerBound + ri
+            let img = r / plan.tilesH, ti = r % plan.tilesH
+            input[t] = ri * plan.alpha * plan.paddedWidth + tj * m
+            output[t] = img * plan.outChannels * g.outPlane + ti * m * g.outWidth + tj * m
+            full[t] = ti * m + m <= g.outHeight && tj * m + m <= g.outWidth
+        }
+    }
+
+    /// Rows and columns of tile t inside the output.
+    @inline(__always) func extent(_ t: Int, _ plan: WinogradPlan) -> (Int, Int) {
+        if full[t] { return (plan.m, plan.m) }
+        let offset = output[t] % plan.g.outPlane
+        return (min(plan.m, plan.g.outHeight - offset / plan.g.outWidth), min(plan.m, plan.g.outWidth - offset % plan.g.outWidth))
+    }
+}
+
 /// V[p][c][t] = (Bᵀ d Bᵀᵀ)[p] for the task's tiles, 8 tiles per SIMD step.
 @inline(__always)
 func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: UnsafePointer<Float>, _ plan: WinogradPlan,
                                                 rowCount: Int, channels: Int, _ v: UnsafeMutablePointer<Float>, ld: Int,
-                                                block: UnsafeMutablePointer<V8>) {
-    let alpha = plan.alpha, m = plan.m, wp = plan.paddedWidth, points = plan.points
+                                                index: WinogradTileIndex, block: UnsafeMutablePointer<V8>) {
+    let alpha = K.m + 2, wp = plan.paddedWidth, points = alpha * alpha
     let tiles = rowCount * plan.tilesW
     let channelStride = rowCount * alpha * wp
-    var offsets = (0, 0, 0, 0, 0, 0, 0, 0)
     for c in 0..<channels {
         let base = padded + c * channelStride
         var t0 = 0
         while t0 < tiles {
-            let lanes = min(8, tiles - t0)
-            withUnsafeMutableBytes(of: &offsets) { raw in
-                let o = raw.bindMemory(to: Int.self)
-                for l in 0..<8 {
-                    let t = t0 + min(l, lanes - 1)
-                    o[l] = (t / plan.tilesW) * alpha * wp + (t % plan.tilesW) * m
-                }
-            }
-            let (o0, o1, o2, o3, o4, o5, o6, o7) = offsets
+            let o = index.input + t0
+            let (o0, o1, o2, o3, o4, o5, o6, o7) = (o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7])
             for a in 0..<alpha {
                 let row = base + a * wp
                 for b in 0..<alpha {
@@ -322,15 +350,17 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
     }
 }
 
-/// y[tile] (+)= Aᵀ M A for the task's tiles (plus the channel bias if given).
+/// y[tile] (+)= Aᵀ M A for the task's tiles.
 @inline(__always)
 func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePointer<Float>, ld: Int, _ plan: WinogradPlan,
-                                                 rows: Range<Int>, _ y: UnsafeMutablePointer<Float>, accumulate: Bool,
-                                                 block: UnsafeMutablePointer<V8>) {
-    let alpha = plan.alpha, m = plan.m, points = plan.points, oc = plan.outChannels, g = plan.g
-    let tiles = rows.count * plan.tilesW
-    let oh = g.outHeight, ow = g.outWidth, plane = g.outPlane
+                                                 tiles: Int, _ y: UnsafeMutablePointer<Float>, accumulate: Bool,
+                                                 index: WinogradTileIndex, block: UnsafeMutablePointer<V8>) {
+    let m = K.m, alpha = K.m + 2, points = alpha * alpha, oc = plan.outChannels
+    let ow = plan.g.outWidth, plane = plan.g.outPlane
+    // Lane l of block[q] is the float at (q·8 + l).
+    let lanesOf = UnsafeRawPointer(block).assumingMemoryBound(to: Float.self)
     for o in 0..<oc {
+        let yo = y + o * plane
         var t0 = 0
         while t0 < tiles {
             let lanes = min(8, tiles - t0)
@@ -339,18 +369,19 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
             }
             for b in 0..<alpha { K.outputLine(block + b, alpha) }
             for a in 0..<m { K.outputLine(block + a * alpha, 1) }
-            // Lane l of block[q] is the float at (q·8 + l).
-            let lanesOf = UnsafeRawPointer(block).assumingMemoryBound(to: Float.self)
             for l in 0..<lanes {
                 let t = t0 + l
-                let r = rows.lowerBound + t / plan.tilesW, tj = t % plan.tilesW
-                let img = r / plan.tilesH, ti = r % plan.tilesH
-                let y0 = ti * m, x0 = tj * m
-                let dst = y + (img * oc + o) * plane + y0 * ow + x0
-                let hMax = min(m, oh - y0), wMax = min(m, ow - x0)
+                let dst = yo + index.output[t]
+                if index.full[t] && !accumulate {
+                    for a in 0..<m {
+                        let drow = dst + a * ow, src = lanesOf + a * alpha * 8 + l
+                        for b in 0..<m { drow[b] = src[b * 8] }
+                    }
+                    continue
+                }
+                let (hMax, wMax) = index.extent(t, plan)
                 for a in 0..<hMax {
-                    let drow = dst + a * ow
-                    let src = lanesOf + a * alpha * 8 + l
+                    let drow = dst + a * ow, src = lanesOf + a * alpha * 8 + l
                     if accumulate {
                         for b in 0..<wMax { drow[b] += src[b * 8] }
                     } else {
@@ -385,18 +416,26 @@ func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ x: UnsafePointer<Flo
         let v = UnsafeMutablePointer<Float>.allocate(capacity: points * c * ld)
         let mm = UnsafeMutablePointer<Float>.allocate(capacity: points * oc * ld)
         let block = UnsafeMutablePointer<V8>.allocate(capacity: points)
-        defer { padded.deallocate(); v.deallocate(); mm.deallocate(); block.deallocate() }
+        let index = WinogradTileIndex(capacity: ld)
+        defer { padded.deallocate(); v.deallocate(); mm.deallocate(); block.deallocate(); index.deallocate() }
+        var stage = WinogradStageClock()
         for task in tasks {
             let rows = plan.tileRows(task: task)
             let tiles = rows.count * plan.tilesW
+            index.fill(plan, rows: rows)
             winogradGatherInput(x, plan, rows: rows, padded)
-            winogradInputTransform(K.self, padded, plan, rowCount: rows.count, channels: c, v, ld: ld, block: block)
+            stage.lap(0)
+            winogradInputTransform(K.self, padded, plan, rowCount: rows.count, channels: c, v, ld: ld, index: index, block: block)
+            stage.lap(1)
             for p in 0..<points {
                 sgemmSerial(m: oc, n: tiles, k: c, a: u + p * oc * c, lda: c, b: v + p * c * ld, ldb: ld,
                             c: mm + p * oc * ld, ldc: ld)
             }
-            winogradOutputTransform(K.self, mm, ld: ld, plan, rows: rows, y, accumulate: accumulate, block: block)
+            stage.lap(2)
+            winogradOutputTransform(K.self, mm, ld: ld, plan, tiles: tiles, y, accumulate: accumulate, index: index, block: block)
+            stage.lap(3)
         }
+        stage.report()
     }
 }
 
@@ -425,27 +464,25 @@ func winogradWeightGradient<K: WinogradKernel>(_ kernel: K.Type, _ dy: UnsafePoi
         let v = UnsafeMutablePointer<Float>.allocate(capacity: points * c * ld)
         let z = UnsafeMutablePointer<Float>.allocate(capacity: points * oc * ld)
         let block = UnsafeMutablePointer<V8>.allocate(capacity: points)
-        defer { padded.deallocate(); v.deallocate(); z.deallocate(); block.deallocate() }
+        let index = WinogradTileIndex(capacity: ld)
+        defer { padded.deallocate(); v.deallocate(); z.deallocate(); block.deallocate(); index.deallocate() }
         let acc = accumulators + lane * points * oc * c
         for task in stride(from: lane, to: plan.tasks, by: lanes) {
             let rows = plan.tileRows(task: task)
             let tiles = rows.count * plan.tilesW
+            index.fill(plan, rows: rows)
             winogradGatherInput(x, plan, rows: rows, padded)
-            winogradInputTransform(K.self, padded, plan, rowCount: rows.count, channels: c, v, ld: ld, block: block)
+            winogradInputTransform(K.self, padded, plan, rowCount: rows.count, channels: c, v, ld: ld, index: index, block: block)
             // Z[p][o][t] = (A dY_tile Aᵀ)[p]; dY is zero beyond the output's edge.
             for o in 0..<oc {
                 var t0 = 0
                 while t0 < tiles {
                     let lanesOf = UnsafeMutableRawPointer(block).assumingMemoryBound(to: Float.self)
                     for i in 0..<m { for j in 0..<m { block[i * alpha + j] = V8(repeating: 0) } }
-                    for l in 0..<8 {
+                    for l in 0..<min(8, tiles - t0) {
                         let t = t0 + l
-                        if t >= tiles { continue }
-                        let r = rows.lowerBound + t / plan.tilesW, tj = t % plan.tilesW
-                        let img = r / plan.tilesH, ti = r % plan.tilesH
-                        let y0 = ti * m, x0 = tj * m
-                        let src = dy + (img * oc + o) * g.outPlane + y0 * g.outWidth + x0
-                        let hMax = min(m, g.outHeight - y0), wMax = min(m, g.outWidth - x0)
+                        let src = dy + o * g.outPlane + index.output[t]
+                        let (hMax, wMax) = index.extent(t, plan)
                         for i in 0..<hMax { for j in 0..<wMax { lanesOf[(i * alpha + j) * 8 + l] = src[i * g.outWidth + j] } }
                     }
                     for j in 0..<m { K.outputGradientLine(block + j, alpha) }
@@ -473,4 +510,36 @@ func winogradWeightGradient<K: WinogradKernel>(_ kernel: K.Type, _ dy: UnsafePoi
         }
     }
     winogradFilterGradientTransform(K.self, du, filters: oc * c, dW)
+}
+
+/// Per-stage wall time of the Winograd forward (gather, input transform, GEMMs, output transform),
+/// summed over workers, for tuning: MEDSYNTH_WINOGRAD_STAGES=1 prints the totals at exit.
+struct WinogradStageClock {
+    static let isEnabled = ProcessInfo.processInfo.environment["MEDSYNTH_WINOGRAD_STAGES"] == "1"
+    nonisolated(unsafe) static var totals = [Double](repeating: 0, count: 4)
+    static let lock = NSLock()
+    nonisolated(unsafe) static var registered = false
+    var last = DispatchTime.now().uptimeNanoseconds
+    var local = [Double](repeating: 0, count: 4)
+
+    @inline(__always) mutating func lap(_ stage: Int) {
+        guard WinogradStageClock.isEnabled else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        local[stage] += Double(now - last) / 1e9
+        last = now
+    }
+
+    func report() {
+        guard WinogradStageClock.isEnabled else { return }
+        WinogradStageClock.lock.lock()
+        for i in 0..<4 { WinogradStageClock.totals[i] += local[i] }
+        if !WinogradStageClock.registered {
+            WinogradStageClock.registered = true
+            atexit {
+                let t = WinogradStageClock.totals
+                FileHandle.standardError.write(Data(String(format: "winograd stages: gather %.3f s, input %.3f s, gemm %.3f s, output %.3f s\n", t[0], t[1], t[2], t[3]).utf8))
+            }
+        }
+        WinogradStageClock.lock.unlock()
+    }
 }
