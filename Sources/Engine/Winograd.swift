@@ -40,6 +40,10 @@ public enum ConvAlgorithmSelection {
     nonisolated(unsafe) public static var forced: ConvAlgorithm? =
         ProcessInfo.processInfo.environment["MEDSYNTH_CONV_ALGO"].flatMap(ConvAlgorithm.init(rawValue:))
 
+    /// Overrides the rule for weight gradients only (MEDSYNTH_CONV_ALGO_DW), for measuring.
+    nonisolated(unsafe) public static var forcedWeightGradient: ConvAlgorithm? =
+        ProcessInfo.processInfo.environment["MEDSYNTH_CONV_ALGO_DW"].flatMap(ConvAlgorithm.init(rawValue:))
+
     /// The direction a choice is made for.
     public enum Pass: Sendable { case forward, weightGradient }
 
@@ -55,6 +59,7 @@ public enum ConvAlgorithmSelection {
     /// peak; with few channels the transforms dominate and im2col wins.
     public static func algorithm(_ g: ConvGeometry, outChannels oc: Int, pass: Pass) -> ConvAlgorithm {
         guard eligible(g) else { return .im2col }
+        if pass == .weightGradient, let forcedWeightGradient { return forcedWeightGradient }
         if let forced { return forced }
         let c = g.channels
         let smaller = min(c, oc)

@@ -162,6 +162,26 @@ public func runKernelBenchmarks(repetitions: Int = 3, compareAlgorithms: Bool = 
     }
     let sgemmGflops = 2 * Double(n * n * n) / sgemmSeconds / 1e9
     var rows: [KernelBenchmarkRow] = []
+    if compareAlgorithms {
+        // The two ways `sgemm` can use the cores, back to back: 1024³ and the DCGAN chunk-path shapes.
+        let saved = Parallel.gemmThreading
+        defer { Parallel.gemmThreading = saved }
+        for (m, nn, k) in [(1024, 1024, 1024), (256, 4096, 2048), (512, 1024, 4096), (128, 8192, 1024)] {
+            let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * nn)
+            var c = [Float](repeating: 0, count: m * nn)
+            for mode in [Parallel.GEMMThreading.split, .openblas] {
+                Parallel.gemmThreading = mode
+                let seconds = timeIt(warmup: 1, repetitions: repetitions) {
+                    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                        sgemm(m: m, n: nn, k: k, a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: nn, c: cp.baseAddress!, ldc: nn)
+                    } } }
+                }
+                let rate = 2 * Double(m * nn * k) / seconds / 1e9
+                rows.append(KernelBenchmarkRow(name: "sgemm \(m)×\(nn)×\(k)", algorithm: "gemm \(mode.rawValue)", isChosen: mode == saved,
+                                               forwardGflops: rate, backwardGflops: .nan, flopsPerPass: 2 * Double(m * nn * k)))
+            }
+        }
+    }
     let savedForced = ConvAlgorithmSelection.forced
     defer { ConvAlgorithmSelection.forced = savedForced }
     for layer in referenceConvLayers {
