@@ -399,13 +399,22 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
     let oh = (h - 1) * stride - 2 * padding + kh, ow = (w - 1) * stride - 2 * padding + kw
     checkShape(oh > 0 && ow > 0, "convTranspose2d", "input \(x.shape), weight \(weight.shape), padding \(padding) give an empty output")
     if let bias { checkShape(bias.shape == [oc], "convTranspose2d", "bias \(bias.shape) for \(oc) output channels") }
+    if h == 1 && w == 1 && padding == 0 {
+        return pointInputTransposedConv(x, weight: weight, bias: bias)
+    }
     // The convolution whose input gradient this op is: from OC×OH×OW back to H×W.
     let g = ConvGeometry(channels: oc, height: oh, width: ow, kernelH: kh, kernelW: kw, stride: stride, padding: padding)
     checkShape(g.outHeight == h && g.outWidth == w, "convTranspose2d", "geometry mismatch for input \(x.shape)")
-    var out = [Float](repeating: 0, count: n * oc * oh * ow)
+    let subPixel = SubPixelSelection.applies(kernel: kh, kernelW: kw, stride: stride, padding: padding, height: h, outChannels: oc)
+    var out = subPixel ? uninitializedFloats(n * oc * oh * ow) : [Float](repeating: 0, count: n * oc * oh * ow)
     x.data.withUnsafeBufferPointer { xp in
         weight.data.withUnsafeBufferPointer { wp in
             out.withUnsafeMutableBufferPointer { yp in
+                if subPixel {
+                    subPixelTransposedForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, inChannels: cin, outChannels: oc, height: h, width: w)
+                    if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: oh * ow) }
+                    return
+                }
                 // The forward pass is conv backward-data with this op's weight as the conv weight (Cin×OC·K·K).
                 convBackward(xp.baseAddress!, xp.baseAddress!, wp.baseAddress!, dX: yp.baseAddress!, dW: nil,
                              batch: n, outChannels: cin, g, pointwise: false)
@@ -439,6 +448,48 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
             }
         }
     }
+    }
+}
+
+/// A transposed convolution of 1×1 inputs with no padding (DCGAN's first layer, z → 4×4): every
+/// input value meets the whole kernel once, so it is one GEMM, Y (N × OC·K·K) = X (N × C) · W
+/// (C × OC·K·K), with no column buffer and no scatter; dX = dY · Wᵀ and dW += Xᵀ · dY.
+func pointInputTransposedConv(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    let n = x.shape[0], cin = x.shape[1], oc = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    let width = oc * kh * kw
+    var out = uninitializedFloats(n * width)
+    x.data.withUnsafeBufferPointer { xp in
+        weight.data.withUnsafeBufferPointer { wp in
+            out.withUnsafeMutableBufferPointer { yp in
+                sgemm(m: n, n: width, k: cin, a: xp.baseAddress!, lda: cin, b: wp.baseAddress!, ldb: width, c: yp.baseAddress!, ldc: width)
+                if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: kh * kw) }
+            }
+        }
+    }
+    let parents = bias.map { [x, weight, $0] } ?? [x, weight]
+    return Tensor.makeResult(shape: [n, oc, kh, kw], data: out, parents: parents) { y in
+        let dy = y.grad!
+        dy.withUnsafeBufferPointer { dyp in
+            if x.requiresGrad {
+                weight.data.withUnsafeBufferPointer { wp in
+                    x.withGradBuffer { dx in
+                        sgemm(transB: true, m: n, n: cin, k: width, a: dyp.baseAddress!, lda: width, b: wp.baseAddress!, ldb: width,
+                              beta: 1, c: dx.baseAddress!, ldc: cin)
+                    }
+                }
+            }
+            if weight.requiresGrad {
+                x.data.withUnsafeBufferPointer { xp in
+                    weight.withGradBuffer { dw in
+                        sgemm(transA: true, m: cin, n: width, k: n, a: xp.baseAddress!, lda: cin, b: dyp.baseAddress!, ldb: width,
+                              beta: 1, c: dw.baseAddress!, ldc: width)
+                    }
+                }
+            }
+            if let bias, bias.requiresGrad {
+                bias.withGradBuffer { sumChannels(dyp.baseAddress!, into: $0.baseAddress!, batch: n, channels: oc, plane: kh * kw) }
+            }
+        }
     }
 }
 
