@@ -257,7 +257,7 @@ func blockedBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w:
 /// 2-D convolution (cross-correlation, as PyTorch's Conv2d).
 /// - x: N×C×H×W; weight: OC×C×KH×KW; bias: OC (optional). Returns N×OC×OH×OW.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-    Profiler.measure("conv2d") {
+    Profiler.measure(Profiler.isEnabled ? conv2dProfileLabel(x, weight, stride: stride, padding: padding) : "conv2d") {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], "conv2d",
                "input \(x.shape) and weight \(weight.shape) need N×C×H×W and OC×C×KH×KW with the same C")
     if let bias { checkShape(bias.shape == [weight.shape[0]], "conv2d", "bias \(bias.shape) for \(weight.shape[0]) output channels") }
@@ -293,6 +293,15 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
         }
     }
     }
+}
+
+/// "conv2d k×k sS C→OC algorithm": the profile splits conv time by kind of layer.
+func conv2dProfileLabel(_ x: Tensor, _ weight: Tensor, stride: Int, padding: Int) -> String {
+    guard x.rank == 4, weight.rank == 4 else { return "conv2d" }
+    let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3], kernelH: weight.shape[2],
+                         kernelW: weight.shape[3], stride: stride, padding: padding)
+    let algorithm = ConvAlgorithmSelection.algorithm(g, outChannels: weight.shape[0], pass: .forward)
+    return "conv2d \(g.kernelH)x\(g.kernelW) s\(stride) \(g.channels)→\(weight.shape[0]) @\(g.height) \(algorithm.rawValue)"
 }
 
 /// y (N×OC×P) = W (OC×K) · im2col(x).

@@ -183,6 +183,12 @@ struct WinogradPlan {
     let tilesH, tilesW: Int
     /// Padded row length of the per-task input copy: tilesW·m + 2.
     let paddedWidth: Int
+    /// When tile rows hold whole groups of 8 tiles, each padded row is stored as m phase rows
+    /// (phase q holds columns q, q + m, q + 2m, …) so 8 neighbouring tiles' pixels are 8
+    /// contiguous floats and the input transform loads vectors instead of gathering lanes.
+    let phaseSplit: Bool
+    /// Floats per padded row in the per-task copy.
+    let rowStride: Int
     let rowsPerTask, tasks: Int
 
     init(_ g: ConvGeometry, batch: Int, outChannels: Int, m: Int) {
@@ -191,6 +197,8 @@ struct WinogradPlan {
         tilesH = (g.outHeight + m - 1) / m
         tilesW = (g.outWidth + m - 1) / m
         paddedWidth = tilesW * m + 2
+        phaseSplit = tilesW % 8 == 0
+        rowStride = phaseSplit ? m * (tilesW + 1) : paddedWidth
         // Enough tiles per task for the GEMMs to reach their rate, while the task's transformed
         // input and output (α²·(C + OC) floats per tile) stay within about 2 MB.
         let perTile = points * (g.channels + outChannels)
@@ -273,10 +281,27 @@ func winogradGatherInput(_ x: UnsafePointer<Float>, _ plan: WinogradPlan, rows: 
         for (ri, r) in rows.enumerated() {
             let img = r / plan.tilesH, ti = r % plan.tilesH
             let src = x + (img * g.channels + c) * g.inPlane
-            let dstBase = padded + ((c * rowCount + ri) * alpha) * wp
+            let dstBase = padded + ((c * rowCount + ri) * alpha) * plan.rowStride
             for a in 0..<alpha {
                 let ih = ti * plan.m - g.padding + a
-                let dst = dstBase + a * wp
+                let dst = dstBase + a * plan.rowStride
+                if plan.phaseSplit {
+                    // Padded column q goes to phase q mod m, slot q / m.
+                    let m = plan.m, phase = plan.tilesW + 1
+                    if ih < 0 || ih >= g.height { dst.update(repeating: 0, count: plan.rowStride); continue }
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: phase * m) { line in
+                        let l = line.baseAddress!
+                        let lo = min(wp, g.padding), hi = min(wp, g.padding + g.width)
+                        l.update(repeating: 0, count: phase * m)
+                        (l + lo).update(from: src + ih * g.width + (lo - g.padding), count: hi - lo)
+                        for q in 0..<m {
+                            let d = dst + q * phase
+                            var j = 0, from = q
+                            while j < phase { d[j] = l[from]; j += 1; from += m }
+                        }
+                    }
+                    continue
+                }
                 if ih < 0 || ih >= g.height { dst.update(repeating: 0, count: wp); continue }
                 // Padded column q holds input column q − padding.
                 let lo = min(wp, g.padding), hi = min(wp, g.padding + g.width)
@@ -331,7 +356,32 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
                                                 index: WinogradTileIndex, block: UnsafeMutablePointer<V8>) {
     let alpha = K.m + 2, wp = plan.paddedWidth, points = alpha * alpha
     let tiles = rowCount * plan.tilesW
-    let channelStride = rowCount * alpha * wp
+    let channelStride = rowCount * alpha * plan.rowStride
+    if plan.phaseSplit {
+        let m = K.m, stride = plan.rowStride, phase = plan.tilesW + 1
+        for c in 0..<channels {
+            for ri in 0..<rowCount {
+                let rowBase = padded + (c * rowCount + ri) * alpha * stride
+                var j0 = 0
+                while j0 < plan.tilesW {
+                    for a in 0..<alpha {
+                        let row = rowBase + a * stride + j0
+                        for b in 0..<alpha {
+                            block[a * alpha + b] = UnsafeRawPointer(row + (b % m) * phase + b / m).loadUnaligned(as: V8.self)
+                        }
+                    }
+                    for b in 0..<alpha { K.inputLine(block + b, alpha) }
+                    for a in 0..<alpha { K.inputLine(block + a * alpha, 1) }
+                    let t0 = ri * plan.tilesW + j0
+                    for p in 0..<points {
+                        UnsafeMutableRawPointer(v + (p * channels + c) * ld + t0).storeBytes(of: block[p], as: V8.self)
+                    }
+                    j0 += 8
+                }
+            }
+        }
+        return
+    }
     for c in 0..<channels {
         let base = padded + c * channelStride
         var t0 = 0
@@ -417,7 +467,7 @@ func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ x: UnsafePointer<Flo
     winogradFilterTransform(K.self, w, filters: oc * c, u)
     let ld = plan.maxTilesPerTask
     Parallel.forRanges(plan.tasks, cost: 1 << 20) { tasks in
-        let padded = UnsafeMutablePointer<Float>.allocate(capacity: c * plan.rowsPerTask * plan.alpha * plan.paddedWidth)
+        let padded = UnsafeMutablePointer<Float>.allocate(capacity: c * plan.rowsPerTask * plan.alpha * plan.rowStride)
         let v = UnsafeMutablePointer<Float>.allocate(capacity: points * c * ld)
         let mm = UnsafeMutablePointer<Float>.allocate(capacity: points * oc * ld)
         let block = UnsafeMutablePointer<V8>.allocate(capacity: points)
@@ -465,7 +515,7 @@ func winogradWeightGradient<K: WinogradKernel>(_ kernel: K.Type, _ dy: UnsafePoi
     defer { accumulators.deallocate() }
     // Lane l takes tasks l, l + lanes, …: a fixed assignment, whatever the number of workers.
     Parallel.forEach(lanes, cost: 1 << 20) { lane in
-        let padded = UnsafeMutablePointer<Float>.allocate(capacity: c * plan.rowsPerTask * alpha * plan.paddedWidth)
+        let padded = UnsafeMutablePointer<Float>.allocate(capacity: c * plan.rowsPerTask * alpha * plan.rowStride)
         let v = UnsafeMutablePointer<Float>.allocate(capacity: points * c * ld)
         let z = UnsafeMutablePointer<Float>.allocate(capacity: points * oc * ld)
         let block = UnsafeMutablePointer<V8>.allocate(capacity: points)

@@ -46,6 +46,8 @@ final class WinogradTests: XCTestCase {
         // Sizes that are and are not multiples of the tiles, paddings 0–2, tasks spanning images.
         let cases: [(n: Int, c: Int, oc: Int, h: Int, w: Int, p: Int)] = [
             (2, 64, 32, 16, 16, 1), (3, 24, 20, 11, 9, 1), (2, 16, 8, 8, 13, 0), (1, 8, 5, 5, 6, 2), (5, 32, 32, 8, 8, 1),
+            // Rows of 8 and 16 tiles take the phase-split input copy (whole and partial tiles).
+            (2, 16, 12, 7, 30, 1), (1, 8, 8, 6, 34, 0), (1, 12, 8, 5, 64, 1),
         ]
         for algorithm in [ConvAlgorithm.winograd2, .winograd4] {
             for shape in cases {
@@ -67,7 +69,7 @@ final class WinogradTests: XCTestCase {
     /// Input and weight gradients through Winograd against the im2col path.
     func testGradientsMatchIm2col() {
         for algorithm in [ConvAlgorithm.winograd2, .winograd4] {
-            for (n, c, oc, h, w) in [(2, 32, 48, 16, 16), (3, 20, 24, 10, 7)] {
+            for (n, c, oc, h, w) in [(2, 32, 48, 16, 16), (3, 20, 24, 10, 7), (2, 16, 16, 6, 32)] {
                 let x = realisticInput([n, c, h, w], seed: 20)
                 let weight = realisticWeight(outChannels: oc, channels: c, seed: 21)
                 let r = randomTensor([n, oc, h, w], seed: 22)
