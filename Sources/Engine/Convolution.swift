@@ -270,6 +270,13 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     x.data.withUnsafeBufferPointer { xp in
         weight.data.withUnsafeBufferPointer { wp in
             out.withUnsafeMutableBufferPointer { yp in
+                if !pointwise, let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward).tile {
+                    // Winograd adds the bias inside its output transform.
+                    bias.map { $0.data }.withOptionalPointer { bp in
+                        winogradForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: oc, g, tile: m, bias: bp)
+                    }
+                    return
+                }
                 convForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: oc, g, pointwise: pointwise)
                 if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: g.outPlane) }
             }
@@ -521,5 +528,13 @@ func sumChannels(_ src: UnsafePointer<Float>, into: UnsafeMutablePointer<Float>,
         var s: Float = 0
         for img in 0..<n { s += vectorSum(src + (img * c + ch) * plane, plane) }
         into[ch] += s
+    }
+}
+
+extension Optional where Wrapped == [Float] {
+    /// Calls `body` with the array's base address, or nil.
+    func withOptionalPointer<R>(_ body: (UnsafePointer<Float>?) -> R) -> R {
+        guard let array = self else { return body(nil) }
+        return array.withUnsafeBufferPointer { body($0.baseAddress) }
     }
 }

@@ -11,6 +11,10 @@ import Foundation
 // (4× fewer). F(6×6,3×3) (5.06×) is not implemented yet: a float32 numpy model of it
 // (points 0, ±1, ±2, ±½) gave a relative error of 4.5e-6 against float64, so it would qualify.
 //
+// Measured float32 error (WinogradTests, post-SiLU activations, He-initialised weights, relative L2
+// against a float64 direct convolution): F(2×2) 1.2–2.5e-7, F(4×4) 5–15e-7, im2col 0.9–2.8e-7;
+// input and weight gradients against im2col: F(2×2) ≤ 4.3e-7, F(4×4) ≤ 1.5e-6.
+//
 // The weight gradient is the adjoint of the same linear maps (Lavin & Gray §4.3):
 //   dU[p] = Σ_tiles (A dY Aᵀ)[p] · V[p]ᵀ,   dg = Gᵀ dU G.
 // The input gradient of a stride-1 convolution is itself a 3×3 convolution of dY with the flipped,
@@ -54,9 +58,12 @@ public enum ConvAlgorithmSelection {
 
     /// The algorithm for a layer shape. The rule depends on the shape only (never on batch size,
     /// timing or threads) so a model gives the same bits for any batch or machine load.
-    /// It comes from back-to-back measurements of `medsynth bench kernels` (see the report in
-    /// Benchmarks.swift): Winograd wins once there are enough channels for its GEMMs to run near
-    /// peak; with few channels the transforms dominate and im2col wins.
+    /// It comes from back-to-back runs of `medsynth bench kernels --compare-algorithms` (and
+    /// MEDSYNTH_CONV_ALGO_DW=… for the weight gradient) on the U-Net's layers: F(4×4) forward
+    /// beat im2col and F(2×2) on every layer with at least 32 channels on both sides, from 8×8 to
+    /// 64×64; for weight gradients F(2×2) was at least as fast as F(4×4) and has a third of its
+    /// error. With one channel on a side (the U-Net's first and last conv) the transforms dominate
+    /// and im2col wins by 3–10×.
     public static func algorithm(_ g: ConvGeometry, outChannels oc: Int, pass: Pass) -> ConvAlgorithm {
         guard eligible(g) else { return .im2col }
         if pass == .weightGradient, let forcedWeightGradient { return forcedWeightGradient }
@@ -409,7 +416,7 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
 @inline(__always)
 func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePointer<Float>, ld: Int, _ plan: WinogradPlan,
                                                  tiles: Int, _ y: UnsafeMutablePointer<Float>, accumulate: Bool,
-                                                 index: WinogradTileIndex, block: UnsafeMutablePointer<V8>) {
+                                                 bias: UnsafePointer<Float>?, index: WinogradTileIndex, block: UnsafeMutablePointer<V8>) {
     let m = K.m, alpha = K.m + 2, points = alpha * alpha, oc = plan.outChannels
     let ow = plan.g.outWidth, plane = plan.g.outPlane
     // Lane l of block[q] is the float at (q·8 + l).
@@ -424,6 +431,11 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
             }
             for b in 0..<alpha { K.outputLine(block + b, alpha) }
             for a in 0..<m { K.outputLine(block + a * alpha, 1) }
+            if let bias {
+                // The conv bias rides along with the output transform instead of a separate pass.
+                let bv = V8(repeating: bias[o])
+                for a in 0..<m { for b in 0..<m { block[a * alpha + b] += bv } }
+            }
             for l in 0..<lanes {
                 let t = t0 + l
                 let dst = yo + index.output[t]
@@ -452,15 +464,17 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
 // MARK: - Forward
 
 /// y (N×OC×OH×OW) (+)= conv3×3(x, w) for a stride-1 geometry, by F(m×m, 3×3).
+/// With `bias`, adds bias[o] to output channel o in the same pass.
 func winogradForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                     batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int, accumulate: Bool = false) {
-    if m == 4 { winogradForward(WinogradF4.self, x, w, y, batch: n, outChannels: oc, g, accumulate: accumulate) }
-    else { winogradForward(WinogradF2.self, x, w, y, batch: n, outChannels: oc, g, accumulate: accumulate) }
+                     batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int, accumulate: Bool = false,
+                     bias: UnsafePointer<Float>? = nil) {
+    if m == 4 { winogradForward(WinogradF4.self, x, w, y, batch: n, outChannels: oc, g, accumulate: accumulate, bias: bias) }
+    else { winogradForward(WinogradF2.self, x, w, y, batch: n, outChannels: oc, g, accumulate: accumulate, bias: bias) }
 }
 
 func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                                         _ y: UnsafeMutablePointer<Float>, batch n: Int, outChannels oc: Int,
-                                        _ g: ConvGeometry, accumulate: Bool) {
+                                        _ g: ConvGeometry, accumulate: Bool, bias: UnsafePointer<Float>?) {
     let plan = WinogradPlan(g, batch: n, outChannels: oc, m: K.m)
     let c = g.channels, points = plan.points
     let u = Workspace.shared.buffer(3, count: points * oc * c).baseAddress!
@@ -487,7 +501,7 @@ func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ x: UnsafePointer<Flo
                             c: mm + p * oc * ld, ldc: ld)
             }
             stage.lap(2)
-            winogradOutputTransform(K.self, mm, ld: ld, plan, tiles: tiles, y, accumulate: accumulate, index: index, block: block)
+            winogradOutputTransform(K.self, mm, ld: ld, plan, tiles: tiles, y, accumulate: accumulate, bias: bias, index: index, block: block)
             stage.lap(3)
         }
         stage.report()

@@ -134,6 +134,19 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    func testBiasAddedInsideOutputTransform() {
+        let x = realisticInput([2, 16, 9, 12], seed: 50)
+        let w = realisticWeight(outChannels: 24, channels: 16, seed: 51)
+        let bias = randomTensor([24], seed: 52)
+        ConvAlgorithmSelection.forced = .im2col
+        let reference = withNoGrad { conv2d(x, weight: w, bias: bias, padding: 1) }
+        for algorithm in [ConvAlgorithm.winograd2, .winograd4] {
+            ConvAlgorithmSelection.forced = algorithm
+            let y = withNoGrad { conv2d(x, weight: w, bias: bias, padding: 1) }
+            XCTAssertLessThan(relativeError(y.data, reference.data), 1e-5, "\(algorithm) with bias")
+        }
+    }
+
     func testSelectionRuleDependsOnShapeOnly() {
         ConvAlgorithmSelection.forced = nil
         let small = ConvGeometry(channels: 1, height: 64, width: 64, kernelH: 3, kernelW: 3, stride: 1, padding: 1)
