@@ -258,7 +258,7 @@ func blockedBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w:
 /// 2-D convolution (cross-correlation, as PyTorch's Conv2d).
 /// - x: N×C×H×W; weight: OC×C×KH×KW; bias: OC (optional). Returns N×OC×OH×OW.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-    Profiler.measure("conv2d") {
+    Profiler.measure(Profiler.isEnabled ? conv2dProfileLabel(x, weight, stride: stride, padding: padding) : "conv2d") {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], "conv2d",
                "input \(x.shape) and weight \(weight.shape) need N×C×H×W and OC×C×KH×KW with the same C")
     if let bias { checkShape(bias.shape == [weight.shape[0]], "conv2d", "bias \(bias.shape) for \(weight.shape[0]) output channels") }
@@ -271,6 +271,13 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     x.data.withUnsafeBufferPointer { xp in
         weight.data.withUnsafeBufferPointer { wp in
             out.withUnsafeMutableBufferPointer { yp in
+                if !pointwise, let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward).tile {
+                    // Winograd adds the bias inside its output transform.
+                    bias.map { $0.data }.withOptionalPointer { bp in
+                        winogradForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: oc, g, tile: m, bias: bp)
+                    }
+                    return
+                }
                 convForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: oc, g, pointwise: pointwise)
                 if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: g.outPlane) }
             }
@@ -296,10 +303,23 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     }
 }
 
+/// "conv2d k×k sS C→OC algorithm": the profile splits conv time by kind of layer.
+func conv2dProfileLabel(_ x: Tensor, _ weight: Tensor, stride: Int, padding: Int) -> String {
+    guard x.rank == 4, weight.rank == 4 else { return "conv2d" }
+    let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3], kernelH: weight.shape[2],
+                         kernelW: weight.shape[3], stride: stride, padding: padding)
+    let algorithm = ConvAlgorithmSelection.algorithm(g, outChannels: weight.shape[0], pass: .forward)
+    return "conv2d \(g.kernelH)x\(g.kernelW) s\(stride) \(g.channels)→\(weight.shape[0]) @\(g.height) \(algorithm.rawValue)"
+}
+
 /// y (N×OC×P) = W (OC×K) · im2col(x).
 func convForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                  batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool, accumulate: Bool = false) {
     let k = g.patchSize, plane = g.outPlane
+    if !pointwise, let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward).tile {
+        winogradForward(x, w, y, batch: n, outChannels: oc, g, tile: m, accumulate: accumulate)
+        return
+    }
     if pointwise || usesBlockedPath(g) {
         blockedForward(x, w, y, batch: n, outChannels: oc, g, pointwise: pointwise, accumulate: accumulate)
         return
@@ -350,6 +370,11 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
         dX = nil
         if dW == nil { return }
     }
+    if let dWOut = dW, dX == nil, !pointwise,
+       let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .weightGradient).tile {
+        winogradWeightGradient(dy, x, dWOut, batch: n, outChannels: oc, g, tile: m)
+        return
+    }
     if pointwise || usesBlockedPath(g) {
         blockedBackward(dy, x, w, dX: dX, dW: dW, batch: n, outChannels: oc, g, pointwise: pointwise)
         return
@@ -391,13 +416,22 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
     let oh = (h - 1) * stride - 2 * padding + kh, ow = (w - 1) * stride - 2 * padding + kw
     checkShape(oh > 0 && ow > 0, "convTranspose2d", "input \(x.shape), weight \(weight.shape), padding \(padding) give an empty output")
     if let bias { checkShape(bias.shape == [oc], "convTranspose2d", "bias \(bias.shape) for \(oc) output channels") }
+    if h == 1 && w == 1 && padding == 0 {
+        return pointInputTransposedConv(x, weight: weight, bias: bias)
+    }
     // The convolution whose input gradient this op is: from OC×OH×OW back to H×W.
     let g = ConvGeometry(channels: oc, height: oh, width: ow, kernelH: kh, kernelW: kw, stride: stride, padding: padding)
     checkShape(g.outHeight == h && g.outWidth == w, "convTranspose2d", "geometry mismatch for input \(x.shape)")
-    var out = [Float](repeating: 0, count: n * oc * oh * ow)
+    let subPixel = SubPixelSelection.applies(kernel: kh, kernelW: kw, stride: stride, padding: padding, height: h, outChannels: oc)
+    var out = subPixel ? uninitializedFloats(n * oc * oh * ow) : [Float](repeating: 0, count: n * oc * oh * ow)
     x.data.withUnsafeBufferPointer { xp in
         weight.data.withUnsafeBufferPointer { wp in
             out.withUnsafeMutableBufferPointer { yp in
+                if subPixel {
+                    subPixelTransposedForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, inChannels: cin, outChannels: oc, height: h, width: w)
+                    if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: oh * ow) }
+                    return
+                }
                 // The forward pass is conv backward-data with this op's weight as the conv weight (Cin×OC·K·K).
                 convBackward(xp.baseAddress!, xp.baseAddress!, wp.baseAddress!, dX: yp.baseAddress!, dW: nil,
                              batch: n, outChannels: cin, g, pointwise: false)
@@ -434,6 +468,48 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
     }
 }
 
+/// A transposed convolution of 1×1 inputs with no padding (DCGAN's first layer, z → 4×4): every
+/// input value meets the whole kernel once, so it is one GEMM, Y (N × OC·K·K) = X (N × C) · W
+/// (C × OC·K·K), with no column buffer and no scatter; dX = dY · Wᵀ and dW += Xᵀ · dY.
+func pointInputTransposedConv(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    let n = x.shape[0], cin = x.shape[1], oc = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3]
+    let width = oc * kh * kw
+    var out = uninitializedFloats(n * width)
+    x.data.withUnsafeBufferPointer { xp in
+        weight.data.withUnsafeBufferPointer { wp in
+            out.withUnsafeMutableBufferPointer { yp in
+                sgemm(m: n, n: width, k: cin, a: xp.baseAddress!, lda: cin, b: wp.baseAddress!, ldb: width, c: yp.baseAddress!, ldc: width)
+                if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: kh * kw) }
+            }
+        }
+    }
+    let parents = bias.map { [x, weight, $0] } ?? [x, weight]
+    return Tensor.makeResult(shape: [n, oc, kh, kw], data: out, parents: parents) { y in
+        let dy = y.grad!
+        dy.withUnsafeBufferPointer { dyp in
+            if x.requiresGrad {
+                weight.data.withUnsafeBufferPointer { wp in
+                    x.withGradBuffer { dx in
+                        sgemm(transB: true, m: n, n: cin, k: width, a: dyp.baseAddress!, lda: width, b: wp.baseAddress!, ldb: width,
+                              beta: 1, c: dx.baseAddress!, ldc: cin)
+                    }
+                }
+            }
+            if weight.requiresGrad {
+                x.data.withUnsafeBufferPointer { xp in
+                    weight.withGradBuffer { dw in
+                        sgemm(transA: true, m: cin, n: width, k: n, a: xp.baseAddress!, lda: cin, b: dyp.baseAddress!, ldb: width,
+                              beta: 1, c: dw.baseAddress!, ldc: width)
+                    }
+                }
+            }
+            if let bias, bias.requiresGrad {
+                bias.withGradBuffer { sumChannels(dyp.baseAddress!, into: $0.baseAddress!, batch: n, channels: oc, plane: kh * kw) }
+            }
+        }
+    }
+}
+
 // MARK: - Channel bias helpers
 
 /// y[n, c, :] += bias[c].
@@ -453,5 +529,13 @@ func sumChannels(_ src: UnsafePointer<Float>, into: UnsafeMutablePointer<Float>,
         var s: Float = 0
         for img in 0..<n { s += vectorSum(src + (img * c + ch) * plane, plane) }
         into[ch] += s
+    }
+}
+
+extension Optional where Wrapped == [Float] {
+    /// Calls `body` with the array's base address, or nil.
+    func withOptionalPointer<R>(_ body: (UnsafePointer<Float>?) -> R) -> R {
+        guard let array = self else { return body(nil) }
+        return array.withUnsafeBufferPointer { body($0.baseAddress) }
     }
 }

@@ -1,6 +1,7 @@
 import Core
 import CBLAS
 import Dispatch
+import Foundation
 
 // MARK: - Threads
 //
@@ -21,6 +22,44 @@ public enum Parallel {
     public static var blasThreads: Int { workers }
 
     @usableFromInline nonisolated(unsafe) static var blasConfigured = false
+
+    /// How `sgemm` spreads one large product over the workers.
+    public enum GEMMThreading: String, Sendable {
+        /// Independent column (or row) blocks, one single-threaded OpenBLAS call per worker.
+        case split
+        /// One call with OpenBLAS's own threads (shared packed panels), whose threads are shut
+        /// down right after so none spin-waits while medsynth's own loops run.
+        case openblas
+    }
+
+    /// MEDSYNTH_GEMM_THREADS=split|openblas; default openblas for products of at least
+    /// `openBLASThreadsMinimumFlops`.
+    nonisolated(unsafe) public static var gemmThreading: GEMMThreading =
+        ProcessInfo.processInfo.environment["MEDSYNTH_GEMM_THREADS"].flatMap(GEMMThreading.init(rawValue:)) ?? .openblas
+
+    /// Below this (2·m·n·k) OpenBLAS's thread start-up (≈ 0.1–0.2 ms) is not worth it.
+    nonisolated(unsafe) public static var openBLASThreadsMinimumFlops = 128_000_000
+
+    /// OpenBLAS (pthreads build) keeps its worker threads spinning on sched_yield for up to
+    /// ~0.1 s after a threaded call, even after openblas_set_num_threads(1) (measured: 20–90 ms of
+    /// CPU in the following 100 ms). blas_thread_shutdown_ joins them; the next threaded call
+    /// starts them again. Looked up at run time: it is exported but not in cblas.h.
+    @usableFromInline nonisolated(unsafe) static let shutDownBLASThreads: (@convention(c) () -> Int32)? = {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "blas_thread_shutdown_") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) () -> Int32).self)
+        #else
+        return nil
+        #endif
+    }()
+
+    /// Runs `body` (one cblas call) on OpenBLAS's own `workers` threads, then stops them.
+    @usableFromInline static func withOpenBLASThreads(_ body: () -> Void) {
+        openblas_set_num_threads(Int32(workers))
+        body()
+        openblas_set_num_threads(1)
+        _ = shutDownBLASThreads?()
+    }
 
     /// Makes OpenBLAS single-threaded once, before the first GEMM.
     @inlinable
@@ -120,6 +159,10 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
     }
     if workers < 2 || flops < 4_000_000 || max(m, n) < 32 {
         call(m, n, a, b, c)
+        return
+    }
+    if Parallel.gemmThreading == .openblas && flops >= Parallel.openBLASThreadsMinimumFlops && Parallel.shutDownBLASThreads != nil {
+        Parallel.withOpenBLASThreads { call(m, n, a, b, c) }
         return
     }
     if n >= m {

@@ -112,25 +112,45 @@ public let referenceConvLayers: [ConvLayerShape] = [
     ConvLayerShape(name: "dcgan.D2 conv 64→128 32→16", batch: 64, inChannels: 64, outChannels: 128, size: 32, kernel: 4, stride: 2, padding: 1, transposed: false),
     ConvLayerShape(name: "dcgan.D3 conv 128→256 16→8", batch: 64, inChannels: 128, outChannels: 256, size: 16, kernel: 4, stride: 2, padding: 1, transposed: false),
     ConvLayerShape(name: "dcgan.D4 conv 256→512 8→4", batch: 64, inChannels: 256, outChannels: 512, size: 8, kernel: 4, stride: 2, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.64px conv3 1→32 (in)", batch: 32, inChannels: 1, outChannels: 32, size: 64, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.64px conv3 32→1 (out)", batch: 32, inChannels: 32, outChannels: 1, size: 64, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.64px conv3 32→32", batch: 32, inChannels: 32, outChannels: 32, size: 64, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.64px conv3 64→32", batch: 32, inChannels: 64, outChannels: 32, size: 64, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.32px conv3 64→64", batch: 32, inChannels: 64, outChannels: 64, size: 32, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.32px conv3 128→64", batch: 32, inChannels: 128, outChannels: 64, size: 32, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.16px conv3 128→128", batch: 32, inChannels: 128, outChannels: 128, size: 16, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.16px conv3 256→128", batch: 32, inChannels: 256, outChannels: 128, size: 16, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "unet.8px conv3 128→128", batch: 32, inChannels: 128, outChannels: 128, size: 8, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.8px conv3 256→128", batch: 32, inChannels: 256, outChannels: 128, size: 8, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.64→32 down conv3 s2 32→32", batch: 32, inChannels: 32, outChannels: 32, size: 64, kernel: 3, stride: 2, padding: 1, transposed: false),
 ]
 
 public struct KernelBenchmarkRow {
     public let name: String
+    /// The algorithm timed: the one the engine picks for this shape, or a forced one.
+    public let algorithm: String
+    /// True when `algorithm` is the one the engine picks without forcing.
+    public let isChosen: Bool
     public let forwardGflops: Double
     public let backwardGflops: Double
     public let flopsPerPass: Double
 }
 
-/// GFLOP/s of forward and backward (data + weight) for each layer, and sgemm's own rate.
-public func runKernelBenchmarks(repetitions: Int = 3) -> (sgemmGflops: Double, rows: [KernelBenchmarkRow]) {
+/// The algorithm the engine runs for a layer's forward pass (backward in parentheses when it differs).
+func chosenAlgorithmLabel(_ layer: ConvLayerShape) -> String {
+    if layer.transposed { return "im2col" }
+    let g = ConvGeometry(channels: layer.inChannels, height: layer.size, width: layer.size, kernelH: layer.kernel,
+                         kernelW: layer.kernel, stride: layer.stride, padding: layer.padding)
+    let forward = ConvAlgorithmSelection.algorithm(g, outChannels: layer.outChannels, pass: .forward)
+    let weight = ConvAlgorithmSelection.algorithm(g, outChannels: layer.outChannels, pass: .weightGradient)
+    return forward == weight ? forward.rawValue : "\(forward.rawValue) (dW \(weight.rawValue))"
+}
+
+/// GFLOP/s of forward and backward (data + weight) for each layer, and sgemm's own rate. FLOPs are
+/// always those of the direct convolution, so an algorithm doing fewer multiplications (Winograd)
+/// can show more than 100 % of sgemm. With `compareAlgorithms`, every 3×3 stride-1 layer is also
+/// timed with each algorithm forced, back to back in this process.
+public func runKernelBenchmarks(repetitions: Int = 3, compareAlgorithms: Bool = false) -> (sgemmGflops: Double, rows: [KernelBenchmarkRow]) {
     var stream = RandomStream(seed: 1)
     // sgemm at n = 1024 is the yardstick (the reference note quotes n = 512–1024).
     let n = 1024
@@ -143,6 +163,28 @@ public func runKernelBenchmarks(repetitions: Int = 3) -> (sgemmGflops: Double, r
     }
     let sgemmGflops = 2 * Double(n * n * n) / sgemmSeconds / 1e9
     var rows: [KernelBenchmarkRow] = []
+    if compareAlgorithms {
+        // The two ways `sgemm` can use the cores, back to back: 1024³ and the DCGAN chunk-path shapes.
+        let saved = Parallel.gemmThreading
+        defer { Parallel.gemmThreading = saved }
+        for (m, nn, k) in [(1024, 1024, 1024), (256, 4096, 2048), (512, 1024, 4096), (128, 8192, 1024)] {
+            let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * nn)
+            var c = [Float](repeating: 0, count: m * nn)
+            for mode in [Parallel.GEMMThreading.split, .openblas] {
+                Parallel.gemmThreading = mode
+                let seconds = timeIt(warmup: 1, repetitions: repetitions) {
+                    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                        sgemm(m: m, n: nn, k: k, a: ap.baseAddress!, lda: k, b: bp.baseAddress!, ldb: nn, c: cp.baseAddress!, ldc: nn)
+                    } } }
+                }
+                let rate = 2 * Double(m * nn * k) / seconds / 1e9
+                rows.append(KernelBenchmarkRow(name: "sgemm \(m)×\(nn)×\(k)", algorithm: "gemm \(mode.rawValue)", isChosen: mode == saved,
+                                               forwardGflops: rate, backwardGflops: .nan, flopsPerPass: 2 * Double(m * nn * k)))
+            }
+        }
+    }
+    let savedForced = ConvAlgorithmSelection.forced
+    defer { ConvAlgorithmSelection.forced = savedForced }
     for layer in referenceConvLayers {
         let x = Tensor(randomNormal: [layer.batch, layer.inChannels, layer.size, layer.size], stream: &stream, requiresGrad: true)
         let weightShape = layer.transposed ? [layer.inChannels, layer.outChannels, layer.kernel, layer.kernel]
@@ -152,19 +194,26 @@ public func runKernelBenchmarks(repetitions: Int = 3) -> (sgemmGflops: Double, r
             layer.transposed ? convTranspose2d(x, weight: w, stride: layer.stride, padding: layer.padding)
                              : conv2d(x, weight: w, stride: layer.stride, padding: layer.padding)
         }
-        let probe = withNoGrad { forward() }
-        // MACs: every output (conv) or input (transposed) pixel meets OC·C·K² weights... count once per output element of the GEMM.
-        let spatial = layer.transposed ? Double(layer.size * layer.size) : Double(probe.shape[2] * probe.shape[3])
-        let flops = 2 * Double(layer.batch) * spatial * Double(layer.inChannels * layer.outChannels * layer.kernel * layer.kernel)
-        let forwardSeconds = timeIt(warmup: 1, repetitions: repetitions) { withNoGrad { _ = forward() } }
-        let ones = Tensor(filled: 1, shape: probe.shape)
-        let totalSeconds = timeIt(warmup: 1, repetitions: repetitions) {
-            x.zeroGrad(); w.zeroGrad()
-            sum(mul(forward(), ones)).backward()
+        let winogradEligible = !layer.transposed && layer.kernel == 3 && layer.stride == 1
+        var choices: [ConvAlgorithm?] = [nil]
+        if compareAlgorithms && winogradEligible { choices += ConvAlgorithm.allCases.map { Optional($0) } }
+        for choice in choices {
+            ConvAlgorithmSelection.forced = choice ?? savedForced
+            let probe = withNoGrad { forward() }
+            // Direct-convolution FLOPs: every output (conv) or input (transposed) pixel meets OC·C·K² weights.
+            let spatial = layer.transposed ? Double(layer.size * layer.size) : Double(probe.shape[2] * probe.shape[3])
+            let flops = 2 * Double(layer.batch) * spatial * Double(layer.inChannels * layer.outChannels * layer.kernel * layer.kernel)
+            let forwardSeconds = timeIt(warmup: 1, repetitions: repetitions) { withNoGrad { _ = forward() } }
+            let ones = Tensor(filled: 1, shape: probe.shape)
+            let totalSeconds = timeIt(warmup: 1, repetitions: repetitions) {
+                x.zeroGrad(); w.zeroGrad()
+                sum(mul(forward(), ones)).backward()
+            }
+            let backwardSeconds = max(totalSeconds - forwardSeconds, 1e-9)
+            rows.append(KernelBenchmarkRow(name: layer.name, algorithm: choice?.rawValue ?? chosenAlgorithmLabel(layer),
+                                           isChosen: choice == nil, forwardGflops: flops / forwardSeconds / 1e9,
+                                           backwardGflops: 2 * flops / backwardSeconds / 1e9, flopsPerPass: flops))
         }
-        let backwardSeconds = max(totalSeconds - forwardSeconds, 1e-9)
-        rows.append(KernelBenchmarkRow(name: layer.name, forwardGflops: flops / forwardSeconds / 1e9,
-                                       backwardGflops: 2 * flops / backwardSeconds / 1e9, flopsPerPass: flops))
     }
     return (sgemmGflops, rows)
 }

@@ -17,6 +17,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads for BLAS and medsynth's loops (default: all cores).") var threads: Int?
     @Option(help: "Timed repetitions per workload.") var repetitions: Int = 5
     @Option(help: "Only these workloads (comma-separated).") var only: String?
+    @Flag(help: "kernels: also time every 3×3 stride-1 layer with each algorithm forced (im2col, winograd2, winograd4).")
+    var compareAlgorithms = false
 
     func validate() throws {
         guard ["models", "kernels"].contains(what) else { throw ValidationError("bench takes 'models' or 'kernels', got '\(what)'") }
@@ -26,11 +28,13 @@ struct Bench: ParsableCommand {
     func run() throws {
         if let threads { Parallel.setThreads(threads) }
         if what == "kernels" {
-            let (sgemmRate, rows) = runKernelBenchmarks(repetitions: repetitions)
-            print(String(format: "cblas_sgemm 1024^3: %.1f GFLOP/s (%d threads)", sgemmRate, Parallel.blasThreads))
-            print("layer".padding(toLength: 34, withPad: " ", startingAt: 0) + "  fwd GFLOP/s  (% sgemm)   bwd GFLOP/s  (% sgemm)")
+            let (sgemmRate, rows) = runKernelBenchmarks(repetitions: repetitions, compareAlgorithms: compareAlgorithms)
+            print(String(format: "cblas_sgemm 1024^3: %.1f GFLOP/s (%d threads); GFLOP/s count direct-convolution FLOPs", sgemmRate, Parallel.blasThreads))
+            print("layer".padding(toLength: 34, withPad: " ", startingAt: 0) + "  " + "algorithm".padding(toLength: 26, withPad: " ", startingAt: 0)
+                  + "  fwd GFLOP/s  (% sgemm)   bwd GFLOP/s  (% sgemm)")
             for row in rows {
-                print(row.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+                let label = row.isChosen ? row.algorithm : "  forced " + row.algorithm
+                print(row.name.padding(toLength: 34, withPad: " ", startingAt: 0) + "  " + label.padding(toLength: 26, withPad: " ", startingAt: 0)
                       + String(format: "  %10.1f  (%5.1f%%)   %10.1f  (%5.1f%%)", row.forwardGflops, 100 * row.forwardGflops / sgemmRate,
                                row.backwardGflops, 100 * row.backwardGflops / sgemmRate))
             }

@@ -1,0 +1,57 @@
+import XCTest
+@testable import Engine
+
+/// The specialised ends: the 1×1-input transposed conv as one GEMM and the sub-pixel form of
+/// 4×4 stride-2 transposed convs, against the general col2im path and finite differences.
+final class SmallEndsTests: XCTestCase {
+    override func setUp() { GradMode.isEnabled = true }
+    override func tearDown() { SubPixelSelection.isEnabled = false; SubPixelSelection.minimumHeight = 8; SubPixelSelection.minimumOutChannels = 16 }
+
+    func relativeError(_ a: [Float], _ b: [Float]) -> Double {
+        var diff = 0.0, norm = 0.0
+        for i in 0..<a.count { diff += Double(a[i] - b[i]) * Double(a[i] - b[i]); norm += Double(b[i]) * Double(b[i]) }
+        return (diff / max(norm, 1e-300)).squareRoot()
+    }
+
+    /// Reference transposed convolution by its definition (every input pixel scatters the kernel).
+    func directTransposed(_ x: Tensor, _ w: Tensor, stride s: Int, padding p: Int) -> [Float] {
+        let n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3], oc = w.shape[1], k = w.shape[2]
+        let oh = (h - 1) * s - 2 * p + k, ow = (wd - 1) * s - 2 * p + k
+        var out = [Double](repeating: 0, count: n * oc * oh * ow)
+        for img in 0..<n { for ci in 0..<c { for i in 0..<h { for j in 0..<wd {
+            let v = Double(x.data[((img * c + ci) * h + i) * wd + j])
+            for o in 0..<oc { for a in 0..<k { for b in 0..<k {
+                let y = i * s - p + a, z = j * s - p + b
+                if y < 0 || y >= oh || z < 0 || z >= ow { continue }
+                out[((img * oc + o) * oh + y) * ow + z] += v * Double(w.data[((ci * oc + o) * k + a) * k + b])
+            } } }
+        } } } }
+        return out.map { Float($0) }
+    }
+
+    func testPointInputTransposedConvIsOneGEMM() {
+        let x = randomTensor([3, 5, 1, 1], seed: 1), w = randomTensor([5, 4, 4, 4], seed: 2, scale: 0.3)
+        let y = withNoGrad { convTranspose2d(x, weight: w, stride: 1, padding: 0) }
+        XCTAssertEqual(y.shape, [3, 4, 4, 4])
+        XCTAssertLessThan(relativeError(y.data, directTransposed(x, w, stride: 1, padding: 0)), 1e-6)
+        checkGradients("convTranspose 1x1 input", inputs: [x, w, randomTensor([4], seed: 3)]) {
+            convTranspose2d($0[0], weight: $0[1], bias: $0[2], stride: 1, padding: 0)
+        }
+    }
+
+    func testSubPixelTransposedConvMatchesDefinition() {
+        SubPixelSelection.isEnabled = true
+        SubPixelSelection.minimumHeight = 1
+        SubPixelSelection.minimumOutChannels = 1
+        for (n, c, oc, h, w) in [(2, 3, 4, 5, 6), (1, 8, 16, 16, 16), (3, 2, 1, 1, 2)] {
+            let x = randomTensor([n, c, h, w], seed: 4), weight = randomTensor([c, oc, 4, 4], seed: 5, scale: 0.3)
+            let y = withNoGrad { convTranspose2d(x, weight: weight, stride: 2, padding: 1) }
+            XCTAssertEqual(y.shape, [n, oc, 2 * h, 2 * w])
+            let error = relativeError(y.data, directTransposed(x, weight, stride: 2, padding: 1))
+            XCTAssertLessThan(error, 1e-6, "sub-pixel \([n, c, oc, h, w]): relative error \(error)")
+        }
+        checkGradients("convTranspose sub-pixel", inputs: [randomTensor([2, 3, 4, 5], seed: 6), randomTensor([3, 2, 4, 4], seed: 7, scale: 0.3), randomTensor([2], seed: 8)]) {
+            convTranspose2d($0[0], weight: $0[1], bias: $0[2], stride: 2, padding: 1)
+        }
+    }
+}
