@@ -2,7 +2,7 @@
 # Makes the checkpoints shipped in models/ from the shipped data, with medsynth's own commands.
 # The lesion class is built with the compositor: procedural lesions blended into the healthy
 # mni64 slices. Run from the repository root after `bash scripts/setup.sh && swift build -c release`.
-#   bash scripts/train_models.sh [gan|diffusion|all]
+#   bash scripts/train_models.sh [gan|diffusion|all|data]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
