@@ -210,9 +210,11 @@ public final class DiffusionSampler {
     }
 
     /// The sampling loop from x_T = `x`; `noise()` supplies every per-step N(0, I) draw (DDPM/DDIM η > 0
-    /// variance, RePaint's re-noising of the known region). Returns the last x, unclipped.
+    /// variance, RePaint's re-noising of the known region); `observe` sees x after every step.
+    /// Returns the last x, unclipped.
     func denoise(_ xStart: [Float], labels: [Int]?, settings: SamplerSettings, noise: () -> [Float],
-                 known: [Float]? = nil, mask: [Float]? = nil, progress: ((Int, Int) -> Void)? = nil) -> [Float] {
+                 known: [Float]? = nil, mask: [Float]? = nil, progress: ((Int, Int) -> Void)? = nil,
+                 observe: ((Int, [Float]) -> Void)? = nil) -> [Float] {
         var x = xStart
         let steps = plan(settings)
         let finalAlphaBar = settings.kind == .ddim && settings.finalAlphaBar == .first ? schedule.alphaBar(0) : 1
@@ -267,6 +269,7 @@ public final class DiffusionSampler {
                     for j in 0..<x.count { x[j] = mask[j] * x[j] + (1 - mask[j]) * known[j] }
                 }
             }
+            observe?(k, x)
             progress?(k + 1, steps.count)
         }
         return x

@@ -40,7 +40,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
     public var labelDropout: Float = 0.1
     /// EMA decay (with the warm-up min(decay, (1+s)/(10+s))); 0.999 averages over ≈ 1,000 steps.
     public var emaDecay: Float = 0.999
-    public var lossWeighting: DiffusionLossWeighting = .minSNR
+    public var lossWeighting: DiffusionLossWeighting = .minSNRTruncated
     /// γ of min-SNR-γ weighting (Hang et al. 2023 recommend 5).
     public var minSNRGamma: Float = 5
     /// Linear learning-rate warm-up over this many steps (Goyal et al. 2017); 0 = none.

@@ -14,7 +14,7 @@ struct TrainDiffusion: ParsableCommand {
         discussion: """
         Conditional models add a label embedding to the time embedding; labels are dropped to the extra
         "no label" token with probability --label-dropout so `generate --guidance W` can steer at sampling.
-        The defaults are the fast CPU recipe: v-prediction, min-SNR-5 weighting, learning rate 1e-3 with
+        The defaults are the fast CPU recipe: v-prediction, min-SNR-5 weighting truncated below at 1 (Salimans & Ho), learning rate 1e-3 with
         100 warm-up steps, gradient clipping at 1, zero-initialised residual outputs; --legacy-recipe
         starts from the old defaults (ε, 2e-4, no weighting/warm-up/clipping) instead.
         """)
@@ -25,7 +25,7 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "Noise schedule: cosine or linear.") var schedule: NoiseScheduleKind?
     @Option(help: "Prediction target: epsilon or v (default v).") var target: PredictionTarget?
     @Option(help: "AdamW peak learning rate (default 1e-3).") var learningRate: Float?
-    @Option(help: "Loss weighting over noise levels: uniform or min-snr (default min-snr).") var lossWeighting: DiffusionLossWeighting?
+    @Option(help: "Loss weighting over noise levels: uniform, min-snr or min-snr-truncated (default min-snr-truncated).") var lossWeighting: DiffusionLossWeighting?
     @Option(help: "γ of min-SNR-γ weighting (default 5).") var minSnrGamma: Float?
     @Option(help: "Linear learning-rate warm-up steps (default 100; 0 = none).") var warmupSteps: Int?
     @Option(help: "Global gradient-norm clipping threshold (default 1; 0 = none).") var gradClip: Float?
