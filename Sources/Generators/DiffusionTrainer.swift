@@ -308,8 +308,11 @@ public func cornerMean(_ images: [Float], count: Int, channels: Int, size: Int, 
 }
 
 /// The quick report of issue 12 for a diffusion model on its training data: x₀ error per timestep
-/// against the optimal denoiser, and the corner mean of DDIM samples of each class.
+/// against the optimal denoiser, and, for each timestep spacing, the corner mean of samples of each
+/// class and their mean distance (pixel MSE) to the nearest training image of the class. With
+/// `samplesOut` the samples are also written as PNGs to samplesOut/<spacing>/<class>/ for `evaluate`.
 public func diffusionQualityReport(model url: URL, data: String, sampleCount: Int = 16, samplerSettings: SamplerSettings = SamplerSettings(),
+                                   spacings: [TimestepSpacing?] = [nil], samplesOut: URL? = nil,
                                    timesteps: [Int] = [100, 300, 500, 700, 900, 980, 999], seed: UInt64 = 0) throws -> String {
     let (sampler, config) = try loadDiffusionSampler(from: url)
     let dataset = try ImageFolderDataset(root: URL(fileURLWithPath: data), imageSize: config.imageSize, channels: config.channels)
@@ -328,12 +331,32 @@ public func diffusionQualityReport(model url: URL, data: String, sampleCount: In
     let rows = x0ErrorProfile(sampler: sampler, images: chosen.map { all[$0] }, labels: labels, pools: pools, timesteps: timesteps, seed: seed)
     var lines = ["x0 MSE per pixel (model vs exact optimal denoiser of the \(dataset.count) training images):"]
     for r in rows { lines.append(String(format: "  t=%4d  model %.4f  optimal %.4f", r.timestep, r.modelError, r.optimalError)) }
-    for c in 0..<classes {
-        let sampleLabels: [Int]? = config.numClasses > 0 ? [Int](repeating: c, count: sampleCount) : nil
-        let x = sampler.sample(indices: Array(0..<sampleCount), labels: sampleLabels, seed: seed, settings: samplerSettings)
-        let name = config.classNames.indices.contains(c) ? config.classNames[c] : "all"
-        lines.append(String(format: "corner mean (4x4) of %d %@ samples (%@ %d steps): %.4f", sampleCount, name,
-                            samplerSettings.kind.rawValue, samplerSettings.steps, cornerMean(x, count: sampleCount, channels: config.channels, size: config.imageSize)))
+    let per = config.channels * config.imageSize * config.imageSize
+    for spacing in spacings {
+        var settings = samplerSettings
+        settings.spacing = spacing
+        for c in 0..<classes {
+            let sampleLabels: [Int]? = config.numClasses > 0 ? [Int](repeating: c, count: sampleCount) : nil
+            let x = sampler.sample(indices: Array(0..<sampleCount), labels: sampleLabels, seed: seed, settings: settings)
+            let name = config.classNames.indices.contains(c) ? config.classNames[c] : "all"
+            var nearest = 0.0
+            for i in 0..<sampleCount {
+                let image = x[i * per..<(i + 1) * per]
+                nearest += pools[c].map { pool in zip(image, pool).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) } / Double(per) }.min() ?? 0
+            }
+            if let samplesOut {
+                let folder = samplesOut.appendingPathComponent(settings.effectiveSpacing.rawValue).appendingPathComponent(name)
+                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+                for i in 0..<sampleCount {
+                    let image = Image(floatCHW: Array(x[i * per..<(i + 1) * per]), width: config.imageSize, height: config.imageSize,
+                                      channels: config.channels, bitDepth: 8)
+                    try writePNG(image, to: folder.appendingPathComponent(String(format: "%05d.png", i)))
+                }
+            }
+            lines.append(String(format: "%@ %d steps, %@ spacing, %d %@ samples: corner mean (4x4) %.4f, MSE to nearest training image %.4f",
+                                settings.kind.rawValue, settings.steps, settings.effectiveSpacing.rawValue, sampleCount, name,
+                                cornerMean(x, count: sampleCount, channels: config.channels, size: config.imageSize), nearest / Double(sampleCount)))
+        }
     }
     return lines.joined(separator: "\n")
 }

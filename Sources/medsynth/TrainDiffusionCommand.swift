@@ -38,6 +38,9 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "DDIM steps for the sample grids.") var gridSteps: Int = 25
     @Option(help: "After training, print the x0 error per timestep against the exact optimal denoiser of the training set and the corner mean of this many samples per class (0 = no report).")
     var report: Int = 0
+    @Option(help: "With --report: also sample with these timestep spacings (comma-separated: leading, trailing, linspace, log-snr) and write the samples as PNGs under this folder's <spacing>/<class>/.")
+    var reportSpacings: String?
+    @Option(help: "With --report: folder for the report's samples.") var reportOut: String?
 
     func run() throws {
         if let threads = common.threads { Parallel.setThreads(threads) }
@@ -60,7 +63,17 @@ struct TrainDiffusion: ParsableCommand {
                                         resume: common.resume, progress: common.progress, gridSteps: gridSteps)
         print("trained to step \(result.finalStep); model: \(result.run.model.path)")
         if report > 0 {
-            print(try diffusionQualityReport(model: result.run.model, data: common.request().data, sampleCount: report))
+            var spacings: [TimestepSpacing?] = [nil]
+            if let reportSpacings {
+                spacings = try reportSpacings.split(separator: ",").map { name in
+                    guard let spacing = TimestepSpacing(rawValue: String(name)) else {
+                        throw ValidationError("--report-spacings: unknown spacing '\(name)' (leading, trailing, linspace, log-snr)")
+                    }
+                    return spacing
+                }
+            }
+            print(try diffusionQualityReport(model: result.run.model, data: common.request().data, sampleCount: report,
+                                             spacings: spacings, samplesOut: reportOut.map { URL(fileURLWithPath: $0) }))
         }
     }
 }

@@ -92,6 +92,7 @@ if [ "$what" = checkpoints ]; then
     run=${2:?run folder}
     for ckpt in $(ls "$run"/checkpoints/step-*.safetensors 2>/dev/null | sort -V); do
         n=$(basename "$ckpt" .safetensors)
+        if [ -f "$E/report-ckpt-$n/report.json" ]; then summary "ckpt-$n" "$E/report-ckpt-$n" "$E/samples-ckpt-$n"; continue; fi
         sample "ckpt-$n" "$ckpt" dpm 20
         evaluate "ckpt-$n" "$E/real-even" "$E/samples-ckpt-$n"
     done
