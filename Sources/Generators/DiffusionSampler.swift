@@ -23,6 +23,28 @@ public enum SamplerKind: String, Codable, CaseIterable {
     case ddpm, ddim, dpm
 }
 
+/// Which timesteps a sampler visits (diffusers' `timestep_spacing`; Lin et al. 2024, Table 2).
+public enum TimestepSpacing: String, Codable, CaseIterable {
+    /// t = k·⌊T/S⌋ (+ steps offset): the original DDIM/Stable-Diffusion convention; never visits T − 1.
+    case leading
+    /// t = round(T − k·T/S) − 1: starts at T − 1, the noise level the model was trained on as
+    /// "pure noise" (Lin et al. 2024, §3.3); the default because it samples best.
+    case trailing
+    /// t = round(linspace(0, T − 1, S)) (DDIM) or S + 1 points without the last (DPM-Solver).
+    case linspace
+    /// Uniform in λ = log(α/σ) between the noisiest and the cleanest step (Lu et al. 2022 for
+    /// low-resolution pixel models), nearest integer timesteps, repeats removed.
+    case logSNR = "log-snr"
+}
+
+/// ᾱ after DDIM's last step (diffusers' `set_alpha_to_one`).
+public enum FinalAlphaBar: String, Codable, CaseIterable {
+    /// ᾱ = 1: the last step returns the x₀ estimate (`set_alpha_to_one=True`).
+    case one
+    /// ᾱ = ᾱ₀, the first training step's (`set_alpha_to_one=False`, Stable Diffusion).
+    case first
+}
+
 public struct SamplerSettings: Equatable {
     public var kind: SamplerKind = .ddim
     /// Model evaluations (DDPM always uses all T).
@@ -31,8 +53,17 @@ public struct SamplerSettings: Equatable {
     public var eta: Double = 0
     /// Classifier-free guidance w: ε = ε_u + w·(ε_c − ε_u); 1 = conditional only, 0 = unconditional.
     public var guidance: Double = 1
-    /// Clip the predicted x₀ to [−1, 1] at every step.
+    /// Clip the predicted x₀ to [−1, 1] at every step (DDIM then uses the ε consistent with the
+    /// clipped x₀: diffusers' `clip_sample=True, use_clipped_model_output=True`).
     public var clipSample = true
+    /// Timestep spacing of DDIM and DPM-Solver (DDPM visits every step); nil = the sampler's
+    /// default: trailing for DDIM, log-SNR for DPM-Solver (both start at t = T − 1).
+    public var spacing: TimestepSpacing? = nil
+    public var effectiveSpacing: TimestepSpacing { spacing ?? (kind == .dpm ? .logSNR : .trailing) }
+    /// Added to "leading" timesteps (diffusers' `steps_offset`; Stable Diffusion uses 1).
+    public var stepsOffset: Int = 0
+    /// ᾱ after DDIM's last step; DPM-Solver always ends at ᾱ = 1 (diffusers' `final_sigmas_type="zero"`).
+    public var finalAlphaBar: FinalAlphaBar = .one
     public init() {}
 }
 
@@ -51,11 +82,55 @@ public final class DiffusionSampler {
 
     var perSample: Int { sampleShape.reduce(1, *) }
 
-    /// Timesteps visited, from noisiest down: "leading" spacing t = k·(T/S) as in diffusers' DDIM.
-    public func timesteps(_ count: Int) -> [Int] {
-        let s = max(1, min(count, schedule.steps))
-        let stride = schedule.steps / s
-        return (0..<s).reversed().map { $0 * stride }
+    /// Timesteps visited, from noisiest down, with diffusers' conventions (DDIMScheduler /
+    /// DDPMScheduler `set_timesteps`; `solverGrid` = DPMSolverMultistepScheduler's, whose
+    /// linspace/leading grids have S + 1 points without the last). Rounding is numpy's (half to even).
+    public func timesteps(_ count: Int, spacing: TimestepSpacing = .leading, stepsOffset: Int = 0, solverGrid: Bool = false) -> [Int] {
+        let total = schedule.steps
+        let s = max(1, min(count, total))
+        func rint(_ v: Double) -> Int { Int(v.rounded(.toNearestOrEven)) }
+        switch spacing {
+        case .leading:
+            let ratio = total / (solverGrid ? s + 1 : s)
+            let points = solverGrid ? s + 1 : s
+            var out = (0..<points).reversed().map { $0 * ratio + stepsOffset }
+            if solverGrid { out.removeLast() }
+            return out
+        case .trailing:
+            // np.arange(T, 0, −T/S): T − k·T/S while > 0.
+            let ratio = Double(total) / Double(s)
+            var out: [Int] = []
+            var k = 0
+            while Double(total) - Double(k) * ratio > 0 { out.append(rint(Double(total) - Double(k) * ratio) - 1); k += 1 }
+            return out
+        case .linspace:
+            let points = solverGrid ? s + 1 : s
+            var out = (0..<points).reversed().map { rint(Double(total - 1) * Double($0) / Double(max(points - 1, 1))) }
+            if solverGrid { out.removeLast() }
+            return out
+        case .logSNR:
+            return logSNRTimesteps(count)
+        }
+    }
+
+    /// The (t, t_prev) pairs a sampler steps through; t_prev < 0 means "to the final ᾱ".
+    /// DDIM uses t_prev = t − ⌊T/S⌋ as diffusers does (equal to the next visited step for leading
+    /// and trailing spacing with S dividing T); DPM-Solver steps between consecutive grid points.
+    public func plan(_ settings: SamplerSettings) -> [(t: Int, previous: Int)] {
+        switch settings.kind {
+        case .ddpm:
+            return (0..<schedule.steps).reversed().map { ($0, $0 - 1) }
+        case .ddim:
+            let ts = timesteps(settings.steps, spacing: settings.effectiveSpacing, stepsOffset: settings.stepsOffset)
+            if settings.effectiveSpacing == .logSNR {
+                return ts.enumerated().map { k, t in (t, k + 1 < ts.count ? ts[k + 1] : -1) }
+            }
+            let stride = schedule.steps / max(1, min(settings.steps, schedule.steps))
+            return ts.map { ($0, $0 - stride) }
+        case .dpm:
+            let ts = timesteps(settings.steps, spacing: settings.effectiveSpacing, stepsOffset: settings.stepsOffset, solverGrid: true)
+            return ts.enumerated().map { k, t in (t, k + 1 < ts.count ? ts[k + 1] : -1) }
+        }
     }
 
     /// DPM-Solver's grid: uniform in λ = log(α/σ) between the noisiest and the cleanest step
@@ -129,32 +204,40 @@ public final class DiffusionSampler {
     public func sample(indices: [Int], labels: [Int]?, seed: UInt64, settings: SamplerSettings,
                        known: [Float]? = nil, mask: [Float]? = nil, progress: ((Int, Int) -> Void)? = nil) -> [Float] {
         var streams = indices.map { RandomStream(seed: seed).split(UInt64($0)) }
-        var x = drawNoise(&streams)
-        let ts: [Int]
-        switch settings.kind {
-        case .ddpm: ts = Array((0..<schedule.steps).reversed())
-        case .ddim: ts = timesteps(settings.steps)
-        case .dpm: ts = logSNRTimesteps(settings.steps)
-        }
+        let x = drawNoise(&streams)
+        let out = denoise(x, labels: labels, settings: settings, noise: { self.drawNoise(&streams) },
+                          known: known, mask: mask, progress: progress)
+        return out.map { min(1, max(-1, $0)) }
+    }
+
+    /// The sampling loop from x_T = `x`; `noise()` supplies every per-step N(0, I) draw (DDPM/DDIM η > 0
+    /// variance, RePaint's re-noising of the known region); `observe` sees x after every step.
+    /// Returns the last x, unclipped.
+    func denoise(_ xStart: [Float], labels: [Int]?, settings: SamplerSettings, noise: () -> [Float],
+                 known: [Float]? = nil, mask: [Float]? = nil, progress: ((Int, Int) -> Void)? = nil,
+                 observe: ((Int, [Float]) -> Void)? = nil) -> [Float] {
+        var x = xStart
+        let steps = plan(settings)
+        let finalAlphaBar = settings.kind == .ddim && settings.finalAlphaBar == .first ? schedule.alphaBar(0) : 1
+        func alphaBar(_ t: Int) -> Double { t < 0 ? finalAlphaBar : schedule.alphaBar(t) }
         var previousX0: [Float]? = nil
         var previousH: Double? = nil
         func lambda(_ t: Int) -> Double { let a = schedule.alphaBar(t); return 0.5 * log(a / (1 - a)) }
-        for (k, t) in ts.enumerated() {
-            let tPrev = k + 1 < ts.count ? ts[k + 1] : -1
+        for (k, (t, tPrev)) in steps.enumerated() {
             let (eps, x0) = estimate(x, t: t, labels: labels, settings: settings)
-            let aT = schedule.alphaBar(t), aPrev = schedule.alphaBar(tPrev)
+            let aT = schedule.alphaBar(t), aPrev = alphaBar(tPrev)
             var next = [Float](repeating: 0, count: x.count)
             switch settings.kind {
             case .ddpm, .ddim:
                 // DDIM (Song et al. 2021, eq. 12); with η = 1 and every step this is DDPM's
                 // ancestral step (Ho et al. eq. 6–7): σ² = β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_{t−1}).
                 let eta = settings.kind == .ddpm ? 1.0 : settings.eta
-                let sigma = tPrev < 0 ? 0 : eta * ((1 - aPrev) / (1 - aT) * (1 - aT / aPrev)).squareRoot()
+                let sigma = eta * max((1 - aPrev) / (1 - aT) * (1 - aT / aPrev), 0).squareRoot()
                 let dirScale = Float(max(1 - aPrev - sigma * sigma, 0).squareRoot())
-                let noise: [Float]? = sigma > 0 ? drawNoise(&streams) : nil
+                let z: [Float]? = sigma > 0 ? noise() : nil
                 let sa = Float(aPrev.squareRoot())
                 for j in 0..<x.count {
-                    next[j] = sa * x0[j] + dirScale * eps[j] + (noise.map { Float(sigma) * $0[j] } ?? 0)
+                    next[j] = sa * x0[j] + dirScale * eps[j] + (z.map { Float(sigma) * $0[j] } ?? 0)
                 }
             case .dpm:
                 // DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in data prediction; the last step
@@ -180,15 +263,16 @@ public final class DiffusionSampler {
             if let known, let mask {
                 // RePaint (Lugmayr et al. 2022): the known region follows q(x_{t−1} | x₀ = known).
                 if tPrev >= 0 {
-                    let z = drawNoise(&streams)
+                    let z = noise()
                     let a = Float(aPrev.squareRoot()), s = Float((1 - aPrev).squareRoot())
                     for j in 0..<x.count { x[j] = mask[j] * x[j] + (1 - mask[j]) * (a * known[j] + s * z[j]) }
                 } else {
                     for j in 0..<x.count { x[j] = mask[j] * x[j] + (1 - mask[j]) * known[j] }
                 }
             }
-            progress?(k + 1, ts.count)
+            observe?(k, x)
+            progress?(k + 1, steps.count)
         }
-        return x.map { min(1, max(-1, $0)) }
+        return x
     }
 }

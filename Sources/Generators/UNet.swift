@@ -20,12 +20,37 @@ public struct UNetConfig: Codable, Equatable {
     /// 0 = unconditional; otherwise an embedding of numClasses + 1 rows (the last is "no label").
     public var numClasses: Int = 0
     public var classNames: [String] = []
+    /// Width of the sinusoidal timestep features fed to the time MLP (half sines, half cosines).
+    /// The reference ties it to the base width, which leaves a base-16 U-Net only 8 frequencies to
+    /// tell 1,000 timesteps apart; the default max(32, base) keeps UNet-S (base ≥ 32) layer-for-layer
+    /// the reference and gives small U-Nets the reference's 16 frequencies. Checkpoints written
+    /// before this field existed decode it as the base width.
+    public var timeFeatures: Int
 
     public init(imageSize: Int = 64, channels: Int = 1, baseWidth: Int = 32, channelMultipliers: [Int] = [1, 2, 4, 4],
-                attentionResolutions: [Int] = [8], groups: Int = 8, numClasses: Int = 0, classNames: [String] = []) {
+                attentionResolutions: [Int] = [8], groups: Int = 8, numClasses: Int = 0, classNames: [String] = [],
+                timeFeatures: Int? = nil) {
         self.imageSize = imageSize; self.channels = channels; self.baseWidth = baseWidth
         self.channelMultipliers = channelMultipliers; self.attentionResolutions = attentionResolutions
         self.groups = groups; self.numClasses = numClasses; self.classNames = classNames
+        self.timeFeatures = timeFeatures ?? max(32, baseWidth)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case imageSize, channels, baseWidth, channelMultipliers, attentionResolutions, groups, numClasses, classNames, timeFeatures
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        imageSize = try c.decode(Int.self, forKey: .imageSize)
+        channels = try c.decode(Int.self, forKey: .channels)
+        baseWidth = try c.decode(Int.self, forKey: .baseWidth)
+        channelMultipliers = try c.decode([Int].self, forKey: .channelMultipliers)
+        attentionResolutions = try c.decode([Int].self, forKey: .attentionResolutions)
+        groups = try c.decode(Int.self, forKey: .groups)
+        numClasses = try c.decode(Int.self, forKey: .numClasses)
+        classNames = try c.decode([String].self, forKey: .classNames)
+        timeFeatures = try c.decodeIfPresent(Int.self, forKey: .timeFeatures) ?? baseWidth
     }
 
     public func validate() throws {
@@ -45,6 +70,9 @@ public struct UNetConfig: Codable, Equatable {
         let downsamples = channelMultipliers.count - 1
         guard imageSize >= 8, imageSize <= 256, imageSize % (1 << downsamples) == 0 else {
             throw MedSynthError("U-Net image size \(imageSize) must be 8...256 and divisible by 2^\(downsamples)")
+        }
+        guard timeFeatures >= 2, timeFeatures % 2 == 0 else {
+            throw MedSynthError("U-Net time features must be an even number ≥ 2, got \(timeFeatures)")
         }
         guard channels == 1 || channels == 3 else { throw MedSynthError("U-Net channels must be 1 or 3, got \(channels)") }
         guard channelMultipliers.allSatisfy({ baseWidth * $0 % groups == 0 }) else {
@@ -125,7 +153,7 @@ public final class UNet: Module {
     public init(_ config: UNetConfig, stream: inout RandomStream) {
         self.config = config
         let base = config.baseWidth, emb = 4 * base, groups = config.groups
-        tembIn = Linear(base, emb, stream: &stream)
+        tembIn = Linear(config.timeFeatures, emb, stream: &stream)
         tembOut = Linear(emb, emb, stream: &stream)
         label = config.numClasses > 0 ? Embedding(config.numClasses + 1, emb, stream: &stream) : nil
         inp = Conv2d(config.channels, base, kernel: 3, padding: 1, stream: &stream)
@@ -168,7 +196,7 @@ public final class UNet: Module {
     /// or nil. Returns the network output (ε or v), N×C×H×W.
     public func callAsFunction(_ x: Tensor, timesteps: [Int], labels: [Int]? = nil) -> Tensor {
         // 1. Time (and label) embedding
-        var e = tembOut(silu(tembIn(timestepEmbedding(timesteps, dimension: config.baseWidth))))
+        var e = tembOut(silu(tembIn(timestepEmbedding(timesteps, dimension: config.timeFeatures))))
         if let label, let labels { e = add(e, label(labels)) }
         let siluE = silu(e)
         // 2. Input conv and down path, keeping every level and downsample output as a skip
@@ -190,6 +218,32 @@ public final class UNet: Module {
         }
         // 5. Output
         return outConv(outNorm.withSiLU(h))
+    }
+
+    /// Zeroes the last layer of every residual branch (second conv of each ResBlock, attention
+    /// output projection) and the output conv, so the fresh network is the identity on its skip
+    /// path and predicts 0 (Ho et al. 2020's released code, `init_scale=0`; Goyal et al. 2017 for
+    /// residual branches). With v- or ε-prediction 0 is the best constant output, so training
+    /// starts from a sane sampler instead of from random high-frequency noise. Gradients still
+    /// reach the zeroed layers through their inputs.
+    public func zeroInitializeResidualOutputs() {
+        let blocks = downLevels.map(\.res) + [mid1, mid2] + upLevels.flatMap(\.res)
+        let attention = downLevels.compactMap(\.attn) + [mida] + upLevels.compactMap(\.attn)
+        for block in blocks { zero(block.c2) }
+        for block in attention { zero(block.o) }
+        zero(outConv)
+    }
+
+    /// Scales the class-embedding table (N(0, 1) like PyTorch's nn.Embedding, norm ≈ √(4·base))
+    /// so that at initialisation the label does not swamp the time embedding it is added to.
+    public func scaleClassEmbedding(by factor: Float) {
+        guard let label else { return }
+        for i in label.weight.data.indices { label.weight.data[i] *= factor }
+    }
+
+    private func zero(_ conv: Conv2d) {
+        for i in conv.weight.data.indices { conv.weight.data[i] = 0 }
+        if let bias = conv.bias { for i in bias.data.indices { bias.data[i] = 0 } }
     }
 
     public func namedTensors() -> [NamedTensor] {

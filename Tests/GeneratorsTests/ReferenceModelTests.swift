@@ -44,7 +44,7 @@ final class ReferenceModelTests: XCTestCase {
     func testUNetMatchesReference() throws {
         let weights = try fixture("unet_base8"), io = try fixture("unet_base8_io")
         var s = RandomStream(seed: 0)
-        let unet = UNet(UNetConfig(imageSize: 32, baseWidth: 8, attentionResolutions: [4], numClasses: 2), stream: &s)
+        let unet = UNet(UNetConfig(imageSize: 32, baseWidth: 8, attentionResolutions: [4], numClasses: 2, timeFeatures: 8), stream: &s)
         try unet.load(weights.tensors, source: "unet_base8", prefix: "U")
         XCTAssertEqual(Set(unet.namedTensors().map { "U." + $0.name }), Set(weights.tensors.keys))
         let x = Tensor(shape: [2, 1, 32, 32], data: io.tensors["x"]!.values)
