@@ -189,6 +189,7 @@ public final class DiffusionSampler {
             }
             progress?(k + 1, ts.count)
         }
-        return x.map { min(1, max(-1, $0)) }
+        // Latent models sample without clipping (latents are not bounded to [−1, 1]).
+        return settings.clipSample ? x.map { min(1, max(-1, $0)) } : x
     }
 }

@@ -20,6 +20,7 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "AdamW learning rate.") var learningRate: Float = 2e-4
     @Option(help: "Probability of training a sample with the null label (classifier-free guidance).") var labelDropout: Float = 0.1
     @Option(help: "DDIM steps for the sample grids.") var gridSteps: Int = 25
+    @Option(help: "Latent diffusion: a VAE run folder or model file; the U-Net learns its (scaled) latents and the saved model embeds it.") var autoencoder: String?
 
     func run() throws {
         runtime.apply()
@@ -28,8 +29,14 @@ struct TrainDiffusion: ParsableCommand {
         options.target = target
         options.learningRate = learningRate
         options.labelDropout = labelDropout
-        let result = try trainDiffusion(common.request(), options: options, out: URL(fileURLWithPath: common.out),
-                                        resume: common.resume, progress: runtime.progress, gridSteps: gridSteps)
+        var request = common.request()
+        request.autoencoder = autoencoder
+        let out = URL(fileURLWithPath: common.out)
+        // A resumed latent run needs no --autoencoder: its checkpoint says what it is.
+        let latent = autoencoder != nil || (common.resume && runFolderKind(out) == .latentDiffusion)
+        let result = latent
+            ? try trainLatentDiffusion(request, options: options, out: out, resume: common.resume, progress: runtime.progress, gridSteps: gridSteps)
+            : try trainDiffusion(request, options: options, out: out, resume: common.resume, progress: runtime.progress, gridSteps: gridSteps)
         print("trained to step \(result.finalStep); model: \(result.run.model.path)")
     }
 }
