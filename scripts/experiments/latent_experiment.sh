@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 13's measurements: VAE reconstruction on held-out slices, latent vs pixel U-Net training
 # cost, latent sampling speed. Run from the repository root after `swift build -c release`.
-#   bash scripts/experiments/latent_experiment.sh [VAE_STEPS] [VAE_WIDTH]
+#   bash scripts/experiments/latent_experiment.sh [VAE_STEPS] [VAE_WIDTH] [LEARNING_RATE]
 # The VAE trains on the even-indexed files of datasets/mni64/healthy (sorted by name) and is tested
 # on the odd-indexed ones. Prefix with `nice -n 5` on a shared machine.
 set -euo pipefail
@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
 W=${MEDSYNTH_WORK:-work/latent-experiment}
 STEPS=${1:-1500}
-WIDTH=${2:-32}
+WIDTH=${2:-16}
+LR=${3:-1e-3}
 mkdir -p "$W"
 
 # 1. The split: even-indexed slices train, odd-indexed slices are held out.
@@ -25,7 +26,7 @@ fi
 
 # 2. VAE on the training half (factor 4, 4 latent channels), then reconstruction of both halves.
 $B train vae --data "$W/mni64-even" --out "$W/runs/vae-even-w$WIDTH" --width "$WIDTH" --steps "$STEPS" --batch 16 \
-    --seed 1 --checkpoint-every 250 --sample-every 250 --resume
+    --learning-rate "$LR" --seed 1 --checkpoint-every 100 --sample-every 100 --resume
 echo "== held-out half (odd-indexed slices)"
 $B reconstruct --model "$W/runs/vae-even-w$WIDTH" "$W/mni64-odd" "$W/recon-odd-w$WIDTH" --progress none
 echo "== training half (even-indexed slices)"
