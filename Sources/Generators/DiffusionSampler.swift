@@ -33,6 +33,8 @@ public struct SamplerSettings: Equatable {
     public var guidance: Double = 1
     /// Clip the predicted x₀ to [−1, 1] at every step.
     public var clipSample = true
+    /// Clamp the returned samples to [−1, 1] (off for latent models: latents are not bounded).
+    public var clampOutput = true
     public init() {}
 }
 
@@ -189,7 +191,6 @@ public final class DiffusionSampler {
             }
             progress?(k + 1, ts.count)
         }
-        // Latent models sample without clipping (latents are not bounded to [−1, 1]).
-        return settings.clipSample ? x.map { min(1, max(-1, $0)) } : x
+        return settings.clampOutput ? x.map { min(1, max(-1, $0)) } : x
     }
 }

@@ -98,6 +98,7 @@ public final class LatentDiffusionModel {
                        known: [Float]? = nil, mask: [Float]? = nil) -> [Float] {
         var latentSettings = settings
         latentSettings.clipSample = false
+        latentSettings.clampOutput = false
         let latents = sampler.sample(indices: indices, labels: labels, seed: seed, settings: latentSettings, known: known, mask: mask)
         return decode(latents, count: indices.count)
     }
