@@ -2,7 +2,7 @@
 # Makes the checkpoints shipped in models/ from the shipped data, with medsynth's own commands.
 # The lesion class is built with the compositor: procedural lesions blended into the healthy
 # mni64 slices. Run from the repository root after `bash scripts/setup.sh && swift build -c release`.
-#   bash scripts/train_models.sh [gan|diffusion|all|data]
+#   bash scripts/train_models.sh [gan|diffusion|vae|latent|all|data]   (latent needs models/vae-mni64.safetensors: run vae first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
@@ -40,5 +40,19 @@ if [ "$what" = diffusion ] || [ "$what" = all ]; then
     $B train diffusion --data "$W/mni64-2class" --out "$W/runs/diffusion-cond" --conditional --width 16 \
         --steps "${DIFFUSION_STEPS:-STEPS_PLACEHOLDER}" --batch 24 --seed 4 --checkpoint-every 250 --sample-every 1000 --resume
     cp "$W/runs/diffusion-cond/model.safetensors" models/diffusion-mni64-cond.safetensors
+fi
+# 4. VAE (factor 4, 4 latent channels) on the same two-class slices, so lesions are in its training data.
+if [ "$what" = vae ] || [ "$what" = all ]; then
+    $B train vae --data "$W/mni64-2class" --out "$W/runs/vae" --width ${VAE_WIDTH:-16} \
+        --steps ${VAE_STEPS:-1500} --batch 16 --seed 5 --checkpoint-every 250 --sample-every 250 --resume
+    cp "$W/runs/vae/model.safetensors" models/vae-mni64.safetensors
+fi
+
+# 5. Class-conditional latent diffusion: the U-Net (base width 16, as the pixel model) on the VAE's 16x16x4 latents.
+if [ "$what" = latent ] || [ "$what" = all ]; then
+    $B train diffusion --data "$W/mni64-2class" --autoencoder models/vae-mni64.safetensors \
+        --out "$W/runs/latent-diffusion-cond" --conditional --width 16 \
+        --steps ${LATENT_STEPS:-3000} --batch 32 --seed 6 --checkpoint-every 250 --sample-every 500 --resume
+    cp "$W/runs/latent-diffusion-cond/model.safetensors" models/latent-diffusion-mni64-cond.safetensors
 fi
 ls -la models

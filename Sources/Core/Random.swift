@@ -171,6 +171,7 @@ public enum StreamPurpose: UInt64, CaseIterable, Sendable {
     case utilityClassifierInitialisation = 1
     /// The utility classifier's reshuffled passes (then split by pass).
     case utilityClassifierOrder = 2
+    case vaeInitialisation = 0x7AE1
 }
 
 extension RandomStream {

@@ -90,6 +90,7 @@ public func runModelBenchmarks(only: Set<String>? = nil, repetitions: Int = 5, p
                                            ddim50_images_per_s: 16 / (50 * s)))
         }
     }
+    results += runLatentBenchmarks(only: only, repetitions: repetitions, progress: progress)
     return results
 }
 

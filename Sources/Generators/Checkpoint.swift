@@ -18,6 +18,9 @@ import Layers
 public enum ModelKind: String, Codable {
     case dcgan
     case diffusion
+    case vae
+    /// A U-Net on a VAE's latents; the VAE's weights are embedded under "vae.".
+    case latentDiffusion = "latent-diffusion"
 }
 
 public enum CheckpointKey {

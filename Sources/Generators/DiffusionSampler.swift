@@ -64,6 +64,8 @@ public struct SamplerSettings: Equatable {
     public var stepsOffset: Int = 0
     /// ᾱ after DDIM's last step; DPM-Solver always ends at ᾱ = 1 (diffusers' `final_sigmas_type="zero"`).
     public var finalAlphaBar: FinalAlphaBar = .one
+    /// Clamp the returned samples to [−1, 1] (off for latent models: latents are not bounded).
+    public var clampOutput = true
     public init() {}
 }
 
@@ -273,6 +275,6 @@ public final class DiffusionSampler {
             observe?(k, x)
             progress?(k + 1, steps.count)
         }
-        return x
+        return settings.clampOutput ? x.map { min(1, max(-1, $0)) } : x
     }
 }

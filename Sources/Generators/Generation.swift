@@ -73,6 +73,11 @@ func loadSampleSource(_ url: URL, sampling: SamplerSettings) throws -> any Sampl
     case .diffusion(let sampler, let config):
         guard sampling.steps >= 1 else { throw MedSynthError("--sampling-steps must be at least 1") }
         return DiffusionSampleSource(sampler: sampler, unetConfig: config, settings: sampling)
+    case .vae(let vae, _):
+        return VAESampleSource(vae: vae)
+    case .latentDiffusion(let model):
+        guard sampling.steps >= 1 else { throw MedSynthError("--sampling-steps must be at least 1") }
+        return LatentDiffusionSampleSource(model: model, settings: sampling)
     }
 }
 
@@ -165,7 +170,7 @@ public func generateImages(_ request: GenerationRequest, progress style: Progres
     /// Conditional models without --class cycle through the classes: sample i gets class i mod K.
     func classOf(_ i: Int) -> Int? { classNames.isEmpty ? nil : (fixedClass ?? i % classNames.count) }
     func record(_ i: Int) -> ManifestRecord {
-        let isDiffusion = source.kind == .diffusion
+        let isDiffusion = source.kind.isDiffusion
         return ManifestRecord(file: sampleFileName(i), class: classOf(i).map { classNames[$0] }, seed: request.seed, sample_index: i,
                               model_id: modelID, model_kind: source.kind.rawValue,
                               sampler: isDiffusion ? request.sampling.kind.rawValue : nil, steps: isDiffusion ? request.sampling.steps : nil,

@@ -21,7 +21,21 @@ public struct InpaintRequest {
 /// they are resized to the model's size when it differs.
 public func inpaint(_ request: InpaintRequest, progress style: ProgressStyle = .human) throws {
     let modelURL = try resolveModelFile(request.model)
-    let (sampler, config) = try loadDiffusionSampler(from: modelURL)
+    // Pixel models inpaint directly; latent models in latent space, then the known pixels are pasted back.
+    let config: (imageSize: Int, channels: Int, classNames: [String], numClasses: Int)
+    let sampleInpainted: (_ known: [Float], _ mask: [Float], _ label: [Int]?) -> [Float]
+    switch try loadModel(from: modelURL) {
+    case .diffusion(let sampler, let unet):
+        config = (unet.imageSize, unet.channels, unet.classNames, unet.numClasses)
+        sampleInpainted = { known, mask, label in
+            sampler.sample(indices: [0], labels: label, seed: request.seed, settings: request.sampling, known: known, mask: mask)
+        }
+    case .latentDiffusion(let model):
+        config = (model.imageSize, model.channels, model.config.classNames, model.config.unet.numClasses)
+        sampleInpainted = { known, mask, label in latentInpaint(model, known: known, mask: mask, label: label, seed: request.seed, settings: request.sampling) }
+    default:
+        throw MedSynthError(file: modelURL.path, "not a diffusion model: inpainting needs a diffusion or latent diffusion model")
+    }
     let image = try readImage(at: request.image)
     let maskImage = try readImage(at: request.mask)
     guard image.width == maskImage.width, image.height == maskImage.height else {
@@ -47,7 +61,7 @@ public func inpaint(_ request: InpaintRequest, progress style: ProgressStyle = .
     guard mask.contains(1) else { throw MedSynthError(file: request.mask.path, "mask has no non-zero pixel: nothing to inpaint") }
     let reporter = ProgressReporter(label: "inpaint", total: 1, unit: "image", style: style)
     reporter.note("\(request.sampling.kind.rawValue), \(request.sampling.steps) steps, \(mask.lazy.filter { $0 != 0 }.count / config.channels) pixels to paint")
-    let result = sampler.sample(indices: [0], labels: label, seed: request.seed, settings: request.sampling, known: known, mask: mask)
+    let result = sampleInpainted(known, mask, label)
     reporter.update(done: 1, items: 1)
     var output = Image(floatCHW: result, width: size, height: size, channels: config.channels, bitDepth: image.bitDepth)
     if working != image {
@@ -62,4 +76,20 @@ public func inpaint(_ request: InpaintRequest, progress style: ProgressStyle = .
         output = merged
     }
     try writePNG(output, to: request.out)
+}
+
+/// Inpainting in latent space: the known image is encoded, a latent cell is regenerated when any
+/// pixel of its factor×factor block is masked, and after decoding every unmasked pixel is the
+/// known one again (the decoder cannot reproduce them exactly).
+func latentInpaint(_ model: LatentDiffusionModel, known: [Float], mask: [Float], label: [Int]?, seed: UInt64, settings: SamplerSettings) -> [Float] {
+    let ae = model.config.autoencoder
+    let size = ae.imageSize, factor = ae.downsamplingFactor, side = ae.latentSize
+    let knownLatent = model.encode(known, count: 1)
+    var latentMask = [Float](repeating: 0, count: ae.latentShape.reduce(1, *))
+    for y in 0..<size { for x in 0..<size {
+        let masked = (0..<ae.channels).contains { mask[$0 * size * size + y * size + x] > 0 }
+        if masked { for c in 0..<ae.latentChannels { latentMask[c * side * side + (y / factor) * side + x / factor] = 1 } }
+    } }
+    let decoded = model.sample(indices: [0], labels: label, seed: seed, settings: settings, known: knownLatent, mask: latentMask)
+    return (0..<known.count).map { mask[$0] > 0 ? decoded[$0] : known[$0] }
 }

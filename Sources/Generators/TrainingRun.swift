@@ -54,10 +54,17 @@ public protocol ModelTrainer: AnyObject {
     func samplingEntries() -> [SafetensorsEntry]
     /// A grid of samples from the sampling weights, with the same draws at every call.
     func sampleGrid(seed: UInt64) -> Image
+    /// Called once before the first step (new or resumed run) with the run's data; a trainer that
+    /// needs more than batches (grid inputs, an autoencoder file) takes it here. Default: nothing.
+    func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws
+    /// Extra metadata for model.safetensors and checkpoints (e.g. a VAE's latent scale). Default: none.
+    func samplingMetadata() -> [String: String]
 }
 
 extension ModelTrainer {
     public static func resolveOptions(_ options: Options, dataset: ImageFolderDataset) -> Options { options }
+    public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {}
+    public func samplingMetadata() -> [String: String] { [:] }
 }
 
 public struct TrainingRunResult {
@@ -81,6 +88,11 @@ public struct TrainingRequest: Codable, Equatable {
     public var sampleEvery: Int = 250
     /// Network width: ngf = ndf for the DCGAN (default 64), base width for the U-Net (default 32).
     public var width: Int? = nil
+    /// VAE: latent channels (default 4) and downsampling factor (default 4).
+    public var latentChannels: Int? = nil
+    public var downsamplingFactor: Int? = nil
+    /// Latent diffusion: the VAE model file or run folder whose latents the U-Net learns.
+    public var autoencoder: String? = nil
     public init(data: String) { self.data = data }
 }
 
@@ -181,6 +193,7 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
     try config.validate()
     let trainer = T(config: config, options: options, seed: request.seed)
     prepare(trainer)
+    try trainer.attach(dataset: dataset, request: request)
     if let state = resumeState {
         let source = latest.path
         let savedConfig = try decodeJSON(T.Config.self, state.metadata[CheckpointKey.config], file: source, what: "model config")
@@ -200,6 +213,8 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
     func saveCheckpoint(step: Int) throws {
         let configJSON = try jsonString(config), optionsJSON = try jsonString(trainer.options)
         var (tensors, metadata) = trainer.stateEntries()
+        let extraMetadata = trainer.samplingMetadata()
+        metadata.merge(extraMetadata) { _, extra in extra }
         metadata[CheckpointKey.kind] = T.kind.rawValue
         metadata[CheckpointKey.config] = configJSON
         metadata[CheckpointKey.training] = try jsonString(request)
@@ -211,7 +226,7 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
         try writeAtomically(bytes, to: run.latestCheckpoint)
         let modelMetadata = [CheckpointKey.kind: T.kind.rawValue, CheckpointKey.config: configJSON, T.optionsKey: optionsJSON,
                              CheckpointKey.step: String(step), CheckpointKey.version: MedSynthVersion.current,
-                             CheckpointKey.seed: String(request.seed)]
+                             CheckpointKey.seed: String(request.seed)].merging(extraMetadata) { kept, _ in kept }
         try writeSafetensors(trainer.samplingEntries(), metadata: modelMetadata, to: run.model)
     }
 
@@ -258,9 +273,11 @@ func samplingPrefix(_ file: SafetensorsFile, modelPrefix: String) -> String {
 public enum LoadedModel {
     case dcgan(DCGANGenerator)
     case diffusion(DiffusionSampler, UNetConfig)
+    case vae(VAE, scale: Float)
+    case latentDiffusion(LatentDiffusionModel)
 
     public var kind: ModelKind {
-        switch self { case .dcgan: .dcgan; case .diffusion: .diffusion }
+        switch self { case .dcgan: .dcgan; case .diffusion: .diffusion; case .vae: .vae; case .latentDiffusion: .latentDiffusion }
     }
 }
 
@@ -272,6 +289,10 @@ public func loadModel(from url: URL) throws -> LoadedModel {
     case .diffusion:
         let (sampler, config) = try loadDiffusionSampler(file, source: url.path)
         return .diffusion(sampler, config)
+    case .vae:
+        let (vae, scale) = try loadVAE(file, source: url.path)
+        return .vae(vae, scale: scale)
+    case .latentDiffusion: return .latentDiffusion(try loadLatentDiffusion(file, source: url.path))
     case nil:
         throw MedSynthError(file: url.path, "not a medsynth model (kind: \(file.metadata[CheckpointKey.kind] ?? "none"))")
     }

@@ -74,7 +74,8 @@ public struct UNetConfig: Codable, Equatable {
         guard timeFeatures >= 2, timeFeatures % 2 == 0 else {
             throw MedSynthError("U-Net time features must be an even number ≥ 2, got \(timeFeatures)")
         }
-        guard channels == 1 || channels == 3 else { throw MedSynthError("U-Net channels must be 1 or 3, got \(channels)") }
+        // 1 or 3 for images; latent diffusion runs the same U-Net on a VAE's latent channels.
+        guard channels >= 1 && channels <= 64 else { throw MedSynthError("U-Net channels must be 1...64, got \(channels)") }
         guard channelMultipliers.allSatisfy({ baseWidth * $0 % groups == 0 }) else {
             throw MedSynthError("U-Net widths \(channelMultipliers.map { baseWidth * $0 }) must be divisible by \(groups) groups")
         }

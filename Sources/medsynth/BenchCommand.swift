@@ -9,7 +9,9 @@ struct Bench: ParsableCommand {
         abstract: "Time the reference workloads (JSON lines, like ../shared/reference/torch_reference.py bench) or the conv kernels.",
         discussion: """
         `medsynth bench` prints one JSON line per workload: dcgan64_train_step_b64, dcgan64_generate_b256,
-        unet64_train_step_b32, unet64_forward_b16. `medsynth bench kernels` prints forward/backward GFLOP/s
+        unet64_train_step_b32, unet64_forward_b16, and the latent ones: latent16x4_train_step_b32,
+        latent16x4_forward_b16, latent_dpm20_sample_b16 (whole images, VAE decode included), vae64_train_step_b32.
+        `medsynth bench kernels` prints forward/backward GFLOP/s
         of every conv layer shape of the reference architectures next to cblas_sgemm's rate.
         """)
 

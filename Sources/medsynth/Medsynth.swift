@@ -15,6 +15,7 @@ struct Medsynth: ParsableCommand {
             Export.self,
             Train.self,
             Generate.self,
+            Reconstruct.self,
             Inpaint.self,
             Evaluate.self,
             Balance.self,

@@ -45,7 +45,7 @@ struct TrainingOptionsGroup: ParsableArguments {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a generator on a dataset folder.",
-        subcommands: [TrainGAN.self, TrainDiffusion.self])
+        subcommands: [TrainGAN.self, TrainDiffusion.self, TrainVAE.self])
 }
 
 struct TrainGAN: ParsableCommand {

@@ -40,6 +40,7 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "With --report: also sample with these timestep spacings (comma-separated: leading, trailing, linspace, log-snr) and write the samples as PNGs under this folder's <spacing>/<class>/.")
     var reportSpacings: String?
     @Option(help: "With --report: folder for the report's samples.") var reportOut: String?
+    @Option(help: "Latent diffusion: a VAE run folder or model file; the U-Net learns its (scaled) latents and the saved model embeds it.") var autoencoder: String?
 
     func run() throws {
         var options = legacyRecipe ? DiffusionTrainingOptions.legacy : DiffusionTrainingOptions()
@@ -57,9 +58,15 @@ struct TrainDiffusion: ParsableCommand {
         if let augmentShift { options.augmentShift = augmentShift }
         options.labelDropout = labelDropout
         try options.validate()
+        var request = common.request()
+        request.autoencoder = autoencoder
+        // A resumed latent run needs no --autoencoder: its checkpoint says what it is.
+        let latent = autoencoder != nil || (common.resume && runFolderKind(URL(fileURLWithPath: common.out)) == .latentDiffusion)
         var trained: TrainingRunResult? = nil
-        try common.train {
-            trained = try trainDiffusion($0, options: options, out: $1, resume: $2, progress: $3, gridSteps: gridSteps)
+        try common.train { _, out, resume, progress in
+            trained = latent
+                ? try trainLatentDiffusion(request, options: options, out: out, resume: resume, progress: progress, gridSteps: gridSteps)
+                : try trainDiffusion(request, options: options, out: out, resume: resume, progress: progress, gridSteps: gridSteps)
             return trained!
         }
         if report > 0, let result = trained {
@@ -72,7 +79,7 @@ struct TrainDiffusion: ParsableCommand {
                     return spacing
                 }
             }
-            print(try diffusionQualityReport(model: result.run.model, data: common.request().data, sampleCount: report,
+            print(try diffusionQualityReport(model: result.run.model, data: request.data, sampleCount: report,
                                              spacings: spacings, samplesOut: reportOut.map { URL(fileURLWithPath: $0) }))
         }
     }

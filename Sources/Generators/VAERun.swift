@@ -1,0 +1,208 @@
+import Foundation
+import Core
+import Engine
+import Layers
+import Imaging
+
+// MARK: - VAE training: L1 (or L2) reconstruction + small-weight KL, Adam, EMA, on the one driver
+
+public enum ReconstructionLoss: String, Codable, CaseIterable {
+    case l1, l2
+}
+
+/// Settings of VAE training, stored in the run's checkpoint.
+public struct VAETrainingOptions: Codable, Equatable {
+    public var learningRate: Float = 5e-4
+    public var reconstruction: ReconstructionLoss = .l1
+    /// KL weight relative to the per-image *sum* of reconstruction errors, as the latent-diffusion
+    /// autoencoders' loss Σ|x − x̂| + w·KL (Rombach et al. 2022 use w = 1e-6): small enough that
+    /// reconstructions stay sharp, large enough to keep the latent's scale in check.
+    public var klWeight: Float = 1e-6
+    public var emaDecay: Float = 0.999
+    public init() {}
+}
+
+/// The metadata key of the latent scale factor: 1 / standard deviation of the training latents,
+/// so the diffusion model sees unit-variance latents (Rombach et al. 2022, section 4.3.2 / appendix G).
+public let latentScaleKey = "medsynth.latent_scale"
+
+/// Images the scale factor is measured on (evenly spaced over the dataset's sorted entries).
+let latentScaleSampleLimit = 128
+
+public final class VAETrainer {
+    public let config: VAEConfig
+    public let options: VAETrainingOptions
+    public let model: VAE
+    public let emaModel: VAE
+    public let optimizer: Adam
+    public let ema: ParameterEMA
+    /// The first images of the dataset (grid: input beside reconstruction) and the images the
+    /// latent scale is measured on; set by `attach`.
+    var gridImages: [Float] = []
+    var scaleImages: [Float] = []
+
+    public init(config: VAEConfig, options: VAETrainingOptions, seed: UInt64) {
+        self.config = config
+        self.options = options
+        var stream = RandomStream(seed: seed).split(.vaeInitialisation)
+        model = VAE(config, stream: &stream)
+        emaModel = VAE(config, stream: &stream)
+        emaModel.copyValues(from: model)
+        optimizer = Adam.adamW(model.parameters(), learningRate: options.learningRate, weightDecay: 0)
+        ema = ParameterEMA(model, decay: options.emaDecay)
+    }
+
+    /// Losses of one batch x (N×C×H×W in [−1, 1]) through `vae`, with the posterior noise from
+    /// `stream`: (total, reconstruction, KL per image, MSE).
+    public func losses(x: Tensor, vae: VAE? = nil, stream: inout RandomStream) -> (total: Tensor, reconstruction: Float, kl: Float, mse: Float) {
+        let vae = vae ?? model
+        let moments = vae.encode(x)
+        var noise = [Float](repeating: 0, count: moments.count / 2)
+        noise.withUnsafeMutableBufferPointer { stream.fillNormal($0) }
+        let reconstruction = vae.decode(diagonalGaussianSample(moments, noise: noise))
+        let recon = options.reconstruction == .l1 ? l1Loss(reconstruction, x) : mseLoss(reconstruction, x)
+        let kl = diagonalGaussianKL(moments)
+        let perImage = Float(x.count / x.shape[0])
+        let total = add(recon, scale(kl, options.klWeight / perImage))
+        var squared = 0.0
+        for i in 0..<x.count { let d = Double(reconstruction.data[i] - x.data[i]); squared += d * d }
+        return (total, recon.scalar, kl.scalar, Float(squared / Double(x.count)))
+    }
+
+    /// One Adam step; returns (loss, reconstruction, KL, PSNR in dB of the batch's reconstructions).
+    public func step(x: Tensor, stream: inout RandomStream) -> [Float] {
+        model.zeroGrad()
+        let l = losses(x: x, stream: &stream)
+        l.total.backward()
+        optimizer.update()
+        ema.update(from: model, step: optimizer.step)
+        return [l.total.scalar, l.reconstruction, l.kl, psnr(mse: l.mse)]
+    }
+
+    public func samplingModel() -> VAE {
+        ema.copy(into: emaModel)
+        return emaModel
+    }
+
+    /// 1 / std of the posterior means of the scale images under the sampling weights.
+    public func latentScale() -> Float {
+        let count = scaleImages.count / (config.channels * config.imageSize * config.imageSize)
+        guard count > 0 else { return 1 }
+        return latentScaleFactor(samplingModel().posteriorMeans(scaleImages, count: count))
+    }
+}
+
+/// 1 / standard deviation of `latents` (all elements), as `scale_by_std` of the latent-diffusion code.
+public func latentScaleFactor(_ latents: [Float]) -> Float {
+    let n = Double(latents.count)
+    guard n > 1 else { return 1 }
+    let mean = latents.reduce(0.0) { $0 + Double($1) } / n
+    let variance = latents.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / (n - 1)
+    return variance > 0 ? Float(1 / variance.squareRoot()) : 1
+}
+
+/// PSNR in dB of images in [−1, 1] (peak-to-peak 2) with mean squared error `mse`.
+public func psnr(mse: Float) -> Float {
+    10 * Float(log10(4 / Double(max(mse, 1e-12))))
+}
+
+extension VAEConfig: ModelConfig {}
+
+extension VAETrainer: ModelTrainer {
+    public static var kind: ModelKind { .vae }
+    public static var optionsKey: String { "medsynth.vae" }
+    public static var metrics: [TrainingMetric] {
+        [TrainingMetric("loss"), TrainingMetric("recon"), TrainingMetric("kl"), TrainingMetric("psnr", label: "PSNR")]
+    }
+
+    public static func makeConfig(request: TrainingRequest, dataset: ImageFolderDataset) throws -> VAEConfig {
+        let factor = request.downsamplingFactor ?? 4
+        guard let multipliers = VAEConfig.multipliers(factor: factor) else {
+            throw MedSynthError("--downsampling-factor must be 2, 4 or 8, got \(factor)")
+        }
+        guard !request.conditional else { throw MedSynthError("a VAE is unconditional; drop --conditional") }
+        return VAEConfig(imageSize: request.imageSize, channels: request.channels, baseWidth: request.width ?? 32,
+                         channelMultipliers: multipliers, latentChannels: request.latentChannels ?? 4)
+    }
+
+    public var summary: String {
+        "VAE \(model.parameterCount) parameters, \(config.imageSize) px → \(config.latentShape.map(String.init).joined(separator: "×")) latent"
+    }
+
+    public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {
+        let gridCount = min(8, dataset.count)
+        gridImages = try (0..<gridCount).flatMap { try dataset.tensorData(at: $0) }
+        let scaleCount = min(latentScaleSampleLimit, dataset.count)
+        scaleImages = try (0..<scaleCount).flatMap { try dataset.tensorData(at: $0 * dataset.count / scaleCount) }
+    }
+
+    public func trainingStep(batch: Tensor, labels: [Int]?, stream: inout RandomStream) -> [Float] {
+        step(x: batch, stream: &stream)
+    }
+
+    public func stateEntries() -> (tensors: [SafetensorsEntry], metadata: [String: String]) {
+        let (opt, optMeta) = optimizerEntries(optimizer, name: "vae")
+        return (model.safetensorsEntries(prefix: "vae") + emaEntries(ema, module: model) + opt, optMeta)
+    }
+
+    public func restoreState(from state: SafetensorsFile, source: String) throws {
+        try model.load(state.tensors, source: source, prefix: "vae")
+        try restoreOptimizer(optimizer, name: "vae", from: state, source: source)
+        try restoreEMA(ema, module: model, from: state, source: source)
+    }
+
+    public func samplingEntries() -> [SafetensorsEntry] { samplingModel().safetensorsEntries(prefix: "vae") }
+
+    public func samplingMetadata() -> [String: String] { [latentScaleKey: "\(latentScale())"] }
+
+    /// Two rows: the dataset's first images, and their reconstructions (posterior means) below.
+    public func sampleGrid(seed: UInt64) -> Image {
+        let per = config.channels * config.imageSize * config.imageSize
+        let count = gridImages.count / per
+        guard count > 0 else { return makeGrid(images: [[Float](repeating: -1, count: per)], channels: config.channels, size: config.imageSize, columns: 1) }
+        let vae = samplingModel()
+        let reconstructions = vae.decodeImages(vae.posteriorMeans(gridImages, count: count), count: count)
+        let tiles = (0..<count).map { Array(gridImages[$0 * per..<($0 + 1) * per]) }
+            + (0..<count).map { Array(reconstructions[$0 * per..<($0 + 1) * per]) }
+        return makeGrid(images: tiles, channels: config.channels, size: config.imageSize, columns: count)
+    }
+}
+
+/// Trains (or resumes) a VAE run in `out` (see `runTraining`).
+@discardableResult
+public func trainVAE(_ request: TrainingRequest, options: VAETrainingOptions = VAETrainingOptions(), out: URL, resume: Bool,
+                     progress style: ProgressStyle = .human) throws -> TrainingRunResult {
+    try runTraining(VAETrainer.self, request, options: options, out: out, resume: resume, progress: style, label: "train vae")
+}
+
+/// The sampling VAE of a VAE model file (EMA weights in a training checkpoint) and its latent scale.
+func loadVAE(_ file: SafetensorsFile, source: String) throws -> (vae: VAE, scale: Float) {
+    let config = try decodeJSON(VAEConfig.self, file.metadata[CheckpointKey.config], file: source, what: "VAE config")
+    try config.validate()
+    var stream = RandomStream(seed: 0)
+    let vae = VAE(config, stream: &stream)
+    try vae.load(file.tensors, source: source, prefix: samplingPrefix(file, modelPrefix: "vae"))
+    // A training checkpoint written before the first model file has no scale yet: measure none, use 1.
+    let scale = file.metadata[latentScaleKey].flatMap { Float($0) } ?? 1
+    guard scale.isFinite, scale > 0 else { throw MedSynthError(file: source, "latent scale '\(file.metadata[latentScaleKey] ?? "")' is not a positive number") }
+    return (vae, scale)
+}
+
+/// A VAE as a generator: decodes draws from its prior N(0, I) — the baseline latent diffusion improves on.
+struct VAESampleSource: SampleSource {
+    let vae: VAE
+    var kind: ModelKind { .vae }
+    var config: (imageSize: Int, channels: Int, classNames: [String]) { (vae.config.imageSize, vae.config.channels, []) }
+
+    func images(indices: [Int], classes: [Int]?, seed: UInt64) -> [[Float]] {
+        let latentPer = vae.config.latentShape.reduce(1, *)
+        var z = [Float](repeating: 0, count: indices.count * latentPer)
+        for (row, i) in indices.enumerated() {
+            var stream = RandomStream(seed: seed).split(UInt64(i))
+            for j in 0..<latentPer { z[row * latentPer + j] = stream.normal() }
+        }
+        let out = vae.decodeImages(z, count: indices.count)
+        let per = out.count / indices.count
+        return (0..<indices.count).map { Array(out[$0 * per..<($0 + 1) * per]) }
+    }
+}

@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import Core
+import Engine
+import Generators
+
+extension ReconstructionLoss: ExpressibleByArgument {}
+
+struct TrainVAE: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vae",
+        abstract: "Train a variational autoencoder (latent-diffusion layout: GroupNorm residual blocks, diagonal Gaussian latent).",
+        discussion: """
+        The run folder is like every trainer's; its sample grids show the dataset's first images above their
+        reconstructions. model.safetensors records the latent scale factor (1 / std of the training latents)
+        that `train diffusion --autoencoder` uses. `--width` is the base width (default 32).
+        """)
+
+    @OptionGroup var common: TrainingOptionsGroup
+    @OptionGroup var runtime: RuntimeOptions
+    @Option(help: "Downsampling factor: 2, 4 or 8 (64 px → 16×16 latent at 4).") var downsamplingFactor: Int = 4
+    @Option(help: "Latent channels.") var latentChannels: Int = 4
+    @Option(help: "Reconstruction loss: l1 or l2.") var reconstruction: ReconstructionLoss = .l1
+    @Option(help: "KL weight relative to the per-image sum of reconstruction errors (Rombach et al. use 1e-6).") var klWeight: Float = 1e-6
+    @Option(help: "Adam learning rate.") var learningRate: Float = 5e-4
+
+    func validate() throws {
+        guard [2, 4, 8].contains(downsamplingFactor) else { throw ValidationError("--downsampling-factor must be 2, 4 or 8") }
+        guard latentChannels >= 1, latentChannels <= 64 else { throw ValidationError("--latent-channels must be 1...64") }
+        guard klWeight >= 0, klWeight.isFinite, learningRate > 0, learningRate.isFinite else {
+            throw ValidationError("--kl-weight must be >= 0 and --learning-rate positive")
+        }
+    }
+
+    func run() throws {
+        runtime.apply()
+        var request = common.request()
+        request.downsamplingFactor = downsamplingFactor
+        request.latentChannels = latentChannels
+        var options = VAETrainingOptions()
+        options.reconstruction = reconstruction
+        options.klWeight = klWeight
+        options.learningRate = learningRate
+        let result = try trainVAE(request, options: options, out: URL(fileURLWithPath: common.out), resume: common.resume, progress: runtime.progress)
+        let psnr = result.lastValues?["psnr"].map { String(format: "; last batch PSNR %.2f dB", $0) } ?? ""
+        print("trained to step \(result.finalStep)\(psnr); model: \(result.run.model.path)")
+    }
+}

@@ -1,0 +1,331 @@
+import XCTest
+import Foundation
+@testable import Engine
+@testable import Layers
+@testable import Imaging
+@testable import Generators
+import TestSupport
+import Core
+
+/// Central finite differences for every input of `f` against autodiff of Σ f(inputs) ⊙ r, r fixed
+/// and random (the pattern of EngineTests/GradientCheck.swift, which lives in another test target).
+func checkFiniteDifferences(_ name: String, inputs: [Tensor], tolerance: Float = 2e-2, eps: Float = 1e-2,
+                            file: StaticString = #filePath, line: UInt = #line, _ f: ([Tensor]) -> Tensor) {
+    var stream = RandomStream(seed: 99)
+    let probe = withNoGrad { f(inputs) }
+    let weights = (0..<probe.count).map { _ in stream.normal() }
+    func loss() -> Double {
+        let y = withNoGrad { f(inputs) }
+        var s = 0.0
+        for i in 0..<y.count { s += Double(y.data[i]) * Double(weights[i]) }
+        return s
+    }
+    for t in inputs { t.requiresGrad = true; t.zeroGrad() }
+    let y = f(inputs)
+    sum(mul(y, Tensor(shape: y.shape, data: weights))).backward()
+    for (index, t) in inputs.enumerated() {
+        let analytic = t.grad ?? [Float](repeating: 0, count: t.count)
+        var diff: Float = 0, norm: Float = 0
+        for i in 0..<t.count {
+            let saved = t.data[i]
+            t.data[i] = saved + eps; let up = loss()
+            t.data[i] = saved - eps; let down = loss()
+            t.data[i] = saved
+            let numeric = Float((up - down) / Double(2 * eps))
+            diff += (analytic[i] - numeric) * (analytic[i] - numeric); norm += numeric * numeric
+        }
+        let relative = (diff / max(norm, 1e-12)).squareRoot()
+        XCTAssert(relative < tolerance, "\(name): input \(index) \(t.shape) gradient relative error \(relative)", file: file, line: line)
+        XCTAssert(norm > 0, "\(name): input \(index) has an all-zero numeric gradient; the check would be vacuous", file: file, line: line)
+    }
+}
+
+func tinyVAEConfig(size: Int = 8, channels: Int = 1, factor: Int = 4, latent: Int = 2) -> VAEConfig {
+    VAEConfig(imageSize: size, channels: channels, baseWidth: 4, channelMultipliers: VAEConfig.multipliers(factor: factor)!,
+              latentChannels: latent, groups: 2)
+}
+
+final class VAETests: XCTestCase {
+    func testPosteriorSampleKLAndL1GradientsMatchFiniteDifferences() {
+        var stream = RandomStream(seed: 5)
+        // Moments: means anywhere, log-variances inside the clamp range.
+        let moments = Tensor(randomNormal: [2, 4, 3, 3], std: 0.8, stream: &stream)
+        let noise = (0..<36).map { _ in stream.normal() }
+        checkFiniteDifferences("diagonalGaussianSample", inputs: [moments]) { diagonalGaussianSample($0[0], noise: noise) }
+        checkFiniteDifferences("diagonalGaussianSample mean", inputs: [moments]) { diagonalGaussianSample($0[0], noise: nil) }
+        checkFiniteDifferences("diagonalGaussianKL", inputs: [moments]) { diagonalGaussianKL($0[0]) }
+        // L1 away from its kink: every difference is at least 0.1 in size.
+        let prediction = Tensor(randomNormal: [2, 1, 3, 3], stream: &stream)
+        let target = Tensor(shape: prediction.shape, data: prediction.data.enumerated().map { $1 + ($0 % 2 == 0 ? 1 : -1) * (0.1 + stream.uniform()) })
+        checkFiniteDifferences("l1Loss", inputs: [prediction]) { l1Loss($0[0], target) }
+    }
+
+    func testTinyVAELossGradientsMatchFiniteDifferences() {
+        var options = VAETrainingOptions()
+        options.reconstruction = .l2          // smooth, so finite differences are exact to O(eps²)
+        options.klWeight = 20                 // large enough that the KL path matters in the check
+        let trainer = VAETrainer(config: tinyVAEConfig(), options: options, seed: 3)
+        var stream = RandomStream(seed: 4)
+        let x = Tensor(randomNormal: [2, 1, 8, 8], std: 0.5, stream: &stream)
+        let named = Dictionary(uniqueKeysWithValues: trainer.model.namedTensors().map { ($0.name, $0.tensor) })
+        let checked = ["enc.inp.weight", "enc.down.1.res.c2.bias", "enc.out.2.weight", "enc.out.0.weight", "dec.inp.weight", "dec.up.0.up.weight", "dec.out.2.bias"]
+        for name in checked { XCTAssertNotNil(named[name], name) }
+        checkFiniteDifferences("VAE loss", inputs: checked.compactMap { named[$0] }, tolerance: 3e-2) { _ in
+            var draws = RandomStream(seed: 8)   // the same posterior noise at every evaluation
+            return trainer.losses(x: x, stream: &draws).total
+        }
+    }
+
+    func testKLMatchesTheClosedFormAndAMonteCarloEstimate() {
+        // One latent channel, 2×2: μ and log σ² chosen by hand.
+        let mu: [Float] = [0, 0.5, -1.2, 2], logVariance: [Float] = [0, -0.7, 0.4, -2]
+        let moments = Tensor(shape: [1, 2, 2, 2], data: mu + logVariance)
+        var closed = 0.0
+        for j in 0..<4 {
+            let m = Double(mu[j]), v = Double(logVariance[j])
+            closed += 0.5 * (m * m + exp(v) - 1 - v)
+        }
+        XCTAssertEqual(Double(diagonalGaussianKL(moments).scalar), closed, accuracy: 1e-5)
+        XCTAssertEqual(diagonalGaussianKL(Tensor(zeros: [3, 4, 2, 2])).scalar, 0, "KL(N(0,1) ‖ N(0,1)) = 0")
+        // Monte Carlo: E_q[log q(z) − log p(z)] over draws z = μ + σε from the sampling op itself.
+        var stream = RandomStream(seed: 12)
+        var total = 0.0
+        let draws = 50_000
+        for _ in 0..<draws {
+            let eps = (0..<4).map { _ in stream.normal() }
+            let z = diagonalGaussianSample(moments, noise: eps).data
+            for j in 0..<4 {
+                let v = Double(logVariance[j]), e = Double(eps[j]), zj = Double(z[j])
+                total += (-0.5 * v - 0.5 * e * e) - (-0.5 * zj * zj)
+            }
+        }
+        XCTAssertEqual(total / Double(draws), closed, accuracy: 0.03 * closed)
+        // Batch mean: two copies of the same image give the same per-image KL.
+        let twice = Tensor(shape: [2, 2, 2, 2], data: moments.data + moments.data)
+        XCTAssertEqual(diagonalGaussianKL(twice).scalar, diagonalGaussianKL(moments).scalar, accuracy: 1e-6)
+        // Clamped log-variance: e^20 at most, no infinity.
+        XCTAssert(diagonalGaussianKL(Tensor(shape: [1, 2, 1, 1], data: [0, 500])).scalar.isFinite)
+    }
+
+    func testLatentRoundTripShapes() throws {
+        for (size, channels, factor, latent) in [(16, 1, 4, 4), (16, 3, 4, 2), (32, 1, 8, 4), (8, 1, 2, 3)] {
+            let config = tinyVAEConfig(size: size, channels: channels, factor: factor, latent: latent)
+            try config.validate()
+            var stream = RandomStream(seed: 1)
+            let vae = VAE(config, stream: &stream)
+            let x = Tensor(randomNormal: [2, channels, size, size], stream: &stream)
+            let moments = withNoGrad { vae.encode(x) }
+            XCTAssertEqual(moments.shape, [2, 2 * latent, size / factor, size / factor])
+            let z = diagonalGaussianSample(moments, noise: [Float](repeating: 0.5, count: moments.count / 2))
+            XCTAssertEqual(z.shape, [2, latent, size / factor, size / factor])
+            XCTAssertEqual(withNoGrad { vae.decode(z) }.shape, [2, channels, size, size])
+            XCTAssertEqual(vae.posteriorMeans(x.data, count: 2).count, 2 * latent * (size / factor) * (size / factor))
+            XCTAssertEqual(vae.decodeImages(z.data, count: 2).count, x.count)
+            XCTAssertEqual(config.latentShape, [latent, size / factor, size / factor])
+        }
+        XCTAssertThrowsError(try VAEConfig(imageSize: 18, channelMultipliers: [1, 2, 4]).validate())
+        XCTAssertNil(VAEConfig.multipliers(factor: 16))
+    }
+
+    func testReconstructionOfATinySetImprovesWithSteps() throws {
+        let root = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        try makeToyDataset(in: root, perClass: 8, size: 16)
+        let dataset = try ImageFolderDataset(root: root, imageSize: 16, channels: 1)
+        let images = try (0..<dataset.count).flatMap { try dataset.tensorData(at: $0) }
+        var config = tinyVAEConfig(size: 16)
+        config.baseWidth = 8
+        var options = VAETrainingOptions()
+        options.learningRate = 2e-3
+        options.emaDecay = 0.9
+        let trainer = VAETrainer(config: config, options: options, seed: 2)
+        func meanPSNR() -> Double {
+            let vae = trainer.samplingModel()
+            let recon = vae.decodeImages(vae.posteriorMeans(images, count: dataset.count), count: dataset.count)
+            return peakSignalToNoise(images, recon)
+        }
+        let before = meanPSNR()
+        var firstLoss: Float = 0, lastLoss: Float = 0
+        for step in 0..<120 {
+            let indices = batchIndices(step: step, batchSize: 8, datasetCount: dataset.count, seed: 1)
+            let (batch, _) = try loadBatch(dataset, indices: indices)
+            var stream = RandomStream(seed: 1).split(UInt64(step))
+            let values = trainer.step(x: batch, stream: &stream)
+            if step == 0 { firstLoss = values[1] }
+            lastLoss = values[1]
+        }
+        let after = meanPSNR()
+        XCTAssertLessThan(lastLoss, 0.5 * firstLoss, "L1 reconstruction loss should halve")
+        XCTAssertGreaterThan(after, before + 6, "PSNR \(before) → \(after) dB")
+        XCTAssertGreaterThan(trainer.latentScale(), 0)
+    }
+
+    func testSSIMAndPSNRProperties() {
+        var stream = RandomStream(seed: 3)
+        let a = (0..<256).map { _ in stream.uniform(-1, 1) }
+        XCTAssertEqual(structuralSimilarity(a, a, channels: 1, size: 16), 1, accuracy: 1e-9)
+        let noisy = a.map { min(1, max(-1, $0 + 0.2 * stream.normal())) }
+        let ssim = structuralSimilarity(a, noisy, channels: 1, size: 16)
+        XCTAssertLessThan(ssim, 0.95)
+        XCTAssertGreaterThan(ssim, 0)
+        // A constant offset of 0.1 on [−1, 1] is 0.05 on [0, 1]: PSNR = −20·log10(0.05) = 26.02 dB.
+        XCTAssertEqual(peakSignalToNoise(a, a.map { $0 + 0.1 }), 26.0206, accuracy: 1e-3)
+    }
+}
+
+/// VAE runs and latent diffusion through the driver, the loader, generate, inpaint, reconstruct.
+final class LatentDiffusionTests: XCTestCase {
+    var root: URL!
+    override func setUpWithError() throws {
+        root = try makeTemporaryDirectory()
+        try makeToyDataset(in: root.appendingPathComponent("data"), perClass: 6, size: 16)
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
+
+    func vaeRequest(steps: Int) -> TrainingRequest {
+        var r = TrainingRequest(data: root.appendingPathComponent("data").path)
+        r.imageSize = 16; r.steps = steps; r.batchSize = 4; r.seed = 5; r.width = 8
+        r.downsamplingFactor = 2; r.latentChannels = 4; r.checkpointEvery = 2; r.sampleEvery = 100
+        return r
+    }
+
+    func trainTinyVAE(steps: Int = 4, at name: String = "vae") throws -> URL {
+        let out = root.appendingPathComponent(name)
+        try trainVAE(vaeRequest(steps: steps), out: out, resume: false, progress: .none)
+        return out
+    }
+
+    func testVAERunResumesExactlyRecordsItsScaleAndSamplesItsPrior() throws {
+        let straight = try trainTinyVAE(steps: 4, at: "straight")
+        let split = root.appendingPathComponent("split")
+        try trainVAE(vaeRequest(steps: 2), out: split, resume: false, progress: .none)
+        try trainVAE(vaeRequest(steps: 4), out: split, resume: true, progress: .none)
+        let a = try readSafetensors(at: RunFolder(straight).latestCheckpoint), b = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys))
+        for (name, tensor) in a.tensors { XCTAssertEqual(tensor.values, b.tensors[name]!.values, name) }
+        let model = try readSafetensors(at: RunFolder(straight).model)
+        XCTAssertEqual(model.metadata[CheckpointKey.kind], "vae")
+        let scale = try XCTUnwrap(model.metadata[latentScaleKey].flatMap { Float($0) })
+        XCTAssert(scale.isFinite && scale > 0)
+        guard case .vae(let vae, let loadedScale) = try loadModel(from: RunFolder(straight).model) else { return XCTFail("not a VAE") }
+        XCTAssertEqual(loadedScale, scale)
+        // The stored scale is 1/std of the sampling weights' latents over the (8-image evenly spaced) data.
+        let dataset = try ImageFolderDataset(root: root.appendingPathComponent("data"), imageSize: 16, channels: 1)
+        let images = try (0..<dataset.count).flatMap { try dataset.tensorData(at: $0) }
+        XCTAssertEqual(latentScaleFactor(vae.posteriorMeans(images, count: dataset.count)), scale, accuracy: 1e-4 * scale)
+        // The grid has the inputs above their reconstructions: two rows of 8 tiles.
+        let grid = try readImage(at: RunFolder(straight).sampleGrid(step: 4))
+        XCTAssertEqual(grid.height, 2 * 16 + 3 * 2)
+        // Prior samples: batch size and shards do not change them.
+        try assertSamplesIndependentOfBatchAndShards(model: straight.path, tag: "vae")
+    }
+
+    func assertSamplesIndependentOfBatchAndShards(model: String, tag: String, sampling: SamplerSettings = SamplerSettings(),
+                                                  file: StaticString = #filePath, line: UInt = #line) throws {
+        var whole = GenerationRequest(model: model, count: 5, out: root.appendingPathComponent("\(tag)-whole"))
+        whole.batchSize = 5
+        whole.sampling = sampling
+        try generateImages(whole, progress: .none)
+        for k in 0..<2 {
+            var part = GenerationRequest(model: model, count: 5, out: root.appendingPathComponent("\(tag)-shards"))
+            part.batchSize = 1
+            part.shard = Shard(index: k, count: 2)
+            part.sampling = sampling
+            try generateImages(part, progress: .none)
+        }
+        for i in 0..<5 {
+            let a = try Data(contentsOf: whole.out.appendingPathComponent(sampleFileName(i)))
+            let b = try Data(contentsOf: root.appendingPathComponent("\(tag)-shards").appendingPathComponent(sampleFileName(i)))
+            XCTAssertEqual(a, b, "\(tag) sample \(i)", file: file, line: line)
+        }
+    }
+
+    func latentRequest(steps: Int, autoencoder: URL) -> TrainingRequest {
+        var r = TrainingRequest(data: root.appendingPathComponent("data").path)
+        r.imageSize = 16; r.steps = steps; r.batchSize = 4; r.seed = 9; r.width = 8; r.conditional = true
+        r.autoencoder = autoencoder.path; r.checkpointEvery = 2; r.sampleEvery = 100
+        return r
+    }
+
+    func testLatentDiffusionIsSelfContainedDeterministicAndResumes() throws {
+        let vaeRun = try trainTinyVAE()
+        let run = root.appendingPathComponent("ldm")
+        try trainLatentDiffusion(latentRequest(steps: 4, autoencoder: vaeRun), out: run, resume: false, progress: .none, gridSteps: 2)
+        let file = try readSafetensors(at: RunFolder(run).model)
+        XCTAssertEqual(file.metadata[CheckpointKey.kind], "latent-diffusion")
+        XCTAssert(file.tensors.keys.contains("vae.dec.out.2.weight") && file.tensors.keys.contains("U.inp.weight"))
+        guard case .latentDiffusion(let model) = try loadModel(from: RunFolder(run).model) else { return XCTFail("not latent") }
+        XCTAssertEqual(model.config.unet.channels, 4)
+        XCTAssertEqual(model.config.unet.imageSize, 8)
+        XCTAssertEqual(model.config.classNames, ["bright", "dark"])
+        XCTAssertEqual(model.sampler.sampleShape, [4, 8, 8])
+
+        // Resume: 2 + 2 steps equal 4 straight.
+        let split = root.appendingPathComponent("ldm-split")
+        try trainLatentDiffusion(latentRequest(steps: 2, autoencoder: vaeRun), out: split, resume: false, progress: .none, gridSteps: 2)
+        try trainLatentDiffusion(latentRequest(steps: 4, autoencoder: vaeRun), out: split, resume: true, progress: .none, gridSteps: 2)
+        let a = try readSafetensors(at: RunFolder(run).latestCheckpoint), b = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        for (name, tensor) in a.tensors { XCTAssertEqual(tensor.values, b.tensors[name]?.values, name) }
+
+        // The model file samples on its own: the VAE run is gone.
+        try FileManager.default.removeItem(at: vaeRun)
+        var settings = SamplerSettings()
+        settings.kind = .dpm
+        settings.steps = 3
+        settings.guidance = 2
+        try assertSamplesIndependentOfBatchAndShards(model: run.path, tag: "ldm", sampling: settings)
+        let manifest = try String(contentsOf: root.appendingPathComponent("ldm-whole/manifest.jsonl"), encoding: .utf8)
+        XCTAssert(manifest.contains("\"sampler\":\"dpm\"") && manifest.contains("latent-diffusion"), manifest)
+        // Resuming a run whose autoencoder file is gone fails, naming the file.
+        XCTAssertThrowsError(try trainLatentDiffusion(latentRequest(steps: 6, autoencoder: vaeRun), out: run, resume: true, progress: .none)) {
+            XCTAssert("\($0)".contains(vaeRun.path), "\($0)")
+        }
+
+        // Inpainting in latent space keeps every unmasked pixel.
+        let image = root.appendingPathComponent("data/bright/bright_00.png")
+        var maskPixels = [Float](repeating: -1, count: 256)
+        for y in 4..<9 { for x in 5..<11 { maskPixels[y * 16 + x] = 1 } }
+        let maskURL = root.appendingPathComponent("mask.png")
+        try writePNG(Image(floatCHW: maskPixels, width: 16, height: 16, channels: 1, bitDepth: 8), to: maskURL)
+        var request = InpaintRequest(model: run.path, image: image, mask: maskURL, out: root.appendingPathComponent("painted.png"))
+        request.className = "dark"
+        request.sampling = settings
+        try inpaint(request)
+        let original = try readImage(at: image), painted = try readImage(at: request.out)
+        var changed = false
+        for y in 0..<16 { for x in 0..<16 {
+            if maskPixels[y * 16 + x] < 0 { XCTAssertEqual(original[x, y, 0], painted[x, y, 0], "(\(x), \(y))") }
+            else if original[x, y, 0] != painted[x, y, 0] { changed = true }
+        } }
+        XCTAssert(changed, "the masked region was not regenerated")
+
+        // Reconstruction through the embedded VAE writes every image with finite PSNR.
+        let report = try reconstructFolder(model: run.path, input: root.appendingPathComponent("data"),
+                                           output: root.appendingPathComponent("recon"), progress: .none)
+        XCTAssertEqual(report.files.count, 12)
+        XCTAssert(report.meanPSNR.isFinite && report.meanSSIM <= 1)
+        XCTAssert(FileManager.default.fileExists(atPath: root.appendingPathComponent("recon/dark/dark_03.png").path))
+    }
+
+    func testLatentDiffusionRefusesAMismatchedOrMissingAutoencoder() throws {
+        let vaeRun = try trainTinyVAE(steps: 2)
+        var wrongSize = latentRequest(steps: 2, autoencoder: vaeRun)
+        wrongSize.imageSize = 32
+        assertThrows(try trainLatentDiffusion(wrongSize, out: root.appendingPathComponent("a"), resume: false, progress: .none),
+                     containing: "16 px")
+        var missing = latentRequest(steps: 2, autoencoder: root.appendingPathComponent("nothing"))
+        missing.autoencoder = root.appendingPathComponent("nothing").path
+        assertThrows(try trainLatentDiffusion(missing, out: root.appendingPathComponent("b"), resume: false, progress: .none),
+                     containing: "nothing")
+        // A pixel diffusion model is not an autoencoder.
+        var pixel = TrainingRequest(data: root.appendingPathComponent("data").path)
+        pixel.imageSize = 16; pixel.steps = 1; pixel.batchSize = 2; pixel.width = 8
+        try trainDiffusion(pixel, out: root.appendingPathComponent("pixel"), resume: false, progress: .none, gridSteps: 1)
+        assertThrows(try trainLatentDiffusion(latentRequest(steps: 2, autoencoder: root.appendingPathComponent("pixel")),
+                                              out: root.appendingPathComponent("c"), resume: false, progress: .none),
+                     containing: "not a vae model")
+        assertThrows(try reconstructFolder(model: root.appendingPathComponent("pixel").path, input: root.appendingPathComponent("data"),
+                                           output: root.appendingPathComponent("r"), progress: .none),
+                     containing: "not a VAE")
+    }
+}
