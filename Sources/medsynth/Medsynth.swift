@@ -17,6 +17,7 @@ struct Medsynth: ParsableCommand {
             Generate.self,
             Inpaint.self,
             Evaluate.self,
+            Utility.self,
             Balance.self,
             Manifest.self,
             Bench.self,
