@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "GeneratorsTests", dependencies: ["Core", "Generators", "Layers", "Engine", "Imaging", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CompositorTests", dependencies: ["Core", "Compositor", "Imaging", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "EvaluationTests", dependencies: ["Core", "Evaluation", "Imaging", "TestSupport"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "WorkflowsTests", dependencies: ["Core", "Workflows", "TestSupport"]),
+        .testTarget(name: "WorkflowsTests", dependencies: ["Core", "Workflows", "Evaluation", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["Core", "medsynth", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -172,6 +172,12 @@ public enum StreamPurpose: UInt64, CaseIterable, Sendable {
     /// The utility classifier's reshuffled passes (then split by pass).
     case utilityClassifierOrder = 2
     case vaeInitialisation = 0x7AE1
+    /// The evaluation report's real-vs-real baseline: which real images form each half.
+    case realBaselineSplit = 0x8EA1
+    /// `medsynth utility`'s seeded per-class train/test split of the real images.
+    case utilityHeldOutSplit = 0x5917
+    /// The generated-sample filters' confidence classifier (then initialisation and order as usual).
+    case balanceFilterClassifier = 0xF117
 }
 
 extension RandomStream {

@@ -38,8 +38,35 @@ public struct SetMetrics: Codable {
     /// Fréchet distance of the Gaussian fits (the FID formula, on this report's features).
     public var fid: Double
     public var kid_mean: Double
-    public var kid_std: Double
+    /// Standard deviation of KID over its subsets; nil (JSON null) when both sets are no larger
+    /// than the subset size, so every subset is the whole of both sets and there is no spread.
+    public var kid_std: Double?
+    /// Distinct subsets KID averaged over: 1 when every subset would be the whole of both sets.
+    public var kid_subsets: Int
     public var prdc: PRDC
+
+    enum CodingKeys: String, CodingKey { case real_images, synthetic_images, fid, kid_mean, kid_std, kid_subsets, prdc }
+
+    /// Written by hand so that a missing spread is an explicit `null`, not a missing key.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(real_images, forKey: .real_images); try c.encode(synthetic_images, forKey: .synthetic_images)
+        try c.encode(fid, forKey: .fid); try c.encode(kid_mean, forKey: .kid_mean)
+        try c.encode(kid_std, forKey: .kid_std); try c.encode(kid_subsets, forKey: .kid_subsets); try c.encode(prdc, forKey: .prdc)
+    }
+
+    /// "0.01234 ± 0.00056", or "0.01234 ± n/a (one subset)" when there is no spread to report.
+    public var kidText: String {
+        guard kid_mean.isFinite else { return "n/a" }
+        return String(format: "%.5f ± ", kid_mean) + (kid_std.map { String(format: "%.5f", $0) } ?? "n/a (one subset)")
+    }
+}
+
+/// The real-vs-real baseline: the same metrics between two seeded, equal halves of the real set.
+public struct RealBaseline: Codable {
+    /// Images in each half (⌊n/2⌋; with an odd count one image sits out).
+    public var half_images: Int
+    public var metrics: SetMetrics
 }
 
 /// Every setting that shapes the numbers.
@@ -66,6 +93,10 @@ public struct EvaluationReport: Codable {
     public var overall: SetMetrics
     /// Per class (both sets have class subfolders), for classes with ≥ 2 images on each side.
     public var per_class: [String: SetMetrics]
+    /// Real-vs-real baseline of the whole real set (nil below 4 real images) and of each class
+    /// with per-class metrics and ≥ 4 real images.
+    public var real_vs_real: RealBaseline?
+    public var per_class_real_vs_real: [String: RealBaseline]
     /// Wasserstein-1 between the pixel-value histograms of the network inputs, in [−1, 1] units.
     public var intensity_w1: Double
     public var memorisation: MemorisationReport
@@ -79,7 +110,23 @@ func setMetrics(real: Matrix, synthetic: Matrix, request: EvaluationRequest, rea
     let fid = try frechetDistance(real, synthetic)
     let kid = kernelInceptionDistance(real, synthetic, subsets: request.kidSubsets, subsetSize: request.kidSubsetSize, seed: request.seed)
     let (prdc, nearestReal) = prdcWithNearestReal(real: real, fake: synthetic, k: request.k, realNeighbours: realNeighbours)
-    return (SetMetrics(real_images: real.rows, synthetic_images: synthetic.rows, fid: fid, kid_mean: kid.mean, kid_std: kid.std, prdc: prdc), nearestReal)
+    let subsetSize = min(request.kidSubsetSize ?? 1000, real.rows, synthetic.rows)
+    let oneSubset = real.rows == subsetSize && synthetic.rows == subsetSize
+    return (SetMetrics(real_images: real.rows, synthetic_images: synthetic.rows, fid: fid, kid_mean: kid.mean,
+                       kid_std: kid.std.isFinite ? kid.std : nil, kid_subsets: oneSubset ? 1 : request.kidSubsets, prdc: prdc), nearestReal)
+}
+
+/// The metrics between two halves of the real rows, drawn by a seeded permutation
+/// (`RandomStream(seed).split(.realBaselineSplit)`): what the numbers look like for two samples of
+/// the *same* distribution, so synthetic numbers have something to be read against. Each half has
+/// ⌊n/2⌋ rows, fewer than the synthetic comparison's n: the Fréchet distance is biased upwards at
+/// small n, so this floor is if anything high; KID is unbiased. Nil below 4 rows (2 per half).
+func realBaseline(_ real: Matrix, request: EvaluationRequest) throws -> RealBaseline? {
+    guard real.rows >= 4 else { return nil }
+    var stream = RandomStream(seed: request.seed).split(.realBaselineSplit)
+    let order = stream.permutation(real.rows), half = real.rows / 2
+    let a = subset(real, rows: Array(order[0..<half])), b = subset(real, rows: Array(order[half..<2 * half]))
+    return RealBaseline(half_images: half, metrics: try setMetrics(real: a, synthetic: b, request: request).metrics)
 }
 
 /// The rows `rows` of `m`.
@@ -154,7 +201,9 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
     let kk = max(1, min(request.k, real.count - 1, synthetic.count - 1))
     let realNeighbours = nearestNeighbours(realFeatures, in: realFeatures, k: kk, excludingSelf: true)
     let (overall, syntheticToReal) = try setMetrics(real: realFeatures, synthetic: syntheticFeatures, request: request, realNeighbours: realNeighbours)
-    var perClass: [String: SetMetrics] = [:]
+    let baseline = try realBaseline(realFeatures, request: request)
+    if baseline == nil { warnings.append("the real set has \(real.count) images: no real-vs-real baseline (needs ≥ 4, two per half)") }
+    var perClass: [String: SetMetrics] = [:], perClassBaseline: [String: RealBaseline] = [:]
     if real.hasClassFolders && synthetic.hasClassFolders {
         for name in Set(real.classNames).intersection(synthetic.classNames).sorted() {
             let ri = real.indices(ofClass: name), si = synthetic.indices(ofClass: name)
@@ -163,6 +212,7 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
                 continue
             }
             perClass[name] = try setMetrics(real: subset(realFeatures, rows: ri), synthetic: subset(syntheticFeatures, rows: si), request: request).metrics
+            perClassBaseline[name] = try realBaseline(subset(realFeatures, rows: ri), request: request)
         }
         let unmatched = Set(real.classNames).symmetricDifference(synthetic.classNames).sorted()
         if !unmatched.isEmpty { warnings.append("classes in only one of the sets (no per-class metrics): \(unmatched.joined(separator: ", "))") }
@@ -200,7 +250,8 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
         kid_subset_size: min(request.kidSubsetSize ?? 1000, real.count, synthetic.count), kid_kernel: "(x.y/d + 1)^3",
         seed: request.seed, memorisation_threshold: "5th percentile of training-vs-training nearest-neighbour feature distances, or pixel RMS <= 1/255",
         intensity_histogram_bins: 256)
-    var report = EvaluationReport(settings: settings, overall: overall, per_class: perClass, intensity_w1: w1,
+    var report = EvaluationReport(settings: settings, overall: overall, per_class: perClass,
+                                  real_vs_real: baseline, per_class_real_vs_real: perClassBaseline, intensity_w1: w1,
                                   memorisation: memo.report, utility: utility, warnings: warnings, seconds: seconds)
 
     try FileManager.default.createDirectory(at: request.out, withIntermediateDirectories: true)
@@ -226,12 +277,19 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
 /// The few lines the CLI prints after a run.
 public func evaluationSummary(_ report: EvaluationReport) -> String {
     let o = report.overall, m = report.memorisation
-    var lines = [String(format: "FD %.3f  KID %.5f ± %.5f  precision %.3f  recall %.3f  density %.3f  coverage %.3f  intensity W1 %.4f",
-                        o.fid, o.kid_mean, o.kid_std, o.prdc.precision, o.prdc.recall, o.prdc.density, o.prdc.coverage, report.intensity_w1)]
+    func metricsLine(_ m: SetMetrics) -> String {
+        String(format: "FD %.3f  KID %@  precision %.3f  recall %.3f  density %.3f  coverage %.3f",
+               m.fid, m.kidText, m.prdc.precision, m.prdc.recall, m.prdc.density, m.prdc.coverage)
+    }
+    var lines = ["synthetic vs real: " + metricsLine(o) + String(format: "  intensity W1 %.4f", report.intensity_w1)]
+    if let b = report.real_vs_real {
+        lines.append("real vs real (baseline, two halves of \(b.half_images)): " + metricsLine(b.metrics))
+    }
     lines.append(String(format: "memorisation: %d of %d synthetic images flagged (%.1f%%), %d pixel copies",
                         m.flagged_count, m.synthetic_images, 100 * m.fraction_below_threshold, m.pixel_copies))
     for (name, c) in report.per_class.sorted(by: { $0.key < $1.key }) {
-        lines.append(String(format: "  %@: FD %.3f  KID %.5f  precision %.3f  recall %.3f", name, c.fid, c.kid_mean, c.prdc.precision, c.prdc.recall))
+        lines.append(String(format: "  %@: FD %.3f  KID %@  precision %.3f  recall %.3f", name, c.fid, c.kidText, c.prdc.precision, c.prdc.recall)
+                     + (report.per_class_real_vs_real[name].map { String(format: "   (real vs real: FD %.3f  KID %@)", $0.metrics.fid, $0.metrics.kidText) } ?? ""))
     }
     if let u = report.utility {
         lines.append(String(format: "utility: balanced accuracy %.3f real → %.3f real+synthetic (accuracy %.3f → %.3f, %d test images)",

@@ -29,6 +29,9 @@ public func frechetDistance(mean1: [Double], cov1: Matrix, mean2: [Double], cov2
 /// random subsets of `subsetSize` rows of each set (default min(1000, n), drawn without
 /// replacement); returns the mean and standard deviation over subsets. Subset s draws from
 /// `RandomStream(seed:).split(s)`, so the result does not depend on the number of threads.
+/// When both sets have no more rows than the subset size, every "subset" is the whole of both
+/// sets: the estimate is computed once and its std is NaN (there is no spread to report, and
+/// 0 would read as a perfectly certain number); callers print it as "n/a (one subset)".
 /// Dot products come from float32 GEMMs (half the time of float64; about 1e-6 relative error
 /// per product, which averages out over the m² kernel values); kernels and sums are float64.
 public func kernelInceptionDistance(_ a: Matrix, _ b: Matrix, subsets: Int = 100, subsetSize: Int? = nil, seed: UInt64 = 0) -> (mean: Double, std: Double) {
@@ -36,6 +39,8 @@ public func kernelInceptionDistance(_ a: Matrix, _ b: Matrix, subsets: Int = 100
     let m = min(subsetSize ?? 1000, a.rows, b.rows), d = a.columns
     guard m >= 2, subsets >= 1 else { return (.nan, .nan) }
     let root = RandomStream(seed: seed).split(.kidSubsets)
+    let onlyOneSubset = a.rows == m && b.rows == m
+    let subsets = onlyOneSubset ? 1 : subsets
     var values = [Double](repeating: 0, count: subsets)
     Parallel.configureBLAS()
     let workers = max(1, min(Parallel.workers, subsets))
@@ -59,6 +64,7 @@ public func kernelInceptionDistance(_ a: Matrix, _ b: Matrix, subsets: Int = 100
         }
     }
     let mean = values.reduce(0, +) / Double(values.count)
+    if onlyOneSubset { return (mean, .nan) }
     let variance = values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(values.count - 1, 1))
     return (mean, variance.squareRoot())
 }

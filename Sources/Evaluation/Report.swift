@@ -31,11 +31,15 @@ func writeHTMLReport(_ report: EvaluationReport, _ material: ReportMaterial, to 
     let size = FeatureNetwork.inputSize
     func row(_ name: String, _ m: SetMetrics) -> String {
         "<tr><td>\(escape(name))</td><td>\(m.real_images)</td><td>\(m.synthetic_images)</td><td>\(fmt(m.fid))</td>"
-            + "<td>\(fmt(m.kid_mean, 5)) ± \(fmt(m.kid_std, 5))</td><td>\(fmt(m.prdc.precision))</td><td>\(fmt(m.prdc.recall))</td>"
+            + "<td>\(escape(m.kidText))</td><td>\(fmt(m.prdc.precision))</td><td>\(fmt(m.prdc.recall))</td>"
             + "<td>\(fmt(m.prdc.density))</td><td>\(fmt(m.prdc.coverage))</td></tr>"
     }
     var rows = row("all", report.overall)
-    for (name, m) in report.per_class.sorted(by: { $0.key < $1.key }) { rows += row(name, m) }
+    if let b = report.real_vs_real { rows += row("all: real vs real (baseline)", b.metrics) }
+    for (name, m) in report.per_class.sorted(by: { $0.key < $1.key }) {
+        rows += row(name, m)
+        if let b = report.per_class_real_vs_real[name] { rows += row("\(name): real vs real (baseline)", b.metrics) }
+    }
     let real = material.real, synthetic = material.synthetic, train = material.train
     let realGrid = try dataURI(makeGrid(images: spread(real.count, 32).map { real.pixels[$0] }, channels: 1, size: size, columns: 8))
     let synthGrid = try dataURI(makeGrid(images: spread(synthetic.count, 32).map { synthetic.pixels[$0] }, channels: 1, size: size, columns: 8))
@@ -95,7 +99,7 @@ func writeHTMLReport(_ report: EvaluationReport, _ material: ReportMaterial, to 
     \(warnings.isEmpty ? "" : "<ul class=\"warn\">\(warnings)</ul>")
     <h2>Metrics</h2>
     <table><tr><th>set</th><th>real</th><th>synthetic</th><th>Fréchet distance</th><th>KID (mean ± std)</th><th>precision</th><th>recall</th><th>density</th><th>coverage</th></tr>\(rows)</table>
-    <p>Lower Fréchet distance and KID mean closer distributions (KID: \(s.kid_subsets) subsets of \(s.kid_subset_size), kernel \(escape(s.kid_kernel))\(report.overall.real_images == s.kid_subset_size && report.overall.synthetic_images == s.kid_subset_size ? "; every subset is the whole set, so its std is 0" : "")). Precision and density measure fidelity, recall and coverage diversity (k = \(s.k)). Intensity Wasserstein-1 (pixel values in [−1, 1]): \(fmt(report.intensity_w1, 4)).</p>
+    <p>Lower Fréchet distance and KID mean closer distributions (KID: \(s.kid_subsets) subsets of \(s.kid_subset_size), kernel \(escape(s.kid_kernel)); when both sets are no larger than that, every subset is the whole of both sets: KID is computed once and its spread is n/a). The <em>real vs real</em> rows compare two seeded halves of the real images (\(report.real_vs_real.map { "\($0.half_images) each" } ?? "not available")): what these numbers are for two samples of one distribution. The halves are smaller than the real set, so the baseline's Fréchet distance is if anything high (it is biased upwards at small sizes); KID is unbiased. Precision and density measure fidelity, recall and coverage diversity (k = \(s.k)). Intensity Wasserstein-1 (pixel values in [−1, 1]): \(fmt(report.intensity_w1, 4)).</p>
     <h2>Samples</h2><h3>Real</h3><img src="\(realGrid)"><h3>Synthetic</h3><img src="\(synthGrid)">
     <h2>Intensity histograms</h2>
     <p><span style="color:#1f77b4">■ real</span> <span style="color:#ff7f0e">■ synthetic</span></p>

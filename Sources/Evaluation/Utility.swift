@@ -130,6 +130,26 @@ public func scoreUtilityClassifier(_ model: UtilityClassifier, images: [[Float]]
     return (Double(correct) / Double(max(images.count, 1)), balanced, recall)
 }
 
+/// Softmax class probabilities of `model` for each image (64×64 gray CHW in [−1, 1]).
+public func utilityClassProbabilities(_ model: UtilityClassifier, images: [[Float]]) -> [[Double]] {
+    let item = images.first?.count ?? 0, side = Int(Double(item).squareRoot())
+    var out: [[Double]] = []
+    out.reserveCapacity(images.count)
+    var start = 0
+    while start < images.count {
+        let end = min(images.count, start + 128)
+        let logits = withNoGrad { model(Tensor(shape: [end - start, 1, side, side], data: Array(images[start..<end].joined()))) }
+        let c = logits.shape[1]
+        for i in 0..<(end - start) {
+            let row = logits.data[i * c..<(i + 1) * c].map(Double.init)
+            let top = row.max()!, e = row.map { exp($0 - top) }, total = e.reduce(0, +)
+            out.append(e.map { $0 / total })
+        }
+        start = end
+    }
+    return out
+}
+
 /// Labels of `set` in the class order of `classNames`, matched by class folder name.
 func labels(of set: ImageSet, in classNames: [String], role: String) throws -> [Int] {
     guard set.hasClassFolders else {

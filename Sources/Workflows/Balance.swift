@@ -5,6 +5,7 @@ import Imaging
 import Generators
 import Compositor
 import Layers
+import Evaluation
 
 // MARK: - Class balancing: real images plus exactly enough synthetic ones per class
 //
@@ -56,6 +57,11 @@ public enum BalanceMethod: Equatable {
     /// Lesions composited into the healthy class's images to fill the lesion class; procedural
     /// lesions when `lesions` is nil, else a folder of patches (see `FolderLesionSource`).
     case composite(lesions: URL?, healthyClass: String, lesionClass: String)
+    /// SMOTE in pixel space (Chawla et al. 2002): interpolants between a real image of the class and
+    /// one of its `neighbours` nearest same-class images. Needs ≥ 2 images of one size per class.
+    case smote(neighbours: Int)
+    /// Random oversampling: copies of real images of the class, drawn with replacement.
+    case oversample
 }
 
 /// What `balance` is asked to do.
@@ -71,6 +77,8 @@ public struct BalanceRequest {
     public var sampling = SamplerSettings()
     /// With `.model`: PNG bit depth of generated images.
     public var bitDepth: Int = 8
+    /// With `.model`: the filters generated samples must pass (memorisation always; confidence optional).
+    public var filter = BalanceFilterSettings()
     public init(data: URL, out: URL, method: BalanceMethod) { self.data = data; self.out = out; self.method = method }
 }
 
@@ -85,6 +93,8 @@ public struct BalancePlanRow: Equatable {
     public let method: String
     /// Seed of this class's synthetic images (the `--seed` for `generate --class`).
     public let seed: UInt64
+    /// With `.model`, after a run: candidates generated and rejected by the filters.
+    public var filtered = BalanceFilterCounts()
 }
 
 /// One line of the balanced folder's manifest.jsonl.
@@ -94,7 +104,8 @@ public struct BalanceManifestRecord: Codable, Equatable {
     public var `class`: String
     /// "real" or "synthetic".
     public var source: String
-    /// Real: the original file's path. Synthetic: "generate" or "composite".
+    /// Real: the original file's path. Synthetic: "generate", "composite", "smote" or "oversample".
+    /// Rejected (kept under .rejected/, not part of the dataset): "generate".
     public var origin: String
     public var seed: UInt64?
     /// Index j of the synthetic image within its class (its random stream).
@@ -107,6 +118,19 @@ public struct BalanceManifestRecord: Codable, Equatable {
     public var background: String?
     public var lesion_source: String?
     public var mask: String?
+    /// SMOTE: the real image and its neighbour (output-relative names); oversampling: the copied image.
+    public var parents: [String]?
+    /// SMOTE: x = parents[0] + lambda · (parents[1] − parents[0]), and the k of the neighbour search.
+    public var lambda: Double?
+    public var neighbours: Int?
+    /// Source "rejected": why ("memorised" or "unsure"), the nearest real image and its feature
+    /// distance against the threshold, the pixel RMS, and the classifier's probability for the class.
+    public var rejected_because: String?
+    public var nearest_real: String?
+    public var feature_distance: Double?
+    public var threshold: Double?
+    public var pixel_rms: Double?
+    public var confidence: Double?
 }
 
 /// True when `child` is `parent` or lies below it (symbolic links resolved).
@@ -189,6 +213,17 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
         makes = { $0 == lesion }
         cannot = { "compositing only fills the lesion class '\(lesion)'; class '\($0)' would need images too (lower --target, or use --model)" }
         methodName = "composite into '\(healthy)'"
+    case .smote(let k):
+        guard k >= 1 else { throw MedSynthError("--neighbours must be at least 1, got \(k)") }
+        let available = Dictionary(zip(names, counts), uniquingKeysWith: +)
+        makes = { available[$0, default: 0] >= 2 }
+        cannot = { "SMOTE interpolates between two real images of the class and it has \(available[$0, default: 0])" }
+        methodName = "smote (k = \(k), pixel space)"
+    case .oversample:
+        let available = Dictionary(zip(names, counts), uniquingKeysWith: +)
+        makes = { available[$0, default: 0] >= 1 }
+        cannot = { _ in "random oversampling copies real images of the class and it has none" }
+        methodName = "oversample (random copies)"
     }
     let goal = request.target.goal(largest: counts.max() ?? 0)
     var rows: [BalancePlanRow] = []
@@ -239,18 +274,28 @@ public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle 
     do { try fm.createDirectory(at: staging, withIntermediateDirectories: true) } catch {
         throw MedSynthError(file: staging.path, "cannot create the staging folder (\(error.localizedDescription))")
     }
+    var rows = scan.rows
     do {
         var records: [BalanceManifestRecord] = []
-        for row in scan.rows {
+        // Built once, on the first class that needs generated images.
+        var filter: SampleFilter?
+        for (r, row) in scan.rows.enumerated() {
             records += try linkRealImages(of: row.className, dataset: scan.dataset, into: staging)
             guard row.add > 0 else { continue }
             switch request.method {
             case .model(let path):
-                records += try generateClass(row, model: path, file: scan.modelFile!, kind: scan.modelKind!,
-                                             request: request, into: staging, style: style)
+                if filter == nil { filter = try SampleFilter(data: request.data, settings: request.filter, seed: request.seed, style: style) }
+                let (made, counts) = try generateClass(row, model: path, file: scan.modelFile!, kind: scan.modelKind!,
+                                                       request: request, filter: filter!, into: staging, style: style)
+                records += made
+                rows[r].filtered = counts
             case .composite(let lesions, let healthy, _):
                 records += try compositeClass(row, healthy: healthy, lesions: lesions, dataset: scan.dataset,
                                               into: staging, style: style)
+            case .smote(let k):
+                records += try oversampleClass(row, smoteNeighbours: k, dataset: scan.dataset, into: staging, style: style)
+            case .oversample:
+                records += try oversampleClass(row, smoteNeighbours: nil, dataset: scan.dataset, into: staging, style: style)
             }
         }
         let encoder = JSONEncoder()
@@ -265,7 +310,7 @@ public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle 
         try? fm.removeItem(at: staging)
         throw error
     }
-    return scan.rows
+    return rows
 }
 
 /// Hard-links (or copies) every real image file of a class, keeping its path below the class folder.
@@ -297,31 +342,81 @@ func checkFree(_ url: URL) throws {
     }
 }
 
-/// Synthetic images of one class from a conditional generator, sample j from stream j of the class seed.
-func generateClass(_ row: BalancePlanRow, model path: String, file: URL, kind: String, request: BalanceRequest,
-                   into out: URL, style: ProgressStyle) throws -> [BalanceManifestRecord] {
+/// Synthetic images of one class from a conditional generator. Candidate i is generator sample i
+/// of the class seed (stream i: `generate --class C --seed S` remakes it); candidates that fail the
+/// filters are moved to `.rejected/<class>/` and more are generated (indices continue) until the
+/// class has `row.add` accepted images, or `maxCandidatesPerImage · add` were tried. Accepted image
+/// j keeps its generator index in `sample_index`.
+func generateClass(_ row: BalancePlanRow, model path: String, file: URL, kind: String, request: BalanceRequest, filter: SampleFilter,
+                   into out: URL, style: ProgressStyle) throws -> (records: [BalanceManifestRecord], counts: BalanceFilterCounts) {
     let fm = FileManager.default
     let scratch = out.appendingPathComponent(".generate-\(row.className)")
-    var g = GenerationRequest(model: file.path, count: row.add, out: scratch)
-    g.className = row.className
-    g.seed = row.seed
-    g.bitDepth = request.bitDepth
-    g.sampling = request.sampling
-    try generateImages(g, progress: style)
     let modelID = try modelIdentifier(of: file)
     let classFolder = out.appendingPathComponent(row.className)
+    let rejectedFolder = out.appendingPathComponent(".rejected").appendingPathComponent(row.className)
     try fm.createDirectory(at: classFolder, withIntermediateDirectories: true)
-    var records: [BalanceManifestRecord] = []
-    for j in 0..<row.add {
-        let destination = classFolder.appendingPathComponent(syntheticFileName(j))
-        try checkFree(destination)
-        try fm.moveItem(at: scratch.appendingPathComponent(sampleFileName(j)), to: destination)
-        records.append(BalanceManifestRecord(file: "\(row.className)/\(syntheticFileName(j))", class: row.className, source: "synthetic",
-                                             origin: "generate", seed: row.seed, sample_index: j,
-                                             model: path, model_id: modelID, model_kind: kind))
+    var records: [BalanceManifestRecord] = [], rejected: [BalanceManifestRecord] = []
+    var counts = BalanceFilterCounts()
+    let limit = max(row.add, row.add * max(1, request.filter.maxCandidatesPerImage))
+    var accepted = 0, generated = 0
+    while accepted < row.add {
+        guard generated < limit else {
+            throw MedSynthError(file: path, "only \(accepted) of \(row.add) '\(row.className)' samples passed the filters after \(generated) candidates "
+                                + "(\(counts.rejectedMemorised) memorised copies of real images, \(counts.rejectedUnsure) below the classifier confidence); "
+                                + "the generator memorises or draws off-class images: train it differently, or lower --min-confidence")
+        }
+        // The missing images plus a margin for the ones the filters are rejecting at this rate.
+        let missing = row.add - accepted
+        let rate = generated == 0 ? 1.0 : Double(accepted) / Double(generated)
+        let next = min(limit, generated + max(missing, Int((Double(missing) / max(rate, 0.25)).rounded(.up))))
+        var g = GenerationRequest(model: file.path, count: next, out: scratch)
+        g.className = row.className
+        g.seed = row.seed
+        g.bitDepth = request.bitDepth
+        g.sampling = request.sampling
+        g.resume = true     // keeps the candidates already made
+        try generateImages(g, progress: style)
+        let candidates = try ImageSet(root: scratch)
+        let position = Dictionary(candidates.names.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        let verdicts = filter.judge(candidates, className: row.className)
+        for i in generated..<next {
+            guard let p = position[sampleFileName(i)] else {
+                throw MedSynthError(file: scratch.appendingPathComponent(sampleFileName(i)).path, "generated sample is missing")
+            }
+            let source = scratch.appendingPathComponent(sampleFileName(i))
+            if accepted < row.add, verdicts[p] == nil {
+                let destination = classFolder.appendingPathComponent(syntheticFileName(accepted))
+                try checkFree(destination)
+                try fm.moveItem(at: source, to: destination)
+                records.append(BalanceManifestRecord(file: "\(row.className)/\(syntheticFileName(accepted))", class: row.className, source: "synthetic",
+                                                     origin: "generate", seed: row.seed, sample_index: i,
+                                                     model: path, model_id: modelID, model_kind: kind))
+                accepted += 1
+            } else if let verdict = verdicts[p] {
+                try fm.createDirectory(at: rejectedFolder, withIntermediateDirectories: true)
+                try fm.moveItem(at: source, to: rejectedFolder.appendingPathComponent(sampleFileName(i)))
+                var record = BalanceManifestRecord(file: ".rejected/\(row.className)/\(sampleFileName(i))", class: row.className, source: "rejected",
+                                                   origin: "generate", seed: row.seed, sample_index: i,
+                                                   model: path, model_id: modelID, model_kind: kind)
+                switch verdict {
+                case let .memorised(nearest, distance, threshold, pixel):
+                    record.rejected_because = "memorised"
+                    record.nearest_real = nearest; record.feature_distance = distance; record.threshold = threshold; record.pixel_rms = pixel
+                    counts.rejectedMemorised += 1
+                case let .unsure(confidence, _):
+                    record.rejected_because = "unsure"
+                    record.confidence = confidence
+                    counts.rejectedUnsure += 1
+                }
+                rejected.append(record)
+            }
+            // (An accepted candidate beyond the count needed is simply not used.)
+        }
+        generated = next
     }
+    counts.generated = generated
     try? fm.removeItem(at: scratch)
-    return records
+    return (records + rejected, counts)
 }
 
 /// Synthetic images of the lesion class: image j is healthy image j mod H with one lesion placed

@@ -14,13 +14,26 @@ struct Balance: ParsableCommand {
         fill the lesion class, which is created if the data has none. OUT/<class>/ gets the real files \
         (hard-linked, or copied; names kept) and synthetic_NNNNNN.png files; OUT/manifest.jsonl marks each file \
         real or synthetic with its origin, seed and model; composites also get masks in OUT/.masks/<class>/. \
-        The same --seed gives the same files. --dry-run prints the plan only.
+        --method smote interpolates in pixel space between a real image of the class and one of its \
+        --neighbours nearest same-class images (SMOTE, Chawla et al. 2002; parents and lambda in the manifest); \
+        --method oversample adds random copies of the class's real images: the two classical baselines, to compare \
+        a generator against. With --model every generated sample is checked against the real images and \
+        rejected if it is nearer to one than the memorisation threshold of `evaluate` (or a pixel copy); \
+        --min-confidence P also rejects samples a classifier trained on the real images gives a probability \
+        below P for their class. Rejected samples go to OUT/.rejected/<class>/ with a manifest line saying why, \
+        and replacements are generated. The same --seed gives the same files. --dry-run prints the plan only.
         """)
 
     @Option(help: "Dataset folder, one subfolder per class.") var data: String
     @Option(help: "Output folder (new or empty; not inside --data).") var out: String
     @Option(help: "Conditional generator: run folder or checkpoint (GAN or diffusion).") var model: String?
-    @Flag(help: "Fill the lesion class by compositing lesions into healthy images.") var composite = false
+    @Flag(help: "Fill the lesion class by compositing lesions into healthy images (same as --method composite).") var composite = false
+    @Option(help: "How missing images are made: model (needs --model), composite, smote or oversample. Default: model with --model, composite with --composite.")
+    var method: BalanceMethodName?
+    @Option(help: "With --method smote: nearest same-class neighbours to interpolate towards (k of SMOTE).") var neighbours: Int = 5
+    @Option(help: "With --model: reject generated samples that a classifier trained on the real images gives a probability below this for their class (0-1; default: off).")
+    var minConfidence: Double?
+    @Option(help: "With --min-confidence: epochs of that classifier.") var filterEpochs: Int = 15
     @Option(help: "With --composite: folder of lesion patches (default: procedural lesions).") var lesions: String?
     @Option(help: "With --composite: the class whose images receive lesions.") var healthyClass: String = "healthy"
     @Option(help: "With --composite: the class to fill.") var lesionClass: String = "lesion"
@@ -31,22 +44,46 @@ struct Balance: ParsableCommand {
     @OptionGroup(title: "Diffusion sampling (with a diffusion --model)") var sampling: SamplingOptions
     @OptionGroup var runtime: RuntimeOptions
 
+    /// The method the flags ask for (--model and --composite are shorthands for --method model / composite).
+    var chosenMethod: BalanceMethodName? {
+        if let method { return method }
+        if model != nil && !composite { return .model }
+        if composite && model == nil { return .composite }
+        return nil
+    }
+
     func validate() throws {
-        guard (model != nil) != composite else { throw ValidationError("give exactly one of --model CKPT or --composite") }
-        guard lesions == nil || composite else { throw ValidationError("--lesions goes with --composite") }
+        guard let chosen = chosenMethod else { throw ValidationError("give one of --model CKPT, --composite or --method smote|oversample") }
+        if composite && chosen != .composite { throw ValidationError("--composite contradicts --method \(chosen.rawValue)") }
+        if (model != nil) != (chosen == .model) {
+            throw ValidationError(chosen == .model ? "--method model needs --model CKPT" : "--model goes with --method model only")
+        }
+        guard lesions == nil || chosen == .composite else { throw ValidationError("--lesions goes with --composite") }
+        guard neighbours >= 1 else { throw ValidationError("--neighbours must be at least 1") }
+        if let minConfidence {
+            guard chosen == .model else { throw ValidationError("--min-confidence filters generated samples: it goes with --model") }
+            guard minConfidence > 0, minConfidence < 1 else { throw ValidationError("--min-confidence must be in (0, 1)") }
+        }
+        guard filterEpochs >= 1 else { throw ValidationError("--filter-epochs must be at least 1") }
         guard bitDepth == 8 || bitDepth == 16 else { throw ValidationError("--bit-depth must be 8 or 16") }
     }
 
     func run() throws {
         runtime.apply()
-        let method: BalanceMethod = composite
-            ? .composite(lesions: lesions.map { URL(fileURLWithPath: $0) }, healthyClass: healthyClass, lesionClass: lesionClass)
-            : .model(model!)
+        let method: BalanceMethod
+        switch chosenMethod! {
+        case .model: method = .model(model!)
+        case .composite: method = .composite(lesions: lesions.map { URL(fileURLWithPath: $0) }, healthyClass: healthyClass, lesionClass: lesionClass)
+        case .smote: method = .smote(neighbours: neighbours)
+        case .oversample: method = .oversample
+        }
         var request = BalanceRequest(data: URL(fileURLWithPath: data), out: URL(fileURLWithPath: out), method: method)
         request.target = target
         request.seed = seed
         request.bitDepth = bitDepth
         request.sampling = sampling.settings
+        request.filter.minConfidence = minConfidence
+        request.filter.classifierEpochs = filterEpochs
         let plan = dryRun ? try planBalance(request) : try runBalance(request, progress: runtime.progress)
         let width = max(5, plan.map(\.className.count).max() ?? 0)
         print("class".padding(toLength: width, withPad: " ", startingAt: 0) + "   have    add  method")
@@ -54,6 +91,17 @@ struct Balance: ParsableCommand {
             print(row.className.padding(toLength: width, withPad: " ", startingAt: 0)
                   + String(format: "  %5d  %5d  ", row.have, row.add) + row.method)
         }
+        if chosenMethod == .model && !dryRun {
+            for row in plan where row.filtered.generated > 0 {
+                print("filtered \(row.className): \(row.filtered.generated) generated, \(row.filtered.rejectedMemorised) rejected as near-copies of real images, "
+                      + "\(row.filtered.rejectedUnsure) below the classifier confidence" + (minConfidence.map { " \($0)" } ?? " (confidence filter off)"))
+            }
+        }
         print(dryRun ? "dry run: nothing written" : "balanced dataset: \(out) (manifest.jsonl lists every file)")
     }
+}
+
+/// The values of `balance --method`.
+enum BalanceMethodName: String, CaseIterable, ExpressibleByArgument {
+    case model, composite, smote, oversample
 }

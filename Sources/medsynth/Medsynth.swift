@@ -18,6 +18,7 @@ struct Medsynth: ParsableCommand {
             Reconstruct.self,
             Inpaint.self,
             Evaluate.self,
+            Utility.self,
             Balance.self,
             Manifest.self,
             Bench.self,

@@ -1,0 +1,156 @@
+import XCTest
+import Foundation
+@testable import Engine
+@testable import Imaging
+@testable import Evaluation
+@testable import Workflows
+import TestSupport
+import Core
+
+/// A folder `root/<class>/<name>.png` of constant 8×8 gray images, one per value.
+func writeConstantImages(_ root: URL, _ className: String, values: [UInt16], size: Int = 8) throws {
+    let folder = root.appendingPathComponent(className)
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    for v in values {
+        try writePNG(Image(width: size, height: size, channels: 1, bitDepth: 8, samples: [UInt16](repeating: v, count: size * size)),
+                     to: folder.appendingPathComponent(String(format: "v%03d.png", v)))
+    }
+}
+
+final class OversamplingTests: XCTestCase {
+    var root: URL!
+    override func setUpWithError() throws { root = try makeTemporaryDirectory() }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
+
+    /// Rare class values 10, 20, 60, 200: each one's nearest neighbour in pixel space is obvious
+    /// (10↔20, 60→20, 200→60), so every k = 1 interpolant can be checked by hand.
+    func makeData() throws -> URL {
+        let data = root.appendingPathComponent("data")
+        try writeConstantImages(data, "common", values: Array(stride(from: 100, to: 112, by: 1)))
+        try writeConstantImages(data, "rare", values: [10, 20, 60, 200])
+        return data
+    }
+
+    func testSMOTEInterpolatesBetweenNearestSameClassNeighboursReproducibly() throws {
+        let data = try makeData()
+        var request = BalanceRequest(data: data, out: root.appendingPathComponent("smote"), method: .smote(neighbours: 1))
+        request.seed = 8
+        let plan = try runBalance(request, progress: .none)
+        XCTAssertEqual(plan.map(\.add), [0, 8])
+        XCTAssertEqual(plan[1].method, "smote (k = 1, pixel space)")
+        let lines = try jsonLines(request.out.appendingPathComponent("manifest.jsonl"))
+        let synthetic = lines.filter { $0["source"] as? String == "synthetic" }
+        XCTAssertEqual(synthetic.count, 8)
+        let nearest = ["rare/v010.png": "rare/v020.png", "rare/v020.png": "rare/v010.png", "rare/v060.png": "rare/v020.png", "rare/v200.png": "rare/v060.png"]
+        var lambdas: [Double] = [], parentsSeen = Set<String>()
+        for (j, line) in synthetic.enumerated() {
+            XCTAssertEqual(line["origin"] as? String, "smote")
+            XCTAssertEqual(line["sample_index"] as? Int, j)
+            let parents = try XCTUnwrap(line["parents"] as? [String]), lambda = try XCTUnwrap(line["lambda"] as? Double)
+            XCTAssertEqual(parents.count, 2)
+            XCTAssertEqual(nearest[parents[0]], parents[1], "k = 1: the neighbour is the nearest same-class image: \(line)")
+            XCTAssert(lambda >= 0 && lambda < 1)
+            let a = Double(parents[0].dropFirst(6).dropLast(4))!, b = Double(parents[1].dropFirst(6).dropLast(4))!
+            let image = try readImage(at: request.out.appendingPathComponent(line["file"] as! String))
+            XCTAssertEqual(image.width, 8)
+            XCTAssertEqual(Set(image.samples), [UInt16((a + lambda * (b - a)).rounded())], "x = a + λ(b − a): \(line)")
+            lambdas.append(lambda); parentsSeen.insert(parents[0])
+        }
+        XCTAssertGreaterThan(Set(lambdas).count, 4, "λ is drawn per sample")
+        XCTAssertGreaterThan(parentsSeen.count, 1, "parents are drawn per sample")
+
+        // Same seed, same bytes; the samples depend on the seed.
+        var again = request; again.out = root.appendingPathComponent("again")
+        try runBalance(again, progress: .none)
+        XCTAssertEqual(try folderContents(again.out), try folderContents(request.out))
+        var other = request; other.out = root.appendingPathComponent("other"); other.seed = 9
+        try runBalance(other, progress: .none)
+        XCTAssertNotEqual(try folderContents(other.out), try folderContents(request.out))
+
+        // With k = 3 every other image of the class can be a neighbour.
+        var wide = request; wide.out = root.appendingPathComponent("wide"); wide.method = .smote(neighbours: 3); wide.target = .count(60)
+        try runBalance(wide, progress: .none)
+        let pairs = try jsonLines(wide.out.appendingPathComponent("manifest.jsonl")).compactMap { $0["parents"] as? [String] }
+        XCTAssertEqual(Set(pairs.filter { $0[0] == "rare/v200.png" }.map { $0[1] }).count, 3)
+    }
+
+    func testRandomOversamplingCopiesRealImagesOfTheClass() throws {
+        let data = try makeData()
+        let request = BalanceRequest(data: data, out: root.appendingPathComponent("over"), method: .oversample)
+        let plan = try runBalance(request, progress: .none)
+        XCTAssertEqual(plan[1].method, "oversample (random copies)")
+        let synthetic = try jsonLines(request.out.appendingPathComponent("manifest.jsonl")).filter { $0["source"] as? String == "synthetic" }
+        XCTAssertEqual(synthetic.count, 8)
+        var parents = Set<String>()
+        for line in synthetic {
+            XCTAssertEqual(line["origin"] as? String, "oversample")
+            let parent = try XCTUnwrap((line["parents"] as? [String])?.first)
+            XCTAssert(parent.hasPrefix("rare/"))
+            XCTAssertEqual(try readImage(at: request.out.appendingPathComponent(line["file"] as! String)).samples,
+                           try readImage(at: data.appendingPathComponent(parent)).samples)
+            parents.insert(parent)
+        }
+        XCTAssertGreaterThan(parents.count, 1)
+    }
+
+    func testSMOTERefusesOneImageClassesAndMixedSizes() throws {
+        let data = root.appendingPathComponent("data")
+        try writeConstantImages(data, "common", values: [1, 2, 3, 4])
+        try writeConstantImages(data, "rare", values: [50])
+        var request = BalanceRequest(data: data, out: root.appendingPathComponent("b"), method: .smote(neighbours: 5))
+        assertThrows(try planBalance(request), containing: "interpolates between two real images of the class and it has 1")
+        try writeConstantImages(data, "rare", values: [70], size: 12)
+        assertThrows(try runBalance(request, progress: .none), containing: "needs one size per class")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: request.out.path))
+        request.method = .oversample
+        try runBalance(request, progress: .none)    // copies need no common size
+    }
+}
+
+final class SampleFilterTests: XCTestCase {
+    func testMemorisedCopiesAndOffClassSamplesAreRejected() throws {
+        let root = try makeTemporaryDirectory(); defer { try? FileManager.default.removeItem(at: root) }
+        // Two separable classes of disc images (bright vs dim discs), varied positions and sizes.
+        let data = root.appendingPathComponent("data")
+        var s = RandomStream(seed: 3)
+        for (name, disc) in [("bright", Float(0.9)), ("dim", Float(-0.3))] {
+            let folder = data.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            for i in 0..<16 {
+                let cx = s.uniform(20, 44), cy = s.uniform(20, 44), r = s.uniform(8, 16)
+                var v = [Float](repeating: -0.8, count: 64 * 64)
+                for y in 0..<64 { for x in 0..<64 where (Float(x) - cx) * (Float(x) - cx) + (Float(y) - cy) * (Float(y) - cy) < r * r { v[y * 64 + x] = disc } }
+                for k in v.indices { v[k] = max(-1, min(1, v[k] + 0.05 * s.normal())) }
+                try writePNG(Image(floatCHW: v, width: 64, height: 64, channels: 1, bitDepth: 8), to: folder.appendingPathComponent("\(name)_\(i).png"))
+            }
+        }
+        // Candidates "generated for bright": a copy of a real bright image, a new bright disc, a dim disc.
+        let candidates = root.appendingPathComponent("candidates")
+        try FileManager.default.createDirectory(at: candidates, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: data.appendingPathComponent("bright/bright_5.png"), to: candidates.appendingPathComponent("a_copy.png"))
+        for (name, disc) in [("b_new", Float(0.9)), ("c_dim", Float(-0.3))] {
+            var v = [Float](repeating: -0.8, count: 64 * 64)
+            for y in 0..<64 { for x in 0..<64 where (x - 30) * (x - 30) + (y - 34) * (y - 34) < 150 { v[y * 64 + x] = disc } }
+            for k in v.indices { v[k] = max(-1, min(1, v[k] + 0.05 * s.normal())) }
+            try writePNG(Image(floatCHW: v, width: 64, height: 64, channels: 1, bitDepth: 8), to: candidates.appendingPathComponent("\(name).png"))
+        }
+        let set = try ImageSet(root: candidates)
+        XCTAssertEqual(set.names, ["a_copy.png", "b_new.png", "c_dim.png"])
+
+        let memorisationOnly = try SampleFilter(data: data, settings: BalanceFilterSettings(), seed: 0, style: .none)
+        let plain = memorisationOnly.judge(set, className: "bright")
+        guard case .memorised(let nearest, _, _, let pixel)? = plain[0] else { return XCTFail("the copy must be rejected: \(plain)") }
+        XCTAssertEqual(nearest, "bright/bright_5.png"); XCTAssertLessThanOrEqual(pixel, 1.0 / 255)
+        XCTAssertNil(plain[1]); XCTAssertNil(plain[2], "without --min-confidence only copies are rejected")
+
+        var settings = BalanceFilterSettings()
+        settings.minConfidence = 0.8
+        settings.classifierEpochs = 60
+        let confident = try SampleFilter(data: data, settings: settings, seed: 0, style: .none)
+        let verdicts = confident.judge(set, className: "bright")
+        XCTAssertNil(verdicts[1], "a new bright disc is kept: \(verdicts)")
+        guard case .unsure(let p, let minimum)? = verdicts[2] else { return XCTFail("a dim disc generated as 'bright' must be rejected: \(verdicts)") }
+        XCTAssertLessThan(p, 0.8); XCTAssertEqual(minimum, 0.8)
+        if case .memorised? = verdicts[0] {} else { XCTFail("the memorisation filter runs first: \(verdicts)") }
+    }
+}
