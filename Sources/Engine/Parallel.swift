@@ -18,7 +18,8 @@ public enum Parallel {
         workers = max(1, n)
     }
 
-    /// Threads used for GEMM: medsynth's workers, each driving a single-threaded OpenBLAS.
+    /// Threads used for GEMM: medsynth's workers (each driving a single-threaded OpenBLAS), or as
+    /// many OpenBLAS threads for large products.
     public static var blasThreads: Int { workers }
 
     @usableFromInline nonisolated(unsafe) static var blasConfigured = false
@@ -142,9 +143,11 @@ func vectorSum(_ src: UnsafePointer<Float>, _ n: Int) -> Float {
 
 /// C[M×N] = alpha · op(A) · op(B) + beta · C, row-major, through OpenBLAS's cblas_sgemm.
 ///
-/// OpenBLAS runs single-threaded (see `Parallel.configureBLAS`) and medsynth splits large
-/// products into independent column (or row) blocks, one per worker: OpenBLAS's own threads
-/// spin-wait between calls and would steal a core from every non-GEMM loop in between.
+/// OpenBLAS runs single-threaded (see `Parallel.configureBLAS`). Products of at least
+/// `Parallel.openBLASThreadsMinimumFlops` run on OpenBLAS's own threads, which are shut down
+/// right after the call (they would otherwise spin-wait and steal a core from the loops that
+/// follow); with MEDSYNTH_GEMM_THREADS=split, or when the shutdown entry point is missing, they
+/// are split into independent column (or row) blocks, one single-threaded call per worker.
 @inlinable
 public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                   alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
