@@ -39,14 +39,6 @@ protocol CheckpointValidated {
 extension GANConfig: CheckpointValidated {}
 extension UNetConfig: CheckpointValidated {}
 
-extension DiffusionTrainingOptions: CheckpointValidated {
-    /// timesteps within 1...100,000 (the schedule holds one entry per step), rates and decays finite
-    /// and in range.
-    public func validate() throws {
-        try requireRange("timesteps", timesteps, 1...ModelConfigLimits.maxTimesteps)
-        guard learningRate.isFinite, learningRate >= 0 else { throw MedSynthError("learningRate is \(learningRate), must be finite and >= 0") }
-        guard weightDecay.isFinite, weightDecay >= 0 else { throw MedSynthError("weightDecay is \(weightDecay), must be finite and >= 0") }
-        guard labelDropout >= 0, labelDropout <= 1 else { throw MedSynthError("labelDropout is \(labelDropout), must be 0...1") }
-        guard emaDecay >= 0, emaDecay <= 1 else { throw MedSynthError("emaDecay is \(emaDecay), must be 0...1") }
-    }
-}
+// DiffusionTrainingOptions.validate() (DiffusionTrainer.swift) checks timesteps against
+// ModelConfigLimits.maxTimesteps with the other training settings.
+extension DiffusionTrainingOptions: CheckpointValidated {}

@@ -94,6 +94,9 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
     }
 
     public func validate() throws {
+        // The schedule holds one entry per step: bound it before anything is allocated.
+        try requireRange("timesteps", timesteps, 1...ModelConfigLimits.maxTimesteps)
+        guard weightDecay.isFinite, weightDecay >= 0 else { throw MedSynthError("weightDecay is \(weightDecay), must be finite and >= 0") }
         guard learningRate > 0, learningRate.isFinite else { throw MedSynthError("--learning-rate must be positive, got \(learningRate)") }
         guard minSNRGamma > 0 else { throw MedSynthError("--min-snr-gamma must be positive, got \(minSNRGamma)") }
         guard warmupSteps >= 0 else { throw MedSynthError("--warmup-steps must be ≥ 0, got \(warmupSteps)") }

@@ -29,6 +29,9 @@ struct ManifestItem {
     var fields: ShardManifestLine
 }
 
+/// The largest sample, scan or instance index a manifest line may carry (2^48).
+let maxManifestIndex = 1 << 48
+
 /// Parses "manifest.shard-K-of-N.jsonl" into (K, N).
 func parseShardManifestName(_ name: String) -> (index: Int, count: Int)? {
     guard name.hasPrefix("manifest.shard-"), name.hasSuffix(".jsonl") else { return nil }
@@ -49,7 +52,7 @@ public func mergeManifests(in folder: URL, expect: Int? = nil) throws -> MergeRe
     guard fm.fileExists(atPath: folder.path, isDirectory: &isFolder), isFolder.boolValue else {
         throw MedSynthError(file: folder.path, "no such folder")
     }
-    if let expect, expect < 1 { throw MedSynthError("--expect must be positive, got \(expect)") }
+    if let expect, expect < 1 || expect > maxManifestIndex { throw MedSynthError("--expect must be 1...\(maxManifestIndex), got \(expect)") }
     let names = try fm.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix("manifest.shard-") && $0.hasSuffix(".jsonl") }
     guard !names.isEmpty else { throw MedSynthError(file: folder.path, "no manifest.shard-K-of-N.jsonl files to merge") }
 
@@ -88,6 +91,10 @@ public func mergeManifests(in folder: URL, expect: Int? = nil) throws -> MergeRe
             let itemKind = key.count == 1 ? "generate" : "composite"
             if let kind, kind != itemKind { throw MedSynthError(file: path, "mixes generate and composite lines; merge each run in its own folder") }
             kind = itemKind
+            // Indices come from files: bounded far above any real run so sums and counts cannot overflow.
+            guard key.allSatisfy({ $0 <= maxManifestIndex }) else {
+                throw MedSynthError(file: path, "line \(number + 1) has an index above \(maxManifestIndex)")
+            }
             guard key[0] >= 0, key.count == 1 || key[1] >= 1 || line.skipped != nil else {
                 throw MedSynthError(file: path, "line \(number + 1) has a negative index or an instance below 1")
             }

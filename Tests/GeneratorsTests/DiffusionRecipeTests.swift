@@ -1,4 +1,5 @@
 import XCTest
+import Core
 import Foundation
 @testable import Engine
 @testable import Layers
