@@ -12,18 +12,12 @@ W=${MEDSYNTH_WORK:-work/latent-experiment}
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(models/latent-diffusion-mni64-cond.safetensors models/diffusion-mni64-cond.safetensors)
 
-summary() {  # FD, KID, precision, recall of a report.json
+summary() {  # FD, KID, precision, recall, coverage of a report.json
     python3 - "$1" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-def find(d, k):
-    if isinstance(d, dict):
-        if k in d: return d[k]
-        for v in d.values():
-            x = find(v, k)
-            if x is not None: return x
-    return None
-print({k: find(r, k) for k in ["fd", "frechet_distance", "kid", "precision", "recall", "coverage"] if find(r, k) is not None})
+o = json.load(open(sys.argv[1]))["overall"]
+p = o["prdc"]
+print(f"FD {o['fid']:.1f}, KID {o['kid_mean']:.3f} ± {o['kid_std']:.3f}, precision {p['precision']:.2f}, recall {p['recall']:.2f}, coverage {p['coverage']:.2f}")
 PY
 }
 
