@@ -29,14 +29,11 @@ extension DiffusionTrainer: ModelTrainer {
     }
 
     public func stateEntries() -> (tensors: [SafetensorsEntry], metadata: [String: String]) {
-        let (opt, optMeta) = optimizerEntries(optimizer, name: "U")
-        return (model.safetensorsEntries(prefix: "U") + emaEntries(ema, module: model) + opt, optMeta)
+        singleNetworkState(model, optimizer: optimizer, ema: ema, prefix: "U")
     }
 
     public func restoreState(from state: SafetensorsFile, source: String) throws {
-        try model.load(state.tensors, source: source, prefix: "U")
-        try restoreOptimizer(optimizer, name: "U", from: state, source: source)
-        try restoreEMA(ema, module: model, from: state, source: source)
+        try restoreSingleNetwork(model, optimizer: optimizer, ema: ema, prefix: "U", from: state, source: source)
     }
 
     public func samplingEntries() -> [SafetensorsEntry] { samplingModel().safetensorsEntries(prefix: "U") }
@@ -52,13 +49,28 @@ extension DiffusionTrainer: ModelTrainer {
     }
 }
 
+/// Diffusion trainers (pixel and latent) draw their sample grids with this many DDIM steps.
+protocol GridSampling: AnyObject {
+    var gridSamplingSteps: Int { get set }
+}
+
+extension DiffusionTrainer: GridSampling {}
+
+/// `runTraining` for a diffusion trainer whose grids use `gridSteps` sampling steps.
+func runDiffusionTraining<T: ModelTrainer & GridSampling>(_ type: T.Type, _ request: TrainingRequest, options: T.Options, out: URL,
+                                                         resume: Bool, progress style: ProgressStyle, gridSteps: Int,
+                                                         label: String) throws -> TrainingRunResult {
+    try runTraining(type, request, options: options, out: out, resume: resume, progress: style, label: label,
+                    prepare: { $0.gridSamplingSteps = gridSteps })
+}
+
 /// Trains (or resumes) a diffusion run in `out` (see `runTraining`); sample grids use `gridSteps` DDIM steps.
 @discardableResult
 public func trainDiffusion(_ request: TrainingRequest, options: DiffusionTrainingOptions = DiffusionTrainingOptions(),
                            out: URL, resume: Bool, progress style: ProgressStyle = .human,
                            gridSteps: Int = 25) throws -> TrainingRunResult {
-    try runTraining(DiffusionTrainer.self, request, options: options, out: out, resume: resume, progress: style,
-                    label: "train diffusion", prepare: { $0.gridSamplingSteps = gridSteps })
+    try runDiffusionTraining(DiffusionTrainer.self, request, options: options, out: out, resume: resume, progress: style,
+                             gridSteps: gridSteps, label: "train diffusion")
 }
 
 /// The sampling U-Net of a diffusion model file and its sampler.

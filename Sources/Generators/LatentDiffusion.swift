@@ -268,8 +268,8 @@ extension LatentDiffusionTrainer: ModelTrainer {
 public func trainLatentDiffusion(_ request: TrainingRequest, options: DiffusionTrainingOptions = DiffusionTrainingOptions(),
                                  out: URL, resume: Bool, progress style: ProgressStyle = .human,
                                  gridSteps: Int = 25) throws -> TrainingRunResult {
-    try runTraining(LatentDiffusionTrainer.self, request, options: options, out: out, resume: resume, progress: style,
-                    label: "train latent diffusion", prepare: { $0.gridSamplingSteps = gridSteps })
+    try runDiffusionTraining(LatentDiffusionTrainer.self, request, options: options, out: out, resume: resume, progress: style,
+                             gridSteps: gridSteps, label: "train latent diffusion")
 }
 
 /// The kind of model a run folder's latest checkpoint holds (nil when it has none or it is unreadable).
@@ -277,3 +277,5 @@ public func runFolderKind(_ out: URL) -> ModelKind? {
     guard let file = try? readSafetensors(at: RunFolder(out).latestCheckpoint) else { return nil }
     return ModelKind(rawValue: file.metadata[CheckpointKey.kind] ?? "")
 }
+
+extension LatentDiffusionTrainer: GridSampling {}

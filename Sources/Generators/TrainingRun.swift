@@ -252,6 +252,22 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
                              lastValues: lastValues.map { Dictionary(uniqueKeysWithValues: zip(T.metrics.map(\.column), $0)) })
 }
 
+// MARK: - State of a trainer with one network, its Adam and its EMA
+
+/// Checkpoint tensors of one network under `prefix`, its EMA shadow and its optimiser moments.
+func singleNetworkState(_ model: Module, optimizer: Adam, ema: ParameterEMA, prefix: String) -> (tensors: [SafetensorsEntry], metadata: [String: String]) {
+    let (moments, metadata) = optimizerEntries(optimizer, name: prefix)
+    return (model.safetensorsEntries(prefix: prefix) + emaEntries(ema, module: model) + moments, metadata)
+}
+
+/// Restores what `singleNetworkState` saved.
+func restoreSingleNetwork(_ model: Module, optimizer: Adam, ema: ParameterEMA, prefix: String,
+                          from state: SafetensorsFile, source: String) throws {
+    try model.load(state.tensors, source: source, prefix: prefix)
+    try restoreOptimizer(optimizer, name: prefix, from: state, source: source)
+    try restoreEMA(ema, module: model, from: state, source: source)
+}
+
 // MARK: - Loading a model file
 
 /// A model file's contents, checked to be a checkpoint of `kind` (when given).

@@ -141,14 +141,11 @@ extension VAETrainer: ModelTrainer {
     }
 
     public func stateEntries() -> (tensors: [SafetensorsEntry], metadata: [String: String]) {
-        let (opt, optMeta) = optimizerEntries(optimizer, name: "vae")
-        return (model.safetensorsEntries(prefix: "vae") + emaEntries(ema, module: model) + opt, optMeta)
+        singleNetworkState(model, optimizer: optimizer, ema: ema, prefix: "vae")
     }
 
     public func restoreState(from state: SafetensorsFile, source: String) throws {
-        try model.load(state.tensors, source: source, prefix: "vae")
-        try restoreOptimizer(optimizer, name: "vae", from: state, source: source)
-        try restoreEMA(ema, module: model, from: state, source: source)
+        try restoreSingleNetwork(model, optimizer: optimizer, ema: ema, prefix: "vae", from: state, source: source)
     }
 
     public func samplingEntries() -> [SafetensorsEntry] { samplingModel().safetensorsEntries(prefix: "vae") }
