@@ -17,12 +17,13 @@ final class HostileInputTests: XCTestCase {
         return try XCTUnwrap(all[name] as? [String: Any])
     }
 
-    /// Runs `body` and fails when it takes longer than `seconds` (header-driven time).
+    /// Runs `body` and fails when it takes longer than 10 × `seconds`: a guard against work driven
+    /// by headers (the unfixed cases took minutes or ran away), with room for a loaded CI machine.
     func assertFast<T>(_ seconds: Double, _ what: String, _ body: () throws -> T) rethrows -> T {
         let start = Date()
         let result = try body()
         let elapsed = Date().timeIntervalSince(start)
-        XCTAssertLessThan(elapsed, seconds, "\(what) took \(elapsed) s")
+        XCTAssertLessThan(elapsed, 10 * seconds, "\(what) took \(elapsed) s")
         return result
     }
 

@@ -462,7 +462,7 @@ final class ShardedRunTests: XCTestCase {
         assertThrows(try mergeManifests(in: folder, expect: Int.max), containing: "--expect must be")
         try write("0-of-1", "{\"sample_index\":9223372036854775807}\n")
         assertThrows(try mergeManifests(in: folder), containing: "line 1 has an index above")
-        XCTAssertLessThan(Date().timeIntervalSince(started), 2)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 20, "walking 10^12 indices would never finish")
         try write("0-of-1", "{\"sample_index\":\"zero\"}\n")
         assertThrows(try mergeManifests(in: folder), containing: "line 1: field 'sample_index' has the wrong type")
         // Composite: scan 1 had no room and was skipped; scans 0 and 2 got lesions.
