@@ -5,9 +5,10 @@
 # - real halves: the 159 sorted datasets/mni64/healthy slices, even-indexed (80) vs odd (79);
 # - model/gan: 80 healthy samples (seed 0; diffusion DDIM-50, guidance 1) against the 80 even slices:
 #   FD, KID, precision, recall (medsynth evaluate defaults) and the mean 4x4 corner value;
-# - speed: images/s of DPM-Solver++ 15 and 20 steps and DDIM-50 (100 samples, batch 50), and the FD of
+# - speed: images/s of DPM-Solver++ 15 and 20 steps and DDIM-50 (SPEED_COUNT samples, default 50, batch 50), and the FD of
 #   each against DDIM-100 samples of the same seeds;
-# - checkpoints: the same FD for every numbered checkpoint of a training run (CPU-minutes table).
+# - checkpoints: the same FD (DPM-Solver++ 20 steps) for every numbered checkpoint of a training run
+#   whose step is a multiple of CKPT_STRIDE (default 1) (CPU-minutes table).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
@@ -81,10 +82,11 @@ case $what in all|gan)
     evaluate gan "$E/real-even" "$E/samples-gan" ;;
 esac
 case $what in all|speed)
-    sample speed-ddim100 "$MODEL" ddim 100 100
+    n=${SPEED_COUNT:-50}
+    sample speed-ddim100 "$MODEL" ddim 100 "$n"
     for s in "dpm 15" "dpm 20" "ddim 50"; do
         set -- $s
-        sample "speed-$1$2" "$MODEL" "$1" "$2" 100
+        sample "speed-$1$2" "$MODEL" "$1" "$2" "$n"
         evaluate "speed-$1$2-vs-ddim100" "$E/samples-speed-ddim100" "$E/samples-speed-$1$2"
     done ;;
 esac
@@ -92,6 +94,8 @@ if [ "$what" = checkpoints ]; then
     run=${2:?run folder}
     for ckpt in $(ls "$run"/checkpoints/step-*.safetensors 2>/dev/null | sort -V); do
         n=$(basename "$ckpt" .safetensors)
+        step=$((10#${n#step-}))
+        if [ $((step % ${CKPT_STRIDE:-1})) -ne 0 ]; then continue; fi
         if [ -f "$E/report-ckpt-$n/report.json" ]; then summary "ckpt-$n" "$E/report-ckpt-$n" "$E/samples-ckpt-$n"; continue; fi
         sample "ckpt-$n" "$ckpt" dpm 20
         evaluate "ckpt-$n" "$E/real-even" "$E/samples-ckpt-$n"
