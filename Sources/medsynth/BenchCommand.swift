@@ -6,7 +6,7 @@ import Generators
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time the reference workloads (JSON lines, like ../shared/reference/torch_reference.py bench) or the conv kernels.",
+        abstract: "Time the reference workloads (one JSON line each, the same workloads and format as the PyTorch reference benchmark) or the conv kernels.",
         discussion: """
         `medsynth bench` prints one JSON line per workload: dcgan64_train_step_b64, dcgan64_generate_b256,
         unet64_train_step_b32, unet64_forward_b16, and the latent ones: latent16x4_train_step_b32,
