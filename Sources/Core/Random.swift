@@ -160,18 +160,16 @@ public enum StreamPurpose: UInt64, CaseIterable, Sendable {
     case datasetOrder = 0xDA7A
     /// A training step's noise, timesteps, label dropout and augmentation (then split by step).
     case trainingStep = 0x57E9
-    case ganInitialisation = 0x1417
-    case diffusionInitialisation = 0xD1FF
+    /// The initial weights of each model's networks.
+    case ganInitialisation = 0x1417, diffusionInitialisation = 0xD1FF, vaeInitialisation = 0x7AE1, utilityClassifierInitialisation = 1
     /// The fixed latents of a GAN run's sample grids.
     case ganSampleGrid = 0x6121D
     /// PyTorch-style default initialisation of the feature network, overwritten by its documented weights.
     case featureNetworkConstruction = 0xFFFF
     /// KID's random subsets (then split by subset).
     case kidSubsets = 0x41D
-    case utilityClassifierInitialisation = 1
     /// The utility classifier's reshuffled passes (then split by pass).
     case utilityClassifierOrder = 2
-    case vaeInitialisation = 0x7AE1
     /// The evaluation report's real-vs-real baseline: which real images form each half.
     case realBaselineSplit = 0x8EA1
     /// `medsynth utility`'s seeded per-class train/test split of the real images.

@@ -64,13 +64,20 @@ func runDiffusionTraining<T: ModelTrainer & GridSampling>(_ type: T.Type, _ requ
                     prepare: { $0.gridSamplingSteps = gridSteps })
 }
 
-/// Trains (or resumes) a diffusion run in `out` (see `runTraining`); sample grids use `gridSteps` DDIM steps.
+/// Trains (or resumes) a diffusion run in `out` (see `runTraining`); sample grids use `gridSteps`
+/// DDIM steps. With `request.autoencoder` (or when resuming a latent run) the U-Net learns that
+/// VAE's latents (`LatentDiffusionTrainer`).
 @discardableResult
 public func trainDiffusion(_ request: TrainingRequest, options: DiffusionTrainingOptions = DiffusionTrainingOptions(),
                            out: URL, resume: Bool, progress style: ProgressStyle = .human,
                            gridSteps: Int = 25) throws -> TrainingRunResult {
-    try runDiffusionTraining(DiffusionTrainer.self, request, options: options, out: out, resume: resume, progress: style,
-                             gridSteps: gridSteps, label: "train diffusion")
+    // A resumed latent run needs no autoencoder argument: its checkpoint says what it is.
+    if request.autoencoder != nil || (resume && runFolderKind(out) == .latentDiffusion) {
+        return try runDiffusionTraining(LatentDiffusionTrainer.self, request, options: options, out: out, resume: resume,
+                                        progress: style, gridSteps: gridSteps, label: "train latent diffusion")
+    }
+    return try runDiffusionTraining(DiffusionTrainer.self, request, options: options, out: out, resume: resume, progress: style,
+                                    gridSteps: gridSteps, label: "train diffusion")
 }
 
 /// The sampling U-Net of a diffusion model file and its sampler.

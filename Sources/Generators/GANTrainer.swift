@@ -64,8 +64,7 @@ public final class GANTrainer {
     public let ema: ParameterEMA
 
     public init(config: GANConfig, options: GANTrainingOptions, seed: UInt64) {
-        self.config = config
-        self.options = options
+        self.config = config; self.options = options
         var stream = RandomStream(seed: seed).split(.ganInitialisation)
         generator = DCGANGenerator(config, stream: &stream)
         discriminator = DCGANDiscriminator(config, stream: &stream)

@@ -263,14 +263,6 @@ extension LatentDiffusionTrainer: ModelTrainer {
     }
 }
 
-/// Trains (or resumes) a latent diffusion run in `out` on the latents of `request.autoencoder`.
-@discardableResult
-public func trainLatentDiffusion(_ request: TrainingRequest, options: DiffusionTrainingOptions = DiffusionTrainingOptions(),
-                                 out: URL, resume: Bool, progress style: ProgressStyle = .human,
-                                 gridSteps: Int = 25) throws -> TrainingRunResult {
-    try runDiffusionTraining(LatentDiffusionTrainer.self, request, options: options, out: out, resume: resume, progress: style,
-                             gridSteps: gridSteps, label: "train latent diffusion")
-}
 
 /// The kind of model a run folder's latest checkpoint holds (nil when it has none or it is unreadable).
 public func runFolderKind(_ out: URL) -> ModelKind? {

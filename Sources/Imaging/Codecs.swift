@@ -183,19 +183,27 @@ public func probeImage(_ bytes: [UInt8], name: String) throws -> ImageHeader {
 /// Encodes an image as PNG: gray, gray+alpha, RGB or RGBA at 8 or 16 bits.
 /// `compression` is zlib's level 0-9; `interlaced` writes Adam7.
 public func encodePNG(_ image: Image, compression: Int = 6, interlaced: Bool = false) throws -> [UInt8] {
+    try runEncoder(image, name: "PNG") { samples, output, size, error, errorSize in
+        cic_encode_png(samples, Int32(clamping: image.width), Int32(clamping: image.height),
+                       Int32(image.channels), Int32(image.bitDepth), Int32(clamping: compression),
+                       interlaced ? 1 : 0, output, size, error, errorSize)
+    }
+}
+
+/// Runs one of the C shim's encoders on the image's samples and returns a copy of the bytes it
+/// made; the shim's message becomes the error.
+private func runEncoder(_ image: Image, name: String,
+                        _ encode: (UnsafePointer<UInt16>?, UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>,
+                                   UnsafeMutablePointer<Int>, UnsafeMutablePointer<CChar>?, Int) -> Int32) throws -> [UInt8] {
     var output: UnsafeMutablePointer<UInt8>? = nil
     var size = 0
     var message = [CChar](repeating: 0, count: Int(CIC_ERROR_SIZE))
     let status = image.samples.withUnsafeBufferPointer { samples in
-        message.withUnsafeMutableBufferPointer { error in
-            cic_encode_png(samples.baseAddress, Int32(clamping: image.width), Int32(clamping: image.height),
-                           Int32(image.channels), Int32(image.bitDepth), Int32(clamping: compression),
-                           interlaced ? 1 : 0, &output, &size, error.baseAddress, error.count)
-        }
+        message.withUnsafeMutableBufferPointer { error in encode(samples.baseAddress, &output, &size, error.baseAddress, error.count) }
     }
     guard status == 0, let bytes = output else {
         let reason = message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        throw MedSynthError("PNG encoder: \(reason)")
+        throw MedSynthError("\(name) encoder: \(reason)")
     }
     defer { cic_free(bytes) }
     return Array(UnsafeBufferPointer(start: bytes, count: size))
@@ -211,21 +219,10 @@ public func encodeJPEG(_ image: Image, quality: Int = 92) throws -> [UInt8] {
     guard image.channels == 1 || image.channels == 3 else {
         throw MedSynthError("JPEG encoder: JPEG holds gray or RGB; this image has \(image.channels) channels (drop alpha with converted(channels:) first)")
     }
-    var output: UnsafeMutablePointer<UInt8>? = nil
-    var size = 0
-    var message = [CChar](repeating: 0, count: Int(CIC_ERROR_SIZE))
-    let status = image.samples.withUnsafeBufferPointer { samples in
-        message.withUnsafeMutableBufferPointer { error in
-            cic_encode_jpeg(samples.baseAddress, Int32(clamping: image.width), Int32(clamping: image.height),
-                            Int32(image.channels), Int32(clamping: quality), &output, &size, error.baseAddress, error.count)
-        }
+    return try runEncoder(image, name: "JPEG") { samples, output, size, error, errorSize in
+        cic_encode_jpeg(samples, Int32(clamping: image.width), Int32(clamping: image.height),
+                        Int32(image.channels), Int32(clamping: quality), output, size, error, errorSize)
     }
-    guard status == 0, let bytes = output else {
-        let reason = message.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        throw MedSynthError("JPEG encoder: \(reason)")
-    }
-    defer { cic_free(bytes) }
-    return Array(UnsafeBufferPointer(start: bytes, count: size))
 }
 
 /// Writes an image as PNG, atomically (temporary file in the same folder, then rename).

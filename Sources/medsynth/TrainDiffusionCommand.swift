@@ -60,13 +60,9 @@ struct TrainDiffusion: ParsableCommand {
         try options.validate()
         var request = common.request()
         request.autoencoder = autoencoder
-        // A resumed latent run needs no --autoencoder: its checkpoint says what it is.
-        let latent = autoencoder != nil || (common.resume && runFolderKind(URL(fileURLWithPath: common.out)) == .latentDiffusion)
         var trained: TrainingRunResult? = nil
         try common.train { _, out, resume, progress in
-            trained = latent
-                ? try trainLatentDiffusion(request, options: options, out: out, resume: resume, progress: progress, gridSteps: gridSteps)
-                : try trainDiffusion(request, options: options, out: out, resume: resume, progress: progress, gridSteps: gridSteps)
+            trained = try trainDiffusion(request, options: options, out: out, resume: resume, progress: progress, gridSteps: gridSteps)
             return trained!
         }
         if report > 0, let result = trained {

@@ -250,7 +250,7 @@ final class LatentDiffusionTests: XCTestCase {
     func testLatentDiffusionIsSelfContainedDeterministicAndResumes() throws {
         let vaeRun = try trainTinyVAE()
         let run = root.appendingPathComponent("ldm")
-        try trainLatentDiffusion(latentRequest(steps: 4, autoencoder: vaeRun), out: run, resume: false, progress: .none, gridSteps: 2)
+        try trainDiffusion(latentRequest(steps: 4, autoencoder: vaeRun), out: run, resume: false, progress: .none, gridSteps: 2)
         let file = try readSafetensors(at: RunFolder(run).model)
         XCTAssertEqual(file.metadata[CheckpointKey.kind], "latent-diffusion")
         XCTAssert(file.tensors.keys.contains("vae.dec.out.2.weight") && file.tensors.keys.contains("U.inp.weight"))
@@ -262,8 +262,8 @@ final class LatentDiffusionTests: XCTestCase {
 
         // Resume: 2 + 2 steps equal 4 straight.
         let split = root.appendingPathComponent("ldm-split")
-        try trainLatentDiffusion(latentRequest(steps: 2, autoencoder: vaeRun), out: split, resume: false, progress: .none, gridSteps: 2)
-        try trainLatentDiffusion(latentRequest(steps: 4, autoencoder: vaeRun), out: split, resume: true, progress: .none, gridSteps: 2)
+        try trainDiffusion(latentRequest(steps: 2, autoencoder: vaeRun), out: split, resume: false, progress: .none, gridSteps: 2)
+        try trainDiffusion(latentRequest(steps: 4, autoencoder: vaeRun), out: split, resume: true, progress: .none, gridSteps: 2)
         let a = try readSafetensors(at: RunFolder(run).latestCheckpoint), b = try readSafetensors(at: RunFolder(split).latestCheckpoint)
         for (name, tensor) in a.tensors { XCTAssertEqual(tensor.values, b.tensors[name]?.values, name) }
 
@@ -277,7 +277,7 @@ final class LatentDiffusionTests: XCTestCase {
         let manifest = try String(contentsOf: root.appendingPathComponent("ldm-whole/manifest.jsonl"), encoding: .utf8)
         XCTAssert(manifest.contains("\"sampler\":\"dpm\"") && manifest.contains("latent-diffusion"), manifest)
         // Resuming a run whose autoencoder file is gone fails, naming the file.
-        XCTAssertThrowsError(try trainLatentDiffusion(latentRequest(steps: 6, autoencoder: vaeRun), out: run, resume: true, progress: .none)) {
+        XCTAssertThrowsError(try trainDiffusion(latentRequest(steps: 6, autoencoder: vaeRun), out: run, resume: true, progress: .none)) {
             XCTAssert("\($0)".contains(vaeRun.path), "\($0)")
         }
 
@@ -311,17 +311,17 @@ final class LatentDiffusionTests: XCTestCase {
         let vaeRun = try trainTinyVAE(steps: 2)
         var wrongSize = latentRequest(steps: 2, autoencoder: vaeRun)
         wrongSize.imageSize = 32
-        assertThrows(try trainLatentDiffusion(wrongSize, out: root.appendingPathComponent("a"), resume: false, progress: .none),
+        assertThrows(try trainDiffusion(wrongSize, out: root.appendingPathComponent("a"), resume: false, progress: .none),
                      containing: "16 px")
         var missing = latentRequest(steps: 2, autoencoder: root.appendingPathComponent("nothing"))
         missing.autoencoder = root.appendingPathComponent("nothing").path
-        assertThrows(try trainLatentDiffusion(missing, out: root.appendingPathComponent("b"), resume: false, progress: .none),
+        assertThrows(try trainDiffusion(missing, out: root.appendingPathComponent("b"), resume: false, progress: .none),
                      containing: "nothing")
         // A pixel diffusion model is not an autoencoder.
         var pixel = TrainingRequest(data: root.appendingPathComponent("data").path)
         pixel.imageSize = 16; pixel.steps = 1; pixel.batchSize = 2; pixel.width = 8
         try trainDiffusion(pixel, out: root.appendingPathComponent("pixel"), resume: false, progress: .none, gridSteps: 1)
-        assertThrows(try trainLatentDiffusion(latentRequest(steps: 2, autoencoder: root.appendingPathComponent("pixel")),
+        assertThrows(try trainDiffusion(latentRequest(steps: 2, autoencoder: root.appendingPathComponent("pixel")),
                                               out: root.appendingPathComponent("c"), resume: false, progress: .none),
                      containing: "not a vae model")
         assertThrows(try reconstructFolder(model: root.appendingPathComponent("pixel").path, input: root.appendingPathComponent("data"),
