@@ -52,7 +52,7 @@ let package = Package(
                           swiftSettings: optimise),
 
         // Temporary folders, the built binary and its runner, shared assertions.
-        .target(name: "TestSupport", dependencies: ["Core"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Core", "Engine"], path: "Tests/TestSupport"),
         .testTarget(name: "EngineTests", dependencies: ["Core", "Engine", "TestSupport"]),
         .testTarget(name: "LayersTests", dependencies: ["Core", "Engine", "Layers", "TestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ImagingTests", dependencies: ["Core", "Imaging", "TestSupport"], resources: [.copy("Fixtures")]),

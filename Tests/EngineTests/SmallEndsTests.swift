@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import Engine
 
 /// The specialised ends: the 1×1-input transposed conv as one GEMM and the sub-pixel form of

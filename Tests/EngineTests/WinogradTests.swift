@@ -1,4 +1,5 @@
 import XCTest
+import TestSupport
 @testable import Engine
 
 /// Winograd F(2×2,3×3) and F(4×4,3×3) against a float64 direct convolution and against the

@@ -7,39 +7,6 @@ import Foundation
 import TestSupport
 import Core
 
-/// Central finite differences for every input of `f` against autodiff of Σ f(inputs) ⊙ r, r fixed
-/// and random (the pattern of EngineTests/GradientCheck.swift, which lives in another test target).
-func checkFiniteDifferences(_ name: String, inputs: [Tensor], tolerance: Float = 2e-2, eps: Float = 1e-2,
-                            file: StaticString = #filePath, line: UInt = #line, _ f: ([Tensor]) -> Tensor) {
-    var stream = RandomStream(seed: 99)
-    let probe = withNoGrad { f(inputs) }
-    let weights = (0..<probe.count).map { _ in stream.normal() }
-    func loss() -> Double {
-        let y = withNoGrad { f(inputs) }
-        var s = 0.0
-        for i in 0..<y.count { s += Double(y.data[i]) * Double(weights[i]) }
-        return s
-    }
-    for t in inputs { t.requiresGrad = true; t.zeroGrad() }
-    let y = f(inputs)
-    sum(mul(y, Tensor(shape: y.shape, data: weights))).backward()
-    for (index, t) in inputs.enumerated() {
-        let analytic = t.grad ?? [Float](repeating: 0, count: t.count)
-        var diff: Float = 0, norm: Float = 0
-        for i in 0..<t.count {
-            let saved = t.data[i]
-            t.data[i] = saved + eps; let up = loss()
-            t.data[i] = saved - eps; let down = loss()
-            t.data[i] = saved
-            let numeric = Float((up - down) / Double(2 * eps))
-            diff += (analytic[i] - numeric) * (analytic[i] - numeric); norm += numeric * numeric
-        }
-        let relative = (diff / max(norm, 1e-12)).squareRoot()
-        XCTAssert(relative < tolerance, "\(name): input \(index) \(t.shape) gradient relative error \(relative)", file: file, line: line)
-        XCTAssert(norm > 0, "\(name): input \(index) has an all-zero numeric gradient; the check would be vacuous", file: file, line: line)
-    }
-}
-
 func tinyVAEConfig(size: Int = 8, channels: Int = 1, factor: Int = 4, latent: Int = 2) -> VAEConfig {
     VAEConfig(imageSize: size, channels: channels, baseWidth: 4, channelMultipliers: VAEConfig.multipliers(factor: factor)!,
               latentChannels: latent, groups: 2)
@@ -51,13 +18,13 @@ final class VAETests: XCTestCase {
         // Moments: means anywhere, log-variances inside the clamp range.
         let moments = Tensor(randomNormal: [2, 4, 3, 3], std: 0.8, stream: &stream)
         let noise = (0..<36).map { _ in stream.normal() }
-        checkFiniteDifferences("diagonalGaussianSample", inputs: [moments]) { diagonalGaussianSample($0[0], noise: noise) }
-        checkFiniteDifferences("diagonalGaussianSample mean", inputs: [moments]) { diagonalGaussianSample($0[0], noise: nil) }
-        checkFiniteDifferences("diagonalGaussianKL", inputs: [moments]) { diagonalGaussianKL($0[0]) }
+        checkGradients("diagonalGaussianSample", inputs: [moments]) { diagonalGaussianSample($0[0], noise: noise) }
+        checkGradients("diagonalGaussianSample mean", inputs: [moments]) { diagonalGaussianSample($0[0], noise: nil) }
+        checkGradients("diagonalGaussianKL", inputs: [moments]) { diagonalGaussianKL($0[0]) }
         // L1 away from its kink: every difference is at least 0.1 in size.
         let prediction = Tensor(randomNormal: [2, 1, 3, 3], stream: &stream)
         let target = Tensor(shape: prediction.shape, data: prediction.data.enumerated().map { $1 + ($0 % 2 == 0 ? 1 : -1) * (0.1 + stream.uniform()) })
-        checkFiniteDifferences("l1Loss", inputs: [prediction]) { l1Loss($0[0], target) }
+        checkGradients("l1Loss", inputs: [prediction]) { l1Loss($0[0], target) }
     }
 
     func testTinyVAELossGradientsMatchFiniteDifferences() {
@@ -70,7 +37,7 @@ final class VAETests: XCTestCase {
         let named = Dictionary(uniqueKeysWithValues: trainer.model.namedTensors().map { ($0.name, $0.tensor) })
         let checked = ["enc.inp.weight", "enc.down.1.res.c2.bias", "enc.out.2.weight", "enc.out.0.weight", "dec.inp.weight", "dec.up.0.up.weight", "dec.out.2.bias"]
         for name in checked { XCTAssertNotNil(named[name], name) }
-        checkFiniteDifferences("VAE loss", inputs: checked.compactMap { named[$0] }, tolerance: 3e-2) { _ in
+        checkGradients("VAE loss", inputs: checked.compactMap { named[$0] }, tolerance: 3e-2) { _ in
             var draws = RandomStream(seed: 8)   // the same posterior noise at every evaluation
             return trainer.losses(x: x, stream: &draws).total
         }

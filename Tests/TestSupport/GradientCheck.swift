@@ -1,11 +1,10 @@
 import XCTest
-@testable import Engine
-import TestSupport
+import Engine
 import Core
 
-/// Central finite differences for every input of `f`, against the autodiff gradients of
+/// Central finite differences (shared by every test target that checks pullbacks) for every input of `f`, against the autodiff gradients of
 /// loss = Σ f(inputs) ⊙ r for a fixed random r (so every output element's pullback is exercised).
-func checkGradients(_ name: String, inputs: [Tensor], tolerance: Float = 2e-2, eps: Float = 1e-2,
+public func checkGradients(_ name: String, inputs: [Tensor], tolerance: Float = 2e-2, eps: Float = 1e-2,
                     file: StaticString = #filePath, line: UInt = #line, _ f: ([Tensor]) -> Tensor) {
     var stream = RandomStream(seed: 99)
     let probe = f(inputs)
@@ -38,7 +37,7 @@ func checkGradients(_ name: String, inputs: [Tensor], tolerance: Float = 2e-2, e
     }
 }
 
-func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
+public func randomTensor(_ shape: [Int], seed: UInt64, scale: Float = 1) -> Tensor {
     var s = RandomStream(seed: seed)
     return Tensor(randomNormal: shape, std: scale, stream: &s)
 }
