@@ -13,20 +13,10 @@ SCRATCH="${SCRATCH:-.build}"
 mkdir -p "$WORK"
 cat > "$WORK/make_images.py" <<'PY'
 """Seeded 64x64 8-bit gray phantoms. Usage: make_images.py OUT_DIR COUNT SEED BLUR(0|1)"""
-import os, sys, struct, zlib
+import os, sys
 import numpy as np
+from png_gray8 import write_png  # scripts/experiments/png_gray8.py (PYTHONPATH below)
 
-def write_png(path, img):
-    h, w = img.shape
-    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) \
-        + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(png)
-    os.replace(tmp, path)
 
 def main():
     out, count, seed, blur = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -53,8 +43,8 @@ if __name__ == "__main__":
 PY
 for SET in real synthetic; do
     if [ ! -f "$WORK/$SET-$N/.done" ]; then
-        if [ "$SET" = real ]; then python3 "$WORK/make_images.py" "$WORK/$SET-$N" "$N" 1 0
-        else python3 "$WORK/make_images.py" "$WORK/$SET-$N" "$N" 2 1; fi
+        if [ "$SET" = real ]; then PYTHONPATH=scripts/experiments python3 "$WORK/make_images.py" "$WORK/$SET-$N" "$N" 1 0
+        else PYTHONPATH=scripts/experiments python3 "$WORK/make_images.py" "$WORK/$SET-$N" "$N" 2 1; fi
         touch "$WORK/$SET-$N/.done"
     fi
 done

@@ -9,22 +9,13 @@ class cut to RARE_COUNT images (a seeded choice); OUT/rest/<rare>/ holds the rar
 training images (the "all real images" upper bound). Images are written as 32x32 8-bit gray PNGs:
 the 0-16 values scaled to 0-255 and enlarged by bilinear interpolation (half-pixel centres).
 """
-import os, struct, sys, zlib
+import os, sys
 import numpy as np
 from sklearn.datasets import load_digits
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from png_gray8 import write_png  # noqa: E402
 
-def write_png(path, img):
-    h, w = img.shape
-    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) \
-        + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(png)
-    os.replace(tmp, path)
 
 
 def enlarge(img, size):
