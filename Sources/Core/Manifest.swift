@@ -17,12 +17,20 @@ public struct ManifestRecord: Codable, Equatable {
     public var sampler: String?
     public var steps: Int?
     public var guidance: Double?
+    /// Diffusion samplers' remaining settings (DDIM η, timestep spacing, steps offset, final ᾱ):
+    /// with the fields above they fix every sample.
+    public var eta: Double?
+    public var spacing: String?
+    public var steps_offset: Int?
+    public var final_alpha_bar: String?
     public var source: String = "synthetic"
 
     public init(file: String, class className: String?, seed: UInt64, sample_index: Int, model_id: String, model_kind: String,
-                sampler: String? = nil, steps: Int? = nil, guidance: Double? = nil) {
+                sampler: String? = nil, steps: Int? = nil, guidance: Double? = nil, eta: Double? = nil, spacing: String? = nil,
+                steps_offset: Int? = nil, final_alpha_bar: String? = nil) {
         self.file = file; self.class = className; self.seed = seed; self.sample_index = sample_index
         self.model_id = model_id; self.model_kind = model_kind; self.sampler = sampler; self.steps = steps; self.guidance = guidance
+        self.eta = eta; self.spacing = spacing; self.steps_offset = steps_offset; self.final_alpha_bar = final_alpha_bar
     }
 }
 

@@ -115,6 +115,17 @@ public final class DiffusionSampler {
         }
     }
 
+    /// Settings this model's schedule can run: leading timesteps plus the offset must stay below T.
+    public func checkSettings(_ settings: SamplerSettings) throws {
+        guard settings.steps >= 1 else { throw MedSynthError("--sampling-steps must be at least 1") }
+        guard settings.stepsOffset >= 0 else { throw MedSynthError("--steps-offset must be ≥ 0") }
+        if settings.kind != .ddpm, settings.effectiveSpacing == .leading,
+           let last = timesteps(settings.steps, spacing: .leading, stepsOffset: settings.stepsOffset,
+                                solverGrid: settings.kind == .dpm).first, last >= schedule.steps {
+            throw MedSynthError("--steps-offset \(settings.stepsOffset) puts the first timestep at \(last), past this model's \(schedule.steps) training steps")
+        }
+    }
+
     /// The (t, t_prev) pairs a sampler steps through; t_prev < 0 means "to the final ᾱ".
     /// DDIM uses t_prev = t − ⌊T/S⌋ as diffusers does (equal to the next visited step for leading
     /// and trailing spacing with S dividing T); DPM-Solver steps between consecutive grid points.

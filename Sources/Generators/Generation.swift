@@ -71,12 +71,12 @@ func loadSampleSource(_ url: URL, sampling: SamplerSettings) throws -> any Sampl
     case .dcgan(let generator):
         return GANSampleSource(generator: generator)
     case .diffusion(let sampler, let config):
-        guard sampling.steps >= 1 else { throw MedSynthError("--sampling-steps must be at least 1") }
+        try sampler.checkSettings(sampling)
         return DiffusionSampleSource(sampler: sampler, unetConfig: config, settings: sampling)
     case .vae(let vae, _):
         return VAESampleSource(vae: vae)
     case .latentDiffusion(let model):
-        guard sampling.steps >= 1 else { throw MedSynthError("--sampling-steps must be at least 1") }
+        try model.sampler.checkSettings(sampling)
         return LatentDiffusionSampleSource(model: model, settings: sampling)
     }
 }
@@ -129,6 +129,10 @@ func checkManifestIsOurs(_ url: URL, modelID: String, count: Int, resume: Bool, 
                 ("sampler", record.sampler ?? "-", mine.sampler ?? "-"),
                 ("steps", theirSteps, mySteps),
                 ("guidance", theirGuidance, myGuidance),
+                ("eta", record.eta.map { "\($0)" } ?? "-", mine.eta.map { "\($0)" } ?? "-"),
+                ("spacing", record.spacing ?? "-", mine.spacing ?? "-"),
+                ("steps offset", record.steps_offset.map { String($0) } ?? "-", mine.steps_offset.map { String($0) } ?? "-"),
+                ("final alpha bar", record.final_alpha_bar ?? "-", mine.final_alpha_bar ?? "-"),
                 ("class", theirClass, myClass),
             ]
             for (field, theirs, ours) in fields
@@ -170,11 +174,19 @@ public func generateImages(_ request: GenerationRequest, progress style: Progres
     /// Conditional models without --class cycle through the classes: sample i gets class i mod K.
     func classOf(_ i: Int) -> Int? { classNames.isEmpty ? nil : (fixedClass ?? i % classNames.count) }
     func record(_ i: Int) -> ManifestRecord {
-        let isDiffusion = source.kind.isDiffusion
+        let s = request.sampling
+        guard source.kind.isDiffusion else {
+            return ManifestRecord(file: sampleFileName(i), class: classOf(i).map { classNames[$0] }, seed: request.seed, sample_index: i,
+                                  model_id: modelID, model_kind: source.kind.rawValue)
+        }
+        // DDPM visits every timestep; spacing, offset and final ᾱ only mean something to DDIM/DPM-Solver.
+        let spaced = s.kind != .ddpm
         return ManifestRecord(file: sampleFileName(i), class: classOf(i).map { classNames[$0] }, seed: request.seed, sample_index: i,
-                              model_id: modelID, model_kind: source.kind.rawValue,
-                              sampler: isDiffusion ? request.sampling.kind.rawValue : nil, steps: isDiffusion ? request.sampling.steps : nil,
-                              guidance: isDiffusion ? request.sampling.guidance : nil)
+                              model_id: modelID, model_kind: source.kind.rawValue, sampler: s.kind.rawValue, steps: s.steps,
+                              guidance: s.guidance, eta: s.kind == .ddim ? s.eta : nil,
+                              spacing: spaced ? s.effectiveSpacing.rawValue : nil,
+                              steps_offset: spaced && s.effectiveSpacing == .leading ? s.stepsOffset : nil,
+                              final_alpha_bar: s.kind == .ddim ? s.finalAlphaBar.rawValue : nil)
     }
     // Before touching anything: an existing manifest must be one of ours (and, when resuming, of this run).
     try checkManifestIsOurs(manifestURL, modelID: modelID, count: request.count, resume: request.resume, expected: record)

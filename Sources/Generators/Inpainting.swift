@@ -26,11 +26,13 @@ public func inpaint(_ request: InpaintRequest, progress style: ProgressStyle = .
     let sampleInpainted: (_ known: [Float], _ mask: [Float], _ label: [Int]?) -> [Float]
     switch try loadModel(from: modelURL) {
     case .diffusion(let sampler, let unet):
+        try sampler.checkSettings(request.sampling)
         config = (unet.imageSize, unet.channels, unet.classNames, unet.numClasses)
         sampleInpainted = { known, mask, label in
             sampler.sample(indices: [0], labels: label, seed: request.seed, settings: request.sampling, known: known, mask: mask)
         }
     case .latentDiffusion(let model):
+        try model.sampler.checkSettings(request.sampling)
         config = (model.imageSize, model.channels, model.config.classNames, model.config.unet.numClasses)
         sampleInpainted = { known, mask, label in latentInpaint(model, known: known, mask: mask, label: label, seed: request.seed, settings: request.sampling) }
     default:

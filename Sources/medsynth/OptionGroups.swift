@@ -34,10 +34,17 @@ struct SamplingOptions: ParsableArguments {
     var guidance: Double = 1
     @Option(help: "DDIM eta (0 = deterministic).")
     var eta: Double = 0
+    @Option(help: "Timesteps DDIM/DPM-Solver visit: leading, trailing, linspace or log-snr (default: trailing for DDIM, log-snr for DPM-Solver; diffusers' timestep_spacing).")
+    var spacing: TimestepSpacing?
+    @Option(help: "Added to leading-spaced timesteps (diffusers' steps_offset; Stable Diffusion uses 1).")
+    var stepsOffset: Int = 0
+    @Option(help: "ᾱ after DDIM's last step: one (diffusers' set_alpha_to_one=True) or first (ᾱ of step 0, Stable Diffusion).")
+    var finalAlphaBar: FinalAlphaBar = .one
 
     func validate() throws {
         guard samplingSteps >= 1 else { throw ValidationError("--sampling-steps must be at least 1") }
         guard eta >= 0, eta.isFinite, guidance.isFinite else { throw ValidationError("--eta must be >= 0 and --guidance finite") }
+        guard (0..<100_000).contains(stepsOffset) else { throw ValidationError("--steps-offset must be in 0..<100000, got \(stepsOffset)") }
     }
 
     var settings: SamplerSettings {
@@ -46,12 +53,17 @@ struct SamplingOptions: ParsableArguments {
         settings.steps = samplingSteps
         settings.guidance = guidance
         settings.eta = eta
+        settings.spacing = spacing
+        settings.stepsOffset = stepsOffset
+        settings.finalAlphaBar = finalAlphaBar
         return settings
     }
 }
 
 extension ProgressStyle: ExpressibleByArgument {}
 extension SamplerKind: ExpressibleByArgument {}
+extension TimestepSpacing: ExpressibleByArgument {}
+extension FinalAlphaBar: ExpressibleByArgument {}
 extension GANLoss: ExpressibleByArgument {}
 extension PredictionTarget: ExpressibleByArgument {}
 extension NoiseScheduleKind: ExpressibleByArgument {}

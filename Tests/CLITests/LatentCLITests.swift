@@ -42,6 +42,27 @@ final class LatentCLITests: XCTestCase {
         let samples = try run(["generate", "--model", "ldm", "--count", "2", "--out", "ldm-samples", "--sampler", "dpm",
                                "--sampling-steps", "3", "--progress", "none"], in: folder)
         XCTAssertEqual(samples.status, 0, samples.stderr)
+        // Scheduler conventions are settings, and the manifest records them.
+        let leading = try run(["generate", "--model", "ldm", "--count", "1", "--out", "ldm-leading", "--sampler", "ddim",
+                               "--sampling-steps", "3", "--spacing", "leading", "--steps-offset", "1", "--final-alpha-bar", "first",
+                               "--progress", "none"], in: folder)
+        XCTAssertEqual(leading.status, 0, leading.stderr)
+        let line = try String(contentsOf: folder.appendingPathComponent("ldm-leading/manifest.jsonl"), encoding: .utf8)
+        let record = try JSONSerialization.jsonObject(with: Data(line.split(separator: "\n")[0].utf8)) as! [String: Any]
+        XCTAssertEqual(record["spacing"] as? String, "leading")
+        XCTAssertEqual(record["steps_offset"] as? Int, 1)
+        XCTAssertEqual(record["final_alpha_bar"] as? String, "first")
+        XCTAssertEqual(record["eta"] as? Double, 0)
+        let defaultRecord = try String(contentsOf: folder.appendingPathComponent("ldm-samples/manifest.jsonl"), encoding: .utf8)
+        XCTAssertTrue(defaultRecord.contains("\"spacing\":\"log-snr\"") && !defaultRecord.contains("final_alpha_bar"), defaultRecord)
+        let changed = try run(["generate", "--model", "ldm", "--count", "1", "--out", "ldm-leading", "--sampler", "ddim",
+                               "--sampling-steps", "3", "--resume", "--progress", "none"], in: folder)
+        XCTAssertNotEqual(changed.status, 0)
+        XCTAssertTrue(changed.stderr.contains("spacing"), changed.stderr)
+        let pastEnd = try run(["generate", "--model", "ldm", "--count", "1", "--out", "x", "--sampler", "ddim", "--sampling-steps", "3",
+                               "--spacing", "leading", "--steps-offset", "999"], in: folder)
+        XCTAssertNotEqual(pastEnd.status, 0)
+        XCTAssertTrue(pastEnd.stderr.contains("past this model's"), pastEnd.stderr)
 
         // Errors: one line naming the file, non-zero exit.
         let missing = try run(["reconstruct", "--model", "nothing", "data", "out"], in: folder)
