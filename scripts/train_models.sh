@@ -44,7 +44,7 @@ fi
 # 4. VAE (factor 4, 4 latent channels) on the same two-class slices, so lesions are in its training data.
 if [ "$what" = vae ] || [ "$what" = all ]; then
     $B train vae --data "$W/mni64-2class" --out "$W/runs/vae" --width ${VAE_WIDTH:-16} \
-        --steps ${VAE_STEPS:-1500} --batch 16 --seed 5 --checkpoint-every 250 --sample-every 250 --resume
+        --steps ${VAE_STEPS:-2000} --batch 16 --seed 5 --checkpoint-every 250 --sample-every 250 --resume
     cp "$W/runs/vae/model.safetensors" models/vae-mni64.safetensors
 fi
 

@@ -6,7 +6,15 @@ import Imaging
 
 // MARK: - Diffusion training runs
 
-extension UNetConfig: ModelConfig {}
+extension UNetConfig: ModelConfig {
+    /// Runs saved before the time embedding's width stopped shrinking with the base width
+    /// (timeFeatures absent: the base width) keep their width when resumed.
+    public func keepingChangedDefaults(of saved: UNetConfig) -> UNetConfig {
+        var config = self
+        config.timeFeatures = saved.timeFeatures
+        return config
+    }
+}
 
 extension DiffusionTrainer: ModelTrainer {
     public static var kind: ModelKind { .diffusion }

@@ -41,7 +41,13 @@ public struct LatentDiffusionConfig: Codable, Equatable {
     }
 }
 
-extension LatentDiffusionConfig: ModelConfig {}
+extension LatentDiffusionConfig: ModelConfig {
+    public func keepingChangedDefaults(of saved: LatentDiffusionConfig) -> LatentDiffusionConfig {
+        var config = self
+        config.unet = unet.keepingChangedDefaults(of: saved.unet)
+        return config
+    }
+}
 
 extension ModelKind {
     /// Diffusion models sample with a sampler and a number of steps (recorded in manifests).

@@ -17,6 +17,13 @@ public protocol ModelConfig: Codable, Equatable {
     var classNames: [String] { get }
     /// Throws when a setting is out of range (before anything is built from it).
     func validate() throws
+    /// This config with the settings whose default has changed since `saved` was written taken
+    /// from `saved`, so a run started by an older medsynth resumes as it began. Default: unchanged.
+    func keepingChangedDefaults(of saved: Self) -> Self
+}
+
+extension ModelConfig {
+    public func keepingChangedDefaults(of saved: Self) -> Self { self }
 }
 
 /// A number a training step reports: its column in losses.csv and its label in the progress line.
@@ -189,18 +196,20 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
     }
     let (run, dataset) = try prepareRun(request, out: out, resume: resume)
     if resumeState == nil { options = T.resolveOptions(options, dataset: dataset) }
-    let config = try T.makeConfig(request: request, dataset: dataset)
+    var config = try T.makeConfig(request: request, dataset: dataset)
+    if let state = resumeState {
+        let savedConfig = try decodeJSON(T.Config.self, state.metadata[CheckpointKey.config], file: latest.path, what: "model config")
+        config = config.keepingChangedDefaults(of: savedConfig)
+        guard savedConfig == config else {
+            throw MedSynthError(file: latest.path, "checkpoint was trained with another configuration or class list (\(savedConfig.classNames) vs \(config.classNames))")
+        }
+    }
     try config.validate()
     let trainer = T(config: config, options: options, seed: request.seed)
     prepare(trainer)
     try trainer.attach(dataset: dataset, request: request)
     if let state = resumeState {
-        let source = latest.path
-        let savedConfig = try decodeJSON(T.Config.self, state.metadata[CheckpointKey.config], file: source, what: "model config")
-        guard savedConfig == config else {
-            throw MedSynthError(file: source, "checkpoint was trained with another configuration or class list (\(savedConfig.classNames) vs \(config.classNames))")
-        }
-        try trainer.restoreState(from: state, source: source)
+        try trainer.restoreState(from: state, source: latest.path)
     } else {
         try writeAtomically(Data(try jsonString(request).utf8), to: run.runFile)
     }

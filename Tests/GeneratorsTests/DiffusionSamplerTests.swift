@@ -191,4 +191,40 @@ final class DiffusionSamplerTests: XCTestCase {
         let a = try readSafetensors(at: RunFolder(straight).latestCheckpoint), b = try readSafetensors(at: RunFolder(split).latestCheckpoint)
         for (name, tensor) in a.tensors { XCTAssertEqual(tensor.values, b.tensors[name]?.values, name) }
     }
+
+    /// A run saved before the time embedding stopped shrinking with the base width (its config has
+    /// no timeFeatures: 8 sinusoid features at base 8, today's default is 32) resumes with its own width.
+    func testRunSavedWithTheOldTimeEmbeddingWidthResumes() throws {
+        let root = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let data = root.appendingPathComponent("one/scans")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        let pixels = (0..<256).map { Float($0 % 16) / 8 - 1 }
+        try writePNG(Image(floatCHW: pixels, width: 16, height: 16, channels: 1, bitDepth: 8), to: data.appendingPathComponent("a.png"))
+        var request = TrainingRequest(data: data.path)
+        request.imageSize = 16; request.width = 8; request.batchSize = 2; request.steps = 2; request.seed = 1
+        request.checkpointEvery = 2; request.sampleEvery = 100
+        let run = root.appendingPathComponent("run")
+        try trainDiffusion(request, out: run, resume: false, progress: .none, gridSteps: 2)
+        // Rewrite the checkpoint as an older medsynth wrote it: config without timeFeatures, weights of that width.
+        let latest = RunFolder(run).latestCheckpoint
+        let saved = try readSafetensors(at: latest)
+        var oldConfig = try JSONDecoder().decode(UNetConfig.self, from: Data(saved.metadata[CheckpointKey.config]!.utf8))
+        XCTAssertEqual(oldConfig.timeFeatures, 32)
+        oldConfig.timeFeatures = 8
+        let oldTrainer = DiffusionTrainer(config: oldConfig, options: DiffusionTrainingOptions(), seed: 1)
+        var metadata = saved.metadata
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(oldConfig)) as! [String: Any]
+        json.removeValue(forKey: "timeFeatures")
+        metadata[CheckpointKey.config] = String(decoding: try JSONSerialization.data(withJSONObject: json), as: UTF8.self)
+        metadata.merge(oldTrainer.stateEntries().metadata) { _, old in old }
+        try writeSafetensors(oldTrainer.stateEntries().tensors, metadata: metadata, to: latest)
+
+        request.steps = 3
+        try trainDiffusion(request, out: run, resume: true, progress: .none, gridSteps: 2)
+        let resumed = try readSafetensors(at: latest)
+        XCTAssertEqual(resumed.metadata[CheckpointKey.step], "3")
+        let resumedConfig = try JSONDecoder().decode(UNetConfig.self, from: Data(resumed.metadata[CheckpointKey.config]!.utf8))
+        XCTAssertEqual(resumedConfig.timeFeatures, 8)
+    }
 }

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
 W=${MEDSYNTH_WORK:-work/latent-experiment}
-STEPS=${1:-1500}
+STEPS=${1:-2000}
 WIDTH=${2:-16}
 LR=${3:-1e-3}
 mkdir -p "$W"
