@@ -10,8 +10,17 @@ import PackageDescription
 // Engine checked vs unchecked back to back, 3 rounds) and gave no measurable gain (the time is in
 // OpenBLAS sgemm); MEDSYNTH_UNCHECKED_ENGINE=1 builds Engine with -Ounchecked to measure again.
 let optimise: [SwiftSetting] = [.unsafeFlags(["-wmo"], .when(configuration: .release))]
-let kernels: [SwiftSetting] = ProcessInfo.processInfo.environment["MEDSYNTH_UNCHECKED_ENGINE"] == "1"
+let environment = ProcessInfo.processInfo.environment
+var kernels: [SwiftSetting] = environment["MEDSYNTH_UNCHECKED_ENGINE"] == "1"
     ? [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))] : optimise
+// Engine's SIMD8 kernels (element-wise maps, norms, Winograd transforms) compile to AVX2/FMA when
+// the building machine has them: medsynth is built from source on the machine that runs it, and
+// baseline x86-64 splits every 8-lane vector into two SSE halves. MEDSYNTH_PORTABLE=1 turns it off
+// (for a binary copied to other machines).
+let hostCPU = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+if environment["MEDSYNTH_PORTABLE"] != "1", hostCPU.contains(" avx2"), hostCPU.contains(" fma") {
+    kernels.append(.unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release)))
+}
 
 let package = Package(
     name: "medsynth",
