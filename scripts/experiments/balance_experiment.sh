@@ -8,8 +8,8 @@
 # a conditional DCGAN trained on the cut set with `medsynth balance --model` (memorisation filter,
 # and with --min-confidence); and all real training images of the rare class (the upper bound).
 # The compositor does not apply: digits have no healthy/lesion structure to composite into.
-#   bash scripts/experiments/balance_experiment.sh [GAN_STEPS] [SEEDS] [WORK]
-# GAN_STEPS 0 skips the GAN rows. Needs numpy and scikit-learn (installed with pip when missing).
+#   [DIFFUSION_STEPS=N] bash scripts/experiments/balance_experiment.sh [GAN_STEPS] [SEEDS] [WORK]
+# GAN_STEPS 0 skips the GAN rows; DIFFUSION_STEPS > 0 adds a conditional diffusion row. Needs numpy and scikit-learn (installed with pip when missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -17,6 +17,7 @@ B=${MEDSYNTH_BIN:-$ROOT/.build/release/medsynth}
 GAN_STEPS=${1:-1500}
 SEEDS=${2:-3}
 WORK=${3:-$ROOT/work/balance-experiment}
+DIFFUSION_STEPS=${DIFFUSION_STEPS:-0}
 RARE=${RARE:-8}
 RARE_COUNT=${RARE_COUNT:-15}
 EPOCHS=${EPOCHS:-15}
@@ -36,6 +37,15 @@ if [ "$GAN_STEPS" -gt 0 ]; then
     $B balance --data train --model gan --out bal-gan --seed 1 --progress none | grep -v '^ '
     $B balance --data train --model gan --out bal-gan-confident --min-confidence 0.5 --seed 1 --progress none | grep -v '^ '
     SETS+=(--synthetic bal-gan --synthetic bal-gan-confident)
+fi
+# Conditional diffusion (base 16 at 32 px, the default recipe), balanced with DPM-Solver++ 20 steps.
+if [ "$DIFFUSION_STEPS" -gt 0 ]; then
+    start=$(date +%s)
+    $B train diffusion --data train --out diffusion --conditional --image-size 32 --width 16 --steps "$DIFFUSION_STEPS" --batch 32 \
+        --seed 1 --checkpoint-every "$DIFFUSION_STEPS" --sample-every "$DIFFUSION_STEPS" --progress none
+    echo "diffusion: $DIFFUSION_STEPS steps in $(( $(date +%s) - start )) s"
+    $B balance --data train --model diffusion --out bal-diffusion --sampler dpm --sampling-steps 20 --seed 1 --progress none | grep -v '^ '
+    SETS+=(--synthetic bal-diffusion)
 fi
 SETS+=(--synthetic allreal)
 $B utility --data train "${SETS[@]}" --test test --seeds "$SEEDS" --epochs "$EPOCHS" --out utility --progress none > utility.txt
