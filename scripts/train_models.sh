@@ -38,7 +38,7 @@ fi
 #    (--resume). The shipped file is the EMA model of the last checkpoint.
 if [ "$what" = diffusion ] || [ "$what" = all ]; then
     $B train diffusion --data "$W/mni64-2class" --out "$W/runs/diffusion-cond" --conditional --width 16 \
-        --steps "${DIFFUSION_STEPS:-4000}" --batch 24 --seed 4 --checkpoint-every 250 --sample-every 1000 --resume
+        --steps "${DIFFUSION_STEPS:-8000}" --batch 24 --seed 4 --checkpoint-every 250 --sample-every 1000 --resume
     cp "$W/runs/diffusion-cond/model.safetensors" models/diffusion-mni64-cond.safetensors
 fi
 # 4. VAE (factor 4, 4 latent channels) on the even-indexed healthy slices, so the odd-indexed ones
