@@ -204,7 +204,6 @@ public struct NIfTIVolume: Sendable {
             }
         }
         header = try NIfTIHeader(bytes: memory, path: path)
-        try NIfTIVolume.checkLimits(header, maxPixels: maxPixels, maxImagePixels: maxImagePixels, path: path)
         if inflateToSpill {
             bytes = []
             spill = try SpillFile(for: path)
@@ -213,6 +212,8 @@ public struct NIfTIVolume: Sendable {
             guard let data = header.dataBytes, header.voxOffset <= memory.count, data <= memory.count - header.voxOffset else {
                 throw MedSynthError(file: path, "truncated: \(header.nx)x\(header.ny)x\(header.nz)x\(header.volumes) voxels of \(header.dataType) need \(header.dataBytes.map(String.init) ?? "too many") bytes from offset \(header.voxOffset), \(gzipped ? "decompressed " : "")file has \(memory.count)")
             }
+            // The voxels are all in memory (checked above), but slicing them still costs pixels.
+            try NIfTIVolume.checkLimits(header, maxPixels: maxPixels, maxImagePixels: maxImagePixels, path: path)
             bytes = memory
             spill = nil
             storedRanges = try scanRanges(inflating: nil)

@@ -172,14 +172,14 @@ final class GANTrainingTests: XCTestCase {
         for (message, craft) in cases {
             var saved = request(steps: 4)
             craft(&saved)
-            try writeSafetensors([], metadata: [CheckpointKey.kind: "gan", CheckpointKey.training: try jsonString(saved),
+            try writeSafetensors([], metadata: [CheckpointKey.kind: GANTrainer.kind.rawValue, CheckpointKey.training: try jsonString(saved),
                                                 GANTrainer.optionsKey: options, CheckpointKey.step: "2"], to: latest)
             assertMedSynthError(["latest.safetensors", "invalid training settings", message]) {
                 try trainGAN(request(steps: 8), out: out, resume: true, progress: .none)
             }
         }
         // Valid settings but a negative saved step.
-        try writeSafetensors([], metadata: [CheckpointKey.kind: "gan", CheckpointKey.training: try jsonString(request(steps: 4)),
+        try writeSafetensors([], metadata: [CheckpointKey.kind: GANTrainer.kind.rawValue, CheckpointKey.training: try jsonString(request(steps: 4)),
                                             GANTrainer.optionsKey: options, CheckpointKey.step: "-7"], to: latest)
         assertMedSynthError(["latest.safetensors", "step is -7"]) {
             try trainGAN(request(steps: 8), out: out, resume: true, progress: .none)
