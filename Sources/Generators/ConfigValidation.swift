@@ -42,3 +42,32 @@ extension UNetConfig: CheckpointValidated {}
 // DiffusionTrainingOptions.validate() (DiffusionTrainer.swift) checks timesteps against
 // ModelConfigLimits.maxTimesteps with the other training settings.
 extension DiffusionTrainingOptions: CheckpointValidated {}
+
+// MARK: - Bounds on training settings
+
+/// Bounds on a training run's settings, for fresh input and for the settings a resumed run reads
+/// back from its checkpoint (where a damaged or hostile file could otherwise ask for a negative
+/// batch, a batch of 10^12 images or 10^6-pixel images before any model config is checked).
+public enum TrainingLimits {
+    /// The largest image any trainer accepts (VAE: 512; DCGAN and U-Net check their own, smaller, sizes).
+    public static let imageSizes = 8...512
+    public static let maxBatchSize = 4096
+    public static let maxSteps = 1_000_000_000
+    public static let maxLatentChannels = 64
+    public static let maxDownsamplingFactor = 64
+}
+
+extension TrainingRequest: CheckpointValidated {
+    /// Throws a one-line error for the first setting out of bounds.
+    public func validate() throws {
+        try requireRange("image size", imageSize, TrainingLimits.imageSizes)
+        guard channels == 1 || channels == 3 else { throw MedSynthError("channels is \(channels), must be 1 or 3") }
+        try requireRange("steps", steps, 1...TrainingLimits.maxSteps)
+        try requireRange("batch size", batchSize, 1...TrainingLimits.maxBatchSize)
+        try requireRange("checkpoint interval", checkpointEvery, 1...Int.max)
+        try requireRange("sample grid interval", sampleEvery, 1...Int.max)
+        if let width { try requireRange("width", width, 1...ModelConfigLimits.maxWidth) }
+        if let latentChannels { try requireRange("latent channels", latentChannels, 1...TrainingLimits.maxLatentChannels) }
+        if let downsamplingFactor { try requireRange("downsampling factor", downsamplingFactor, 1...TrainingLimits.maxDownsamplingFactor) }
+    }
+}

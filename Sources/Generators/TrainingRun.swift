@@ -130,7 +130,7 @@ func prepareRun(_ request: TrainingRequest, out: URL, resume: Bool) throws -> (R
     if !resume && FileManager.default.fileExists(atPath: run.latestCheckpoint.path) {
         throw MedSynthError(file: out.path, "run folder already has a checkpoint; pass --resume to continue it or choose another --out")
     }
-    guard request.steps > 0, request.batchSize > 0 else { throw MedSynthError("--steps and --batch must be positive") }
+    try request.validate()
     let dataset = try ImageFolderDataset(root: URL(fileURLWithPath: request.data), imageSize: request.imageSize, channels: request.channels)
     if request.conditional && dataset.classNames.count < 2 {
         throw MedSynthError(file: request.data, "--conditional needs class subfolders (found only '\(dataset.classNames.first ?? "")')")
@@ -192,6 +192,7 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
         request.steps = max(requestIn.steps, request.steps)
         options = try decodeJSON(T.Options.self, state.metadata[T.optionsKey], file: latest.path, what: "\(T.kind.rawValue) options")
         startStep = Int(state.metadata[CheckpointKey.step] ?? "") ?? 0
+        guard startStep >= 0 else { throw MedSynthError(file: latest.path, "invalid training settings: step is \(startStep), must not be negative") }
         resumeState = state
     }
     let (run, dataset) = try prepareRun(request, out: out, resume: resume)

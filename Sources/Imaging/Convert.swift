@@ -203,18 +203,22 @@ func numberedOutputs(_ output: URL, count: Int) -> [URL] {
 private func convertFile(_ input: URL, to output: URL, format: ImageFormat, options: ConvertOptions,
                          taken: (URL) -> URL? = { _ in nil }) throws -> [URL] {
     let bytes = try readFileBytes(at: input)
-    let images: [Image]
+    let images: MedicalImages
     if medicalFileKind(bytes: Array(bytes.prefix(348)), name: input.lastPathComponent) == .image {
-        images = [try decodeImage(bytes, name: input.path)]
+        images = MedicalImages(source: .decoded([try decodeImage(bytes, name: input.path)]), values: nil)
     } else {
         var medical = options.medical
         medical.bitDepth = options.bitDepth ?? (format == .jpeg ? 8 : nil)
-        images = try decodeImages(bytes, name: input.path, options: medical)
-        if images.isEmpty { throw MedSynthError(file: input.path, "no slices selected (see --slices)") }
+        images = try openImages(bytes, name: input.path, options: medical)
+        if images.count == 0 { throw MedSynthError(file: input.path, "no slices selected (see --slices)") }
     }
     let outputs = numberedOutputs(output, count: images.count)
     for url in outputs { if let other = taken(url) { throw MedSynthError(file: input.path, "output \(url.lastPathComponent) is also the output of \(other.path)") } }
-    for (image, url) in zip(images, outputs) {
+    // One image at a time: a volume's slices are made in batches, never all at once.
+    var next = 0
+    try images.forEach { image in
+        let url = outputs[next]
+        next += 1
         let converted: Image
         do { converted = try applyConvertOptions(image, options, format: format) } catch let error as MedSynthError {
             throw MedSynthError(file: url.path, error.message)

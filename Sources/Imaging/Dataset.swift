@@ -234,7 +234,8 @@ public final class ImageFolderDataset: @unchecked Sendable {
 
     private let lock = NSLock()
     private var cache: [Int: Image] = [:]
-    /// Frames and slices of DICOM/NIfTI files, decoded at scan time (before crop and resize).
+    /// Frames and slices of DICOM/NIfTI files, decoded at scan time and already cropped and resized
+    /// (a volume's slices at full size could be gigabytes).
     private let decodedMedical: [Int: Image]
 
     /// Scans `root` (no decoding yet). Throws if the folder is missing or holds no images.
@@ -258,10 +259,12 @@ public final class ImageFolderDataset: @unchecked Sendable {
         for entry in scan.entries {
             let head = Data((try? readFileHead(entry.url, count: 348)) ?? [])
             guard FolderScan.isMedicalFile(head, name: entry.url.lastPathComponent) else { expanded.append(entry); continue }
-            let frames = try readImages(at: entry.url, options: medicalOptions)
-            for (frame, image) in frames.enumerated() {
-                medicalImages[expanded.count] = image
+            let frames = try openImages(readFileBytes(at: entry.url), name: entry.url.path, options: medicalOptions)
+            var frame = 0
+            try frames.forEach { image in
+                medicalImages[expanded.count] = ImageFolderDataset.prepare(image, imageSize: imageSize, channels: channels)
                 expanded.append(DatasetEntry(url: entry.url, classIndex: entry.classIndex, frame: frame))
+                frame += 1
             }
         }
         self.root = root
@@ -293,14 +296,20 @@ public final class ImageFolderDataset: @unchecked Sendable {
         let cached = cache[index]
         lock.unlock()
         if let cached { return cached }
-        let decoded = try decodedMedical[index] ?? readImage(at: entries[index].url, maxSide: maxSide)
-        let prepared = decoded.converted(channels: decoded.hasAlpha ? decoded.colorChannels : decoded.channels)
-            .squareResized(imageSize)
-            .converted(channels: channels)
+        let prepared = try decodedMedical[index]
+            ?? ImageFolderDataset.prepare(readImage(at: entries[index].url, maxSide: maxSide), imageSize: imageSize, channels: channels)
         lock.lock()
         cache[index] = prepared
         lock.unlock()
         return prepared
+    }
+
+    /// A decoded image as the dataset serves it: alpha dropped, centre-cropped and resized to
+    /// `imageSize`, then `channels` channels.
+    static func prepare(_ decoded: Image, imageSize: Int, channels: Int) -> Image {
+        decoded.converted(channels: decoded.hasAlpha ? decoded.colorChannels : decoded.channels)
+            .squareResized(imageSize)
+            .converted(channels: channels)
     }
 
     /// Decodes (cached after the first load) and returns CHW Float in [-1,1] at imageSize x imageSize.

@@ -55,6 +55,51 @@ public func decodeImages(_ bytes: [UInt8], name: String, options: MedicalReadOpt
 /// exact values with the modality rescale.
 public func decodeImagesWithValues(_ bytes: [UInt8], name: String,
                                    options: MedicalReadOptions = .init()) throws -> (images: [Image], values: StoredValueMapping?) {
+    let opened = try openImages(bytes, name: name, options: options)
+    return (try opened.collect(), opened.values)
+}
+
+/// The images of one file, settled but not necessarily made yet: NIfTI slices are made one batch
+/// at a time while `forEach` runs (a volume at the pixel limit is 512 MB of int16 voxels, and
+/// gigabytes as images), DICOM frames and PNG/JPEG images are decoded already.
+public struct MedicalImages {
+    enum Source {
+        case decoded([Image])
+        case nifti(NIfTIVolume, NIfTIVolume.SlicePlan)
+    }
+    let source: Source
+    /// How samples map to stored and modality values (`--window stored` only; see `decodeImagesWithValues`).
+    public let values: StoredValueMapping?
+
+    /// Number of images `forEach` gives.
+    public var count: Int {
+        switch source {
+        case .decoded(let images): return images.count
+        case .nifti(_, let plan): return plan.count
+        }
+    }
+
+    /// Calls `body` with each image in order.
+    public func forEach(_ body: (Image) throws -> Void) throws {
+        switch source {
+        case .decoded(let images): for image in images { try body(image) }
+        case .nifti(let volume, let plan): try volume.forEachSlice(plan, body)
+        }
+    }
+
+    /// All images at once.
+    public func collect() throws -> [Image] {
+        if case .decoded(let images) = source { return images }
+        var out: [Image] = []
+        out.reserveCapacity(count)
+        try forEach { out.append($0) }
+        return out
+    }
+}
+
+/// Opens a DICOM, NIfTI, PNG or JPEG file held in memory (see `readImages`); `name` is used for the
+/// format choice and in errors. Every check that can fail on the header is made here.
+public func openImages(_ bytes: [UInt8], name: String, options: MedicalReadOptions = .init()) throws -> MedicalImages {
     let stored = options.window == .stored
     switch medicalFileKind(bytes: bytes, name: name) {
     case .dicom:
@@ -63,13 +108,15 @@ public func decodeImagesWithValues(_ bytes: [UInt8], name: String,
         let (slices, encoding) = try readDICOMStoredFrames(file, window: options.window, bitDepth: options.bitDepth,
                                                            decodeJPEG: jpegFrameDecoder(name: name),
                                                            maxPixels: options.maxPixels, maxImagePixels: options.maxImagePixels)
-        return (slices, stored ? StoredValueMapping(storedSamplesOf: encoding) : nil)
+        return MedicalImages(source: .decoded(slices), values: stored ? StoredValueMapping(storedSamplesOf: encoding) : nil)
     case .nifti:
         let volume = try NIfTIVolume(bytes: bytes, path: name, maxDecompressedBytes: options.maxDecompressedBytes,
                                      maxPixels: options.maxPixels, maxImagePixels: options.maxImagePixels)
-        return (try volume.slices(options), stored ? StoredValueMapping(storedSamplesOf: volume.encoding) : nil)
+        return MedicalImages(source: .nifti(volume, try volume.plan(options)),
+                             values: stored ? StoredValueMapping(storedSamplesOf: volume.encoding) : nil)
     case .image:
-        return ([try decodeImage(bytes, name: name, maxPixels: options.maxImagePixels)], stored ? .identity : nil)
+        return MedicalImages(source: .decoded([try decodeImage(bytes, name: name, maxPixels: options.maxImagePixels)]),
+                             values: stored ? .identity : nil)
     }
 }
 
@@ -95,12 +142,16 @@ public func writeDICOM(_ image: Image, to url: URL, options: DICOMWriteOptions =
 /// being image k; reading it back along the axial axis returns the same images. Colour images
 /// are converted to gray (BT.601 luma); alpha is dropped.
 /// `values`: for images read with `--window stored`, how samples map back to stored and modality
-/// values (see `encodeNIfTIStack`).
+/// values (see `NIfTIStackWriter`).
 public func writeNIfTI(_ images: [Image], values: StoredValueMapping? = nil, to url: URL) throws {
-    let slices = images.map { image in
-        image.colorChannels == 1 && !image.hasAlpha ? image : image.converted(channels: 1)
-    }
-    try writeNIfTIStack(slices, values: values, to: url)
+    let writer = try NIfTIStackWriter(url: url, values: values)
+    for image in images { try appendNIfTISlice(image, to: writer) }
+    try writer.finish()
+}
+
+/// One image into a NIfTI stack: colour becomes gray (BT.601 luma), alpha is dropped.
+private func appendNIfTISlice(_ image: Image, to writer: NIfTIStackWriter) throws {
+    try writer.append(image.colorChannels == 1 && !image.hasAlpha ? image : image.converted(channels: 1))
 }
 
 private func describe(_ m: StoredValueMapping) -> String {
@@ -143,22 +194,25 @@ public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFo
         guard name.hasSuffix(".nii") || name.hasSuffix(".nii.gz") else {
             throw MedSynthError(file: output.path, "NIfTI output must end in .nii or .nii.gz")
         }
-        var images: [Image] = []
+        // Slices go to the file as they are made: memory holds a batch of slices, not the volume.
+        var writer: NIfTIStackWriter? = nil
         var values: StoredValueMapping? = nil
         for (index, input) in inputs.enumerated() {
-            let decoded = try decodeImagesWithValues(readFileBytes(at: input), name: input.path, options: readOptions)
+            let opened = try openImages(readFileBytes(at: input), name: input.path, options: readOptions)
             // One volume has one scl_slope/scl_inter: stored values of inputs with different
             // rescales (or signedness) cannot share it.
-            if let mapping = decoded.values, let earlier = values, mapping != earlier {
+            if let mapping = opened.values, let earlier = values, mapping != earlier {
                 throw MedSynthError(file: input.path, "--window stored: stored values map to modality values as \(describe(mapping)), earlier inputs as \(describe(earlier)); one NIfTI volume cannot hold both (use a window, or export them separately)")
             }
-            values = decoded.values ?? values
-            images += decoded.images
+            values = opened.values ?? values
+            if writer == nil && opened.count > 0 { writer = try NIfTIStackWriter(url: output, values: values) }
+            if let writer { try opened.forEach { try appendNIfTISlice($0, to: writer) } }
             progress(index + 1, inputs.count)
         }
-        try writeNIfTI(images, values: values, to: output)
+        guard let writer else { throw MedSynthError(file: output.path, "no images to write") }
+        try writer.finish()
         report.written = [output]
-        report.images = images.count
+        report.images = writer.count
     case .dicom:
         var stream: RandomStream? = uidSeed.map { RandomStream(seed: $0) }
         let series = DICOMUIDs.make(stream: &stream)
@@ -168,11 +222,14 @@ public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFo
             let bytes = try readFileBytes(at: input)
             let source = keepIdentifiers && medicalFileKind(bytes: bytes, name: input.path) == .dicom
                 ? try DICOMFile(bytes: bytes, path: input.path) : nil
-            let (images, values) = try decodeImagesWithValues(bytes, name: input.path, options: readOptions)
+            let images = try openImages(bytes, name: input.path, options: readOptions)
+            let values = images.values
             // Made only once there is something to write, so a bad first input leaves no folder.
             try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
             let stem = input.lastPathComponent.split(separator: ".").first.map(String.init) ?? "image"
-            for (index, image) in images.enumerated() {
+            var index = -1
+            try images.forEach { image in
+                index += 1
                 instance += 1
                 var options = DICOMWriteOptions(source: source, keepIdentifiers: keepIdentifiers, seriesInstanceUID: series,
                                                 studyInstanceUID: study, instanceNumber: instance,

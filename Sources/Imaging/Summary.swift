@@ -43,17 +43,24 @@ private func channelNames(_ channels: Int) -> [String] {
 public func imageFileInfo(at url: URL, maxSide: Int = 16384) throws -> ImageFileInfo {
     let bytes = try readFileBytes(at: url)
     let image = try decodeImage(bytes, name: url.path, maxSide: maxSide)
-    let (minimum, maximum) = valueRange([image])
+    var range = ValueRange()
+    range.add(image)
+    let (minimum, maximum) = (range.minimum, range.maximum)
     return ImageFileInfo(url: url, format: ImageFormat.sniff(bytes)!, fileSize: bytes.count,
                          image: image, minimum: minimum, maximum: maximum)
 }
 
-/// Smallest and largest sample per channel over images of one channel count.
-private func valueRange(_ images: [Image]) -> (minimum: [Int], maximum: [Int]) {
-    let channels = images.first?.channels ?? 1
-    var minimum = [Int](repeating: Int.max, count: channels)
-    var maximum = [Int](repeating: Int.min, count: channels)
-    for image in images where image.channels == channels {
+/// Per-channel minimum and maximum sample over images, accumulated one image at a time.
+struct ValueRange {
+    var minimum: [Int] = [], maximum: [Int] = []
+
+    mutating func add(_ image: Image) {
+        let channels = image.channels
+        if minimum.isEmpty {
+            minimum = [Int](repeating: Int.max, count: channels)
+            maximum = [Int](repeating: Int.min, count: channels)
+        }
+        guard channels == minimum.count else { return }
         image.samples.withUnsafeBufferPointer { samples in
             for c in 0..<channels {
                 var lo = UInt16.max, hi = UInt16.min
@@ -64,7 +71,6 @@ private func valueRange(_ images: [Image]) -> (minimum: [Int], maximum: [Int]) {
             }
         }
     }
-    return (minimum, maximum)
 }
 
 // MARK: - One DICOM file or NIfTI volume
@@ -84,8 +90,10 @@ public struct MedicalFileInfo: Sendable {
     /// What `options.window` does with this file, in words.
     public let windowUsed: String
     public let options: MedicalReadOptions
-    /// The images read with `options` (frames or selected slices).
-    public let images: [Image]
+    /// Number of images read with `options` (frames or selected slices).
+    public let imageCount: Int
+    /// Size, channels and depth of the first of them.
+    public let firstImage: DatasetSummary.Layout?
     public let minimum: [Int]
     public let maximum: [Int]
 
@@ -95,14 +103,14 @@ public struct MedicalFileInfo: Sendable {
         var lines = [head + ", \(fileSize) bytes"]
         lines += details.map { "  " + $0 }
         lines.append("  window: \(windowUsed)")
-        var read = "  read as \(images.count) image\(images.count == 1 ? "" : "s") (of \(frames) \(kind == "DICOM" ? "frame" : "slice")\(frames == 1 ? "" : "s"))"
+        var read = "  read as \(imageCount) image\(imageCount == 1 ? "" : "s") (of \(frames) \(kind == "DICOM" ? "frame" : "slice")\(frames == 1 ? "" : "s"))"
         if kind != "DICOM" { read += " along \(options.axis.rawValue)" }
-        if let first = images.first {
+        if let first = firstImage {
             let names = channelNames(first.channels)
             read += ", \(first.width)x\(first.height), \(first.channels) channel\(first.channels == 1 ? "" : "s") (\(names.joined(separator: "+"))), \(first.bitDepth)-bit"
             lines.append(read)
             let ranges = names.indices.map { "\(names[$0]) \(minimum[$0])...\(maximum[$0])" }
-            lines.append("  value range: \(ranges.joined(separator: ", ")) (of 0...\(first.maxValue))")
+            lines.append("  value range: \(ranges.joined(separator: ", ")) (of 0...\(first.bitDepth == 16 ? 65535 : 255))")
         } else {
             lines.append(read)
         }
@@ -139,8 +147,15 @@ public func medicalFileInfo(at url: URL, options: MedicalReadOptions = .init()) 
     let bytes = try readFileBytes(at: url)
     let kind = medicalFileKind(bytes: bytes, name: url.path)
     guard kind != .image else { throw MedSynthError(file: url.path, "not a DICOM file or NIfTI volume") }
-    let images = try decodeImages(bytes, name: url.path, options: options)
-    let (minimum, maximum) = valueRange(images)
+    // Images are looked at one at a time: a volume's slices are never all in memory.
+    let images = try openImages(bytes, name: url.path, options: options)
+    var range = ValueRange()
+    var firstImage: DatasetSummary.Layout? = nil
+    try images.forEach { image in
+        if firstImage == nil { firstImage = .init(width: image.width, height: image.height, channels: image.channels, bitDepth: image.bitDepth) }
+        range.add(image)
+    }
+    let (minimum, maximum) = (range.minimum, range.maximum)
     var details: [String] = []
     if kind == .dicom {
         let file = try DICOMFile(bytes: bytes, path: url.path, maxInflatedBytes: options.maxDecompressedBytes)
@@ -154,9 +169,9 @@ public func medicalFileInfo(at url: URL, options: MedicalReadOptions = .init()) 
         details.append("window in file: " + (info.window.map { "center \(number($0.center)), width \(number($0.width))" } ?? "none"))
         return MedicalFileInfo(url: url, kind: "DICOM", fileSize: bytes.count, modality: modality, frames: info.numberOfFrames,
                                details: details, windowUsed: describeWindow(options.window, fileWindow: info.window, fileWindowName: "Window Center/Width"),
-                               options: options, images: images, minimum: minimum, maximum: maximum)
+                               options: options, imageCount: images.count, firstImage: firstImage, minimum: minimum, maximum: maximum)
     }
-    let volume = try NIfTIVolume(bytes: bytes, path: url.path, maxDecompressedBytes: options.maxDecompressedBytes)
+    guard case .nifti(let volume, _) = images.source else { throw MedSynthError(file: url.path, "not a NIfTI volume") }
     let h = volume.header
     let gzipped = bytes.count >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B
     details.append("\(h.nx)x\(h.ny)x\(h.nz) voxels, \(h.volumes) volume\(h.volumes == 1 ? "" : "s"), \(h.dataType) "
@@ -167,7 +182,7 @@ public func medicalFileInfo(at url: URL, options: MedicalReadOptions = .init()) 
     let frames = volume.sliceCount(options.axis) * (options.volume == nil ? h.volumes : 1)
     return MedicalFileInfo(url: url, kind: "NIfTI-1", fileSize: bytes.count, modality: nil, frames: frames, details: details,
                            windowUsed: describeWindow(options.window, fileWindow: volume.encoding.fileWindow, fileWindowName: "cal_min...cal_max"),
-                           options: options, images: images, minimum: minimum, maximum: maximum)
+                           options: options, imageCount: images.count, firstImage: firstImage, minimum: minimum, maximum: maximum)
 }
 
 /// `info` for any single file: PNG/JPEG facts, or DICOM/NIfTI facts read with `medical`.
@@ -243,8 +258,11 @@ public func summarizeFolder(_ url: URL, maxSide: Int = 16384, medical: MedicalRe
                     let file = entries[index].url
                     let bytes = try readFileBytes(at: file)
                     let kind = medicalFileKind(bytes: bytes, name: file.lastPathComponent)
-                    let images = kind == .image ? [try decodeImage(bytes, name: file.path, maxSide: maxSide)]
-                        : try decodeImages(bytes, name: file.path, options: medical)
+                    var layouts: [DatasetSummary.Layout] = []
+                    let images = kind == .image ? MedicalImages(source: .decoded([try decodeImage(bytes, name: file.path, maxSide: maxSide)]), values: nil)
+                        : try openImages(bytes, name: file.path, options: medical)
+                    // One image at a time: a volume's slices are never all in memory.
+                    try images.forEach { layouts.append(.init(width: $0.width, height: $0.height, channels: $0.channels, bitDepth: $0.bitDepth)) }
                     var label: String? = nil
                     if kind == .dicom {
                         let modality = (try? DICOMFile(bytes: bytes, path: file.path, maxInflatedBytes: medical.maxDecompressedBytes))?
@@ -253,9 +271,7 @@ public func summarizeFolder(_ url: URL, maxSide: Int = 16384, medical: MedicalRe
                     } else if kind == .nifti {
                         label = "NIfTI-1"
                     }
-                    results[index] = .success(Decoded(layouts: images.map {
-                        .init(width: $0.width, height: $0.height, channels: $0.channels, bitDepth: $0.bitDepth)
-                    }, kind: label))
+                    results[index] = .success(Decoded(layouts: layouts, kind: label))
                 } catch let error as MedSynthError {
                     results[index] = .failure(error)
                 } catch {

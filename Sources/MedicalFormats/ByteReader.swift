@@ -128,3 +128,49 @@ func readFileBytes(_ url: URL) throws -> [UInt8] {
         throw MedSynthError(file: url.path, "cannot read: \(error.localizedDescription)")
     }
 }
+
+/// An anonymous temporary file for data too large to hold in memory (the inflated voxels of a big
+/// .nii.gz): unlinked as soon as it is made, so nothing is left behind even when the process is
+/// killed. Positional reads and writes; errors name the input file it serves.
+final class SpillFile: @unchecked Sendable {
+    private let descriptor: Int32
+    private let path: String
+
+    init(for path: String) throws {
+        self.path = path
+        let folder = FileManager.default.temporaryDirectory.path
+        var template = Array((folder + "/.medsynth-spill-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else {
+            throw MedSynthError(file: path, "cannot make a temporary file in \(folder): \(String(cString: strerror(errno)))")
+        }
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        descriptor = fd
+    }
+
+    deinit { close(descriptor) }
+
+    func write(_ data: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < data.count {
+            let n = pwrite(descriptor, data.baseAddress! + done, data.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw MedSynthError(file: path, "cannot write its inflated voxels to a temporary file: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    func read(into data: UnsafeMutableRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < data.count {
+            let n = pread(descriptor, data.baseAddress! + done, data.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw MedSynthError(file: path, "cannot read its inflated voxels back from the temporary file: \(n < 0 ? String(cString: strerror(errno)) : "file is short")")
+            }
+            done += n
+        }
+    }
+}

@@ -1,5 +1,6 @@
 import CZlib
 import Core
+import Foundation
 
 // MARK: - Bounded zlib inflate/deflate
 //
@@ -135,4 +136,133 @@ public func gzipCompress(_ input: [UInt8], path: String) throws -> [UInt8] {
         }
     }
     return output
+}
+
+// MARK: - Streaming
+
+/// Inflates a gzip/zlib stream piece by piece into caller buffers, so a volume can be read plane
+/// by plane without its whole inflated size ever being in memory (a 500 KB .nii.gz can hold
+/// 512 MB of voxels). Reading again from the start means making a new inflater.
+final class StreamingInflater {
+    private let input: [UInt8]
+    private var inputOffset = 0
+    private let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
+    private let path: String
+    /// Bytes produced so far.
+    private(set) var position = 0
+    private var ended = false
+
+    init(_ input: [UInt8], path: String) throws {
+        guard !input.isEmpty else { throw MedSynthError(file: path, "gzip data is empty") }
+        self.input = input
+        self.path = path
+        stream.initialize(to: z_stream())
+        guard inflateInit2_(stream, 15 + 32, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            stream.deallocate()
+            throw MedSynthError(file: path, "cannot initialise zlib")
+        }
+    }
+
+    deinit {
+        inflateEnd(stream)
+        stream.deallocate()
+    }
+
+    /// Fills `output` completely with the next inflated bytes; throws if the stream ends first.
+    func read(into output: UnsafeMutableRawBufferPointer) throws {
+        var filled = 0
+        try input.withUnsafeBufferPointer { inBuffer in
+            let inBase = inBuffer.baseAddress!
+            while filled < output.count {
+                if ended {
+                    throw MedSynthError(file: path, "gzip data is truncated (stream ends after \(position) bytes of output)")
+                }
+                stream.pointee.next_in = UnsafeMutablePointer(mutating: inBase + inputOffset)
+                stream.pointee.avail_in = UInt32(clamping: inBuffer.count - inputOffset)
+                let want = UInt32(clamping: output.count - filled)
+                stream.pointee.next_out = output.baseAddress!.assumingMemoryBound(to: UInt8.self) + filled
+                stream.pointee.avail_out = want
+                let status = zlibInflate(stream)
+                let produced = Int(want - stream.pointee.avail_out)
+                filled += produced
+                position += produced
+                inputOffset = UnsafePointer(stream.pointee.next_in!) - inBase
+                switch status {
+                case Z_OK:
+                    break
+                case Z_STREAM_END:
+                    // gzip files may hold several members back to back (RFC 1952 §2.2).
+                    let rest = inBuffer.count - inputOffset
+                    if rest >= 2 && inBase[inputOffset] == 0x1F && inBase[inputOffset + 1] == 0x8B {
+                        inflateReset(stream)
+                    } else {
+                        ended = true
+                    }
+                case Z_BUF_ERROR:
+                    if produced == 0 && inputOffset == inBuffer.count { ended = true }
+                case Z_NEED_DICT:
+                    throw MedSynthError(file: path, "gzip data needs a preset dictionary")
+                default:
+                    let message = stream.pointee.msg.map { String(cString: $0) } ?? "error \(status)"
+                    throw MedSynthError(file: path, "gzip data is corrupt: \(message)")
+                }
+            }
+        }
+    }
+
+    /// Inflates and drops the next `count` bytes.
+    func skip(_ count: Int, scratch: inout [UInt8]) throws {
+        var left = count
+        if scratch.isEmpty { scratch = [UInt8](repeating: 0, count: 1 << 16) }
+        while left > 0 {
+            let take = min(left, scratch.count)
+            try scratch.withUnsafeMutableBytes { try read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<take])) }
+            left -= take
+        }
+    }
+}
+
+/// gzip-compresses the file at `source` into `destination` (RFC 1952, zlib level 6) in 1 MiB
+/// pieces, so a .nii.gz of any size is written with bounded memory. `path` names the output in errors.
+public func gzipCompressFile(source: String, destination: String, path: String) throws {
+    guard let input = fopen(source, "rb") else { throw MedSynthError(file: path, "cannot read the temporary file: \(String(cString: strerror(errno)))") }
+    defer { fclose(input) }
+    guard let output = fopen(destination, "wb") else { throw MedSynthError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
+    var closed = false
+    defer { if !closed { fclose(output) } }
+    var stream = z_stream()
+    guard deflateInit2_(&stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
+                        zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+        throw MedSynthError(file: path, "cannot initialise zlib")
+    }
+    defer { deflateEnd(&stream) }
+    var piece = [UInt8](repeating: 0, count: 1 << 20)
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let count = piece.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, input) }
+        if count < piece.count && ferror(input) != 0 { throw MedSynthError(file: path, "cannot read the temporary file") }
+        let flush = count < piece.count ? Z_FINISH : Z_NO_FLUSH
+        var status: Int32 = Z_OK
+        try piece.withUnsafeMutableBufferPointer { inBuffer in
+            stream.next_in = inBuffer.baseAddress
+            stream.avail_in = UInt32(count)
+            repeat {
+                let produced = chunk.withUnsafeMutableBufferPointer { out -> Int in
+                    stream.next_out = out.baseAddress
+                    stream.avail_out = UInt32(out.count)
+                    status = deflate(&stream, flush)
+                    return out.count - Int(stream.avail_out)
+                }
+                if status == Z_STREAM_ERROR { throw MedSynthError(file: path, "zlib deflate failed") }
+                let written = chunk.withUnsafeBytes { fwrite($0.baseAddress, 1, produced, output) }
+                guard written == produced else { throw MedSynthError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
+            } while stream.avail_out == 0
+        }
+        if flush == Z_FINISH {
+            guard status == Z_STREAM_END else { throw MedSynthError(file: path, "zlib deflate did not finish") }
+            break
+        }
+    }
+    closed = true
+    guard fflush(output) == 0, fclose(output) == 0 else { throw MedSynthError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
 }

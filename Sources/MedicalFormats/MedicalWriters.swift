@@ -258,84 +258,182 @@ public struct StoredValueMapping: Equatable, Sendable {
     }
 }
 
-/// Encodes slices as a single-file NIfTI-1 volume (uncompressed).
-/// - Parameter values: for samples read with `--window stored`: the voxels become the stored values
-///   again (int16 when any can be negative, as dcm2niix writes signed CT/MR) and scl_slope/scl_inter
-///   carry the modality rescale, so nibabel's `get_fdata()` gives modality values (HU) and the raw
-///   voxels equal pydicom's `pixel_array`. nil writes the samples as they are.
+/// Encodes slices as a single-file NIfTI-1 volume (uncompressed), in memory (see `NIfTIStackWriter`
+/// for the format and `values`).
 public func encodeNIfTIStack(_ slices: [Image], values: StoredValueMapping? = nil, path: String) throws -> [UInt8] {
     guard let first = slices.first else { throw MedSynthError(file: path, "no images to write") }
-    for (i, s) in slices.enumerated() {
-        guard s.channels == 1 else { throw MedSynthError(file: path, "NIfTI stacks are grayscale; image \(i) has \(s.channels) channels") }
-        guard s.width == first.width, s.height == first.height, s.bitDepth == first.bitDepth else {
-            throw MedSynthError(file: path, "image \(i) is \(s.width)x\(s.height) at \(s.bitDepth) bits, image 0 is \(first.width)x\(first.height) at \(first.bitDepth) bits")
-        }
-    }
-    guard first.width <= 32767, first.height <= 32767, slices.count <= 32767 else {
-        throw MedSynthError(file: path, "NIfTI-1 dimensions are limited to 32767")
-    }
-    let (w, h, n) = (first.width, first.height, slices.count)
-    let mapping = values ?? .identity
-    let signed = mapping.storedMinimum < 0
-    if signed {
-        let top = slices.lazy.flatMap { $0.samples }.max().map(Int.init) ?? 0
-        guard mapping.storedMinimum >= -32768, top + mapping.storedMinimum <= 32767 else {
-            throw MedSynthError(file: path, "stored values \(mapping.storedMinimum)...\(top + mapping.storedMinimum) do not fit NIfTI int16")
-        }
-    }
-    guard mapping.slope.isFinite, mapping.intercept.isFinite, abs(mapping.slope) <= Double(Float.greatestFiniteMagnitude),
-          abs(mapping.intercept) <= Double(Float.greatestFiniteMagnitude), mapping.slope != 0 else {
-        throw MedSynthError(file: path, "rescale slope \(mapping.slope) / intercept \(mapping.intercept) cannot be NIfTI scl_slope/scl_inter")
-    }
-    let dataType: NIfTIDataType = signed ? .int16 : (first.bitDepth == 8 ? .uint8 : .uint16)
+    let layout = try NIfTIStackLayout(first: first, values: values, path: path)
     var out = ByteWriter()
-    out.i32(348)                                   // sizeof_hdr
-    out.bytes += [UInt8](repeating: 0, count: 36)  // data_type, db_name, extents, session_error, regular
-    out.bytes[38] = UInt8(ascii: "r")              // regular = 'r' (ANALYZE legacy)
-    for d in [3, w, h, n, 1, 1, 1, 1] { out.i16(Int16(d)) }        // dim
-    for _ in 0..<3 { out.f32(0) }                                   // intent_p1...p3
-    out.i16(0)                                                      // intent_code
-    out.i16(dataType.rawValue)
-    out.i16(Int16(dataType.bytes * 8))                              // bitpix
-    out.i16(0)                                                      // slice_start
-    for p in [1, 1, 1, 1, 0, 0, 0, 0] as [Float] { out.f32(p) }     // pixdim (qfac = 1)
-    out.f32(352)                                                    // vox_offset
-    out.f32(Float(mapping.slope)); out.f32(Float(mapping.intercept)) // scl_slope, scl_inter
-    out.i16(0); out.u8(0); out.u8(10)                               // slice_end, slice_code, xyzt_units (mm, s)
-    out.f32(0); out.f32(0); out.f32(0); out.f32(0)                  // cal_max, cal_min, slice_duration, toffset
-    out.i32(0); out.i32(0)                                          // glmax, glmin
-    out.ascii("medsynth \(MedSynthVersion.current)", length: 80)    // descrip
-    out.ascii("", length: 24)                                       // aux_file
-    out.i16(1); out.i16(1)                                          // qform_code, sform_code: scanner
-    for _ in 0..<6 { out.f32(0) }                                   // quatern_b,c,d, qoffset_x,y,z
-    for row in [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]] as [[Float]] { for v in row { out.f32(v) } }
-    out.ascii("", length: 16)                                       // intent_name
-    out.bytes += [0x6E, 0x2B, 0x31, 0x00]                           // magic "n+1"
-    out.bytes += [0, 0, 0, 0]                                       // no extensions
-    precondition(out.bytes.count == 352, "NIfTI header layout")
-    out.bytes.reserveCapacity(352 + w * h * n * dataType.bytes)
-    for s in slices {
+    for (i, s) in slices.enumerated() { try layout.appendVoxels(s, index: i, into: &out) }
+    return layout.header(count: slices.count) + out.bytes
+}
+
+/// What every slice of a stack shares (size, depth, voxel type, value mapping), settled from the
+/// first slice, and the encoding of voxels and header.
+struct NIfTIStackLayout {
+    let width: Int, height: Int, bitDepth: Int
+    let dataType: NIfTIDataType
+    let mapping: StoredValueMapping
+    let path: String
+
+    init(first: Image, values: StoredValueMapping?, path: String) throws {
+        guard first.width <= 32767, first.height <= 32767 else {
+            throw MedSynthError(file: path, "NIfTI-1 dimensions are limited to 32767")
+        }
+        let mapping = values ?? .identity
+        guard mapping.slope.isFinite, mapping.intercept.isFinite, abs(mapping.slope) <= Double(Float.greatestFiniteMagnitude),
+              abs(mapping.intercept) <= Double(Float.greatestFiniteMagnitude), mapping.slope != 0 else {
+            throw MedSynthError(file: path, "rescale slope \(mapping.slope) / intercept \(mapping.intercept) cannot be NIfTI scl_slope/scl_inter")
+        }
+        width = first.width; height = first.height; bitDepth = first.bitDepth
+        self.mapping = mapping
+        self.path = path
+        dataType = mapping.storedMinimum < 0 ? .int16 : (first.bitDepth == 8 ? .uint8 : .uint16)
+    }
+
+    /// Appends slice `index`'s voxels (bottom image row first) after checking it fits the stack.
+    func appendVoxels(_ s: Image, index i: Int, into out: inout ByteWriter) throws {
+        guard s.channels == 1 else { throw MedSynthError(file: path, "NIfTI stacks are grayscale; image \(i) has \(s.channels) channels") }
+        guard s.width == width, s.height == height, s.bitDepth == bitDepth else {
+            throw MedSynthError(file: path, "image \(i) is \(s.width)x\(s.height) at \(s.bitDepth) bits, image 0 is \(width)x\(height) at \(bitDepth) bits")
+        }
+        guard i < 32767 else { throw MedSynthError(file: path, "NIfTI-1 dimensions are limited to 32767") }
+        if dataType == .int16 {
+            let top = Int(s.samples.max() ?? 0)
+            guard mapping.storedMinimum >= -32768, top + mapping.storedMinimum <= 32767 else {
+                throw MedSynthError(file: path, "stored values \(mapping.storedMinimum)...\(top + mapping.storedMinimum) do not fit NIfTI int16")
+            }
+        }
+        // Little-endian voxels written by index into a sized buffer (appending byte by byte was a
+        // tenth of an export's time at the pixel limit).
+        let (w, h, size) = (width, height, dataType.bytes)
+        let base = out.bytes.count
+        out.bytes += [UInt8](repeating: 0, count: w * h * size)
         for j in 0..<h {
             let y = h - 1 - j
             for x in 0..<w {
                 let v = s.samples[y * w + x]
+                let o = base + (j * w + x) * size
                 switch dataType {
-                case .int16: out.i16(Int16(Int(v) + mapping.storedMinimum))
-                case .uint8: out.u8(UInt8(min(v, 255)))
-                default: out.u16(v)
+                case .uint8: out.bytes[o] = UInt8(min(v, 255))
+                case .int16:
+                    let stored = UInt16(bitPattern: Int16(Int(v) + mapping.storedMinimum))
+                    out.bytes[o] = UInt8(stored & 0xFF); out.bytes[o + 1] = UInt8(stored >> 8)
+                default: out.bytes[o] = UInt8(v & 0xFF); out.bytes[o + 1] = UInt8(v >> 8)
                 }
             }
         }
     }
-    return out.bytes
+
+    /// The 352-byte header (348 + no extensions) of a stack of `count` slices.
+    func header(count n: Int) -> [UInt8] {
+        var out = ByteWriter()
+        out.i32(348)                                   // sizeof_hdr
+        out.bytes += [UInt8](repeating: 0, count: 36)  // data_type, db_name, extents, session_error, regular
+        out.bytes[38] = UInt8(ascii: "r")              // regular = 'r' (ANALYZE legacy)
+        for d in [3, width, height, n, 1, 1, 1, 1] { out.i16(Int16(d)) }  // dim
+        for _ in 0..<3 { out.f32(0) }                                   // intent_p1...p3
+        out.i16(0)                                                      // intent_code
+        out.i16(dataType.rawValue)
+        out.i16(Int16(dataType.bytes * 8))                              // bitpix
+        out.i16(0)                                                      // slice_start
+        for p in [1, 1, 1, 1, 0, 0, 0, 0] as [Float] { out.f32(p) }     // pixdim (qfac = 1)
+        out.f32(352)                                                    // vox_offset
+        out.f32(Float(mapping.slope)); out.f32(Float(mapping.intercept)) // scl_slope, scl_inter
+        out.i16(0); out.u8(0); out.u8(10)                               // slice_end, slice_code, xyzt_units (mm, s)
+        out.f32(0); out.f32(0); out.f32(0); out.f32(0)                  // cal_max, cal_min, slice_duration, toffset
+        out.i32(0); out.i32(0)                                          // glmax, glmin
+        out.ascii("medsynth \(MedSynthVersion.current)", length: 80)    // descrip
+        out.ascii("", length: 24)                                       // aux_file
+        out.i16(1); out.i16(1)                                          // qform_code, sform_code: scanner
+        for _ in 0..<6 { out.f32(0) }                                   // quatern_b,c,d, qoffset_x,y,z
+        for row in [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]] as [[Float]] { for v in row { out.f32(v) } }
+        out.ascii("", length: 16)                                       // intent_name
+        out.bytes += [0x6E, 0x2B, 0x31, 0x00]                           // magic "n+1"
+        out.bytes += [0, 0, 0, 0]                                       // no extensions
+        precondition(out.bytes.count == 352, "NIfTI header layout")
+        return out.bytes
+    }
+}
+
+/// Writes a NIfTI-1 stack one slice at a time, so memory holds one slice, not the volume: voxels go
+/// to a temporary file beside the output, the header (which needs the slice count) is written
+/// last, and `finish` renames it into place (gzip-compressing it first for a ".gz" name).
+/// Dropping an unfinished writer removes its temporary file.
+/// `values`: for samples read with `--window stored`: the voxels become the stored values again
+/// (int16 when any can be negative, as dcm2niix writes signed CT/MR) and scl_slope/scl_inter carry
+/// the modality rescale, so nibabel's `get_fdata()` gives modality values (HU) and the raw voxels
+/// equal pydicom's `pixel_array`. nil writes the samples as they are.
+public final class NIfTIStackWriter {
+    public let url: URL
+    private let values: StoredValueMapping?
+    private let temporary: String
+    private var file: UnsafeMutablePointer<FILE>?
+    private var layout: NIfTIStackLayout?
+    public private(set) var count = 0
+
+    public init(url: URL, values: StoredValueMapping? = nil) throws {
+        self.url = url
+        self.values = values
+        let folder = url.deletingLastPathComponent().path
+        temporary = folder + "/" + temporaryFilePrefix(for: url) + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        guard let file = fopen(temporary, "wb") else {
+            throw MedSynthError(file: url.path, "cannot write: \(String(cString: strerror(errno)))")
+        }
+        self.file = file
+        // Room for the header, written by `finish`.
+        try write([UInt8](repeating: 0, count: 352))
+    }
+
+    deinit {
+        if let file { fclose(file); unlink(temporary) }
+    }
+
+    private func write(_ bytes: [UInt8]) throws {
+        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
+        guard written == bytes.count else { throw MedSynthError(file: url.path, "cannot write: \(String(cString: strerror(errno)))") }
+    }
+
+    /// Appends one slice (same size and depth as the first, one channel).
+    public func append(_ slice: Image) throws {
+        if layout == nil { layout = try NIfTIStackLayout(first: slice, values: values, path: url.path) }
+        var out = ByteWriter()
+        try layout!.appendVoxels(slice, index: count, into: &out)
+        try write(out.bytes)
+        count += 1
+    }
+
+    /// Writes the header and moves the finished file into place.
+    public func finish() throws {
+        guard let layout, count > 0 else { throw MedSynthError(file: url.path, "no images to write") }
+        guard fseek(file, 0, SEEK_SET) == 0 else { throw MedSynthError(file: url.path, "cannot write: \(String(cString: strerror(errno)))") }
+        try write(layout.header(count: count))
+        let flushed = fflush(file) == 0
+        let savedErrno = errno
+        fclose(file)
+        file = nil
+        defer { unlink(temporary) }
+        guard flushed else { throw MedSynthError(file: url.path, "cannot write: \(String(cString: strerror(savedErrno)))") }
+        var finished = temporary
+        if url.pathExtension.lowercased() == "gz" {
+            finished = temporary + "z"
+            do { try gzipCompressFile(source: temporary, destination: finished, path: url.path) } catch {
+                unlink(finished)
+                throw error
+            }
+        }
+        guard rename(finished, url.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(finished)
+            throw MedSynthError(file: url.path, "cannot move the finished file into place: \(reason)")
+        }
+    }
 }
 
 /// Writes a NIfTI-1 stack atomically; a name ending in ".gz" is gzip-compressed.
-/// `values`: see `encodeNIfTIStack`.
+/// `values`: see `NIfTIStackWriter`.
 public func writeNIfTIStack(_ slices: [Image], values: StoredValueMapping? = nil, to url: URL) throws {
-    var bytes = try encodeNIfTIStack(slices, values: values, path: url.path)
-    if url.pathExtension.lowercased() == "gz" { bytes = try gzipCompress(bytes, path: url.path) }
-    // Written from the array's own memory: a volume near the pixel limit is hundreds of MB, and a
-    // Data copy of it would double the peak.
-    try writeAtomically(bytes, to: url)
+    let writer = try NIfTIStackWriter(url: url, values: values)
+    for slice in slices { try writer.append(slice) }
+    try writer.finish()
 }

@@ -150,4 +150,45 @@ final class GANTrainingTests: XCTestCase {
         }
         XCTAssertEqual(try Data(contentsOf: RunFolder(out).latestCheckpoint), poisoned, "a failed step must not overwrite the checkpoint")
     }
+
+    /// A resumed run reads its settings back from the checkpoint: out-of-bounds values there (a
+    /// damaged or crafted file) give one error naming the file, with the bounds of fresh input,
+    /// before any dataset is read or model built.
+    func testResumeRefusesOutOfBoundsSavedSettings() throws {
+        let out = root.appendingPathComponent("crafted")
+        let latest = RunFolder(out).latestCheckpoint
+        try FileManager.default.createDirectory(at: latest.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let options = try jsonString(GANTrainingOptions())
+        let cases: [(String, (inout TrainingRequest) -> Void)] = [
+            ("steps is -5", { $0.steps = -5 }),
+            ("batch size is -3", { $0.batchSize = -3 }),
+            ("batch size is 1000000000000", { $0.batchSize = 1_000_000_000_000 }),
+            ("image size is 1000000", { $0.imageSize = 1_000_000 }),
+            ("channels is 0", { $0.channels = 0 }),
+            ("width is -1", { $0.width = -1 }),
+            ("checkpoint interval is 0", { $0.checkpointEvery = 0 }),
+            ("sample grid interval is -1", { $0.sampleEvery = -1 }),
+        ]
+        for (message, craft) in cases {
+            var saved = request(steps: 4)
+            craft(&saved)
+            try writeSafetensors([], metadata: [CheckpointKey.kind: GANTrainer.kind.rawValue, CheckpointKey.training: try jsonString(saved),
+                                                GANTrainer.optionsKey: options, CheckpointKey.step: "2"], to: latest)
+            assertMedSynthError(["latest.safetensors", "invalid training settings", message]) {
+                try trainGAN(request(steps: 8), out: out, resume: true, progress: .none)
+            }
+        }
+        // Valid settings but a negative saved step.
+        try writeSafetensors([], metadata: [CheckpointKey.kind: GANTrainer.kind.rawValue, CheckpointKey.training: try jsonString(request(steps: 4)),
+                                            GANTrainer.optionsKey: options, CheckpointKey.step: "-7"], to: latest)
+        assertMedSynthError(["latest.safetensors", "step is -7"]) {
+            try trainGAN(request(steps: 8), out: out, resume: true, progress: .none)
+        }
+        // Fresh settings get the same bounds.
+        var fresh = request(steps: 4)
+        fresh.batchSize = 5000
+        assertMedSynthError(["batch size is 5000", "1...4096"]) {
+            try trainGAN(fresh, out: root.appendingPathComponent("fresh"), resume: false, progress: .none)
+        }
+    }
 }

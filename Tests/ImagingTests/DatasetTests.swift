@@ -320,7 +320,7 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(info.kind, "DICOM")
         XCTAssertEqual(info.modality, "OT")
         XCTAssertEqual(info.frames, 1)
-        XCTAssertEqual(info.images.count, 1)
+        XCTAssertEqual(info.imageCount, 1)
         XCTAssertEqual(info.minimum, [Int(ramp(5, 4).samples.min()!)])
         XCTAssertEqual(info.maximum, [Int(ramp(5, 4).samples.max()!)])
         XCTAssertTrue(info.description.contains("8 of 8 bits stored"), info.description)
@@ -333,13 +333,13 @@ final class DatasetTests: XCTestCase {
         XCTAssertEqual(nifti.kind, "NIfTI-1")
         XCTAssertNil(nifti.modality)
         XCTAssertEqual(nifti.frames, 3)
-        XCTAssertEqual(nifti.images.count, 2)
+        XCTAssertEqual(nifti.imageCount, 2)
         XCTAssertTrue(nifti.description.contains("4x3x3 voxels, 1 volume, uint8 (8 bits)"), nifti.description)
         // An uncompressed NIfTI-1 file without its name is still found by its "n+1" magic at offset 344.
         let unnamed = root.appendingPathComponent("anatomy")
         try FileManager.default.copyItem(at: volume, to: unnamed)
         XCTAssertNil(FolderScan.notAnImageReason(unnamed))
-        XCTAssertEqual(try medicalFileInfo(at: unnamed).images.count, 3)
+        XCTAssertEqual(try medicalFileInfo(at: unnamed).imageCount, 3)
     }
 
     // MARK: - Stale temporaries (issue 16)

@@ -61,7 +61,7 @@ final class HostileInputTests: XCTestCase {
             XCTAssertEqual(scaled, numbers(want["modality"]), "\(name): scaled voxels are pydicom's apply_modality_lut")
             // Reading the NIfTI back (stored, then full range) gives the same values again.
             let volume = try NIfTIVolume(contentsOf: out)
-            XCTAssertEqual(volume.slice(.axial, index: 0, volume: 0).values.map(Double.init), raw)
+            XCTAssertEqual(try volume.slice(.axial, index: 0, volume: 0).values.map(Double.init), raw)
         }
     }
 

@@ -15,7 +15,7 @@ final class NIfTIReaderTests: XCTestCase {
             var ours: [[Double]] = []
             for t in 0..<volume.header.volumes {
                 for k in 0..<volume.sliceCount(axis) {
-                    let frame = volume.slice(axis, index: k, volume: t)
+                    let frame = try volume.slice(axis, index: k, volume: t)
                     ours.append(frame.values.map { Double($0) * volume.header.slope + volume.header.intercept })
                 }
             }

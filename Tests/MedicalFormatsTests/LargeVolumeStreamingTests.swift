@@ -1,0 +1,169 @@
+import Foundation
+import XCTest
+@testable import MedicalFormats
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Issue 16: a small valid .nii.gz can declare hundreds of MB of voxels (zeros compress ~1000:1), and
+/// every command must stay far below 1 GB on it. Memory must follow the size of a slice, not of the
+/// volume. Here a 128 MB int16 volume (256 x 256 x 1024, a ~0.13 MB file) is read by the built
+/// binary, and the peak RSS of that child (its VmHWM) must stay under 150 MB; before
+/// the volume was streamed, `export` held the inflated voxels and every slice at once (~400 MB).
+/// The full-size case (512 x 512 x 1024, the default pixel limit) is measured by
+/// scripts/fixtures/check_export_memory.sh.
+final class LargeVolumeStreamingTests: XCTestCase {
+    static let (nx, ny, nz) = (256, 256, 1024)
+
+    /// Plane 0 holds a signed ramp, every other voxel is 0. Written as gzip members (RFC 1952 §2.2):
+    /// the header and plane 0, then one 4 MB member of zeros repeated, so making it takes no time.
+    func makeVolume(at url: URL) throws {
+        let (nx, ny, nz) = (Self.nx, Self.ny, Self.nz)
+        var header = ByteWriter()
+        header.i32(348)
+        header.bytes += [UInt8](repeating: 0, count: 36)
+        for d in [3, nx, ny, nz, 1, 1, 1, 1] { header.i16(Int16(d)) }
+        header.bytes += [UInt8](repeating: 0, count: 14)
+        header.i16(NIfTIDataType.int16.rawValue); header.i16(16); header.i16(0)
+        for p in [1, 1, 1, 1, 0, 0, 0, 0] as [Float] { header.f32(p) }
+        header.f32(352); header.f32(1); header.f32(0)
+        header.bytes += [UInt8](repeating: 0, count: 344 - header.bytes.count)
+        header.bytes += [0x6E, 0x2B, 0x31, 0x00, 0, 0, 0, 0]
+        var first = ByteWriter()
+        first.bytes = header.bytes
+        for v in Self.planeZero() { first.i16(v) }
+        var file = try gzipCompress(first.bytes, path: url.path)
+        let zeros = try gzipCompress([UInt8](repeating: 0, count: 4 << 20), path: url.path)
+        let rest = (nz - 1) * nx * ny * 2
+        for _ in 0..<(rest / (4 << 20)) { file += zeros }
+        file += try gzipCompress([UInt8](repeating: 0, count: rest % (4 << 20)), path: url.path)
+        try Data(file).write(to: url)
+    }
+
+    /// Plane 0 (i fastest): a ramp from -1000 over the first rows.
+    static func planeZero() -> [Int16] {
+        (0..<(nx * ny)).map { $0 < 4096 ? Int16($0 - 1000) : 0 }
+    }
+
+    /// Runs `executable` and returns its exit status, its peak RSS and its stderr. The peak is the
+    /// child's VmHWM polled from /proc every 10 ms (a high-water mark, so a poll after the peak
+    /// still sees it): wait4's ru_maxrss would also count the test process's own high-water mark,
+    /// which Linux hands to a child spawned with vfork when it execs.
+    func runMeasured(_ executable: String, _ arguments: [String], in folder: URL, timeout: TimeInterval = 120) throws
+        -> (status: Int32, peakMB: Int, stderr: String) {
+        let errPath = folder.appendingPathComponent("stderr.txt").path
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        guard spawned == 0 else { throw XCTSkip("cannot start \(executable): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        var usage = rusage()
+        let deadline = Date().addingTimeInterval(timeout)
+        var peakKB = 0
+        while wait4(pid, &status, WNOHANG, &usage) == 0 {
+            if let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+               let kb = Int(line.dropFirst(6).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "") {
+                peakKB = max(peakKB, kb)
+            }
+            if Date() > deadline {
+                kill(pid, SIGKILL)
+                _ = wait4(pid, &status, 0, &usage)
+                XCTFail("\(arguments.joined(separator: " ")) did not finish within \(timeout) s")
+                break
+            }
+            usleep(10_000)
+        }
+        let exit = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        return (exit, peakKB / 1024, stderr)
+    }
+
+    func testCommandsOnA128MBVolumeStayUnder150MB() throws {
+        let binary = try requireBinary().path
+        let folder = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let input = folder.appendingPathComponent("big.nii.gz")
+        try makeVolume(at: input)
+        let size = try FileManager.default.attributesOfItem(atPath: input.path)[.size] as! Int
+        XCTAssertLessThan(size, 1_000_000, "the input is a small file")
+
+        // Axial export keeps the stored values exactly: slice 0 of the output is plane 0.
+        let output = folder.appendingPathComponent("out.nii")
+        let export = try runMeasured(binary, ["export", input.path, "-o", output.path, "--window", "stored"], in: folder)
+        XCTAssertEqual(export.status, 0, export.stderr)
+        print("export big.nii.gz -o out.nii --window stored: peak \(export.peakMB) MB")
+        XCTAssertLessThan(export.peakMB, 150, "export to .nii peaked at \(export.peakMB) MB")
+        let handle = try FileHandle(forReadingFrom: output)
+        defer { try? handle.close() }
+        let head = try handle.read(upToCount: 352 + Self.nx * Self.ny * 2) ?? Data()
+        XCTAssertEqual(head.count, 352 + Self.nx * Self.ny * 2)
+        let voxels = stride(from: 352, to: head.count, by: 2).map { Int16(bitPattern: UInt16(head[$0]) | UInt16(head[$0 + 1]) << 8) }
+        XCTAssertEqual(voxels, Self.planeZero())
+        let outputSize = try FileManager.default.attributesOfItem(atPath: output.path)[.size] as! Int
+        XCTAssertEqual(outputSize, 352 + Self.nx * Self.ny * Self.nz * 2)
+        try FileManager.default.removeItem(at: output)
+
+        // Slices across the storage planes (coronal: 256 images of 256 x 1024) are made in batches.
+        let info = try runMeasured(binary, ["info", input.path, "--axis", "coronal"], in: folder)
+        XCTAssertEqual(info.status, 0, info.stderr)
+        print("info big.nii.gz --axis coronal: peak \(info.peakMB) MB")
+        XCTAssertLessThan(info.peakMB, 150, "info --axis coronal peaked at \(info.peakMB) MB")
+    }
+
+    /// Slices made in batches across the storage planes (one pass per batch) equal a direct reading
+    /// of the orientation rules in NIfTI.swift, for every axis and with each slice role (fixed axis,
+    /// rows, columns) running along the storage planes' k axis in one of the two orientations.
+    func testBatchedSlicesMatchTheOrientationRules() throws {
+        let (nx, ny, nz) = (5, 4, 6)
+        // sform rows (world R, A, S from voxel i, j, k): every axis moved, two flipped.
+        let orientations: [[[Float]]] = [[[0, 0, -1], [1, 0, 0], [0, -1, 0]], [[0, -1, 0], [1, 0, 0], [0, 0, -1]]]
+        for sform in orientations {
+            var w = ByteWriter()
+            w.i32(348)
+            w.bytes += [UInt8](repeating: 0, count: 36)
+            for d in [3, nx, ny, nz, 1, 1, 1, 1] { w.i16(Int16(d)) }
+            w.bytes += [UInt8](repeating: 0, count: 14)
+            w.i16(NIfTIDataType.int16.rawValue); w.i16(16)
+            w.bytes += [UInt8](repeating: 0, count: 108 - w.bytes.count)
+            w.f32(352); w.f32(1)
+            w.bytes += [UInt8](repeating: 0, count: 252 - w.bytes.count)
+            w.i16(0); w.i16(1)  // qform_code 0, sform_code 1
+            w.bytes += [UInt8](repeating: 0, count: 280 - w.bytes.count)
+            for row in sform { for v in row + [0] { w.f32(v) } }
+            w.bytes += [UInt8](repeating: 0, count: 344 - w.bytes.count)
+            w.bytes += [0x6E, 0x2B, 0x31, 0x00, 0, 0, 0, 0]
+            for v in 0..<(nx * ny * nz) { w.i16(Int16(v - 50)) }
+            let volume = try NIfTIVolume(bytes: w.bytes, path: "perm.nii")
+            let (perm, flip) = volume.header.orientation
+            let dims = [nx, ny, nz]
+            for axis in SliceAxis.allCases {
+                let fixed = volume.worldAxis(axis)
+                let (col, row) = fixed == 2 ? (0, 1) : (fixed == 1 ? (0, 2) : (1, 2))
+                let count = volume.sliceCount(axis)
+                let (width, height) = (dims[perm[col]], dims[perm[row]])
+                // Image pixel (x, y) of slice s is RAS (fixed = s, col = x, row = height-1-y).
+                let expected = (0..<count).map { s in
+                    (0..<(width * height)).map { p -> Float in
+                        var ras = [0, 0, 0]
+                        ras[fixed] = s; ras[col] = p % width; ras[row] = height - 1 - p / width
+                        var voxel = [0, 0, 0]
+                        for world in 0..<3 { voxel[perm[world]] = flip[world] ? dims[perm[world]] - 1 - ras[world] : ras[world] }
+                        return Float(voxel[0] + nx * (voxel[1] + ny * voxel[2]) - 50)
+                    }
+                }
+                let batched = try volume.extractRawSlices(axis: axis, indices: Array(0..<count), volume: 0, cursor: NIfTIVolume.PlaneCursor(volume))
+                    .map { volume.frame($0, axis: axis).values }
+                XCTAssertEqual(batched, expected, "\(axis), sform \(sform)")
+                XCTAssertEqual(try volume.slice(axis, index: count - 1, volume: 0).values, expected[count - 1])
+            }
+        }
+    }
+}
