@@ -62,7 +62,7 @@ fi
 if [ "$what" = latent ] || [ "$what" = all ]; then
     $B train diffusion --data "$W/mni64-2class" --autoencoder models/vae-mni64.safetensors \
         --out "$W/runs/latent-diffusion-cond" --conditional --width 16 \
-        --steps ${LATENT_STEPS:-3000} --batch 32 --seed 6 --checkpoint-every 100 --sample-every 250 --resume
+        --steps ${LATENT_STEPS:-6000} --batch 32 --seed 6 --checkpoint-every 100 --sample-every 250 --resume
     cp "$W/runs/latent-diffusion-cond/model.safetensors" models/latent-diffusion-mni64-cond.safetensors
 fi
 ls -la models
