@@ -34,7 +34,10 @@ public struct ConvGeometry: Equatable {
     @inline(__always)
     func validColumns(_ kw: Int) -> (Int, Int) {
         let lo = max(0, (padding - kw + stride - 1) / stride)
-        let hi = min(outWidth, (width - 1 + padding - kw) / stride + 1)
+        // Integer division truncates toward zero: a negative numerator (the kernel column lies
+        // right of every input column, e.g. 4×4 kernels on 2×2 inputs) means no valid column.
+        let last = width - 1 + padding - kw
+        let hi = last < 0 ? 0 : min(outWidth, last / stride + 1)
         return (lo, max(lo, hi))
     }
 }
@@ -356,8 +359,15 @@ func flippedTransposedKernel(_ w: UnsafePointer<Float>, outChannels oc: Int, _ g
 func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                   dX: UnsafeMutablePointer<Float>?, dW: UnsafeMutablePointer<Float>?,
                   batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
-    var dX = dX
+    var dX = dX, dW = dW
     let k = g.patchSize, plane = g.outPlane
+    if let dXOut = dX, ConvAlgorithmSelection.strideTwoEligible(g),
+       let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .inputGradient).tile {
+        // 4×4 stride 2: four sub-pixel 2×2 convolutions of dY by Winograd (Winograd.swift, (B)).
+        strideTwoWinogradInputGradient(dy, w, dXOut, batch: n, outChannels: oc, g, tile: m, accumulate: true)
+        dX = nil
+        if dW == nil { return }
+    }
     if let dXOut = dX, g.stride == 1, !pointwise, g.kernelH == g.kernelW, g.padding <= g.kernelH - 1 {
         // Stride 1: dX is the convolution of dY with the flipped, transposed kernel (padding
         // K − 1 − p). Its GEMM has an inner dimension of OC·K² instead of OC and needs no col2im.
@@ -370,10 +380,11 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
         dX = nil
         if dW == nil { return }
     }
-    if let dWOut = dW, dX == nil, !pointwise,
+    if let dWOut = dW, !pointwise,
        let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .weightGradient).tile {
         winogradWeightGradient(dy, x, dWOut, batch: n, outChannels: oc, g, tile: m)
-        return
+        dW = nil
+        if dX == nil { return }
     }
     if pointwise || usesBlockedPath(g) {
         blockedBackward(dy, x, w, dX: dX, dW: dW, batch: n, outChannels: oc, g, pointwise: pointwise)
@@ -422,11 +433,22 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
     // The convolution whose input gradient this op is: from OC×OH×OW back to H×W.
     let g = ConvGeometry(channels: oc, height: oh, width: ow, kernelH: kh, kernelW: kw, stride: stride, padding: padding)
     checkShape(g.outHeight == h && g.outWidth == w, "convTranspose2d", "geometry mismatch for input \(x.shape)")
-    let subPixel = SubPixelSelection.applies(kernel: kh, kernelW: kw, stride: stride, padding: padding, height: h, outChannels: oc)
-    var out = subPixel ? uninitializedFloats(n * oc * oh * ow) : [Float](repeating: 0, count: n * oc * oh * ow)
+    // The forward pass is the input gradient of that convolution: Winograd sub-pixel for 4×4 stride 2.
+    let winogradTile = ConvAlgorithmSelection.strideTwoEligible(g)
+        ? ConvAlgorithmSelection.algorithm(g, outChannels: cin, pass: .inputGradient).tile : nil
+    let subPixel = winogradTile == nil
+        && SubPixelSelection.applies(kernel: kh, kernelW: kw, stride: stride, padding: padding, height: h, outChannels: oc)
+    let overwrites = subPixel || winogradTile != nil
+    var out = overwrites ? uninitializedFloats(n * oc * oh * ow) : [Float](repeating: 0, count: n * oc * oh * ow)
     x.data.withUnsafeBufferPointer { xp in
         weight.data.withUnsafeBufferPointer { wp in
             out.withUnsafeMutableBufferPointer { yp in
+                if let m = winogradTile {
+                    strideTwoWinogradInputGradient(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: cin, g,
+                                                   tile: m, accumulate: false)
+                    if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: oh * ow) }
+                    return
+                }
                 if subPixel {
                     subPixelTransposedForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, inChannels: cin, outChannels: oc, height: h, width: w)
                     if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: oh * ow) }
