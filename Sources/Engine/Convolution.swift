@@ -261,7 +261,8 @@ func blockedBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w:
 /// 2-D convolution (cross-correlation, as PyTorch's Conv2d).
 /// - x: N×C×H×W; weight: OC×C×KH×KW; bias: OC (optional). Returns N×OC×OH×OW.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-    Profiler.measure(Profiler.isEnabled ? conv2dProfileLabel(x, weight, stride: stride, padding: padding) : "conv2d") {
+    let label = Profiler.isEnabled ? conv2dProfileLabel(x, weight, stride: stride, padding: padding) : "conv2d"
+    return Profiler.measure(label) {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], "conv2d",
                "input \(x.shape) and weight \(weight.shape) need N×C×H×W and OC×C×KH×KW with the same C")
     if let bias { checkShape(bias.shape == [weight.shape[0]], "conv2d", "bias \(bias.shape) for \(weight.shape[0]) output channels") }
@@ -287,7 +288,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
         }
     }
     let parents = bias.map { [x, weight, $0] } ?? [x, weight]
-    return Tensor.makeResult(shape: [n, oc, g.outHeight, g.outWidth], data: out, parents: parents) { y in
+    return Tensor.makeResult(shape: [n, oc, g.outHeight, g.outWidth], data: out, parents: parents, op: label) { y in
         let dy = y.grad!
         dy.withUnsafeBufferPointer { dyp in
             x.data.withUnsafeBufferPointer { xp in
@@ -313,6 +314,17 @@ func conv2dProfileLabel(_ x: Tensor, _ weight: Tensor, stride: Int, padding: Int
                          kernelW: weight.shape[3], stride: stride, padding: padding)
     let algorithm = ConvAlgorithmSelection.algorithm(g, outChannels: weight.shape[0], pass: .forward)
     return "conv2d \(g.kernelH)x\(g.kernelW) s\(stride) \(g.channels)→\(weight.shape[0]) @\(g.height) \(algorithm.rawValue)"
+}
+
+/// "convTranspose2d k×k sS C→OC @H algorithm" (the algorithm of its forward pass).
+func convTranspose2dProfileLabel(_ x: Tensor, _ weight: Tensor, stride: Int, padding: Int) -> String {
+    guard x.rank == 4, weight.rank == 4 else { return "convTranspose2d" }
+    let k = weight.shape[2], out = (x.shape[2] - 1) * stride - 2 * padding + k
+    let g = ConvGeometry(channels: weight.shape[1], height: out, width: (x.shape[3] - 1) * stride - 2 * padding + weight.shape[3],
+                         kernelH: k, kernelW: weight.shape[3], stride: stride, padding: padding)
+    let algorithm = ConvAlgorithmSelection.strideTwoEligible(g)
+        ? ConvAlgorithmSelection.algorithm(g, outChannels: x.shape[1], pass: .inputGradient) : .im2col
+    return "convTranspose2d \(k)x\(weight.shape[3]) s\(stride) \(x.shape[1])→\(weight.shape[1]) @\(x.shape[2]) \(algorithm.rawValue)"
 }
 
 /// y (N×OC×P) = W (OC×K) · im2col(x).
@@ -419,7 +431,8 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
 /// Transposed 2-D convolution (PyTorch's ConvTranspose2d, no output padding).
 /// - x: N×C×H×W; weight: C×OC×KH×KW; bias: OC. Output side: (H − 1)·stride − 2·padding + KH.
 public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-    Profiler.measure("convTranspose2d") {
+    let label = Profiler.isEnabled ? convTranspose2dProfileLabel(x, weight, stride: stride, padding: padding) : "convTranspose2d"
+    return Profiler.measure(label) {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[0], "convTranspose2d",
                "input \(x.shape) and weight \(weight.shape) need N×C×H×W and C×OC×KH×KW with the same C")
     let n = x.shape[0], cin = x.shape[1], h = x.shape[2], w = x.shape[3]
@@ -462,7 +475,7 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
         }
     }
     let parents = bias.map { [x, weight, $0] } ?? [x, weight]
-    return Tensor.makeResult(shape: [n, oc, oh, ow], data: out, parents: parents) { y in
+    return Tensor.makeResult(shape: [n, oc, oh, ow], data: out, parents: parents, op: label) { y in
         let dy = y.grad!
         dy.withUnsafeBufferPointer { dyp in
             x.data.withUnsafeBufferPointer { xp in

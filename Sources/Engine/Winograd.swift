@@ -919,9 +919,9 @@ func winogradWeightGradient(_ plan: WinogradPlan, _ dy: UnsafePointer<Float>, _ 
 }
 
 /// Accumulates one task's products into `acc` (α² × OC × C): Z[p] = (A dY_tile Aᵀ)[p] and
-/// acc[p] += Z[p] · V[p]ᵀ.
+/// acc[p] += Z[p] · V[p]ᵀ (acc[p] = … for a lane's first task, so lanes need no zeroing).
 func winogradWeightGradientTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, task: Int, _ dy: UnsafePointer<Float>,
-                                                   _ x: UnsafePointer<Float>, _ acc: UnsafeMutablePointer<Float>,
+                                                   _ x: UnsafePointer<Float>, _ acc: UnsafeMutablePointer<Float>, first: Bool,
                                                    _ scratch: WinogradScratch, parallel: Bool) {
     let c = plan.channels, oc = plan.outChannels, points = plan.points, alpha = plan.alpha, m = plan.m
     let ld = plan.maxTilesPerTask, layout = plan.layout
@@ -968,7 +968,7 @@ func winogradWeightGradientTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: Win
     winogradStage(points, parallel: parallel, cost: 1 << 20) { range in
         for p in range {
             sgemmSerial(transB: true, m: oc, n: c, k: tiles, a: z + p * oc * ld, lda: ld, b: scratch.v + p * c * ld, ldb: ld,
-                        beta: 1, c: acc + p * oc * c, ldc: c)
+                        beta: first ? 0 : 1, c: acc + p * oc * c, ldc: c)
         }
     }
 }
@@ -978,36 +978,41 @@ func winogradWeightGradient<K: WinogradKernel>(_ kernel: K.Type, _ plan: Winogra
                                                _ x: UnsafePointer<Float>, _ dW: UnsafeMutablePointer<Float>) {
     precondition(plan.layout.outputPhases == 1, "weight gradients read one output phase")
     let c = plan.channels, oc = plan.outChannels, points = plan.points
-    let lanes = weightGradientLanes
+    // Task t goes to lane t mod lanes: a fixed assignment, whatever the number of workers. Lanes
+    // without a task are not allocated (a 4×4 stride-2 layer's α²·OC·4C floats are tens of MB).
+    let lanes = min(weightGradientLanes, plan.tasks)
     let total = points * oc * c
     let accumulators = UnsafeMutablePointer<Float>.allocate(capacity: lanes * total)
-    accumulators.initialize(repeating: 0, count: lanes * total)
     defer { accumulators.deallocate() }
-    // Task t goes to lane t mod lanes: a fixed assignment, whatever the number of workers.
     if plan.splitsStages {
         let scratch = WinogradScratch(plan, outputCapacity: oc)
         defer { scratch.deallocate() }
         for task in 0..<plan.tasks {
-            winogradWeightGradientTask(K.self, plan, task: task, dy, x, accumulators + (task % lanes) * total, scratch, parallel: true)
+            winogradWeightGradientTask(K.self, plan, task: task, dy, x, accumulators + (task % lanes) * total, first: task < lanes,
+                                       scratch, parallel: true)
         }
     } else {
         Parallel.forEach(lanes, cost: 1 << 20) { lane in
             let scratch = WinogradScratch(plan, outputCapacity: oc)
             defer { scratch.deallocate() }
             for task in stride(from: lane, to: plan.tasks, by: lanes) {
-                winogradWeightGradientTask(K.self, plan, task: task, dy, x, accumulators + lane * total, scratch, parallel: false)
+                winogradWeightGradientTask(K.self, plan, task: task, dy, x, accumulators + lane * total, first: task == lane,
+                                           scratch, parallel: false)
             }
         }
     }
     // Sum the lanes in lane order, then dW += Gᵀ dU G.
-    let usedLanes = min(lanes, plan.tasks)
-    let du = Workspace.shared.buffer(3, count: total).baseAddress!
-    Parallel.forRanges(total, cost: lanes) { range in
-        for i in range {
-            var s: Float = 0
-            for lane in 0..<usedLanes { s += accumulators[lane * total + i] }
-            du[i] = s
+    var du = UnsafePointer(accumulators)
+    if lanes > 1 {
+        let sum = Workspace.shared.buffer(3, count: total).baseAddress!
+        Parallel.forRanges(total, cost: lanes) { range in
+            for i in range {
+                var s: Float = 0
+                for lane in 0..<lanes { s += accumulators[lane * total + i] }
+                sum[i] = s
+            }
         }
+        du = UnsafePointer(sum)
     }
     winogradFilterGradientTransform(K.self, du, filters: oc * c, dW)
 }
