@@ -13,6 +13,8 @@ struct Bench: ParsableCommand {
         latent16x4_forward_b16, latent_dpm20_sample_b16 (whole images, VAE decode included), vae64_train_step_b32.
         `medsynth bench kernels` prints forward/backward GFLOP/s
         of every conv layer shape of the reference architectures next to cblas_sgemm's rate.
+        MEDSYNTH_CONV_ALGO=im2col|winograd2|winograd3|winograd4 forces a convolution algorithm where it applies;
+        MEDSYNTH_BENCH_CLOCK=cpu times with the process CPU clock (use with --threads 1 on a shared machine).
         """)
 
     @Argument(help: "models (default) or kernels") var what: String = "models"
