@@ -130,7 +130,15 @@ public enum ConvAlgorithmSelection {
         }
     }
 
-    /// 4×4 stride-2 padding-1 layers (C → OC channels, H → H/2).
+    /// 4×4 stride-2 padding-1 layers (C → OC channels, H → H/2). From `MEDSYNTH_BENCH_CLOCK=cpu
+    /// medsynth bench kernels --threads 1 --compare-algorithms --only dcgan` (CPU time, so the
+    /// loaded machine's waiting does not count; direct-convolution GFLOP/s, sgemm 88–103): on the
+    /// DCGAN's D2–D4 and G2–G4 (two runs) F(4×4) forward ran at 80–136 (median ≈ 103) against
+    /// im2col's 57–82 and F(2×2)'s 75–104; input and weight gradients F(4×4) 56–140 against im2col
+    /// 54–101 (D3's weight gradient and D4's input gradient within noise), F(2×2) within noise of
+    /// F(4×4) on the 4×4-output D4 and mostly behind elsewhere; F(3×3) (tiles that do not divide
+    /// 4, 8, 16, 32) lost everywhere. With one channel on a side (D1, G5) the transforms dominate:
+    /// Winograd ran at 0.5–8 against im2col's 2–22.
     static func strideTwoAlgorithm(_ g: ConvGeometry, outChannels oc: Int, pass: Pass) -> ConvAlgorithm {
         if pass == .weightGradient, let forcedWeightGradient { return forcedWeightGradient }
         if let forced { return forced }

@@ -177,6 +177,23 @@ final class StrideTwoWinogradTests: XCTestCase {
         XCTAssertEqual(ConvAlgorithmSelection.algorithm(threeByThree, outChannels: 64, pass: .forward), .winograd4)
     }
 
+    func testSelectionRuleForTheDCGANLayers() {
+        ConvAlgorithmSelection.forced = nil
+        ConvAlgorithmSelection.forcedWeightGradient = nil
+        // (C, OC, H) of the discriminator's convolutions; a generator layer is its convolution's transpose.
+        for (c, oc, h) in [(64, 128, 32), (128, 256, 16), (256, 512, 8)] {
+            let g = ConvGeometry(channels: c, height: h, width: h, kernelH: 4, kernelW: 4, stride: 2, padding: 1)
+            for pass in ConvAlgorithmSelection.Pass.allCases {
+                XCTAssertEqual(ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: pass), .winograd4, "\([c, oc, h]) \(pass)")
+            }
+        }
+        // D1 (1 → 64) and G5 (64 → 1, the convolution 1 → 64): one channel keeps im2col.
+        let oneChannel = ConvGeometry(channels: 1, height: 64, width: 64, kernelH: 4, kernelW: 4, stride: 2, padding: 1)
+        for pass in ConvAlgorithmSelection.Pass.allCases {
+            XCTAssertEqual(ConvAlgorithmSelection.algorithm(oneChannel, outChannels: 64, pass: pass), .im2col)
+        }
+    }
+
     func testResultsIndependentOfThreads() {
         // Two tasks for every tile size (WinogradPlan): task-parallel on 1 worker, task by task
         // with split stages on 2 or 3; the weight gradient uses two lanes.
