@@ -34,7 +34,10 @@ public struct ConvGeometry: Equatable {
     @inline(__always)
     func validColumns(_ kw: Int) -> (Int, Int) {
         let lo = max(0, (padding - kw + stride - 1) / stride)
-        let hi = min(outWidth, (width - 1 + padding - kw) / stride + 1)
+        // Integer division truncates toward zero: a negative numerator (the kernel column lies
+        // right of every input column, e.g. 4×4 kernels on 2×2 inputs) means no valid column.
+        let last = width - 1 + padding - kw
+        let hi = last < 0 ? 0 : min(outWidth, last / stride + 1)
         return (lo, max(lo, hi))
     }
 }
@@ -258,7 +261,8 @@ func blockedBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w:
 /// 2-D convolution (cross-correlation, as PyTorch's Conv2d).
 /// - x: N×C×H×W; weight: OC×C×KH×KW; bias: OC (optional). Returns N×OC×OH×OW.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-    Profiler.measure(Profiler.isEnabled ? conv2dProfileLabel(x, weight, stride: stride, padding: padding) : "conv2d") {
+    let label = Profiler.isEnabled ? conv2dProfileLabel(x, weight, stride: stride, padding: padding) : "conv2d"
+    return Profiler.measure(label) {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], "conv2d",
                "input \(x.shape) and weight \(weight.shape) need N×C×H×W and OC×C×KH×KW with the same C")
     if let bias { checkShape(bias.shape == [weight.shape[0]], "conv2d", "bias \(bias.shape) for \(weight.shape[0]) output channels") }
@@ -284,7 +288,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
         }
     }
     let parents = bias.map { [x, weight, $0] } ?? [x, weight]
-    return Tensor.makeResult(shape: [n, oc, g.outHeight, g.outWidth], data: out, parents: parents) { y in
+    return Tensor.makeResult(shape: [n, oc, g.outHeight, g.outWidth], data: out, parents: parents, op: label) { y in
         let dy = y.grad!
         dy.withUnsafeBufferPointer { dyp in
             x.data.withUnsafeBufferPointer { xp in
@@ -310,6 +314,17 @@ func conv2dProfileLabel(_ x: Tensor, _ weight: Tensor, stride: Int, padding: Int
                          kernelW: weight.shape[3], stride: stride, padding: padding)
     let algorithm = ConvAlgorithmSelection.algorithm(g, outChannels: weight.shape[0], pass: .forward)
     return "conv2d \(g.kernelH)x\(g.kernelW) s\(stride) \(g.channels)→\(weight.shape[0]) @\(g.height) \(algorithm.rawValue)"
+}
+
+/// "convTranspose2d k×k sS C→OC @H algorithm" (the algorithm of its forward pass).
+func convTranspose2dProfileLabel(_ x: Tensor, _ weight: Tensor, stride: Int, padding: Int) -> String {
+    guard x.rank == 4, weight.rank == 4 else { return "convTranspose2d" }
+    let k = weight.shape[2], out = (x.shape[2] - 1) * stride - 2 * padding + k
+    let g = ConvGeometry(channels: weight.shape[1], height: out, width: (x.shape[3] - 1) * stride - 2 * padding + weight.shape[3],
+                         kernelH: k, kernelW: weight.shape[3], stride: stride, padding: padding)
+    let algorithm = ConvAlgorithmSelection.strideTwoEligible(g)
+        ? ConvAlgorithmSelection.algorithm(g, outChannels: x.shape[1], pass: .inputGradient) : .im2col
+    return "convTranspose2d \(k)x\(weight.shape[3]) s\(stride) \(x.shape[1])→\(weight.shape[1]) @\(x.shape[2]) \(algorithm.rawValue)"
 }
 
 /// y (N×OC×P) = W (OC×K) · im2col(x).
@@ -356,8 +371,15 @@ func flippedTransposedKernel(_ w: UnsafePointer<Float>, outChannels oc: Int, _ g
 func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                   dX: UnsafeMutablePointer<Float>?, dW: UnsafeMutablePointer<Float>?,
                   batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
-    var dX = dX
+    var dX = dX, dW = dW
     let k = g.patchSize, plane = g.outPlane
+    if let dXOut = dX, ConvAlgorithmSelection.strideTwoEligible(g),
+       let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .inputGradient).tile {
+        // 4×4 stride 2: four sub-pixel 2×2 convolutions of dY by Winograd (Winograd.swift, (B)).
+        strideTwoWinogradInputGradient(dy, w, dXOut, batch: n, outChannels: oc, g, tile: m, accumulate: true)
+        dX = nil
+        if dW == nil { return }
+    }
     if let dXOut = dX, g.stride == 1, !pointwise, g.kernelH == g.kernelW, g.padding <= g.kernelH - 1 {
         // Stride 1: dX is the convolution of dY with the flipped, transposed kernel (padding
         // K − 1 − p). Its GEMM has an inner dimension of OC·K² instead of OC and needs no col2im.
@@ -370,10 +392,11 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
         dX = nil
         if dW == nil { return }
     }
-    if let dWOut = dW, dX == nil, !pointwise,
+    if let dWOut = dW, !pointwise,
        let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .weightGradient).tile {
         winogradWeightGradient(dy, x, dWOut, batch: n, outChannels: oc, g, tile: m)
-        return
+        dW = nil
+        if dX == nil { return }
     }
     if pointwise || usesBlockedPath(g) {
         blockedBackward(dy, x, w, dX: dX, dW: dW, batch: n, outChannels: oc, g, pointwise: pointwise)
@@ -408,7 +431,8 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
 /// Transposed 2-D convolution (PyTorch's ConvTranspose2d, no output padding).
 /// - x: N×C×H×W; weight: C×OC×KH×KW; bias: OC. Output side: (H − 1)·stride − 2·padding + KH.
 public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
-    Profiler.measure("convTranspose2d") {
+    let label = Profiler.isEnabled ? convTranspose2dProfileLabel(x, weight, stride: stride, padding: padding) : "convTranspose2d"
+    return Profiler.measure(label) {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[0], "convTranspose2d",
                "input \(x.shape) and weight \(weight.shape) need N×C×H×W and C×OC×KH×KW with the same C")
     let n = x.shape[0], cin = x.shape[1], h = x.shape[2], w = x.shape[3]
@@ -422,11 +446,22 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
     // The convolution whose input gradient this op is: from OC×OH×OW back to H×W.
     let g = ConvGeometry(channels: oc, height: oh, width: ow, kernelH: kh, kernelW: kw, stride: stride, padding: padding)
     checkShape(g.outHeight == h && g.outWidth == w, "convTranspose2d", "geometry mismatch for input \(x.shape)")
-    let subPixel = SubPixelSelection.applies(kernel: kh, kernelW: kw, stride: stride, padding: padding, height: h, outChannels: oc)
-    var out = subPixel ? uninitializedFloats(n * oc * oh * ow) : [Float](repeating: 0, count: n * oc * oh * ow)
+    // The forward pass is the input gradient of that convolution: Winograd sub-pixel for 4×4 stride 2.
+    let winogradTile = ConvAlgorithmSelection.strideTwoEligible(g)
+        ? ConvAlgorithmSelection.algorithm(g, outChannels: cin, pass: .inputGradient).tile : nil
+    let subPixel = winogradTile == nil
+        && SubPixelSelection.applies(kernel: kh, kernelW: kw, stride: stride, padding: padding, height: h, outChannels: oc)
+    let overwrites = subPixel || winogradTile != nil
+    var out = overwrites ? uninitializedFloats(n * oc * oh * ow) : [Float](repeating: 0, count: n * oc * oh * ow)
     x.data.withUnsafeBufferPointer { xp in
         weight.data.withUnsafeBufferPointer { wp in
             out.withUnsafeMutableBufferPointer { yp in
+                if let m = winogradTile {
+                    strideTwoWinogradInputGradient(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: cin, g,
+                                                   tile: m, accumulate: false)
+                    if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: oh * ow) }
+                    return
+                }
                 if subPixel {
                     subPixelTransposedForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, inChannels: cin, outChannels: oc, height: h, width: w)
                     if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: oh * ow) }
@@ -440,7 +475,7 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
         }
     }
     let parents = bias.map { [x, weight, $0] } ?? [x, weight]
-    return Tensor.makeResult(shape: [n, oc, oh, ow], data: out, parents: parents) { y in
+    return Tensor.makeResult(shape: [n, oc, oh, ow], data: out, parents: parents, op: label) { y in
         let dy = y.grad!
         dy.withUnsafeBufferPointer { dyp in
             x.data.withUnsafeBufferPointer { xp in

@@ -16,6 +16,8 @@ import Foundation
 // Measured back to back (`MEDSYNTH_SUBPIXEL=0/1 medsynth bench kernels`, loaded 2-core machine):
 // G2–G4 forward within noise of the col2im path (the GEMM dominates both), G5 (64→1) 3.8 vs
 // 13 GFLOP/s (a 4-row GEMM). So it is off by default and kept for machines where it wins.
+// Where the Winograd rule picks a tile for such a layer (Winograd.swift, (B): the same four 2×2
+// convolutions, each by F(m×m, 2×2)), that path runs instead.
 public enum SubPixelSelection {
     /// MEDSYNTH_SUBPIXEL=1 switches the sub-pixel path on.
     nonisolated(unsafe) public static var isEnabled = ProcessInfo.processInfo.environment["MEDSYNTH_SUBPIXEL"] == "1"

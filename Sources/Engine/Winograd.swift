@@ -1,15 +1,15 @@
 import CBLAS
 import Foundation
 
-// MARK: - Winograd convolution for 3×3 stride-1 layers
+// MARK: - Winograd convolution: 3×3 stride-1 layers and 4×4 stride-2 layers
 //
 // Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016), eq. (7)/(8):
-// an m×m output tile is Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ) ] A with d the (m+2)×(m+2) input tile.
-// Summed over input channels, the ⊙ becomes, for each of the α² = (m+2)² transform points p,
-// a GEMM over channels:  M[p] (OC×tiles) = U[p] (OC×C) · V[p] (C×tiles)  (their eq. (12)).
-// F(2×2,3×3) does 16 products per 4 outputs instead of 36 (2.25× fewer), F(4×4,3×3) 36 per 16
-// (4× fewer). F(6×6,3×3) (5.06×) is not implemented yet: a float32 numpy model of it
-// (points 0, ±1, ±2, ±½) gave a relative error of 4.5e-6 against float64, so it would qualify.
+// an m×m output tile of an r×r stride-1 convolution is Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ) ] A with d
+// the α×α input tile, α = m + r − 1. Summed over input channels, the ⊙ becomes, for each of the
+// α² transform points p, a GEMM over channels:  M[p] (OC×tiles) = U[p] (OC×C) · V[p] (C×tiles)
+// (their eq. (12)). F(2×2,3×3) does 16 products per 4 outputs instead of 36 (2.25× fewer),
+// F(4×4,3×3) 36 per 16 (4× fewer). F(6×6,3×3) (5.06×) is not implemented yet: a float32 numpy
+// model of it (points 0, ±1, ±2, ±½) gave a relative error of 4.5e-6 against float64, so it would qualify.
 //
 // Measured float32 error (WinogradTests, post-SiLU activations, He-initialised weights, relative L2
 // against a float64 direct convolution): F(2×2) 1.2–2.5e-7, F(4×4) 5–15e-7, im2col 0.9–2.8e-7;
@@ -20,26 +20,65 @@ import Foundation
 // The input gradient of a stride-1 convolution is itself a 3×3 convolution of dY with the flipped,
 // transposed kernel (Convolution.swift), so it takes this path too.
 //
+// 4×4 stride-2 padding-1 convolutions (the DCGAN's discriminator; its generator's transposed
+// convolutions are the same maps run backwards) become 2×2 stride-1 convolutions:
+//
+// (A) Polyphase forward. y[i] = Σ_kh w[kh] x[2i − 1 + kh] (one axis shown; the other is the same).
+//     Write kh = 2t + 1 − a with t, a ∈ {0, 1}: then x[2i − 1 + kh] = x[2(i + t) − a] = Q_a[i + t]
+//     with the phase images Q_a[i'] = x[2i' − a] (a = 0: even rows; a = 1: odd rows shifted down
+//     by one, so Q_1[0] = x[−1] is the zero padding). So y = Σ_{a,b} conv2×2(Q_ab, w_ab) with
+//     w_ab[t, u] = w[2t + 1 − a, 2u + 1 − b]: ONE 2×2 stride-1 valid convolution over a 4·C-channel
+//     input of (OH + 1)×(OW + 1) pixels. Direct: 16 products per output and channel pair.
+// (B) Sub-pixel input gradient (= the transposed convolution's forward). dx[r] = Σ_i w[r + 1 − 2i]
+//     dy[i]; for r = 2i'' + py only i = i'' + py − 1 + a, a ∈ {0, 1}, meet the kernel, at
+//     kh = 3 − py − 2a: each output phase (py, px) is a 2×2 stride-1 convolution of dY padded by
+//     one, read from offset (py, px), with its own 2×2 kernel (Shi et al. 2016). Four convolutions
+//     share one padded copy of dY; each writes every other pixel of every other row of dX.
+// (C) Weight gradient: the adjoint of (A) in the weights: the 2×2 Winograd weight gradient over
+//     the 4·C phase channels, then dW[o, c, 2t + 1 − a, 2u + 1 − b] = dw_ab[o, c, t, u].
+//
+// With F(m×m, 2×2) (α = m + 1) each 2×2 stride-1 convolution takes α² products per m² outputs
+// instead of 4m², so the 4×4 stride-2 layer takes 4α² per m² outputs instead of 16 m²:
+// F(2×2,2×2) 1.78× fewer, F(3×3,2×2) 2.25×, F(4×4,2×2) 2.56×. Matrices from
+// scripts/experiments/winograd_2x2_matrices.py (Toom–Cook on points 0, 1, −1, 2, ∞; its float32
+// model of one tile over 256 channels gives relative errors of 3.4e-7, 3.6e-7 and 2.7e-6).
+// Measured (StrideTwoWinogradTests, LeakyReLU activations, N(0, 0.02) weights): forward against
+// a float64 direct convolution F(2×2) ≤ 2.8e-7, F(3×3) ≤ 2.2e-7, F(4×4) ≤ 1.1e-6 (im2col ≤ 2.6e-7);
+// every pass against im2col, the DCGAN's D2 (64→128 at 32×32) included: F(2×2) ≤ 6.1e-7,
+// F(3×3) ≤ 5.3e-7, F(4×4) ≤ 1.7e-6.
+//
 // Work is split into tasks of whole tile rows whose boundaries depend on the layer shape only;
 // every output tile is one GEMM column and weight gradients go through fixed lanes summed in lane
-// order, so results do not depend on the number of threads.
+// order, so results do not depend on the number of threads. A layer with fewer tasks than twice
+// the workers (small images, many channels) runs its tasks one after another with each stage
+// (gather, input transform, GEMMs by point, output transform) split across workers: the same
+// GEMMs, so the same bits.
 
-/// The algorithms a 3×3 stride-1 convolution can run with.
+/// The algorithms a convolution can run with (Winograd for 3×3 stride-1 and 4×4 stride-2 padding-1 layers).
 public enum ConvAlgorithm: String, CaseIterable, Sendable {
-    case im2col, winograd2, winograd4
+    case im2col, winograd2, winograd3, winograd4
 
-    /// Output tile side m of F(m×m, 3×3), or nil for im2col.
+    /// Output tile side m of F(m×m, r×r), or nil for im2col.
     var tile: Int? {
         switch self {
         case .im2col: return nil
         case .winograd2: return 2
+        case .winograd3: return 3
         case .winograd4: return 4
         }
     }
+
+    /// The algorithms implemented for a geometry: F(3×3, 3×3) is not.
+    public static func candidates(_ g: ConvGeometry) -> [ConvAlgorithm] {
+        if ConvAlgorithmSelection.strideTwoEligible(g) { return [.im2col, .winograd2, .winograd3, .winograd4] }
+        if ConvAlgorithmSelection.eligible(g) { return [.im2col, .winograd2, .winograd4] }
+        return [.im2col]
+    }
 }
 
-/// Which algorithm each convolution uses. `forced` (or MEDSYNTH_CONV_ALGO=im2col|winograd2|winograd4)
-/// overrides the per-shape rule; benchmarks and tests use it to compare algorithms back to back.
+/// Which algorithm each convolution uses. `forced` (or MEDSYNTH_CONV_ALGO=im2col|winograd2|winograd3|winograd4)
+/// overrides the per-shape rule wherever the forced algorithm applies to the shape; benchmarks
+/// and tests use it to compare algorithms back to back.
 public enum ConvAlgorithmSelection {
     nonisolated(unsafe) public static var forced: ConvAlgorithm? =
         ProcessInfo.processInfo.environment["MEDSYNTH_CONV_ALGO"].flatMap(ConvAlgorithm.init(rawValue:))
@@ -48,30 +87,40 @@ public enum ConvAlgorithmSelection {
     nonisolated(unsafe) public static var forcedWeightGradient: ConvAlgorithm? =
         ProcessInfo.processInfo.environment["MEDSYNTH_CONV_ALGO_DW"].flatMap(ConvAlgorithm.init(rawValue:))
 
-    /// The direction a choice is made for.
-    public enum Pass: Sendable { case forward, weightGradient }
+    /// The direction a choice is made for. A 3×3 stride-1 layer's input gradient runs as a
+    /// forward convolution (of dY, with the flipped kernel), so only 4×4 stride-2 layers ask for
+    /// `inputGradient`; it is also the forward pass of the matching transposed convolution.
+    public enum Pass: String, CaseIterable, Sendable { case forward, inputGradient, weightGradient }
 
     /// True when the geometry is a 3×3 stride-1 convolution Winograd can compute.
     static func eligible(_ g: ConvGeometry) -> Bool {
         g.kernelH == 3 && g.kernelW == 3 && g.stride == 1 && g.padding <= 2 && g.outHeight > 0 && g.outWidth > 0
     }
 
+    /// True for a 4×4 stride-2 padding-1 convolution of an even-sized input (output exactly half
+    /// the input; the phases then tile the input). Odd sizes keep im2col.
+    public static func strideTwoEligible(_ g: ConvGeometry) -> Bool {
+        g.kernelH == 4 && g.kernelW == 4 && g.stride == 2 && g.padding == 1 && g.height % 2 == 0 && g.width % 2 == 0
+            && g.height >= 2 && g.width >= 2
+    }
+
     /// The algorithm for a layer shape. The rule depends on the shape only (never on batch size,
     /// timing or threads) so a model gives the same bits for any batch or machine load.
-    /// It comes from back-to-back runs of `medsynth bench kernels --compare-algorithms` (and
+    /// 3×3: from back-to-back runs of `medsynth bench kernels --compare-algorithms` (and
     /// MEDSYNTH_CONV_ALGO_DW=… for the weight gradient) on the U-Net's layers: F(4×4) forward
     /// beat im2col and F(2×2) on every layer with at least 32 channels on both sides, from 8×8 to
     /// 64×64; for weight gradients F(2×2) was at least as fast as F(4×4) and has a third of its
     /// error. With one channel on a side (the U-Net's first and last conv) the transforms dominate
     /// and im2col wins by 3–10×.
     public static func algorithm(_ g: ConvGeometry, outChannels oc: Int, pass: Pass) -> ConvAlgorithm {
+        if strideTwoEligible(g) { return strideTwoAlgorithm(g, outChannels: oc, pass: pass) }
         guard eligible(g) else { return .im2col }
-        if pass == .weightGradient, let forcedWeightGradient { return forcedWeightGradient }
-        if let forced { return forced }
+        if pass == .weightGradient, let forcedWeightGradient, forcedWeightGradient != .winograd3 { return forcedWeightGradient }
+        if let forced, forced != .winograd3 { return forced }
         let c = g.channels
         let smaller = min(c, oc)
         switch pass {
-        case .forward:
+        case .forward, .inputGradient:
             if smaller < 16 { return .im2col }
             if g.outHeight < 8 || g.outWidth < 8 { return .winograd2 }
             return .winograd4
@@ -80,30 +129,58 @@ public enum ConvAlgorithmSelection {
             return .winograd2
         }
     }
+
+    /// 4×4 stride-2 padding-1 layers (C → OC channels, H → H/2). From `MEDSYNTH_BENCH_CLOCK=cpu
+    /// medsynth bench kernels --threads 1 --compare-algorithms --only dcgan` (CPU time, so the
+    /// loaded machine's waiting does not count; direct-convolution GFLOP/s, sgemm 88–103): on the
+    /// DCGAN's D2–D4 and G2–G4 (two runs) F(4×4) forward ran at 80–136 (median ≈ 103) against
+    /// im2col's 57–82 and F(2×2)'s 75–104; input and weight gradients F(4×4) 56–140 against im2col
+    /// 54–101 (D3's weight gradient and D4's input gradient within noise), F(2×2) within noise of
+    /// F(4×4) on the 4×4-output D4 and mostly behind elsewhere; F(3×3) (tiles that do not divide
+    /// 4, 8, 16, 32) lost everywhere. With one channel on a side (D1, G5) the transforms dominate:
+    /// Winograd ran at 0.5–8 against im2col's 2–22.
+    static func strideTwoAlgorithm(_ g: ConvGeometry, outChannels oc: Int, pass: Pass) -> ConvAlgorithm {
+        if pass == .weightGradient, let forcedWeightGradient { return forcedWeightGradient }
+        if let forced { return forced }
+        let smaller = min(g.channels, oc)
+        if smaller < 16 { return .im2col }
+        return .winograd4
+    }
 }
 
 // MARK: 1-D transforms on 8 tiles at once (each SIMD8 lane is one tile or one filter)
 
 typealias V8 = SIMD8<Float>
 
-/// The five 1-D transforms of F(m×m, 3×3), applied in place along a line of a α×α block.
+/// The five 1-D transforms of F(m×m, r×r), applied in place along a line of a α×α block.
 protocol WinogradKernel {
+    /// Output tile side.
     static var m: Int { get }
+    /// Kernel side.
+    static var r: Int { get }
     /// Bᵀ: α → α (input tiles).
     static func inputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int)
     /// Aᵀ: α → m (output tiles).
     static func outputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int)
-    /// G: 3 → α (filters).
+    /// G: r → α (filters).
     static func filterLine(_ p: UnsafeMutablePointer<V8>, _ s: Int)
     /// A: m → α (output gradients, the adjoint of Aᵀ).
     static func outputGradientLine(_ p: UnsafeMutablePointer<V8>, _ s: Int)
-    /// Gᵀ: α → 3 (filter gradients, the adjoint of G).
+    /// Gᵀ: α → r (filter gradients, the adjoint of G).
     static func filterGradientLine(_ p: UnsafeMutablePointer<V8>, _ s: Int)
+}
+
+extension WinogradKernel {
+    /// Input tile side α = m + r − 1.
+    static var alpha: Int { m + r - 1 }
+    /// Transform points α², one GEMM each.
+    static var points: Int { alpha * alpha }
 }
 
 /// F(2×2, 3×3), Lavin & Gray eq. (8)'s matrices.
 enum WinogradF2: WinogradKernel {
     static var m: Int { 2 }
+    static var r: Int { 3 }
     @inline(__always) static func inputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
         let d0 = p[0], d1 = p[s], d2 = p[2 * s], d3 = p[3 * s]
         p[0] = d0 - d2; p[s] = d1 + d2; p[2 * s] = d2 - d1; p[3 * s] = d1 - d3
@@ -131,6 +208,7 @@ enum WinogradF2: WinogradKernel {
 /// F(4×4, 3×3) with interpolation points 0, ±1, ±2, ∞ (Lavin & Gray §5).
 enum WinogradF4: WinogradKernel {
     static var m: Int { 4 }
+    static var r: Int { 3 }
     @inline(__always) static func inputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
         let d0 = p[0], d1 = p[s], d2 = p[2 * s], d3 = p[3 * s], d4 = p[4 * s], d5 = p[5 * s]
         let four = V8(repeating: 4), five = V8(repeating: 5), two = V8(repeating: 2)
@@ -180,38 +258,199 @@ enum WinogradF4: WinogradKernel {
     }
 }
 
-// MARK: - Tiling plan
+/// F(2×2, 2×2) on points 0, 1, ∞: Bᵀ = [1 −1 0; 0 1 0; 0 −1 1], G = [1 0; 1 1; 0 1], Aᵀ = [1 1 0; 0 1 1].
+enum WinogradF2R2: WinogradKernel {
+    static var m: Int { 2 }
+    static var r: Int { 2 }
+    @inline(__always) static func inputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let d0 = p[0], d1 = p[s], d2 = p[2 * s]
+        p[0] = d0 - d1; p[2 * s] = d2 - d1
+    }
+    @inline(__always) static func outputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let m0 = p[0], m1 = p[s], m2 = p[2 * s]
+        p[0] = m0 + m1; p[s] = m1 + m2
+    }
+    @inline(__always) static func filterLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let g0 = p[0], g1 = p[s]
+        p[s] = g0 + g1; p[2 * s] = g1
+    }
+    @inline(__always) static func outputGradientLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let y0 = p[0], y1 = p[s]
+        p[s] = y0 + y1; p[2 * s] = y1
+    }
+    @inline(__always) static func filterGradientLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let u0 = p[0], u1 = p[s], u2 = p[2 * s]
+        p[0] = u0 + u1; p[s] = u1 + u2
+    }
+}
+
+/// F(3×3, 2×2) on points 0, 1, −1, ∞: Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 −1 0 1],
+/// G = [1 0; ½ ½; ½ −½; 0 1], Aᵀ = [1 1 1 0; 0 1 −1 0; 0 1 1 1].
+enum WinogradF3R2: WinogradKernel {
+    static var m: Int { 3 }
+    static var r: Int { 2 }
+    @inline(__always) static func inputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let d0 = p[0], d1 = p[s], d2 = p[2 * s], d3 = p[3 * s]
+        p[0] = d0 - d2; p[s] = d1 + d2; p[2 * s] = d2 - d1; p[3 * s] = d3 - d1
+    }
+    @inline(__always) static func outputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let m0 = p[0], m1 = p[s], m2 = p[2 * s], m3 = p[3 * s]
+        p[0] = m0 + m1 + m2; p[s] = m1 - m2; p[2 * s] = m1 + m2 + m3
+    }
+    @inline(__always) static func filterLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let g0 = p[0], g1 = p[s]
+        let half = V8(repeating: 0.5)
+        p[s] = (g0 + g1) * half; p[2 * s] = (g0 - g1) * half; p[3 * s] = g1
+    }
+    @inline(__always) static func outputGradientLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let y0 = p[0], y1 = p[s], y2 = p[2 * s]
+        p[s] = y0 + y1 + y2; p[2 * s] = y0 - y1 + y2; p[3 * s] = y2
+    }
+    @inline(__always) static func filterGradientLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let u0 = p[0], u1 = p[s], u2 = p[2 * s], u3 = p[3 * s]
+        let half = V8(repeating: 0.5)
+        p[0] = u0 + (u1 + u2) * half; p[s] = (u1 - u2) * half + u3
+    }
+}
+
+/// F(4×4, 2×2) on points 0, 1, −1, 2, ∞: Aᵀ = [1 1 1 1 0; 0 1 −1 2 0; 0 1 1 4 0; 0 1 −1 8 1],
+/// G = [½ 0; −½ −½; −⅙ ⅙; ⅙ ⅓; 0 1], Bᵀ = [2 −1 −2 1 0; 0 −2 −1 1 0; 0 2 −3 1 0; 0 −1 0 1 0; 0 2 −1 −2 1].
+enum WinogradF4R2: WinogradKernel {
+    static var m: Int { 4 }
+    static var r: Int { 2 }
+    @inline(__always) static func inputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let d0 = p[0], d1 = p[s], d2 = p[2 * s], d3 = p[3 * s], d4 = p[4 * s]
+        let two = V8(repeating: 2), three = V8(repeating: 3)
+        let d31 = d3 - d1
+        p[0] = two * (d0 - d2) + d31
+        p[s] = d3 - d2 - two * d1
+        p[2 * s] = two * d1 - three * d2 + d3
+        p[3 * s] = d31
+        p[4 * s] = two * (d1 - d3) - d2 + d4
+    }
+    @inline(__always) static func outputLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let m0 = p[0], m1 = p[s], m2 = p[2 * s], m3 = p[3 * s], m4 = p[4 * s]
+        let a = m1 + m2, b = m1 - m2
+        p[0] = m0 + a + m3
+        p[s] = b + 2 * m3
+        p[2 * s] = a + 4 * m3
+        p[3 * s] = b + 8 * m3 + m4
+    }
+    @inline(__always) static func filterLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let g0 = p[0], g1 = p[s]
+        let sixth: Float = 1.0 / 6.0
+        p[0] = g0 * 0.5
+        p[s] = (g0 + g1) * -0.5
+        p[2 * s] = (g1 - g0) * sixth
+        p[3 * s] = (g0 + 2 * g1) * sixth
+        p[4 * s] = g1
+    }
+    @inline(__always) static func outputGradientLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let y0 = p[0], y1 = p[s], y2 = p[2 * s], y3 = p[3 * s]
+        let even = y0 + y2, odd = y1 + y3
+        p[s] = even + odd
+        p[2 * s] = even - odd
+        p[3 * s] = y0 + 2 * y1 + 4 * y2 + 8 * y3
+        p[4 * s] = y3
+    }
+    @inline(__always) static func filterGradientLine(_ p: UnsafeMutablePointer<V8>, _ s: Int) {
+        let u0 = p[0], u1 = p[s], u2 = p[2 * s], u3 = p[3 * s], u4 = p[4 * s]
+        let sixth: Float = 1.0 / 6.0
+        p[0] = (u0 - u1) * 0.5 + (u3 - u2) * sixth
+        p[s] = u1 * -0.5 + (u2 + 2 * u3) * sixth + u4
+    }
+}
+
+// MARK: - Layout and tiling plan
+
+/// Where a Winograd convolution reads its input and writes its output. The convolution itself is
+/// always an r×r stride-1 "valid" one over a virtual input of `channels` = sourceChannels·phases
+/// channels; virtual pixel (R, Q) of virtual channel c·phases + (a·2 + b) is source pixel
+/// (step·R + offset − a, step·Q + offset − b) of channel c, zero outside the image.
+struct WinogradLayout {
+    let sourceChannels, height, width: Int
+    /// 1, or 4 for the polyphase split of a stride-2 input (phase a·2 + b).
+    let phases: Int
+    let step: Int
+    let offset: Int
+    /// Output phases: 1, or 4 for the sub-pixel input gradient (phase py·2 + px reads the virtual
+    /// input from (py, px) on and writes output pixels (2i + py, 2j + px)).
+    let outputPhases: Int
+    /// The output grid of each output phase, and where output (image, channel, i, j) of phase
+    /// (py, px) lives: image·imageStride + channel·channelStride + i·rowStride + j·colStride
+    /// + py·phaseRowStride + px·colStride/2.
+    let outHeight, outWidth: Int
+    let outImageStride, outChannelStride, outRowStride, outColStride: Int
+
+    var channels: Int { sourceChannels * phases }
+
+    /// A stride-1 r×r convolution with zero padding `padding`.
+    static func strideOne(_ g: ConvGeometry, outChannels oc: Int) -> WinogradLayout {
+        WinogradLayout(sourceChannels: g.channels, height: g.height, width: g.width, phases: 1, step: 1, offset: -g.padding,
+                       outputPhases: 1, outHeight: g.outHeight, outWidth: g.outWidth,
+                       outImageStride: oc * g.outPlane, outChannelStride: g.outPlane, outRowStride: g.outWidth, outColStride: 1)
+    }
+
+    /// (A): a 4×4 stride-2 padding-1 convolution as a 2×2 one over the four phase images.
+    static func polyphase(_ g: ConvGeometry, outChannels oc: Int) -> WinogradLayout {
+        WinogradLayout(sourceChannels: g.channels, height: g.height, width: g.width, phases: 4, step: 2, offset: 0,
+                       outputPhases: 1, outHeight: g.outHeight, outWidth: g.outWidth,
+                       outImageStride: oc * g.outPlane, outChannelStride: g.outPlane, outRowStride: g.outWidth, outColStride: 1)
+    }
+
+    /// (B): the input gradient of that convolution (dY, OC×OH×OW → dX, C×H×W) as four 2×2 ones.
+    static func subPixel(_ g: ConvGeometry, outChannels oc: Int) -> WinogradLayout {
+        WinogradLayout(sourceChannels: oc, height: g.outHeight, width: g.outWidth, phases: 1, step: 1, offset: -1,
+                       outputPhases: 4, outHeight: g.outHeight, outWidth: g.outWidth,
+                       outImageStride: g.channels * g.inPlane, outChannelStride: g.inPlane, outRowStride: 2 * g.width, outColStride: 2)
+    }
+
+    /// Offset of output phase q's first pixel.
+    func outputOrigin(phase q: Int) -> Int { outputPhases == 1 ? 0 : (q / 2) * (outRowStride / 2) + (q % 2) * (outColStride / 2) }
+}
 
 /// How a layer is cut into tiles and tasks: depends on the shape only.
 struct WinogradPlan {
-    let m, alpha, points: Int
-    let g: ConvGeometry
-    let batch, outChannels: Int
+    let m, r, alpha, points: Int
+    let layout: WinogradLayout
+    /// Virtual input channels and output channels of the r×r convolution.
+    let channels, outChannels: Int
+    let batch: Int
     let tilesH, tilesW: Int
-    /// Padded row length of the per-task input copy: tilesW·m + 2.
+    /// Rows of the per-task input copy per tile row: α, plus one when output phases read it shifted.
+    let gatherRows: Int
+    /// Padded row length of the per-task input copy: tilesW·m + α − m (+ 1 with output phases).
     let paddedWidth: Int
     /// When tile rows hold whole groups of 8 tiles, each padded row is stored as m phase rows
     /// (phase q holds columns q, q + m, q + 2m, …) so 8 neighbouring tiles' pixels are 8
     /// contiguous floats and the input transform loads vectors instead of gathering lanes.
     let phaseSplit: Bool
-    /// Floats per padded row in the per-task copy.
-    let rowStride: Int
+    /// Floats per phase row (phase split) and per padded row in the per-task copy.
+    let phaseLength, rowStride: Int
     let rowsPerTask, tasks: Int
 
-    init(_ g: ConvGeometry, batch: Int, outChannels: Int, m: Int) {
-        self.m = m; alpha = m + 2; points = (m + 2) * (m + 2)
-        self.g = g; self.batch = batch; self.outChannels = outChannels
-        tilesH = (g.outHeight + m - 1) / m
-        tilesW = (g.outWidth + m - 1) / m
-        paddedWidth = tilesW * m + 2
+    init(_ layout: WinogradLayout, batch: Int, outChannels: Int, m: Int, r: Int) {
+        self.m = m; self.r = r; alpha = m + r - 1; points = alpha * alpha
+        self.layout = layout; self.batch = batch; self.outChannels = outChannels
+        channels = layout.channels
+        let shift = layout.outputPhases == 1 ? 0 : 1
+        tilesH = (layout.outHeight + m - 1) / m
+        tilesW = (layout.outWidth + m - 1) / m
+        gatherRows = alpha + shift
+        paddedWidth = tilesW * m + r - 1 + shift
         phaseSplit = tilesW % 8 == 0
-        rowStride = phaseSplit ? m * (tilesW + 1) : paddedWidth
+        phaseLength = (paddedWidth + m - 1) / m
+        rowStride = phaseSplit ? m * phaseLength : paddedWidth
         // Enough tiles per task for the GEMMs to reach their rate, while the task's transformed
         // input and output (α²·(C + OC) floats per tile) stay within about 2 MB.
-        let perTile = points * (g.channels + outChannels)
+        let perTile = points * (channels + outChannels)
         let wantedTiles = max(64, min(512, (1 << 19) / max(1, perTile)))
         rowsPerTask = max(1, min(batch * tilesH, wantedTiles / tilesW))
         tasks = (batch * tilesH + rowsPerTask - 1) / rowsPerTask
+    }
+
+    init(_ g: ConvGeometry, batch: Int, outChannels: Int, m: Int) {
+        self.init(.strideOne(g, outChannels: outChannels), batch: batch, outChannels: outChannels, m: m, r: 3)
     }
 
     func tileRows(task: Int) -> Range<Int> {
@@ -222,14 +461,25 @@ struct WinogradPlan {
     /// Tiles in a task rounded up to whole SIMD8 groups: the row stride of V and M.
     static func paddedTiles(_ tiles: Int) -> Int { (tiles + 7) / 8 * 8 }
     var maxTilesPerTask: Int { WinogradPlan.paddedTiles(rowsPerTask * tilesW) }
+    /// Floats of the per-task input copy.
+    var gatherCount: Int { channels * rowsPerTask * gatherRows * rowStride }
+    /// Few tasks: run them one by one with every stage split across workers instead.
+    var splitsStages: Bool { tasks < 2 * Parallel.workers }
+}
+
+/// Runs `body` over 0..<count: split across workers when `parallel`, else in one call.
+@inline(__always)
+func winogradStage(_ count: Int, parallel: Bool, cost: Int, _ body: (Range<Int>) -> Void) {
+    if parallel { Parallel.forRanges(count, cost: cost, body) } else if count > 0 { body(0..<count) }
 }
 
 // MARK: - Filter transforms
 
-/// U[p][oc·C + c] = (G w[oc, c] Gᵀ)[p]: the α² matrices of OC×C the GEMMs multiply.
+/// U[p][f] = (G w[f] Gᵀ)[p] for r×r filters f (row-major r·r floats each): the α² matrices
+/// of OC×C the GEMMs multiply (filter f = oc·C + c).
 func winogradFilterTransform<K: WinogradKernel>(_ kernel: K.Type, _ w: UnsafePointer<Float>, filters: Int,
                                                  _ u: UnsafeMutablePointer<Float>) {
-    let alpha = K.m + 2, points = alpha * alpha
+    let alpha = K.alpha, points = K.points, r = K.r
     let groups = (filters + 7) / 8
     Parallel.forRanges(groups, cost: 8 * 200) { range in
         let block = UnsafeMutablePointer<V8>.allocate(capacity: points)
@@ -237,11 +487,11 @@ func winogradFilterTransform<K: WinogradKernel>(_ kernel: K.Type, _ w: UnsafePoi
         for group in range {
             let f0 = group * 8, lanes = min(8, filters - f0)
             let lanesOf = UnsafeMutableRawPointer(block).assumingMemoryBound(to: Float.self)
-            for i in 0..<3 { for j in 0..<3 {
+            for i in 0..<r { for j in 0..<r {
                 block[i * alpha + j] = V8(repeating: 0)
-                for l in 0..<lanes { lanesOf[(i * alpha + j) * 8 + l] = w[(f0 + l) * 9 + i * 3 + j] }
+                for l in 0..<lanes { lanesOf[(i * alpha + j) * 8 + l] = w[(f0 + l) * r * r + i * r + j] }
             } }
-            for j in 0..<3 { K.filterLine(block + j, alpha) }
+            for j in 0..<r { K.filterLine(block + j, alpha) }
             for i in 0..<alpha { K.filterLine(block + i * alpha, 1) }
             for p in 0..<points {
                 let v = block[p], dst = u + p * filters + f0
@@ -251,10 +501,10 @@ func winogradFilterTransform<K: WinogradKernel>(_ kernel: K.Type, _ w: UnsafePoi
     }
 }
 
-/// dw[f] += (Gᵀ dU[·][f] G) for every filter f (the adjoint of the filter transform).
+/// dw[f] += (Gᵀ dU[·][f] G) for every r×r filter f (the adjoint of the filter transform).
 func winogradFilterGradientTransform<K: WinogradKernel>(_ kernel: K.Type, _ du: UnsafePointer<Float>, filters: Int,
                                                          _ dw: UnsafeMutablePointer<Float>) {
-    let alpha = K.m + 2, points = alpha * alpha
+    let alpha = K.alpha, points = K.points, r = K.r
     let groups = (filters + 7) / 8
     Parallel.forRanges(groups, cost: 8 * 200) { range in
         let block = UnsafeMutablePointer<V8>.allocate(capacity: points)
@@ -267,121 +517,161 @@ func winogradFilterGradientTransform<K: WinogradKernel>(_ kernel: K.Type, _ du: 
                 for l in 0..<lanes { lanesOf[p * 8 + l] = du[p * filters + f0 + l] }
             }
             for j in 0..<alpha { K.filterGradientLine(block + j, alpha) }
-            for i in 0..<3 { K.filterGradientLine(block + i * alpha, 1) }
-            for i in 0..<3 { for j in 0..<3 {
-                for l in 0..<lanes { dw[(f0 + l) * 9 + i * 3 + j] += lanesOf[(i * alpha + j) * 8 + l] }
+            for i in 0..<r { K.filterGradientLine(block + i * alpha, 1) }
+            for i in 0..<r { for j in 0..<r {
+                for l in 0..<lanes { dw[(f0 + l) * r * r + i * r + j] += lanesOf[(i * alpha + j) * 8 + l] }
             } }
         }
     }
 }
 
+// MARK: - 4×4 stride-2 kernels as 2×2 kernels
+
+/// (A): w (OC×C×4×4) → the 2×2 kernels of the 4·C phase channels, w2[o, c·4 + a·2 + b, t, u] = w[o, c, 2t + 1 − a, 2u + 1 − b].
+func polyphaseKernels(_ w: UnsafePointer<Float>, outChannels oc: Int, channels c: Int) -> [Float] {
+    var out = [Float](repeating: 0, count: oc * c * 16)
+    for o in 0..<oc { for ci in 0..<c { for a in 0..<2 { for b in 0..<2 { for t in 0..<2 { for u in 0..<2 {
+        out[(((o * c + ci) * 4 + a * 2 + b) * 2 + t) * 2 + u] = w[((o * c + ci) * 4 + 2 * t + 1 - a) * 4 + 2 * u + 1 - b]
+    } } } } } }
+    return out
+}
+
+/// The adjoint of `polyphaseKernels`: dW[o, c, 2t + 1 − a, 2u + 1 − b] += dw2[o, c·4 + a·2 + b, t, u].
+func addPolyphaseKernelGradient(_ dw2: UnsafePointer<Float>, outChannels oc: Int, channels c: Int, _ dW: UnsafeMutablePointer<Float>) {
+    for o in 0..<oc { for ci in 0..<c { for a in 0..<2 { for b in 0..<2 { for t in 0..<2 { for u in 0..<2 {
+        dW[((o * c + ci) * 4 + 2 * t + 1 - a) * 4 + 2 * u + 1 - b] += dw2[(((o * c + ci) * 4 + a * 2 + b) * 2 + t) * 2 + u]
+    } } } } } }
+}
+
+/// (B): the 2×2 kernel of output phase (py, px) for each (c, o): w_p[c, o, a, b] = w[o, c, 3 − py − 2a, 3 − px − 2b],
+/// the four phases one after another (C×OC filters each).
+func subPixelKernels(_ w: UnsafePointer<Float>, outChannels oc: Int, channels c: Int) -> [Float] {
+    var out = [Float](repeating: 0, count: 4 * c * oc * 4)
+    for q in 0..<4 {
+        let py = q / 2, px = q % 2
+        for ci in 0..<c { for o in 0..<oc { for a in 0..<2 { for b in 0..<2 {
+            out[(((q * c + ci) * oc + o) * 2 + a) * 2 + b] = w[((o * c + ci) * 4 + 3 - py - 2 * a) * 4 + 3 - px - 2 * b]
+        } } } }
+    }
+    return out
+}
+
 // MARK: - Input and output tiles
 
-/// Copies the input rows the task's tile rows read into `padded` ([C][tile row][α][paddedWidth],
-/// zero outside the image) and returns nothing; tile (row r, column j) of channel c starts at
-/// padded + (c·rows + r)·α·paddedWidth + j·m.
+/// Copies the virtual input rows that the task's tile rows read into `padded`
+/// ([virtual channel][tile row][gatherRows][rowStride], zero outside the image) for the virtual
+/// channels `channels`. Tile row r's padded row a is virtual row (r mod tilesH)·m + a.
 @inline(__always)
-func winogradGatherInput(_ x: UnsafePointer<Float>, _ plan: WinogradPlan, rows: Range<Int>, _ padded: UnsafeMutablePointer<Float>) {
-    let g = plan.g, alpha = plan.alpha, wp = plan.paddedWidth
-    let rowCount = rows.count
-    for c in 0..<g.channels {
+func winogradGatherInput(_ x: UnsafePointer<Float>, _ plan: WinogradPlan, rows: Range<Int>, channels: Range<Int>,
+                         _ padded: UnsafeMutablePointer<Float>) {
+    let layout = plan.layout, wp = plan.paddedWidth, rowCount = rows.count, step = layout.step
+    let lineLength = plan.phaseSplit ? plan.rowStride : wp
+    for vc in channels {
+        let c = vc / layout.phases, phase = vc % layout.phases
+        let rowOffset = layout.offset - phase / 2, colOffset = layout.offset - phase % 2
+        // Virtual columns [lo, hi) read source columns step·q + colOffset inside the image.
+        let lo = min(lineLength, max(0, (-colOffset + step - 1) / step))
+        let hi = max(lo, min(lineLength, (layout.width - 1 - colOffset) / step + 1))
         for (ri, r) in rows.enumerated() {
             let img = r / plan.tilesH, ti = r % plan.tilesH
-            let src = x + (img * g.channels + c) * g.inPlane
-            let dstBase = padded + ((c * rowCount + ri) * alpha) * plan.rowStride
-            for a in 0..<alpha {
-                let ih = ti * plan.m - g.padding + a
+            let src = x + (img * layout.sourceChannels + c) * layout.height * layout.width
+            let dstBase = padded + ((vc * rowCount + ri) * plan.gatherRows) * plan.rowStride
+            for a in 0..<plan.gatherRows {
+                let ih = step * (ti * plan.m + a) + rowOffset
                 let dst = dstBase + a * plan.rowStride
+                if ih < 0 || ih >= layout.height { dst.update(repeating: 0, count: plan.rowStride); continue }
+                let srow = src + ih * layout.width + colOffset
+                func fill(_ line: UnsafeMutablePointer<Float>) {
+                    if lo > 0 { line.update(repeating: 0, count: lo) }
+                    if step == 1 {
+                        (line + lo).update(from: srow + lo, count: hi - lo)
+                    } else {
+                        for q in lo..<hi { line[q] = srow[step * q] }
+                    }
+                    if hi < lineLength { (line + hi).update(repeating: 0, count: lineLength - hi) }
+                }
                 if plan.phaseSplit {
                     // Padded column q goes to phase q mod m, slot q / m.
-                    let m = plan.m, phase = plan.tilesW + 1
-                    if ih < 0 || ih >= g.height { dst.update(repeating: 0, count: plan.rowStride); continue }
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: phase * m) { line in
+                    let m = plan.m, length = plan.phaseLength
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: lineLength) { line in
                         let l = line.baseAddress!
-                        let lo = min(wp, g.padding), hi = min(wp, g.padding + g.width)
-                        l.update(repeating: 0, count: phase * m)
-                        (l + lo).update(from: src + ih * g.width + (lo - g.padding), count: hi - lo)
+                        fill(l)
                         for q in 0..<m {
-                            let d = dst + q * phase
+                            let d = dst + q * length
                             var j = 0, from = q
-                            while j < phase { d[j] = l[from]; j += 1; from += m }
+                            while j < length { d[j] = l[from]; j += 1; from += m }
                         }
                     }
-                    continue
+                } else {
+                    fill(dst)
                 }
-                if ih < 0 || ih >= g.height { dst.update(repeating: 0, count: wp); continue }
-                // Padded column q holds input column q − padding.
-                let lo = min(wp, g.padding), hi = min(wp, g.padding + g.width)
-                if lo > 0 { dst.update(repeating: 0, count: lo) }
-                (dst + lo).update(from: src + ih * g.width + (lo - g.padding), count: hi - lo)
-                if hi < wp { (dst + hi).update(repeating: 0, count: wp - hi) }
             }
         }
     }
 }
 
 /// Where each tile of a task lives, computed once per task so the per-channel loops do no
-/// divisions: `input[t]` is the tile's offset in the padded copy, `output[t]` its top-left
-/// pixel in an N×OC×OH×OW tensor for output channel 0 (add o·OH·OW for channel o), `full[t]`
-/// whether all m×m of its pixels are inside the output. Entries past the last tile repeat it.
+/// divisions: `input[t]` is the tile's offset in the padded copy (non-split layout), `output[t]`
+/// its top-left pixel in the output for channel 0 and output phase 0, `rows[t]`/`cols[t]` how
+/// many of its m×m pixels are inside the output. Entries past the last tile repeat it.
 struct WinogradTileIndex {
     let input, output: UnsafeMutablePointer<Int>
-    let full: UnsafeMutablePointer<Bool>
+    let rows, cols: UnsafeMutablePointer<Int>
 
     init(capacity: Int) {
-        input = .allocate(capacity: capacity); output = .allocate(capacity: capacity); full = .allocate(capacity: capacity)
+        input = .allocate(capacity: capacity); output = .allocate(capacity: capacity)
+        rows = .allocate(capacity: capacity); cols = .allocate(capacity: capacity)
     }
 
-    func deallocate() { input.deallocate(); output.deallocate(); full.deallocate() }
+    func deallocate() { input.deallocate(); output.deallocate(); rows.deallocate(); cols.deallocate() }
 
-    func fill(_ plan: WinogradPlan, rows: Range<Int>) {
-        let g = plan.g, m = plan.m
-        let tiles = rows.count * plan.tilesW
+    func fill(_ plan: WinogradPlan, rows tileRows: Range<Int>) {
+        let layout = plan.layout, m = plan.m
+        let tiles = tileRows.count * plan.tilesW
         for t in 0..<WinogradPlan.paddedTiles(tiles) {
             let tt = min(t, tiles - 1)
             let ri = tt / plan.tilesW, tj = tt % plan.tilesW
-            let r = rows.lowerBound + ri
+            let r = tileRows.lowerBound + ri
             let img = r / plan.tilesH, ti = r % plan.tilesH
-            input[t] = ri * plan.alpha * plan.paddedWidth + tj * m
-            output[t] = img * plan.outChannels * g.outPlane + ti * m * g.outWidth + tj * m
-            full[t] = ti * m + m <= g.outHeight && tj * m + m <= g.outWidth
+            input[t] = ri * plan.gatherRows * plan.paddedWidth + tj * m
+            output[t] = img * layout.outImageStride + ti * m * layout.outRowStride + tj * m * layout.outColStride
+            rows[t] = min(m, layout.outHeight - ti * m)
+            cols[t] = min(m, layout.outWidth - tj * m)
         }
     }
 
-    /// Rows and columns of tile t inside the output.
-    @inline(__always) func extent(_ t: Int, _ plan: WinogradPlan) -> (Int, Int) {
-        if full[t] { return (plan.m, plan.m) }
-        let offset = output[t] % plan.g.outPlane
-        return (min(plan.m, plan.g.outHeight - offset / plan.g.outWidth), min(plan.m, plan.g.outWidth - offset % plan.g.outWidth))
-    }
+    @inline(__always) func isFull(_ t: Int, _ m: Int) -> Bool { rows[t] == m && cols[t] == m }
 }
 
-/// V[p][c][t] = (Bᵀ d Bᵀᵀ)[p] for the task's tiles, 8 tiles per SIMD step.
+/// V[p][c][t] = (Bᵀ d Bᵀᵀ)[p] for the task's tiles and the virtual channels `channels`, 8 tiles
+/// per SIMD step; the tiles start `shift` = (rows, columns) into the padded copy (output phases).
 @inline(__always)
 func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: UnsafePointer<Float>, _ plan: WinogradPlan,
-                                                rowCount: Int, channels: Int, _ v: UnsafeMutablePointer<Float>, ld: Int,
+                                                rowCount: Int, channels: Range<Int>, shift: (Int, Int),
+                                                _ v: UnsafeMutablePointer<Float>, ld: Int,
                                                 index: WinogradTileIndex, block: UnsafeMutablePointer<V8>) {
-    let alpha = K.m + 2, wp = plan.paddedWidth, points = alpha * alpha
+    let alpha = K.alpha, points = K.points, allChannels = plan.channels
     let tiles = rowCount * plan.tilesW
-    let channelStride = rowCount * alpha * plan.rowStride
+    let channelStride = rowCount * plan.gatherRows * plan.rowStride
     if plan.phaseSplit {
-        let m = K.m, stride = plan.rowStride, phase = plan.tilesW + 1
-        for c in 0..<channels {
+        let m = K.m, stride = plan.rowStride, length = plan.phaseLength
+        for c in channels {
             for ri in 0..<rowCount {
-                let rowBase = padded + (c * rowCount + ri) * alpha * stride
+                let rowBase = padded + (c * rowCount + ri) * plan.gatherRows * stride + shift.0 * stride
                 var j0 = 0
                 while j0 < plan.tilesW {
                     for a in 0..<alpha {
                         let row = rowBase + a * stride + j0
                         for b in 0..<alpha {
-                            block[a * alpha + b] = UnsafeRawPointer(row + (b % m) * phase + b / m).loadUnaligned(as: V8.self)
+                            let q = b + shift.1
+                            block[a * alpha + b] = UnsafeRawPointer(row + (q % m) * length + q / m).loadUnaligned(as: V8.self)
                         }
                     }
                     for b in 0..<alpha { K.inputLine(block + b, alpha) }
                     for a in 0..<alpha { K.inputLine(block + a * alpha, 1) }
                     let t0 = ri * plan.tilesW + j0
                     for p in 0..<points {
-                        UnsafeMutableRawPointer(v + (p * channels + c) * ld + t0).storeBytes(of: block[p], as: V8.self)
+                        UnsafeMutableRawPointer(v + (p * allChannels + c) * ld + t0).storeBytes(of: block[p], as: V8.self)
                     }
                     j0 += 8
                 }
@@ -389,8 +679,9 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
         }
         return
     }
-    for c in 0..<channels {
-        let base = padded + c * channelStride
+    let wp = plan.paddedWidth
+    for c in channels {
+        let base = padded + c * channelStride + shift.0 * wp + shift.1
         var t0 = 0
         while t0 < tiles {
             let o = index.input + t0
@@ -405,24 +696,25 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
             for b in 0..<alpha { K.inputLine(block + b, alpha) }
             for a in 0..<alpha { K.inputLine(block + a * alpha, 1) }
             for p in 0..<points {
-                UnsafeMutableRawPointer(v + (p * channels + c) * ld + t0).storeBytes(of: block[p], as: V8.self)
+                UnsafeMutableRawPointer(v + (p * allChannels + c) * ld + t0).storeBytes(of: block[p], as: V8.self)
             }
             t0 += 8
         }
     }
 }
 
-/// y[tile] (+)= Aᵀ M A for the task's tiles.
+/// y[tile] (+)= Aᵀ M A for the task's tiles and the output channels `outChannels`; `y` points at
+/// the output phase's first pixel.
 @inline(__always)
 func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePointer<Float>, ld: Int, _ plan: WinogradPlan,
-                                                 tiles: Int, _ y: UnsafeMutablePointer<Float>, accumulate: Bool,
+                                                 tiles: Int, outChannels: Range<Int>, _ y: UnsafeMutablePointer<Float>, accumulate: Bool,
                                                  bias: UnsafePointer<Float>?, index: WinogradTileIndex, block: UnsafeMutablePointer<V8>) {
-    let m = K.m, alpha = K.m + 2, points = alpha * alpha, oc = plan.outChannels
-    let ow = plan.g.outWidth, plane = plan.g.outPlane
+    let m = K.m, alpha = K.alpha, points = K.points, oc = plan.outChannels
+    let layout = plan.layout, rowStride = layout.outRowStride, colStride = layout.outColStride
     // Lane l of block[q] is the float at (q·8 + l).
     let lanesOf = UnsafeRawPointer(block).assumingMemoryBound(to: Float.self)
-    for o in 0..<oc {
-        let yo = y + o * plane
+    for o in outChannels {
+        let yo = y + o * layout.outChannelStride
         var t0 = 0
         while t0 < tiles {
             let lanes = min(8, tiles - t0)
@@ -439,20 +731,20 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
             for l in 0..<lanes {
                 let t = t0 + l
                 let dst = yo + index.output[t]
-                if index.full[t] && !accumulate {
+                if colStride == 1 && index.isFull(t, m) && !accumulate {
                     for a in 0..<m {
-                        let drow = dst + a * ow, src = lanesOf + a * alpha * 8 + l
+                        let drow = dst + a * rowStride, src = lanesOf + a * alpha * 8 + l
                         for b in 0..<m { drow[b] = src[b * 8] }
                     }
                     continue
                 }
-                let (hMax, wMax) = index.extent(t, plan)
+                let hMax = index.rows[t], wMax = index.cols[t]
                 for a in 0..<hMax {
-                    let drow = dst + a * ow, src = lanesOf + a * alpha * 8 + l
+                    let drow = dst + a * rowStride, src = lanesOf + a * alpha * 8 + l
                     if accumulate {
-                        for b in 0..<wMax { drow[b] += src[b * 8] }
+                        for b in 0..<wMax { drow[b * colStride] += src[b * 8] }
                     } else {
-                        for b in 0..<wMax { drow[b] = src[b * 8] }
+                        for b in 0..<wMax { drow[b * colStride] = src[b * 8] }
                     }
                 }
             }
@@ -463,96 +755,213 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
 
 // MARK: - Forward
 
-/// y (N×OC×OH×OW) (+)= conv3×3(x, w) for a stride-1 geometry, by F(m×m, 3×3).
-/// With `bias`, adds bias[o] to output channel o in the same pass.
-func winogradForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                     batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int, accumulate: Bool = false,
-                     bias: UnsafePointer<Float>? = nil) {
-    if m == 4 { winogradForward(WinogradF4.self, x, w, y, batch: n, outChannels: oc, g, accumulate: accumulate, bias: bias) }
-    else { winogradForward(WinogradF2.self, x, w, y, batch: n, outChannels: oc, g, accumulate: accumulate, bias: bias) }
+/// Scratch for one worker's tasks.
+struct WinogradScratch {
+    let padded, v, mm: UnsafeMutablePointer<Float>
+    let index: WinogradTileIndex
+
+    init(_ plan: WinogradPlan, outputCapacity: Int) {
+        let ld = plan.maxTilesPerTask
+        padded = .allocate(capacity: plan.gatherCount)
+        v = .allocate(capacity: plan.points * plan.channels * ld)
+        mm = .allocate(capacity: plan.points * outputCapacity * ld)
+        index = WinogradTileIndex(capacity: ld)
+    }
+
+    func deallocate() { padded.deallocate(); v.deallocate(); mm.deallocate(); index.deallocate() }
 }
 
-func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-                                        _ y: UnsafeMutablePointer<Float>, batch n: Int, outChannels oc: Int,
-                                        _ g: ConvGeometry, accumulate: Bool, bias: UnsafePointer<Float>?) {
-    let plan = WinogradPlan(g, batch: n, outChannels: oc, m: K.m)
-    let c = g.channels, points = plan.points
-    let u = Workspace.shared.buffer(3, count: points * oc * c).baseAddress!
-    winogradFilterTransform(K.self, w, filters: oc * c, u)
-    let ld = plan.maxTilesPerTask
+/// Runs one task of a forward plan: y (+)= the r×r convolution of the task's tiles, for every
+/// output phase (U holds one α²×OC×C block per output phase). With `parallel`, every stage is
+/// split across workers (the same GEMMs either way).
+func winogradForwardTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, task: Int, _ x: UnsafePointer<Float>,
+                                            _ u: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, accumulate: Bool,
+                                            bias: UnsafePointer<Float>?, _ scratch: WinogradScratch, parallel: Bool,
+                                            stage: inout WinogradStageClock) {
+    let c = plan.channels, oc = plan.outChannels, points = plan.points, ld = plan.maxTilesPerTask
+    let rows = plan.tileRows(task: task)
+    let tiles = rows.count * plan.tilesW
+    scratch.index.fill(plan, rows: rows)
+    let transformCost = tiles * points * 8
+    winogradStage(c, parallel: parallel, cost: tiles * plan.gatherRows * plan.paddedWidth) { range in
+        winogradGatherInput(x, plan, rows: rows, channels: range, scratch.padded)
+    }
+    stage.lap(0)
+    for q in 0..<plan.layout.outputPhases {
+        let shift = plan.layout.outputPhases == 1 ? (0, 0) : (q / 2, q % 2)
+        winogradStage(c, parallel: parallel, cost: transformCost) { range in
+            withUnsafeTemporaryAllocation(of: V8.self, capacity: points) { block in
+                winogradInputTransform(K.self, scratch.padded, plan, rowCount: rows.count, channels: range, shift: shift,
+                                       scratch.v, ld: ld, index: scratch.index, block: block.baseAddress!)
+            }
+        }
+        stage.lap(1)
+        let uq = u + q * points * oc * c
+        winogradStage(points, parallel: parallel, cost: 1 << 20) { range in
+            for p in range {
+                sgemmSerial(m: oc, n: tiles, k: c, a: uq + p * oc * c, lda: c, b: scratch.v + p * c * ld, ldb: ld,
+                            c: scratch.mm + p * oc * ld, ldc: ld)
+            }
+        }
+        stage.lap(2)
+        let yq = y + plan.layout.outputOrigin(phase: q)
+        winogradStage(oc, parallel: parallel, cost: transformCost) { range in
+            withUnsafeTemporaryAllocation(of: V8.self, capacity: points) { block in
+                winogradOutputTransform(K.self, scratch.mm, ld: ld, plan, tiles: tiles, outChannels: range, yq, accumulate: accumulate,
+                                        bias: bias, index: scratch.index, block: block.baseAddress!)
+            }
+        }
+        stage.lap(3)
+    }
+}
+
+/// y (+)= the convolution `plan` describes, with r×r filters `w` (outputPhases × OC × C × r × r).
+func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                                        _ y: UnsafeMutablePointer<Float>, accumulate: Bool, bias: UnsafePointer<Float>?) {
+    let c = plan.channels, oc = plan.outChannels, points = plan.points
+    let filters = plan.layout.outputPhases * oc * c
+    let u = Workspace.shared.buffer(3, count: points * filters).baseAddress!
+    // Phase q's U block starts at q·α²·OC·C: transform each phase's filters on their own.
+    for q in 0..<plan.layout.outputPhases {
+        winogradFilterTransform(K.self, w + q * oc * c * K.r * K.r, filters: oc * c, u + q * points * oc * c)
+    }
+    if plan.splitsStages {
+        let scratch = WinogradScratch(plan, outputCapacity: oc)
+        defer { scratch.deallocate() }
+        var stage = WinogradStageClock()
+        for task in 0..<plan.tasks {
+            winogradForwardTask(K.self, plan, task: task, x, u, y, accumulate: accumulate, bias: bias, scratch, parallel: true, stage: &stage)
+        }
+        stage.report()
+        return
+    }
     Parallel.forRanges(plan.tasks, cost: 1 << 20) { tasks in
-        let padded = UnsafeMutablePointer<Float>.allocate(capacity: c * plan.rowsPerTask * plan.alpha * plan.rowStride)
-        let v = UnsafeMutablePointer<Float>.allocate(capacity: points * c * ld)
-        let mm = UnsafeMutablePointer<Float>.allocate(capacity: points * oc * ld)
-        let block = UnsafeMutablePointer<V8>.allocate(capacity: points)
-        let index = WinogradTileIndex(capacity: ld)
-        defer { padded.deallocate(); v.deallocate(); mm.deallocate(); block.deallocate(); index.deallocate() }
+        let scratch = WinogradScratch(plan, outputCapacity: oc)
+        defer { scratch.deallocate() }
         var stage = WinogradStageClock()
         for task in tasks {
-            let rows = plan.tileRows(task: task)
-            let tiles = rows.count * plan.tilesW
-            index.fill(plan, rows: rows)
-            winogradGatherInput(x, plan, rows: rows, padded)
-            stage.lap(0)
-            winogradInputTransform(K.self, padded, plan, rowCount: rows.count, channels: c, v, ld: ld, index: index, block: block)
-            stage.lap(1)
-            for p in 0..<points {
-                sgemmSerial(m: oc, n: tiles, k: c, a: u + p * oc * c, lda: c, b: v + p * c * ld, ldb: ld,
-                            c: mm + p * oc * ld, ldc: ld)
-            }
-            stage.lap(2)
-            winogradOutputTransform(K.self, mm, ld: ld, plan, tiles: tiles, y, accumulate: accumulate, bias: bias, index: index, block: block)
-            stage.lap(3)
+            winogradForwardTask(K.self, plan, task: task, x, u, y, accumulate: accumulate, bias: bias, scratch, parallel: false, stage: &stage)
         }
         stage.report()
     }
 }
 
-// MARK: - Weight gradient
-
-/// dW (OC×C×3×3) += ∂L/∂w for y = conv3×3(x, w), stride 1, by F(m×m, 3×3) (Lavin & Gray §4.3).
-func winogradWeightGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ dW: UnsafeMutablePointer<Float>,
-                            batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int) {
-    if m == 4 { winogradWeightGradient(WinogradF4.self, dy, x, dW, batch: n, outChannels: oc, g) }
-    else { winogradWeightGradient(WinogradF2.self, dy, x, dW, batch: n, outChannels: oc, g) }
+/// Dispatches on the plan's tile and kernel size to the specialised F(m×m, r×r).
+func winogradForward(_ plan: WinogradPlan, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                     accumulate: Bool, bias: UnsafePointer<Float>?) {
+    switch (plan.m, plan.r) {
+    case (4, 3): winogradForward(WinogradF4.self, plan, x, w, y, accumulate: accumulate, bias: bias)
+    case (2, 3): winogradForward(WinogradF2.self, plan, x, w, y, accumulate: accumulate, bias: bias)
+    case (4, 2): winogradForward(WinogradF4R2.self, plan, x, w, y, accumulate: accumulate, bias: bias)
+    case (3, 2): winogradForward(WinogradF3R2.self, plan, x, w, y, accumulate: accumulate, bias: bias)
+    case (2, 2): winogradForward(WinogradF2R2.self, plan, x, w, y, accumulate: accumulate, bias: bias)
+    default: preconditionFailure("no Winograd F(\(plan.m)×\(plan.m), \(plan.r)×\(plan.r))")
+    }
 }
 
-func winogradWeightGradient<K: WinogradKernel>(_ kernel: K.Type, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
-                                               _ dW: UnsafeMutablePointer<Float>, batch n: Int, outChannels oc: Int,
-                                               _ g: ConvGeometry) {
-    let plan = WinogradPlan(g, batch: n, outChannels: oc, m: K.m)
-    let c = g.channels, points = plan.points, alpha = plan.alpha, m = plan.m
-    let ld = plan.maxTilesPerTask
-    let lanes = weightGradientLanes
-    let accumulators = UnsafeMutablePointer<Float>.allocate(capacity: lanes * points * oc * c)
-    accumulators.initialize(repeating: 0, count: lanes * points * oc * c)
-    defer { accumulators.deallocate() }
-    // Lane l takes tasks l, l + lanes, …: a fixed assignment, whatever the number of workers.
-    Parallel.forEach(lanes, cost: 1 << 20) { lane in
-        let padded = UnsafeMutablePointer<Float>.allocate(capacity: c * plan.rowsPerTask * alpha * plan.rowStride)
-        let v = UnsafeMutablePointer<Float>.allocate(capacity: points * c * ld)
-        let z = UnsafeMutablePointer<Float>.allocate(capacity: points * oc * ld)
-        let block = UnsafeMutablePointer<V8>.allocate(capacity: points)
-        let index = WinogradTileIndex(capacity: ld)
-        defer { padded.deallocate(); v.deallocate(); z.deallocate(); block.deallocate(); index.deallocate() }
-        let acc = accumulators + lane * points * oc * c
-        for task in stride(from: lane, to: plan.tasks, by: lanes) {
-            let rows = plan.tileRows(task: task)
-            let tiles = rows.count * plan.tilesW
-            index.fill(plan, rows: rows)
-            winogradGatherInput(x, plan, rows: rows, padded)
-            winogradInputTransform(K.self, padded, plan, rowCount: rows.count, channels: c, v, ld: ld, index: index, block: block)
-            // Z[p][o][t] = (A dY_tile Aᵀ)[p]; dY is zero beyond the output's edge.
-            for o in 0..<oc {
+/// y (N×OC×OH×OW) (+)= conv3×3(x, w) for a stride-1 geometry, by F(m×m, 3×3).
+/// With `bias`, adds bias[o] to output channel o in the same pass.
+func winogradForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                     batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int, accumulate: Bool = false,
+                     bias: UnsafePointer<Float>? = nil) {
+    if ConvAlgorithmSelection.strideTwoEligible(g) {
+        strideTwoWinogradForward(x, w, y, batch: n, outChannels: oc, g, tile: m, accumulate: accumulate, bias: bias)
+        return
+    }
+    let plan = WinogradPlan(g, batch: n, outChannels: oc, m: m)
+    winogradForward(plan, x, w, y, accumulate: accumulate, bias: bias)
+}
+
+/// (A): y (N×OC×OH×OW) (+)= conv4×4 stride 2 padding 1 (x, w) as a 2×2 convolution of the phase images.
+func strideTwoWinogradForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                              batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int, accumulate: Bool = false,
+                              bias: UnsafePointer<Float>? = nil) {
+    let plan = WinogradPlan(.polyphase(g, outChannels: oc), batch: n, outChannels: oc, m: m, r: 2)
+    let kernels = polyphaseKernels(w, outChannels: oc, channels: g.channels)
+    kernels.withUnsafeBufferPointer { k in
+        winogradForward(plan, x, k.baseAddress!, y, accumulate: accumulate, bias: bias)
+    }
+}
+
+/// (B): dX (N×C×H×W) (+)= the input gradient of conv4×4 stride 2 padding 1 with weight w
+/// (OC×C×4×4) for dY (N×OC×OH×OW): four 2×2 convolutions of dY, one per output phase. This is
+/// also the forward pass of ConvTranspose(k4, s2, p1) with weight w (its C_in = OC).
+func strideTwoWinogradInputGradient(_ dy: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>,
+                                    batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int, accumulate: Bool) {
+    let plan = WinogradPlan(.subPixel(g, outChannels: oc), batch: n, outChannels: g.channels, m: m, r: 2)
+    let kernels = subPixelKernels(w, outChannels: oc, channels: g.channels)
+    kernels.withUnsafeBufferPointer { k in
+        winogradForward(plan, dy, k.baseAddress!, dx, accumulate: accumulate, bias: nil)
+    }
+}
+
+// MARK: - Weight gradient
+
+/// dW (OC×C×3×3, or OC×C×4×4 for a 4×4 stride-2 geometry) += ∂L/∂w for y = conv(x, w), by
+/// F(m×m, r×r) (Lavin & Gray §4.3).
+func winogradWeightGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ dW: UnsafeMutablePointer<Float>,
+                            batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int) {
+    if ConvAlgorithmSelection.strideTwoEligible(g) {
+        // (C): the 2×2 weight gradient over the phase channels, folded back into the 4×4 kernel.
+        let plan = WinogradPlan(.polyphase(g, outChannels: oc), batch: n, outChannels: oc, m: m, r: 2)
+        let dw2 = Workspace.shared.buffer(5, count: oc * plan.channels * 4)
+        dw2.update(repeating: 0)
+        winogradWeightGradient(plan, dy, x, dw2.baseAddress!)
+        addPolyphaseKernelGradient(dw2.baseAddress!, outChannels: oc, channels: g.channels, dW)
+        return
+    }
+    let plan = WinogradPlan(g, batch: n, outChannels: oc, m: m)
+    winogradWeightGradient(plan, dy, x, dW)
+}
+
+/// Dispatches on the plan's tile and kernel size to the specialised F(m×m, r×r).
+func winogradWeightGradient(_ plan: WinogradPlan, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ dW: UnsafeMutablePointer<Float>) {
+    switch (plan.m, plan.r) {
+    case (4, 3): winogradWeightGradient(WinogradF4.self, plan, dy, x, dW)
+    case (2, 3): winogradWeightGradient(WinogradF2.self, plan, dy, x, dW)
+    case (4, 2): winogradWeightGradient(WinogradF4R2.self, plan, dy, x, dW)
+    case (3, 2): winogradWeightGradient(WinogradF3R2.self, plan, dy, x, dW)
+    case (2, 2): winogradWeightGradient(WinogradF2R2.self, plan, dy, x, dW)
+    default: preconditionFailure("no Winograd F(\(plan.m)×\(plan.m), \(plan.r)×\(plan.r))")
+    }
+}
+
+/// Accumulates one task's products into `acc` (α² × OC × C): Z[p] = (A dY_tile Aᵀ)[p] and
+/// acc[p] += Z[p] · V[p]ᵀ (acc[p] = … for a lane's first task, so lanes need no zeroing).
+func winogradWeightGradientTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, task: Int, _ dy: UnsafePointer<Float>,
+                                                   _ x: UnsafePointer<Float>, _ acc: UnsafeMutablePointer<Float>, first: Bool,
+                                                   _ scratch: WinogradScratch, parallel: Bool) {
+    let c = plan.channels, oc = plan.outChannels, points = plan.points, alpha = plan.alpha, m = plan.m
+    let ld = plan.maxTilesPerTask, layout = plan.layout
+    let rows = plan.tileRows(task: task)
+    let tiles = rows.count * plan.tilesW
+    let index = scratch.index, z = scratch.mm
+    index.fill(plan, rows: rows)
+    let transformCost = tiles * points * 8
+    winogradStage(c, parallel: parallel, cost: tiles * plan.gatherRows * plan.paddedWidth) { range in
+        winogradGatherInput(x, plan, rows: rows, channels: range, scratch.padded)
+    }
+    winogradStage(c, parallel: parallel, cost: transformCost) { range in
+        withUnsafeTemporaryAllocation(of: V8.self, capacity: points) { block in
+            winogradInputTransform(K.self, scratch.padded, plan, rowCount: rows.count, channels: range, shift: (0, 0),
+                                   scratch.v, ld: ld, index: index, block: block.baseAddress!)
+        }
+    }
+    // Z[p][o][t] = (A dY_tile Aᵀ)[p]; dY is zero beyond the output's edge.
+    winogradStage(oc, parallel: parallel, cost: transformCost) { range in
+        withUnsafeTemporaryAllocation(of: V8.self, capacity: points) { blockBuffer in
+            let block = blockBuffer.baseAddress!
+            let lanesOf = UnsafeMutableRawPointer(block).assumingMemoryBound(to: Float.self)
+            for o in range {
                 var t0 = 0
                 while t0 < tiles {
-                    let lanesOf = UnsafeMutableRawPointer(block).assumingMemoryBound(to: Float.self)
                     for i in 0..<m { for j in 0..<m { block[i * alpha + j] = V8(repeating: 0) } }
                     for l in 0..<min(8, tiles - t0) {
                         let t = t0 + l
-                        let src = dy + o * g.outPlane + index.output[t]
-                        let (hMax, wMax) = index.extent(t, plan)
-                        for i in 0..<hMax { for j in 0..<wMax { lanesOf[(i * alpha + j) * 8 + l] = src[i * g.outWidth + j] } }
+                        let src = dy + o * layout.outChannelStride + index.output[t]
+                        for i in 0..<index.rows[t] {
+                            for j in 0..<index.cols[t] { lanesOf[(i * alpha + j) * 8 + l] = src[i * layout.outRowStride + j * layout.outColStride] }
+                        }
                     }
                     for j in 0..<m { K.outputGradientLine(block + j, alpha) }
                     for i in 0..<alpha { K.outputGradientLine(block + i * alpha, 1) }
@@ -562,21 +971,56 @@ func winogradWeightGradient<K: WinogradKernel>(_ kernel: K.Type, _ dy: UnsafePoi
                     t0 += 8
                 }
             }
-            for p in 0..<points {
-                sgemmSerial(transB: true, m: oc, n: c, k: tiles, a: z + p * oc * ld, lda: ld, b: v + p * c * ld, ldb: ld,
-                            beta: 1, c: acc + p * oc * c, ldc: c)
+        }
+    }
+    winogradStage(points, parallel: parallel, cost: 1 << 20) { range in
+        for p in range {
+            sgemmSerial(transB: true, m: oc, n: c, k: tiles, a: z + p * oc * ld, lda: ld, b: scratch.v + p * c * ld, ldb: ld,
+                        beta: first ? 0 : 1, c: acc + p * oc * c, ldc: c)
+        }
+    }
+}
+
+/// dW (OC × C virtual r×r filters) += Gᵀ dU G with dU = Σ_tasks Σ_tiles Z · Vᵀ.
+func winogradWeightGradient<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, _ dy: UnsafePointer<Float>,
+                                               _ x: UnsafePointer<Float>, _ dW: UnsafeMutablePointer<Float>) {
+    precondition(plan.layout.outputPhases == 1, "weight gradients read one output phase")
+    let c = plan.channels, oc = plan.outChannels, points = plan.points
+    // Task t goes to lane t mod lanes: a fixed assignment, whatever the number of workers. Lanes
+    // without a task are not allocated (a 4×4 stride-2 layer's α²·OC·4C floats are tens of MB).
+    let lanes = min(weightGradientLanes, plan.tasks)
+    let total = points * oc * c
+    let accumulators = UnsafeMutablePointer<Float>.allocate(capacity: lanes * total)
+    defer { accumulators.deallocate() }
+    if plan.splitsStages {
+        let scratch = WinogradScratch(plan, outputCapacity: oc)
+        defer { scratch.deallocate() }
+        for task in 0..<plan.tasks {
+            winogradWeightGradientTask(K.self, plan, task: task, dy, x, accumulators + (task % lanes) * total, first: task < lanes,
+                                       scratch, parallel: true)
+        }
+    } else {
+        Parallel.forEach(lanes, cost: 1 << 20) { lane in
+            let scratch = WinogradScratch(plan, outputCapacity: oc)
+            defer { scratch.deallocate() }
+            for task in stride(from: lane, to: plan.tasks, by: lanes) {
+                winogradWeightGradientTask(K.self, plan, task: task, dy, x, accumulators + lane * total, first: task == lane,
+                                           scratch, parallel: false)
             }
         }
     }
     // Sum the lanes in lane order, then dW += Gᵀ dU G.
-    let total = points * oc * c
-    let du = Workspace.shared.buffer(3, count: total).baseAddress!
-    Parallel.forRanges(total, cost: lanes) { range in
-        for i in range {
-            var s: Float = 0
-            for lane in 0..<lanes { s += accumulators[lane * total + i] }
-            du[i] = s
+    var du = UnsafePointer(accumulators)
+    if lanes > 1 {
+        let sum = Workspace.shared.buffer(3, count: total).baseAddress!
+        Parallel.forRanges(total, cost: lanes) { range in
+            for i in range {
+                var s: Float = 0
+                for lane in 0..<lanes { s += accumulators[lane * total + i] }
+                sum[i] = s
+            }
         }
+        du = UnsafePointer(sum)
     }
     winogradFilterGradientTransform(K.self, du, filters: oc * c, dW)
 }

@@ -16,11 +16,23 @@ public struct BenchmarkResult: Codable {
     public var note: String?
 }
 
+/// MEDSYNTH_BENCH_CLOCK=cpu times with the process's CPU clock instead of the wall clock. On a
+/// machine shared with other jobs, `--threads 1` then measures the work an algorithm does rather
+/// than how long it waited for a core (with more threads it also counts time spent spinning).
+let benchmarkUsesCPUClock = ProcessInfo.processInfo.environment["MEDSYNTH_BENCH_CLOCK"] == "cpu"
+
+func benchmarkNanoseconds() -> UInt64 {
+    guard benchmarkUsesCPUClock else { return DispatchTime.now().uptimeNanoseconds }
+    var now = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
 func timeIt(warmup: Int, repetitions: Int, _ body: () -> Void) -> Double {
     for _ in 0..<warmup { body() }
-    let start = DispatchTime.now().uptimeNanoseconds
+    let start = benchmarkNanoseconds()
     for _ in 0..<repetitions { body() }
-    return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(repetitions)
+    return Double(benchmarkNanoseconds() - start) / 1e9 / Double(repetitions)
 }
 
 /// Cosine ᾱ(t) for T steps, as the reference's `cosine_alpha_bar` (s = 0.008, clamped at 1e-5).
@@ -134,24 +146,44 @@ public struct KernelBenchmarkRow {
     public let isChosen: Bool
     public let forwardGflops: Double
     public let backwardGflops: Double
+    /// The input-gradient and weight-gradient passes timed on their own (nan when not timed).
+    public var inputGradientGflops: Double = .nan
+    public var weightGradientGflops: Double = .nan
     public let flopsPerPass: Double
 }
 
-/// The algorithm the engine runs for a layer's forward pass (backward in parentheses when it differs).
+extension ConvLayerShape {
+    /// The convolution the layer is (for a transposed one: the convolution whose input gradient it is).
+    var convolution: (geometry: ConvGeometry, outChannels: Int) {
+        if transposed {
+            let out = (size - 1) * stride - 2 * padding + kernel
+            return (ConvGeometry(channels: outChannels, height: out, width: out, kernelH: kernel, kernelW: kernel, stride: stride, padding: padding), inChannels)
+        }
+        return (ConvGeometry(channels: inChannels, height: size, width: size, kernelH: kernel, kernelW: kernel, stride: stride, padding: padding), outChannels)
+    }
+}
+
+/// The algorithm the engine runs for a layer's forward pass, with its input and weight gradient
+/// in parentheses when they differ. A transposed convolution's forward is its convolution's input
+/// gradient and the other way round.
 func chosenAlgorithmLabel(_ layer: ConvLayerShape) -> String {
-    if layer.transposed { return "im2col" }
-    let g = ConvGeometry(channels: layer.inChannels, height: layer.size, width: layer.size, kernelH: layer.kernel,
-                         kernelW: layer.kernel, stride: layer.stride, padding: layer.padding)
-    let forward = ConvAlgorithmSelection.algorithm(g, outChannels: layer.outChannels, pass: .forward)
-    let weight = ConvAlgorithmSelection.algorithm(g, outChannels: layer.outChannels, pass: .weightGradient)
-    return forward == weight ? forward.rawValue : "\(forward.rawValue) (dW \(weight.rawValue))"
+    let (g, oc) = layer.convolution
+    if layer.transposed && !ConvAlgorithmSelection.strideTwoEligible(g) { return "im2col" }
+    func pick(_ pass: ConvAlgorithmSelection.Pass) -> ConvAlgorithm { ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: pass) }
+    let forward = layer.transposed ? pick(.inputGradient) : pick(.forward)
+    let input = ConvAlgorithmSelection.strideTwoEligible(g) ? (layer.transposed ? pick(.forward) : pick(.inputGradient)) : forward
+    let weight = pick(.weightGradient)
+    if forward == input && forward == weight { return forward.rawValue }
+    return "\(forward.rawValue) (dX \(input.rawValue), dW \(weight.rawValue))"
 }
 
 /// GFLOP/s of forward and backward (data + weight) for each layer, and sgemm's own rate. FLOPs are
 /// always those of the direct convolution, so an algorithm doing fewer multiplications (Winograd)
-/// can show more than 100 % of sgemm. With `compareAlgorithms`, every 3×3 stride-1 layer is also
-/// timed with each algorithm forced, back to back in this process.
-public func runKernelBenchmarks(repetitions: Int = 3, compareAlgorithms: Bool = false) -> (sgemmGflops: Double, rows: [KernelBenchmarkRow]) {
+/// can show more than 100 % of sgemm. With `compareAlgorithms`, every layer Winograd applies to
+/// (3×3 stride 1, 4×4 stride 2) is also timed with each algorithm forced, back to back in this
+/// process, and its input and weight gradients are timed on their own. `only` keeps the layers
+/// whose name contains one of its strings.
+public func runKernelBenchmarks(repetitions: Int = 3, compareAlgorithms: Bool = false, only: [String]? = nil) -> (sgemmGflops: Double, rows: [KernelBenchmarkRow]) {
     var stream = RandomStream(seed: 1)
     // sgemm at n = 1024 is the yardstick (the reference note quotes n = 512–1024).
     let n = 1024
@@ -187,6 +219,7 @@ public func runKernelBenchmarks(repetitions: Int = 3, compareAlgorithms: Bool = 
     let savedForced = ConvAlgorithmSelection.forced
     defer { ConvAlgorithmSelection.forced = savedForced }
     for layer in referenceConvLayers {
+        if let only, !only.contains(where: { layer.name.contains($0) }) { continue }
         let x = Tensor(randomNormal: [layer.batch, layer.inChannels, layer.size, layer.size], stream: &stream, requiresGrad: true)
         let weightShape = layer.transposed ? [layer.inChannels, layer.outChannels, layer.kernel, layer.kernel]
                                            : [layer.outChannels, layer.inChannels, layer.kernel, layer.kernel]
@@ -195,9 +228,9 @@ public func runKernelBenchmarks(repetitions: Int = 3, compareAlgorithms: Bool = 
             layer.transposed ? convTranspose2d(x, weight: w, stride: layer.stride, padding: layer.padding)
                              : conv2d(x, weight: w, stride: layer.stride, padding: layer.padding)
         }
-        let winogradEligible = !layer.transposed && layer.kernel == 3 && layer.stride == 1
+        let candidates = ConvAlgorithm.candidates(layer.convolution.geometry)
         var choices: [ConvAlgorithm?] = [nil]
-        if compareAlgorithms && winogradEligible { choices += ConvAlgorithm.allCases.map { Optional($0) } }
+        if compareAlgorithms && candidates.count > 1 { choices += candidates.map { Optional($0) } }
         for choice in choices {
             ConvAlgorithmSelection.forced = choice ?? savedForced
             let probe = withNoGrad { forward() }
@@ -206,14 +239,23 @@ public func runKernelBenchmarks(repetitions: Int = 3, compareAlgorithms: Bool = 
             let flops = 2 * Double(layer.batch) * spatial * Double(layer.inChannels * layer.outChannels * layer.kernel * layer.kernel)
             let forwardSeconds = timeIt(warmup: 1, repetitions: repetitions) { withNoGrad { _ = forward() } }
             let ones = Tensor(filled: 1, shape: probe.shape)
-            let totalSeconds = timeIt(warmup: 1, repetitions: repetitions) {
-                x.zeroGrad(); w.zeroGrad()
-                sum(mul(forward(), ones)).backward()
+            func backwardSeconds(input: Bool, weight: Bool) -> Double {
+                x.requiresGrad = input; w.requiresGrad = weight
+                defer { x.requiresGrad = true; w.requiresGrad = true }
+                let total = timeIt(warmup: 1, repetitions: repetitions) {
+                    x.zeroGrad(); w.zeroGrad()
+                    sum(mul(forward(), ones)).backward()
+                }
+                return max(total - forwardSeconds, 1e-9)
             }
-            let backwardSeconds = max(totalSeconds - forwardSeconds, 1e-9)
-            rows.append(KernelBenchmarkRow(name: layer.name, algorithm: choice?.rawValue ?? chosenAlgorithmLabel(layer),
-                                           isChosen: choice == nil, forwardGflops: flops / forwardSeconds / 1e9,
-                                           backwardGflops: 2 * flops / backwardSeconds / 1e9, flopsPerPass: flops))
+            var row = KernelBenchmarkRow(name: layer.name, algorithm: choice?.rawValue ?? chosenAlgorithmLabel(layer),
+                                         isChosen: choice == nil, forwardGflops: flops / forwardSeconds / 1e9,
+                                         backwardGflops: 2 * flops / backwardSeconds(input: true, weight: true) / 1e9, flopsPerPass: flops)
+            if compareAlgorithms && candidates.count > 1 {
+                row.inputGradientGflops = flops / backwardSeconds(input: true, weight: false) / 1e9
+                row.weightGradientGflops = flops / backwardSeconds(input: false, weight: true) / 1e9
+            }
+            rows.append(row)
         }
     }
     return (sgemmGflops, rows)

@@ -13,13 +13,15 @@ struct Bench: ParsableCommand {
         latent16x4_forward_b16, latent_dpm20_sample_b16 (whole images, VAE decode included), vae64_train_step_b32.
         `medsynth bench kernels` prints forward/backward GFLOP/s
         of every conv layer shape of the reference architectures next to cblas_sgemm's rate.
+        MEDSYNTH_CONV_ALGO=im2col|winograd2|winograd3|winograd4 forces a convolution algorithm where it applies;
+        MEDSYNTH_BENCH_CLOCK=cpu times with the process CPU clock (use with --threads 1 on a shared machine).
         """)
 
     @Argument(help: "models (default) or kernels") var what: String = "models"
     @Option(help: "Threads for BLAS and medsynth's loops (default: all cores).") var threads: Int?
     @Option(help: "Timed repetitions per workload.") var repetitions: Int = 5
-    @Option(help: "Only these workloads (comma-separated).") var only: String?
-    @Flag(help: "kernels: also time every 3×3 stride-1 layer with each algorithm forced (im2col, winograd2, winograd4).")
+    @Option(help: "Only these workloads (comma-separated); with kernels, the layers whose name contains one of them.") var only: String?
+    @Flag(help: "kernels: also time every 3×3 stride-1 and 4×4 stride-2 layer with each algorithm forced (im2col, winograd2, winograd3 (4×4 stride 2 only), winograd4), with dX and dW timed on their own.")
     var compareAlgorithms = false
 
     func validate() throws {
@@ -30,15 +32,17 @@ struct Bench: ParsableCommand {
     func run() throws {
         if let threads { Parallel.setThreads(threads) }
         if what == "kernels" {
-            let (sgemmRate, rows) = runKernelBenchmarks(repetitions: repetitions, compareAlgorithms: compareAlgorithms)
+            let layers = only.map { $0.split(separator: ",").map(String.init) }
+            let (sgemmRate, rows) = runKernelBenchmarks(repetitions: repetitions, compareAlgorithms: compareAlgorithms, only: layers)
             print(String(format: "cblas_sgemm 1024^3: %.1f GFLOP/s (%d threads); GFLOP/s count direct-convolution FLOPs", sgemmRate, Parallel.blasThreads))
-            print("layer".padding(toLength: 34, withPad: " ", startingAt: 0) + "  " + "algorithm".padding(toLength: 26, withPad: " ", startingAt: 0)
-                  + "  fwd GFLOP/s  (% sgemm)   bwd GFLOP/s  (% sgemm)")
+            print("layer".padding(toLength: 34, withPad: " ", startingAt: 0) + "  " + "algorithm".padding(toLength: 40, withPad: " ", startingAt: 0)
+                  + "  fwd GFLOP/s  (% sgemm)   bwd GFLOP/s  (% sgemm)" + (compareAlgorithms ? "   dX GFLOP/s   dW GFLOP/s" : ""))
             for row in rows {
                 let label = row.isChosen ? row.algorithm : "  forced " + row.algorithm
-                print(row.name.padding(toLength: 34, withPad: " ", startingAt: 0) + "  " + label.padding(toLength: 26, withPad: " ", startingAt: 0)
+                let split = row.inputGradientGflops.isNaN ? "" : String(format: "   %10.1f   %10.1f", row.inputGradientGflops, row.weightGradientGflops)
+                print(row.name.padding(toLength: 34, withPad: " ", startingAt: 0) + "  " + label.padding(toLength: 40, withPad: " ", startingAt: 0)
                       + String(format: "  %10.1f  (%5.1f%%)   %10.1f  (%5.1f%%)", row.forwardGflops, 100 * row.forwardGflops / sgemmRate,
-                               row.backwardGflops, 100 * row.backwardGflops / sgemmRate))
+                               row.backwardGflops, 100 * row.backwardGflops / sgemmRate) + split)
             }
             return
         }
