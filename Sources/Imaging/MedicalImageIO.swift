@@ -61,11 +61,12 @@ public func decodeImagesWithValues(_ bytes: [UInt8], name: String,
 
 /// The images of one file, settled but not necessarily made yet: NIfTI slices are made one batch
 /// at a time while `forEach` runs (a volume at the pixel limit is 512 MB of int16 voxels, and
-/// gigabytes as images), DICOM frames and PNG/JPEG images are decoded already.
+/// gigabytes as images), native DICOM frames one at a time; PNG/JPEG images are decoded already.
 public struct MedicalImages {
     enum Source {
         case decoded([Image])
         case nifti(NIfTIVolume, NIfTIVolume.SlicePlan)
+        case dicom(DICOMFrames)
     }
     let source: Source
     /// How samples map to stored and modality values (`--window stored` only; see `decodeImagesWithValues`).
@@ -76,6 +77,7 @@ public struct MedicalImages {
         switch source {
         case .decoded(let images): return images.count
         case .nifti(_, let plan): return plan.count
+        case .dicom(let frames): return frames.count
         }
     }
 
@@ -84,7 +86,14 @@ public struct MedicalImages {
         switch source {
         case .decoded(let images): for image in images { try body(image) }
         case .nifti(let volume, let plan): try volume.forEachSlice(plan, body)
+        case .dicom(let frames): try frames.forEach(body)
         }
+    }
+
+    /// The parsed file of DICOM input (so callers need not parse, and inflate, it again).
+    public var dicomFile: DICOMFile? {
+        if case .dicom(let frames) = source { return frames.file }
+        return nil
     }
 
     /// All images at once.
@@ -105,10 +114,10 @@ public func openImages(_ bytes: [UInt8], name: String, options: MedicalReadOptio
     case .dicom:
         let file = try DICOMFile(bytes: bytes, path: name, maxInflatedBytes: options.maxDecompressedBytes,
                                  maxPixels: options.maxPixels, maxImagePixels: options.maxImagePixels)
-        let (slices, encoding) = try readDICOMStoredFrames(file, window: options.window, bitDepth: options.bitDepth,
-                                                           decodeJPEG: jpegFrameDecoder(name: name),
-                                                           maxPixels: options.maxPixels, maxImagePixels: options.maxImagePixels)
-        return MedicalImages(source: .decoded(slices), values: stored ? StoredValueMapping(storedSamplesOf: encoding) : nil)
+        let frames = try openDICOMFrames(file, window: options.window, bitDepth: options.bitDepth,
+                                         decodeJPEG: jpegFrameDecoder(name: name),
+                                         maxPixels: options.maxPixels, maxImagePixels: options.maxImagePixels)
+        return MedicalImages(source: .dicom(frames), values: stored ? StoredValueMapping(storedSamplesOf: frames.encoding) : nil)
     case .nifti:
         let volume = try NIfTIVolume(bytes: bytes, path: name, maxDecompressedBytes: options.maxDecompressedBytes,
                                      maxPixels: options.maxPixels, maxImagePixels: options.maxImagePixels)
@@ -219,10 +228,9 @@ public func exportMedical(inputs: [URL], to output: URL, format: MedicalExportFo
         let study = DICOMUIDs.make(stream: &stream)
         var instance = 0
         for (fileIndex, input) in inputs.enumerated() {
-            let bytes = try readFileBytes(at: input)
-            let source = keepIdentifiers && medicalFileKind(bytes: bytes, name: input.path) == .dicom
-                ? try DICOMFile(bytes: bytes, path: input.path) : nil
-            let images = try openImages(bytes, name: input.path, options: readOptions)
+            let images = try openImages(readFileBytes(at: input), name: input.path, options: readOptions)
+            // The file already parsed (a deflated one inflated) for its frames.
+            let source = keepIdentifiers ? images.dicomFile : nil
             let values = images.values
             // Made only once there is something to write, so a bad first input leaves no folder.
             try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)

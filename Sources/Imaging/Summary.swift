@@ -158,7 +158,7 @@ public func medicalFileInfo(at url: URL, options: MedicalReadOptions = .init()) 
     let (minimum, maximum) = (range.minimum, range.maximum)
     var details: [String] = []
     if kind == .dicom {
-        let file = try DICOMFile(bytes: bytes, path: url.path, maxInflatedBytes: options.maxDecompressedBytes)
+        guard let file = images.dicomFile else { throw MedSynthError(file: url.path, "not a DICOM file") }
         let info = try file.imageInfo()
         let modality = file.string(.modality).flatMap { $0.isEmpty ? nil : $0 }
         details.append("\(info.columns)x\(info.rows), \(info.numberOfFrames) frame\(info.numberOfFrames == 1 ? "" : "s"), "
@@ -265,8 +265,7 @@ public func summarizeFolder(_ url: URL, maxSide: Int = 16384, medical: MedicalRe
                     try images.forEach { layouts.append(.init(width: $0.width, height: $0.height, channels: $0.channels, bitDepth: $0.bitDepth)) }
                     var label: String? = nil
                     if kind == .dicom {
-                        let modality = (try? DICOMFile(bytes: bytes, path: file.path, maxInflatedBytes: medical.maxDecompressedBytes))?
-                            .string(.modality).flatMap { $0.isEmpty ? nil : $0 }
+                        let modality = images.dicomFile?.string(.modality).flatMap { $0.isEmpty ? nil : $0 }
                         label = "DICOM " + (modality ?? "(no modality)")
                     } else if kind == .nifti {
                         label = "NIfTI-1"

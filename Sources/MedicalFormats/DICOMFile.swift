@@ -225,8 +225,10 @@ public struct DICOMFile: Sendable {
             let allowed = try DICOMFile.deflatedAllowance(bytes: bytes, metaEnd: reader.position, elements: elements, path: path,
                                                           maxInflatedBytes: maxInflatedBytes, maxPixels: maxPixels,
                                                           maxImagePixels: maxImagePixels)
+            // Reserved up front (pages are touched only as zlib fills them): growing by doubling
+            // held the old and new buffers at once, 1.5x the inflated size.
             dataBytes = try inflateBounded(bytes[reader.position...], format: .raw, maxOutput: allowed,
-                                           prefix: Array(bytes[..<reader.position]), path: path)
+                                           prefix: Array(bytes[..<reader.position]), expectedSize: allowed, path: path)
         }
         self.bytes = dataBytes
         reader = ByteReader(bytes: dataBytes, path: path, position: reader.position, bigEndian: syntax.isBigEndian)

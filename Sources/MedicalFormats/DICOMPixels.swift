@@ -104,6 +104,22 @@ extension DICOMFile {
     /// checked against `maxPixels` (per file) and `maxImagePixels` (per frame) first.
     public func pixelData(info: DICOMImageInfo, maxPixels: Int = DecodeLimits.maxPixels,
                           maxImagePixels: Int = DecodeLimits.maxImagePixels) throws -> DICOMPixelData {
+        switch try pixelSource(info: info, maxPixels: maxPixels, maxImagePixels: maxImagePixels) {
+        case .native(let element):
+            return .native((0..<info.numberOfFrames).map { nativeFrame(element, info: info, index: $0) })
+        case .jpegBaseline(let streams):
+            return .jpegBaseline(streams)
+        }
+    }
+
+    /// Where the pixels are, with every check that can fail made: native pixel data (the element,
+    /// decoded a frame at a time by `nativeFrame`) or the JPEG streams.
+    enum PixelSource {
+        case native(DICOMElement)
+        case jpegBaseline([[UInt8]])
+    }
+
+    func pixelSource(info: DICOMImageInfo, maxPixels: Int, maxImagePixels: Int) throws -> PixelSource {
         guard let element = elements[.pixelData] else { throw MedSynthError(file: path, "no Pixel Data (7FE0,0010)") }
         func checkLimits() throws {
             try DecodeLimits.check(imageWidth: info.columns, height: info.rows, images: info.numberOfFrames,
@@ -124,20 +140,20 @@ extension DICOMFile {
             }
             try requirePixelBytes(element, info: info)
             try checkLimits()
-            return .native(try nativeFrames(element, info: info))
+            guard info.photometric == "MONOCHROME1" || info.photometric == "MONOCHROME2" || info.photometric == "RGB" else {
+                throw MedSynthError(file: path, "not supported: photometric interpretation \(info.photometric)")
+            }
+            guard (info.samplesPerPixel == 3) == (info.photometric == "RGB") else {
+                throw MedSynthError(file: path, "\(info.photometric) with \(info.samplesPerPixel) samples per pixel")
+            }
+            return .native(element)
         }
     }
 
-    func nativeFrames(_ element: DICOMElement, info: DICOMImageInfo) throws -> [ScalarFrame] {
-        guard info.photometric == "MONOCHROME1" || info.photometric == "MONOCHROME2" || info.photometric == "RGB" else {
-            throw MedSynthError(file: path, "not supported: photometric interpretation \(info.photometric)")
-        }
-        guard (info.samplesPerPixel == 3) == (info.photometric == "RGB") else {
-            throw MedSynthError(file: path, "\(info.photometric) with \(info.samplesPerPixel) samples per pixel")
-        }
+    /// Stored values of native frame `f`; `element` must have passed `pixelSource`'s checks.
+    func nativeFrame(_ element: DICOMElement, info: DICOMImageInfo, index f: Int) -> ScalarFrame {
         let bytesPerSample = info.bitsAllocated / 8
         let samplesPerFrame = info.rows * info.columns * info.samplesPerPixel
-        try requirePixelBytes(element, info: info)
         let shift = info.highBit + 1 - info.bitsStored
         let mask = (1 << info.bitsStored) - 1
         let signBit = 1 << (info.bitsStored - 1)
@@ -146,35 +162,42 @@ extension DICOMFile {
         let swapBytePairs = bigEndian && element.vr == "OW" && bytesPerSample == 1
         let planar = info.samplesPerPixel == 3 && info.planarConfiguration == 1
         let pixels = info.rows * info.columns
-        var frames: [ScalarFrame] = []
-        frames.reserveCapacity(info.numberOfFrames)
+        var values = [Float](repeating: 0, count: samplesPerFrame)
         bytes.withUnsafeBufferPointer { raw in
-            for f in 0..<info.numberOfFrames {
-                var values = [Float](repeating: 0, count: samplesPerFrame)
-                values.withUnsafeMutableBufferPointer { out in
-                    let base = element.value.lowerBound + f * samplesPerFrame * bytesPerSample
-                    // Byte pairs are swapped across the whole value, not per frame: sample g of
-                    // the value lives at byte g ^ 1 (the value is padded to even length).
-                    let firstSample = f * samplesPerFrame
+            values.withUnsafeMutableBufferPointer { out in
+                let base = element.value.lowerBound + f * samplesPerFrame * bytesPerSample
+                // Byte pairs are swapped across the whole value, not per frame: sample g of
+                // the value lives at byte g ^ 1 (the value is padded to even length).
+                let firstSample = f * samplesPerFrame
+                if bytesPerSample == 2 && !bigEndian && !planar {
+                    // The common case (16-bit little endian, one plane) without per-sample branches
+                    // on the layout: every frame is converted twice for a data-range window.
+                    let source = UnsafeRawPointer(raw.baseAddress! + base)
                     for s in 0..<samplesPerFrame {
-                        var word: Int
-                        if bytesPerSample == 1 {
-                            word = Int(raw[swapBytePairs ? element.value.lowerBound + ((firstSample + s) ^ 1) : base + s])
-                        } else {
-                            let a = Int(raw[base + 2 * s]), b = Int(raw[base + 2 * s + 1])
-                            word = bigEndian ? (a << 8 | b) : (b << 8 | a)
-                        }
+                        var word = Int(UInt16(littleEndian: source.loadUnaligned(fromByteOffset: 2 * s, as: UInt16.self)))
                         word = (word >> shift) & mask
                         if info.isSigned && word & signBit != 0 { word -= signBit << 1 }
-                        // Planar configuration 1 stores each colour plane whole; interleave it.
-                        let destination = planar ? (s % pixels) * 3 + s / pixels : s
-                        out[destination] = Float(word)
+                        out[s] = Float(word)
                     }
+                    return
                 }
-                frames.append(ScalarFrame(width: info.columns, height: info.rows, channels: info.samplesPerPixel, values: values))
+                for s in 0..<samplesPerFrame {
+                    var word: Int
+                    if bytesPerSample == 1 {
+                        word = Int(raw[swapBytePairs ? element.value.lowerBound + ((firstSample + s) ^ 1) : base + s])
+                    } else {
+                        let a = Int(raw[base + 2 * s]), b = Int(raw[base + 2 * s + 1])
+                        word = bigEndian ? (a << 8 | b) : (b << 8 | a)
+                    }
+                    word = (word >> shift) & mask
+                    if info.isSigned && word & signBit != 0 { word -= signBit << 1 }
+                    // Planar configuration 1 stores each colour plane whole; interleave it.
+                    let destination = planar ? (s % pixels) * 3 + s / pixels : s
+                    out[destination] = Float(word)
+                }
             }
         }
-        return frames
+        return ScalarFrame(width: info.columns, height: info.rows, channels: info.samplesPerPixel, values: values)
     }
 
     /// Throws unless the native pixel data holds every sample the header declares; for byte-swapped
@@ -216,6 +239,86 @@ extension DICOMFile {
 /// own header declares more than `maxPixels` pixels must be refused before it is decoded.
 public typealias JPEGFrameDecoder = (_ stream: [UInt8], _ frameIndex: Int, _ maxPixels: Int) throws -> ScalarFrame
 
+/// A DICOM file's frames as images, made one at a time by `forEach`: native frames are converted
+/// and windowed as they are visited, so a multi-frame file costs its bytes plus one frame, not
+/// every frame as Float values and again as samples (1,024 frames of 512x512 were 2.1 GB).
+public struct DICOMFrames {
+    public let file: DICOMFile
+    public let info: DICOMImageInfo
+    /// How stored values become samples and modality values (what `--window stored` writes back).
+    public let encoding: PixelEncoding
+    enum Source {
+        case native(DICOMElement)
+        case decoded([ScalarFrame])
+    }
+    let source: Source
+    let mapping: DisplayMapping
+    let bitDepth: Int
+
+    /// Number of images `forEach` gives.
+    public var count: Int {
+        switch source {
+        case .native: return info.numberOfFrames
+        case .decoded(let frames): return frames.count
+        }
+    }
+
+    /// Calls `body` with each frame in order, windowed.
+    public func forEach(_ body: (Image) throws -> Void) throws {
+        switch source {
+        case .native(let element):
+            for f in 0..<info.numberOfFrames {
+                try body(renderFrame(file.nativeFrame(element, info: info, index: f), encoding: encoding, mapping: mapping, bitDepth: bitDepth))
+            }
+        case .decoded(let frames):
+            for frame in frames { try body(renderFrame(frame, encoding: encoding, mapping: mapping, bitDepth: bitDepth)) }
+        }
+    }
+}
+
+/// Opens a DICOM file's frames for windowing (see `readDICOMSlices` for the parameters). Every
+/// check that can fail is made here; JPEG frames are decoded here, native frames by `forEach`.
+public func openDICOMFrames(_ file: DICOMFile, window: MedicalWindow = .fileDefault, bitDepth: Int? = nil,
+                            decodeJPEG: JPEGFrameDecoder? = nil, maxPixels: Int = DecodeLimits.maxPixels,
+                            maxImagePixels: Int = DecodeLimits.maxImagePixels) throws -> DICOMFrames {
+    let info = try file.imageInfo()
+    var encoding = info.encoding
+    let source: DICOMFrames.Source
+    switch try file.pixelSource(info: info, maxPixels: maxPixels, maxImagePixels: maxImagePixels) {
+    case .native(let element):
+        source = .native(element)
+    case .jpegBaseline(let streams):
+        guard let decodeJPEG else { throw MedSynthError(file: file.path, "not supported: JPEG Baseline without a JPEG decoder") }
+        guard info.bitsAllocated == 8 else {
+            throw MedSynthError(file: file.path, "JPEG Baseline with \(info.bitsAllocated) bits allocated (must be 8)")
+        }
+        source = .decoded(try streams.enumerated().map { index, stream in
+            let frame = try decodeJPEG(stream, index, info.rows * info.columns)
+            guard frame.width == info.columns, frame.height == info.rows, frame.channels == info.samplesPerPixel else {
+                throw MedSynthError(file: file.path, "JPEG frame \(index) is \(frame.width)x\(frame.height)x\(frame.channels), header says \(info.columns)x\(info.rows)x\(info.samplesPerPixel)")
+            }
+            return frame
+        })
+        // libjpeg returns unsigned 8-bit samples (and converts YBR to RGB).
+        encoding.storedRange = 0...255
+        encoding.storedBits = 8
+    }
+    let depth = try resolveBitDepth(bitDepth, encoding: encoding, path: file.path)
+    // `.fullRange` (and a file without a window) takes the range over all frames, so frames of one
+    // file stay comparable; native frames are converted once more for it, one at a time.
+    let mapping = try resolveMapping(window, encoding: encoding, bitDepth: depth, path: file.path) { [encoding] in
+        var extremes = StoredExtremes()
+        switch source {
+        case .native(let element):
+            for f in 0..<info.numberOfFrames { extremes.add(file.nativeFrame(element, info: info, index: f)) }
+        case .decoded(let frames):
+            for frame in frames { extremes.add(frame) }
+        }
+        return extremes.modalityRange(encoding)
+    }
+    return DICOMFrames(file: file, info: info, encoding: encoding, source: source, mapping: mapping, bitDepth: depth)
+}
+
 /// Reads every frame of a DICOM file as display samples.
 /// - Parameters:
 ///   - window: mapping from modality values to samples (`.fileDefault` uses Window Center/Width).
@@ -234,27 +337,10 @@ public func readDICOMSlices(_ file: DICOMFile, window: MedicalWindow = .fileDefa
 public func readDICOMStoredFrames(_ file: DICOMFile, window: MedicalWindow = .fileDefault, bitDepth: Int? = nil,
                                   decodeJPEG: JPEGFrameDecoder? = nil, maxPixels: Int = DecodeLimits.maxPixels,
                                   maxImagePixels: Int = DecodeLimits.maxImagePixels) throws -> (slices: [Image], encoding: PixelEncoding) {
-    let info = try file.imageInfo()
-    var encoding = info.encoding
-    let frames: [ScalarFrame]
-    switch try file.pixelData(info: info, maxPixels: maxPixels, maxImagePixels: maxImagePixels) {
-    case .native(let native):
-        frames = native
-    case .jpegBaseline(let streams):
-        guard let decodeJPEG else { throw MedSynthError(file: file.path, "not supported: JPEG Baseline without a JPEG decoder") }
-        guard info.bitsAllocated == 8 else {
-            throw MedSynthError(file: file.path, "JPEG Baseline with \(info.bitsAllocated) bits allocated (must be 8)")
-        }
-        frames = try streams.enumerated().map { index, stream in
-            let frame = try decodeJPEG(stream, index, info.rows * info.columns)
-            guard frame.width == info.columns, frame.height == info.rows, frame.channels == info.samplesPerPixel else {
-                throw MedSynthError(file: file.path, "JPEG frame \(index) is \(frame.width)x\(frame.height)x\(frame.channels), header says \(info.columns)x\(info.rows)x\(info.samplesPerPixel)")
-            }
-            return frame
-        }
-        // libjpeg returns unsigned 8-bit samples (and converts YBR to RGB).
-        encoding.storedRange = 0...255
-        encoding.storedBits = 8
-    }
-    return (try renderFrames(frames, encoding: encoding, window: window, bitDepth: bitDepth, path: file.path), encoding)
+    let frames = try openDICOMFrames(file, window: window, bitDepth: bitDepth, decodeJPEG: decodeJPEG,
+                                     maxPixels: maxPixels, maxImagePixels: maxImagePixels)
+    var slices: [Image] = []
+    slices.reserveCapacity(frames.count)
+    try frames.forEach { slices.append($0) }
+    return (slices, frames.encoding)
 }

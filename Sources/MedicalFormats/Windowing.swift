@@ -237,18 +237,33 @@ func renderFrame(_ frame: ScalarFrame, encoding: PixelEncoding, mapping: Display
 
 /// Modality-value range of grayscale frames (NaNs ignored); nil when there is no finite value.
 func modalityRange(_ frames: [ScalarFrame], encoding: PixelEncoding) -> ClosedRange<Double>? {
+    var extremes = StoredExtremes()
+    for frame in frames { extremes.add(frame) }
+    return extremes.modalityRange(encoding)
+}
+
+/// Smallest and largest finite stored value seen, frame by frame.
+struct StoredExtremes {
     var lo = Float.infinity, hi = -Float.infinity
-    for frame in frames {
+
+    mutating func add(_ frame: ScalarFrame) {
+        var lo = self.lo, hi = self.hi
         frame.values.withUnsafeBufferPointer { v in
             for x in v where x.isFinite {
                 lo = min(lo, x)
                 hi = max(hi, x)
             }
         }
+        self.lo = lo
+        self.hi = hi
     }
-    guard lo <= hi else { return nil }
-    let a = Double(lo) * encoding.slope + encoding.intercept, b = Double(hi) * encoding.slope + encoding.intercept
-    return min(a, b)...max(a, b)
+
+    /// The range in modality values; nil when there is no finite value.
+    func modalityRange(_ encoding: PixelEncoding) -> ClosedRange<Double>? {
+        guard lo <= hi else { return nil }
+        let a = Double(lo) * encoding.slope + encoding.intercept, b = Double(hi) * encoding.slope + encoding.intercept
+        return min(a, b)...max(a, b)
+    }
 }
 
 /// Windows a list of frames that share one encoding (a DICOM file's frames). `.fullRange` uses the

@@ -118,6 +118,82 @@ final class LargeVolumeStreamingTests: XCTestCase {
         XCTAssertLessThan(info.peakMB, 150, "info --axis coronal peaked at \(info.peakMB) MB")
     }
 
+    /// Issue 16 for DICOM: a Deflated Explicit VR Little Endian file (PS3.5 §A.5) of 1024 frames of
+    /// 256 x 256 signed 16-bit pixels (128 MB inflated, a ~0.13 MB file). Frame 0 holds a ramp along
+    /// each row, every other pixel is 0. Frames are converted and windowed one at a time, so a
+    /// command holds the inflated data set plus a frame (~170 MB); before, every frame was held as
+    /// Float values and again as images (~550 MB). The full-size case (512 x 512 x 1024) is measured
+    /// by scripts/fixtures/check_export_memory.sh.
+    func testCommandsOnA128MBDeflatedDICOMStayUnder250MB() throws {
+        let (columns, rows, frames) = (256, 256, 1024)
+        let binary = try requireBinary().path
+        let folder = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let input = folder.appendingPathComponent("big.dcm")
+
+        func element(_ group: UInt16, _ element: UInt16, _ vr: String, _ value: [UInt8], into out: inout [UInt8]) {
+            func u16(_ v: UInt16) { out += [UInt8(v & 0xFF), UInt8(v >> 8)] }
+            u16(group); u16(element); out += Array(vr.utf8)
+            if ["OB", "OW"].contains(vr) {
+                u16(0)
+                for shift in stride(from: 0, to: 32, by: 8) { out.append(UInt8((value.count >> shift) & 0xFF)) }
+            } else {
+                u16(UInt16(value.count))
+            }
+            out += value
+        }
+        func text(_ s: String, pad: UInt8 = 0x20) -> [UInt8] { Array(s.utf8) + (s.utf8.count % 2 == 1 ? [pad] : []) }
+        func us(_ v: Int) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8)] }
+        var metaBody: [UInt8] = []
+        element(0x0002, 0x0001, "OB", [0, 1], into: &metaBody)
+        element(0x0002, 0x0002, "UI", text("1.2.840.10008.5.1.4.1.1.7", pad: 0), into: &metaBody)
+        element(0x0002, 0x0003, "UI", text("1.2.3.4", pad: 0), into: &metaBody)
+        element(0x0002, 0x0010, "UI", text(TransferSyntax.deflatedUID, pad: 0), into: &metaBody)
+        var file = [UInt8](repeating: 0, count: 128) + Array("DICM".utf8)
+        element(0x0002, 0x0000, "UL", [UInt8(metaBody.count & 0xFF), UInt8(metaBody.count >> 8), 0, 0], into: &file)
+        file += metaBody
+        var dataSet: [UInt8] = []
+        element(0x0008, 0x0060, "CS", text("CT"), into: &dataSet)
+        element(0x0028, 0x0002, "US", us(1), into: &dataSet)
+        element(0x0028, 0x0004, "CS", text("MONOCHROME2"), into: &dataSet)
+        element(0x0028, 0x0008, "IS", text(String(frames)), into: &dataSet)
+        element(0x0028, 0x0010, "US", us(rows), into: &dataSet)
+        element(0x0028, 0x0011, "US", us(columns), into: &dataSet)
+        for (tag, value) in [(0x0100, 16), (0x0101, 16), (0x0102, 15), (0x0103, 1)] {
+            element(0x0028, UInt16(tag), "US", us(value), into: &dataSet)
+        }
+        let frameZero = (0..<(columns * rows)).map { Int16($0 % columns - 100) }
+        var pixels = [UInt8](repeating: 0, count: columns * rows * frames * 2)
+        for (i, v) in frameZero.enumerated() {
+            pixels[2 * i] = UInt8(UInt16(bitPattern: v) & 0xFF)
+            pixels[2 * i + 1] = UInt8(UInt16(bitPattern: v) >> 8)
+        }
+        element(0x7FE0, 0x0010, "OW", pixels, into: &dataSet)
+        // Raw deflate (PS3.5 §A.5) = the gzip member without its 10-byte header and 8-byte trailer.
+        let gzip = try gzipCompress(dataSet, path: input.path)
+        file += gzip[10..<(gzip.count - 8)]
+        try Data(file).write(to: input)
+        XCTAssertLessThan(file.count, 1_000_000, "the input is a small file")
+
+        let output = folder.appendingPathComponent("out.nii")
+        for arguments in [["info", input.path], ["export", input.path, "-o", output.path, "--window", "stored"]] {
+            let run = try runMeasured(binary, arguments, in: folder)
+            XCTAssertEqual(run.status, 0, run.stderr)
+            print("\(arguments[0]) big.dcm: peak \(run.peakMB) MB")
+            XCTAssertLessThan(run.peakMB, 250, "\(arguments.joined(separator: " ")) peaked at \(run.peakMB) MB")
+        }
+        // Stored values come through exactly (as int16; the ramp does not change down a column,
+        // so the row order of the slice does not matter here).
+        let handle = try FileHandle(forReadingFrom: output)
+        defer { try? handle.close() }
+        let head = try handle.read(upToCount: 352 + columns * rows * 2) ?? Data()
+        XCTAssertEqual(head.count, 352 + columns * rows * 2)
+        let voxels = stride(from: 352, to: head.count, by: 2).map { Int16(bitPattern: UInt16(head[$0]) | UInt16(head[$0 + 1]) << 8) }
+        XCTAssertEqual(voxels, frameZero)
+        let outputSize = try FileManager.default.attributesOfItem(atPath: output.path)[.size] as! Int
+        XCTAssertEqual(outputSize, 352 + columns * rows * frames * 2)
+    }
+
     /// Slices made in batches across the storage planes (one pass per batch) equal a direct reading
     /// of the orientation rules in NIfTI.swift, for every axis and with each slice role (fixed axis,
     /// rows, columns) running along the storage planes' k axis in one of the two orientations.
