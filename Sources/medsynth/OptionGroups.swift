@@ -53,6 +53,7 @@ struct SamplingOptions: ParsableArguments {
 extension ProgressStyle: ExpressibleByArgument {}
 extension SamplerKind: ExpressibleByArgument {}
 extension GANLoss: ExpressibleByArgument {}
+extension GANUpsampling: ExpressibleByArgument {}
 extension PredictionTarget: ExpressibleByArgument {}
 extension NoiseScheduleKind: ExpressibleByArgument {}
 extension BlendMode: ExpressibleByArgument {}

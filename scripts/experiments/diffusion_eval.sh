@@ -63,7 +63,7 @@ sample() {  # sample NAME MODEL SAMPLER STEPS [COUNT]
     rm -rf "$E/samples-$1"
     local start end
     start=$(date +%s.%N)
-    $B generate --model "$2" --count "${5:-80}" --class healthy --seed 0 --batch 50 --sampler "$3" --steps "$4" \
+    $B generate --model "$2" --count "${5:-80}" --class healthy --seed 0 --batch 50 --sampler "$3" --sampling-steps "$4" \
         --out "$E/samples-$1" --progress none > /dev/null
     end=$(date +%s.%N)
     python3 -c "print(f'$1: ${5:-80} images in {$end - $start:.1f} s = {${5:-80} / ($end - $start):.2f} images/s (wall, loaded machine)')"
