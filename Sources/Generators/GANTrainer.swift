@@ -67,8 +67,9 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var adaTarget: Float = 0.6
     /// Steps between adjustments of p (the paper's 4 minibatches).
     public var adaInterval: Int = 4
-    /// Images over which p can move from 0 to 1 (the paper's 500k is for 10⁵-step runs; CPU runs are ~50k images).
-    public var adaSpeedImages: Int = 20_000
+    /// Images over which p can move from 0 to 1. The paper's 500k suits runs of millions of images;
+    /// a CPU run sees ~50k, so p must reach its level within the first ~10 % of training.
+    public var adaSpeedImages: Int = 5_000
     /// G's upsampling; copied into the model config.
     public var upsample: GANUpsampling = .resize
 

@@ -75,6 +75,7 @@ struct TrainGAN: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Differentiable augmentation before D (default: on below 2,000 images).") var augment: Bool? = nil
     @Flag(inversion: .prefixedNo, help: "Adaptive augmentation probability (ADA; default on). Off: every op on every image.") var ada: Bool? = nil
     @Option(help: "ADA's target for E[sign(D(real))] (default 0.6).") var adaTarget: Float?
+    @Option(help: "ADA's speed: images over which p can move from 0 to 1 (default 5000).") var adaSpeed: Int?
     @Flag(help: "Allow horizontal flips in the augmentation.") var flips = false
 
     func run() throws {
@@ -89,6 +90,7 @@ struct TrainGAN: ParsableCommand {
         if let upsample { options.upsample = upsample }
         if let ada { options.adaptiveAugmentation = ada }
         if let adaTarget { options.adaTarget = adaTarget }
+        if let adaSpeed { options.adaSpeedImages = adaSpeed }
         options.augment = augment; options.augmentation.horizontalFlip = flips
         try options.validate()
         try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }

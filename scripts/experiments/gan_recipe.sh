@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 for v in "$@"; do
     case $v in
         legacy)        flags=(--legacy) ;;                                        # the shipped recipe before issue 14
-        default)       flags=() ;;                                                # hinge, SN, TTUR 1e-4/4e-4, β (0, 0.9), ADA, resize
+        default)       flags=(--ada-speed 5000) ;;                                # hinge, SN, TTUR 1e-4/4e-4, β (0, 0.9), ADA, resize
         no-ada)        flags=(--no-ada) ;;                                        # default, DiffAugment always on
         transposed)    flags=(--upsample transposed) ;;
         no-sn)         flags=(--no-spectral-norm) ;;
