@@ -47,7 +47,7 @@ public struct GANStepStats {
 /// setting existed decodes it as `legacy`, i.e. as it was trained.
 public struct GANTrainingOptions: Codable, Equatable {
     /// Adam learning rate of G (and of D unless `discriminatorLearningRate` is set).
-    public var learningRate: Float = 1e-4
+    public var learningRate: Float = 2e-4
     /// Two time-scale update rule (Heusel et al. 2017): D learns faster than G; nil = `learningRate`.
     public var discriminatorLearningRate: Float? = 4e-4
     public var beta1: Float = 0.0

@@ -65,7 +65,7 @@ struct TrainGAN: ParsableCommand {
     @OptionGroup var common: TrainingOptionsGroup
     @Flag(help: "Start from the recipe before issue 14 (BCE, lr 2e-4 for both, β = (0.5, 0.999), BatchNorm D, fixed augmentation, transposed convs); other flags still apply.") var legacy = false
     @Option(help: "Loss: bce (non-saturating) or hinge (default hinge).") var loss: GANLoss?
-    @Option(help: "Learning rate of G (default 1e-4; with --legacy 2e-4, and D's too).") var learningRate: Float?
+    @Option(help: "Learning rate of G (default 2e-4; with --legacy D's too).") var learningRate: Float?
     @Option(help: "Learning rate of D (two time-scale update rule; default 4e-4, with --legacy the same as G's).") var dLearningRate: Float?
     @Option(help: "Adam β1 (default 0).") var beta1: Float?
     @Option(help: "Adam β2 (default 0.9).") var beta2: Float?
