@@ -42,27 +42,29 @@ public struct GANStepStats {
     public var realSign: Float = 0
 }
 
-/// Settings of GAN training, stored in the run's checkpoint. `GANTrainingOptions()` is the
-/// recipe of issue 14 (measured in the README's GAN section); a checkpoint written before a
-/// setting existed decodes it as `legacy`, i.e. as it was trained.
+/// Settings of GAN training, stored in the run's checkpoint. `GANTrainingOptions()` is the best
+/// combination measured on mni64 for issue 14 (README, "The GAN recipe"): the DCGAN recipe with a
+/// resize-convolution G; spectral norm, hinge loss, TTUR and ADA are options. A checkpoint written
+/// before a setting existed decodes it as `legacy`, i.e. as it was trained.
 public struct GANTrainingOptions: Codable, Equatable {
     /// Adam learning rate of G (and of D unless `discriminatorLearningRate` is set).
     public var learningRate: Float = 2e-4
-    /// Two time-scale update rule (Heusel et al. 2017): D learns faster than G; nil = `learningRate`.
-    public var discriminatorLearningRate: Float? = 4e-4
-    public var beta1: Float = 0.0
-    public var beta2: Float = 0.9
-    public var loss: GANLoss = .hinge
+    /// Two time-scale update rule (Heusel et al. 2017): D's own rate; nil = `learningRate`.
+    public var discriminatorLearningRate: Float? = nil
+    public var beta1: Float = 0.5
+    public var beta2: Float = 0.999
+    public var loss: GANLoss = .bce
     /// Differentiable augmentation before D; nil: on below 2,000 images (decided when a run starts).
     public var augment: Bool? = nil
     public var augmentation = AugmentationOptions()
     /// EMA decay of G's weights, warmed up as min(decay, (1+s)/(10+s)) (see `ParameterEMA`).
     public var emaDecay: Float = 0.999
     /// Spectral normalisation of D's conv and projection weights (Miyato et al. 2018); D then has no BatchNorm.
-    public var spectralNorm = true
+    public var spectralNorm = false
     /// Adaptive augmentation probability (ADA, Karras et al. 2020): each DiffAugment op is applied
     /// per sample with probability p, adjusted every `adaInterval` steps towards r_t = `adaTarget`.
-    public var adaptiveAugmentation = true
+    /// Off: every op on every image (DiffAugment, Zhao et al. 2020).
+    public var adaptiveAugmentation = false
     /// ADA's target for r_t = E[sign(D(real))] (the paper's 0.6).
     public var adaTarget: Float = 0.6
     /// Steps between adjustments of p (the paper's 4 minibatches).
@@ -70,7 +72,7 @@ public struct GANTrainingOptions: Codable, Equatable {
     /// Images over which p can move from 0 to 1. The paper's 500k suits runs of millions of images;
     /// a CPU run sees ~50k, so p must reach its level within the first ~10 % of training.
     public var adaSpeedImages: Int = 5_000
-    /// G's upsampling; copied into the model config.
+    /// G's upsampling; copied into the model config. Resize-convolution (Odena et al. 2016).
     public var upsample: GANUpsampling = .resize
 
     public init() {}
@@ -81,6 +83,15 @@ public struct GANTrainingOptions: Codable, Equatable {
         var o = GANTrainingOptions()
         o.learningRate = 2e-4; o.discriminatorLearningRate = nil; o.beta1 = 0.5; o.beta2 = 0.999; o.loss = .bce
         o.spectralNorm = false; o.adaptiveAugmentation = false; o.upsample = .transposed
+        return o
+    }
+
+    /// The combination issue 14 asked for (measured worse on mni64 in short runs; see the README):
+    /// hinge loss, spectral-norm D, TTUR (G 2e-4, D 4e-4), Adam β = (0, 0.9), ADA, resize-conv G.
+    public static var spectralADA: GANTrainingOptions {
+        var o = GANTrainingOptions()
+        o.loss = .hinge; o.spectralNorm = true; o.discriminatorLearningRate = 4e-4; o.beta1 = 0; o.beta2 = 0.9
+        o.adaptiveAugmentation = true; o.upsample = .resize
         return o
     }
 

@@ -47,7 +47,7 @@ final class GANRecipeTests: XCTestCase {
 
     func testSpectralNormKeepsEveryDiscriminatorLayerAtUnitSpectralNorm() throws {
         var options = GANTrainingOptions()
-        options.augment = false
+        options.augment = false; options.spectralNorm = true; options.loss = .hinge
         let config = GANConfig(imageSize: 16, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8, numClasses: 2, upsample: .resize)
         let trainer = GANTrainer(config: config, options: options, seed: 1)
         XCTAssertTrue(trainer.discriminator.norms.isEmpty, "SNGAN's D has no BatchNorm")
@@ -110,7 +110,7 @@ final class GANRecipeTests: XCTestCase {
 
     func testAdaptiveProbabilityFollowsTheSignOfDOnReals() {
         var options = GANTrainingOptions()
-        options.adaInterval = 4; options.adaSpeedImages = 320; options.adaTarget = 0.6
+        options.adaptiveAugmentation = true; options.adaInterval = 4; options.adaSpeedImages = 320; options.adaTarget = 0.6
         let trainer = GANTrainer(config: GANConfig(imageSize: 16, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8), options: options, seed: 1)
         XCTAssertEqual(trainer.augmentProbability, 0)
         let confident = Tensor(shape: [8], data: [Float](repeating: 2, count: 8))       // r_t = 1 > 0.6: D overfits
@@ -181,7 +181,7 @@ final class GANRecipeTests: XCTestCase {
     func testADARunRaisesPWhenDiscriminatorMemorisesAndResumesIt() throws {
         // 24 toy images: D separates them within a few steps, so r_t exceeds 0.6 and p climbs.
         var options = GANTrainingOptions()
-        options.adaSpeedImages = 400
+        options.adaptiveAugmentation = true; options.adaSpeedImages = 400; options.spectralNorm = true
         let straight = root.appendingPathComponent("ada"), split = root.appendingPathComponent("ada-split")
         try trainGAN(request(steps: 40), options: options, out: straight, resume: false, progress: .none)
         let state = try readSafetensors(at: RunFolder(straight).latestCheckpoint)

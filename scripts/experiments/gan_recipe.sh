@@ -19,19 +19,15 @@ MEDSYNTH_BIN=$B MEDSYNTH_WORK=$W bash scripts/train_models.sh data > /dev/null
 mkdir -p "$OUT"
 for v in "$@"; do
     case $v in
-        legacy)        flags=(--legacy) ;;                                        # the shipped recipe before issue 14
-        default)       flags=() ;;                                                # hinge, SN, TTUR G 2e-4 / D 4e-4, β (0, 0.9), ADA (5k images), resize
-        no-ada)        flags=(--no-ada) ;;                                        # default, DiffAugment always on
-        transposed)    flags=(--upsample transposed) ;;
-        no-sn)         flags=(--no-spectral-norm) ;;
-        one-lr)        flags=(--d-learning-rate 2e-4) ;;
-        g1e-4)         flags=(--learning-rate 1e-4) ;;
-        legacy+sn)     flags=(--legacy --spectral-norm --loss hinge) ;;
-        legacy+resize) flags=(--legacy --upsample resize) ;;
-        legacy+ada)    flags=(--legacy --ada) ;;
-        legacy+ttur)   flags=(--legacy --d-learning-rate 4e-4) ;;
-        sn-ttur)       flags=(--legacy --spectral-norm --loss hinge --d-learning-rate 4e-4 --beta1 0 --beta2 0.9) ;;
-        sn-ttur-ada)   flags=(--legacy --spectral-norm --loss hinge --d-learning-rate 4e-4 --beta1 0 --beta2 0.9 --ada) ;;
+        legacy)        flags=(--legacy) ;;                                        # the recipe before issue 14 (transposed-conv G)
+        default)       flags=() ;;                                                # issue 14's default: legacy + resize-conv G
+        legacy+resize) flags=(--legacy --upsample resize) ;;                      # the same as default, spelled out
+        legacy+ada)    flags=(--legacy --ada --ada-speed 5000) ;;
+        all-new)       flags=(--loss hinge --spectral-norm --learning-rate 2e-4 --d-learning-rate 4e-4 --beta1 0 --beta2 0.9
+                              --ada --ada-speed 5000 --upsample resize) ;;        # GANTrainingOptions.spectralADA
+        default+sn)    flags=(--spectral-norm --loss hinge) ;;
+        default+ttur)  flags=(--d-learning-rate 4e-4) ;;
+        default+ada)   flags=(--ada) ;;
         ema99)         flags=(--ema-decay 0.99) ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
