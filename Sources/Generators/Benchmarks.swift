@@ -50,7 +50,8 @@ public func runModelBenchmarks(only: Set<String>? = nil, repetitions: Int = 5, p
     func wanted(_ name: String) -> Bool { only == nil || only!.contains(name) }
 
     if wanted("dcgan64_train_step_b64") || wanted("dcgan64_generate_b256") {
-        var options = GANTrainingOptions()
+        // The reference DCGAN step (BatchNorm D, one learning rate), comparable with earlier benchmarks.
+        var options = GANTrainingOptions.legacy
         options.augment = false
         let trainer = GANTrainer(config: GANConfig(), options: options, seed: 0)
         if wanted("dcgan64_train_step_b64") {

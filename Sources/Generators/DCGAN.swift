@@ -8,6 +8,15 @@ import Layers
 // counting the activation layers too), so weights move both ways through safetensors.
 // Sizes other than 64 drop or add one upsampling (downsampling) block at the top (bottom).
 
+/// How G doubles the resolution after its 4×4 seed.
+public enum GANUpsampling: String, Codable, CaseIterable {
+    /// 4×4 stride-2 transposed convolution (DCGAN's own; uneven kernel overlap gives checkerboards).
+    case transposed
+    /// Nearest-neighbour ×2 then a 3×3 convolution (Odena et al. 2016, "Deconvolution and
+    /// Checkerboard Artifacts"): every output pixel sees the same number of kernel taps.
+    case resize
+}
+
 /// Settings of a DCGAN, stored beside its weights.
 public struct GANConfig: Codable, Equatable {
     public var imageSize: Int = 64
@@ -18,12 +27,33 @@ public struct GANConfig: Codable, Equatable {
     /// 0 = unconditional. Conditional G takes [z, one-hot(label)]; D is a projection discriminator.
     public var numClasses: Int = 0
     public var classNames: [String] = []
+    /// G's upsampling after the seed block; files written before it existed are `.transposed`.
+    public var upsample: GANUpsampling = .transposed
 
     public init(imageSize: Int = 64, channels: Int = 1, latentDim: Int = 100, generatorWidth: Int = 64,
-                discriminatorWidth: Int = 64, numClasses: Int = 0, classNames: [String] = []) {
+                discriminatorWidth: Int = 64, numClasses: Int = 0, classNames: [String] = [],
+                upsample: GANUpsampling = .transposed) {
         self.imageSize = imageSize; self.channels = channels; self.latentDim = latentDim
         self.generatorWidth = generatorWidth; self.discriminatorWidth = discriminatorWidth
-        self.numClasses = numClasses; self.classNames = classNames
+        self.numClasses = numClasses; self.classNames = classNames; self.upsample = upsample
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case imageSize, channels, latentDim, generatorWidth, discriminatorWidth, numClasses, classNames, upsample
+    }
+
+    /// Missing keys take the defaults, so model files from before a setting existed load as they were trained.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = GANConfig()
+        imageSize = try c.decodeIfPresent(Int.self, forKey: .imageSize) ?? d.imageSize
+        channels = try c.decodeIfPresent(Int.self, forKey: .channels) ?? d.channels
+        latentDim = try c.decodeIfPresent(Int.self, forKey: .latentDim) ?? d.latentDim
+        generatorWidth = try c.decodeIfPresent(Int.self, forKey: .generatorWidth) ?? d.generatorWidth
+        discriminatorWidth = try c.decodeIfPresent(Int.self, forKey: .discriminatorWidth) ?? d.discriminatorWidth
+        numClasses = try c.decodeIfPresent(Int.self, forKey: .numClasses) ?? d.numClasses
+        classNames = try c.decodeIfPresent([String].self, forKey: .classNames) ?? d.classNames
+        upsample = try c.decodeIfPresent(GANUpsampling.self, forKey: .upsample) ?? .transposed
     }
 
     /// Upsampling blocks between the 4×4 seed and the image: 2 for 16 px, 3 for 32, 4 for 64, 5 for 128.
@@ -44,12 +74,13 @@ public struct GANConfig: Codable, Equatable {
         // Weights of the 4×4 (transposed) convolutions of G and D, in floats.
         let blocks = hiddenBlocks
         var weights = 0.0, cin = Double(latentDim + numClasses)
+        let taps = upsample == .resize ? 9.0 : 16.0
         for i in 0..<blocks {
             let width = Double(generatorWidth) * Double(1 << (blocks - 1 - i))
-            weights += cin * width * 16
+            weights += cin * width * (i == 0 ? 16 : taps)
             cin = width
         }
-        weights += cin * Double(channels) * 16
+        weights += cin * Double(channels) * taps
         var din = Double(channels)
         for i in 0..<blocks {
             let width = Double(discriminatorWidth) * Double(1 << i)
@@ -78,24 +109,40 @@ func dcganInitialise(_ modules: [Module], stream: inout RandomStream) {
 
 public final class DCGANGenerator: Module {
     public let config: GANConfig
-    /// (transposed conv, batch norm) per block; the last block has no norm and ends in tanh.
-    let convs: [ConvTranspose2d]
+    /// (upsampling conv, batch norm) per block; the last block has no norm and ends in tanh. The
+    /// first block (1×1 → 4×4) is always a transposed conv; later ones follow `config.upsample`.
+    let convs: [ConvolutionModule]
     let norms: [BatchNorm2d]
 
     public init(_ config: GANConfig, stream: inout RandomStream) {
         self.config = config
         let blocks = config.hiddenBlocks, ngf = config.generatorWidth
         let widths = (0..<blocks).map { ngf << (blocks - 1 - $0) }          // 512, 256, 128, 64 at 64 px
-        var convs: [ConvTranspose2d] = [], norms: [BatchNorm2d] = []
+        var convs: [ConvolutionModule] = [], norms: [BatchNorm2d] = []
+        func doubling(_ cin: Int, _ cout: Int) -> ConvolutionModule {
+            switch config.upsample {
+            case .transposed: return ConvTranspose2d(cin, cout, kernel: 4, stride: 2, padding: 1, bias: false, stream: &stream)
+            case .resize: return Conv2d(cin, cout, kernel: 3, stride: 1, padding: 1, bias: false, stream: &stream)
+            }
+        }
         var cin = config.latentDim + config.numClasses
         for (i, width) in widths.enumerated() {
-            convs.append(ConvTranspose2d(cin, width, kernel: 4, stride: i == 0 ? 1 : 2, padding: i == 0 ? 0 : 1, bias: false, stream: &stream))
+            convs.append(i == 0 ? ConvTranspose2d(cin, width, kernel: 4, stride: 1, padding: 0, bias: false, stream: &stream) : doubling(cin, width))
             norms.append(BatchNorm2d(width))
             cin = width
         }
-        convs.append(ConvTranspose2d(cin, config.channels, kernel: 4, stride: 2, padding: 1, bias: false, stream: &stream))
+        convs.append(doubling(cin, config.channels))
         self.convs = convs; self.norms = norms
-        dcganInitialise(convs + norms, stream: &stream)
+        dcganInitialise(convs as [Module] + norms, stream: &stream)
+    }
+
+    /// Block i's convolution, with the nearest-neighbour doubling in front when it is a resize-conv.
+    func upsampling(_ i: Int, _ h: Tensor) -> Tensor {
+        switch convs[i] {
+        case let conv as ConvTranspose2d: return conv(h)
+        case let conv as Conv2d: return conv(upsampleNearest2x(h))
+        default: preconditionFailure("DCGANGenerator: unexpected layer \(type(of: convs[i]))")
+        }
     }
 
     /// z: N×latentDim latent vectors; labels: class per sample when conditional. Returns N×C×S×S in [-1, 1].
@@ -113,8 +160,8 @@ public final class DCGANGenerator: Module {
             input = Tensor(shape: [n, width], data: joined)
         }
         var h = reshape(input, [n, input.count / n, 1, 1])
-        for (conv, norm) in zip(convs, norms) { h = relu(norm(conv(h))) }
-        return tanh(convs.last!(h))
+        for (i, norm) in norms.enumerated() { h = relu(norm(upsampling(i, h))) }
+        return tanh(upsampling(convs.count - 1, h))
     }
 
     public func namedTensors() -> [NamedTensor] {
@@ -134,12 +181,14 @@ public final class DCGANGenerator: Module {
 public final class DCGANDiscriminator: Module {
     public let config: GANConfig
     let convs: [Conv2d]
-    /// BatchNorm after every conv but the first and the last.
+    /// BatchNorm after every conv but the first and the last (none with spectral normalisation).
     let norms: [BatchNorm2d]
     /// Projection discriminator (Miyato & Koyama 2018): logit += ⟨embed(y), Σ_hw φ(x)⟩.
     let projection: Embedding?
+    /// With spectral normalisation (Miyato et al. 2018): one per conv, then the projection's.
+    let spectral: [SpectralNormalizer]
 
-    public init(_ config: GANConfig, stream: inout RandomStream) {
+    public init(_ config: GANConfig, spectralNorm: Bool = false, stream: inout RandomStream) {
         self.config = config
         let blocks = config.hiddenBlocks, ndf = config.discriminatorWidth
         var convs: [Conv2d] = [], norms: [BatchNorm2d] = []
@@ -147,38 +196,58 @@ public final class DCGANDiscriminator: Module {
         for i in 0..<blocks {
             let width = ndf << i                                          // 64, 128, 256, 512 at 64 px
             convs.append(Conv2d(cin, width, kernel: 4, stride: 2, padding: 1, bias: false, stream: &stream))
-            if i > 0 { norms.append(BatchNorm2d(width)) }
+            // SNGAN's discriminator has no BatchNorm: it would undo the Lipschitz bound per batch.
+            if i > 0 && !spectralNorm { norms.append(BatchNorm2d(width)) }
             cin = width
         }
         convs.append(Conv2d(cin, 1, kernel: 4, stride: 1, padding: 0, bias: false, stream: &stream))
         self.convs = convs; self.norms = norms
         projection = config.numClasses > 0 ? Embedding(config.numClasses, cin, stream: &stream) : nil
-        dcganInitialise(convs + norms, stream: &stream)
+        dcganInitialise(convs as [Module] + norms, stream: &stream)
         if let projection { projection.weight.data.withUnsafeMutableBufferPointer { stream.fillNormal($0, std: 0.02) } }
+        // u vectors drawn last, so a model without spectral norm draws exactly what it did before.
+        spectral = spectralNorm ? (convs.map(\.weight) + (projection.map { [$0.weight] } ?? [])).map { SpectralNormalizer($0, stream: &stream) } : []
+    }
+
+    public var usesSpectralNorm: Bool { !spectral.isEmpty }
+
+    /// One power iteration for every normalised weight: called once per training step.
+    public func updateSpectralNorms() { for s in spectral { s.powerIteration() } }
+
+    func conv(_ i: Int, _ x: Tensor) -> Tensor {
+        guard usesSpectralNorm else { return convs[i](x) }
+        return conv2d(x, weight: spectral[i].normalized(), stride: convs[i].stride, padding: convs[i].padding)
     }
 
     /// x: N×C×S×S. Returns N logits.
     public func callAsFunction(_ x: Tensor, labels: [Int]? = nil) -> Tensor {
-        var h = leakyRelu(convs[0](x), slope: 0.2)
-        for i in 1..<convs.count - 1 { h = leakyRelu(norms[i - 1](convs[i](h)), slope: 0.2) }
-        var logits = reshape(convs.last!(h), [x.shape[0]])
+        var h = leakyRelu(conv(0, x), slope: 0.2)
+        for i in 1..<convs.count - 1 {
+            h = leakyRelu(usesSpectralNorm ? conv(i, h) : norms[i - 1](conv(i, h)), slope: 0.2)
+        }
+        var logits = reshape(conv(convs.count - 1, h), [x.shape[0]])
         if let projection {
             guard let labels, labels.count == x.shape[0] else { preconditionFailure("DCGANDiscriminator: conditional model needs one label per sample") }
-            logits = add(logits, sumPerSample(mul(h, projection(labels))))
+            let embedded = usesSpectralNorm ? embedding(labels, table: spectral[convs.count].normalized()) : projection(labels)
+            logits = add(logits, sumPerSample(mul(h, embedded)))
         }
         return logits
     }
 
     public func namedTensors() -> [NamedTensor] {
         // Reference indices: net.0 conv, net.1 LeakyReLU, then (conv, BN, LeakyReLU) triples, last conv.
+        var convNames = ["net.0"]
         var children: [(String, Module)] = [("net.0", convs[0])]
         for i in 1..<convs.count - 1 {
-            children.append(("net.\(3 * i - 1)", convs[i]))
-            children.append(("net.\(3 * i)", norms[i - 1]))
+            convNames.append("net.\(3 * i - 1)")
+            children.append((convNames[i], convs[i]))
+            if !usesSpectralNorm { children.append(("net.\(3 * i)", norms[i - 1])) }
         }
-        children.append(("net.\(3 * (convs.count - 1) - 1)", convs.last!))
-        if let projection { children.append(("embed", projection)) }
-        return gather(children)
+        convNames.append("net.\(3 * (convs.count - 1) - 1)")
+        children.append((convNames.last!, convs.last!))
+        if let projection { children.append(("embed", projection)); convNames.append("embed") }
+        // Spectral norm keeps each weight's u as the buffer `<layer>.weight_u` (PyTorch's name).
+        return gather(children) + zip(convNames, spectral).map { NamedTensor("\($0).weight_u", $1.u, isParameter: false) }
     }
 
     public func setTraining(_ training: Bool) { for n in norms { n.training = training } }

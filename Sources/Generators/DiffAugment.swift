@@ -23,24 +23,32 @@ public struct AugmentationOptions: Codable, Equatable {
 }
 
 /// Augments N×C×H×W images with per-sample parameters from `stream`; differentiable w.r.t. x.
-public func diffAugment(_ x: Tensor, options: AugmentationOptions, stream: inout RandomStream) -> Tensor {
+/// With `probability` p each enabled op is applied to each sample independently with probability p
+/// (ADA's scheme, Karras et al. 2020 §2.3); nil applies every op to every sample (DiffAugment's).
+public func diffAugment(_ x: Tensor, options: AugmentationOptions, probability: Float? = nil, stream: inout RandomStream) -> Tensor {
     let n = x.shape[0], h = x.shape[2], w = x.shape[3]
     var draws = [SampleAugmentation](repeating: SampleAugmentation(), count: n)
+    /// Whether an enabled op is applied to this sample: always without p, else one draw against p.
+    func applies(_ enabled: Bool) -> Bool {
+        guard enabled else { return false }
+        guard let probability else { return true }
+        return stream.uniform() < probability
+    }
     for i in 0..<n {
         var d = SampleAugmentation()
-        if options.brightness { d.brightness = stream.uniform() - 0.5 }
-        if options.contrast { d.contrast = stream.uniform() + 0.5 }
-        if options.translation {
+        if applies(options.brightness) { d.brightness = stream.uniform() - 0.5 }
+        if applies(options.contrast) { d.contrast = stream.uniform() + 0.5 }
+        if applies(options.translation) {
             let maxX = Int(Float(w) * options.translationRatio + 0.5), maxY = Int(Float(h) * options.translationRatio + 0.5)
             d.shiftX = stream.int(below: 2 * maxX + 1) - maxX
             d.shiftY = stream.int(below: 2 * maxY + 1) - maxY
         }
-        if options.cutout {
+        if applies(options.cutout) {
             d.cutSide = Int(Float(min(h, w)) * options.cutoutRatio + 0.5)
             d.cutX = stream.int(below: w + 1 - d.cutSide % 2) - d.cutSide / 2
             d.cutY = stream.int(below: h + 1 - d.cutSide % 2) - d.cutSide / 2
         }
-        if options.horizontalFlip { d.flip = stream.uniform() < 0.5 }
+        if applies(options.horizontalFlip) { d.flip = stream.uniform() < 0.5 }
         draws[i] = d
     }
     return augmentImages(x, draws)

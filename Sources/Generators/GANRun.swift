@@ -13,14 +13,21 @@ extension GANTrainer: ModelTrainer {
     public static var optionsKey: String { "medsynth.gan" }
     public static var metrics: [TrainingMetric] {
         [TrainingMetric("loss_d", label: "loss_D"), TrainingMetric("loss_g", label: "loss_G"),
-         TrainingMetric("d_real", label: "D(x)"), TrainingMetric("d_fake", label: "D(G(z))")]
+         TrainingMetric("d_real", label: "D(x)"), TrainingMetric("d_fake", label: "D(G(z))"),
+         TrainingMetric("augment_p", label: "p"), TrainingMetric("r_t", label: "r_t")]
     }
 
     public static func makeConfig(request: TrainingRequest, dataset: ImageFolderDataset) throws -> GANConfig {
-        GANConfig(imageSize: request.imageSize, channels: request.channels,
-                  generatorWidth: request.width ?? 64, discriminatorWidth: request.width ?? 64,
-                  numClasses: request.conditional ? dataset.classNames.count : 0,
-                  classNames: request.conditional ? dataset.classNames : [])
+        try makeConfig(request: request, options: GANTrainingOptions(), dataset: dataset)
+    }
+
+    /// G's upsampling is a training option that shapes the model, so it is copied into the config.
+    public static func makeConfig(request: TrainingRequest, options: GANTrainingOptions, dataset: ImageFolderDataset) throws -> GANConfig {
+        try options.validate()
+        return GANConfig(imageSize: request.imageSize, channels: request.channels,
+                         generatorWidth: request.width ?? 64, discriminatorWidth: request.width ?? 64,
+                         numClasses: request.conditional ? dataset.classNames.count : 0,
+                         classNames: request.conditional ? dataset.classNames : [], upsample: options.upsample)
     }
 
     /// Augmentation defaults to on below 2,000 images, where D otherwise memorises the data.
@@ -30,18 +37,27 @@ extension GANTrainer: ModelTrainer {
         return resolved
     }
 
-    public var summary: String { "augmentation \(options.augment ?? true ? "on" : "off")" }
+    public var summary: String {
+        let o = options
+        let augmentation = !augments ? "off" : (o.adaptiveAugmentation ? "adaptive (target r_t \(o.adaTarget))" : "always")
+        return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
+            + "D \(o.spectralNorm ? "spectral norm" : "batch norm"), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
+    }
 
     public func trainingStep(batch: Tensor, labels: [Int]?, stream: inout RandomStream) -> [Float] {
         let stats = step(real: batch, labels: labels, stream: &stream)
-        return [stats.discriminatorLoss, stats.generatorLoss, stats.dReal, stats.dFake]
+        return [stats.discriminatorLoss, stats.generatorLoss, stats.dReal, stats.dFake, stats.augmentProbability, stats.realSign]
     }
+
+    /// ADA's state: p and the sign statistics gathered since its last adjustment.
+    static let adaptiveStateName = "ada.state"
 
     public func stateEntries() -> (tensors: [SafetensorsEntry], metadata: [String: String]) {
         let (gOpt, gMeta) = optimizerEntries(optimizerG, name: "G")
         let (dOpt, dMeta) = optimizerEntries(optimizerD, name: "D")
         let tensors = generator.safetensorsEntries(prefix: "G") + discriminator.safetensorsEntries(prefix: "D")
             + emaEntries(ema, module: generator) + gOpt + dOpt
+            + [SafetensorsEntry(name: Self.adaptiveStateName, shape: [3], values: [augmentProbability, realSignSum, realSignCount])]
         return (tensors, gMeta.merging(dMeta) { a, _ in a })
     }
 
@@ -51,6 +67,11 @@ extension GANTrainer: ModelTrainer {
         try restoreOptimizer(optimizerG, name: "G", from: state, source: source)
         try restoreOptimizer(optimizerD, name: "D", from: state, source: source)
         try restoreEMA(ema, module: generator, from: state, source: source)
+        // Checkpoints from before ADA have no state: p stays at its start value.
+        if let ada = state.tensors[Self.adaptiveStateName] {
+            guard ada.values.count == 3 else { throw MedSynthError(file: source, "tensor '\(Self.adaptiveStateName)' has \(ada.values.count) values, expected 3") }
+            augmentProbability = ada.values[0]; realSignSum = ada.values[1]; realSignCount = ada.values[2]
+        }
     }
 
     public func samplingEntries() -> [SafetensorsEntry] { samplingGenerator().safetensorsEntries(prefix: "G") }

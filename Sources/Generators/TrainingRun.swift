@@ -44,6 +44,8 @@ public protocol ModelTrainer: AnyObject {
     static var metrics: [TrainingMetric] { get }
     /// The model to build for `request` on `dataset` (the same for a new and a resumed run).
     static func makeConfig(request: TrainingRequest, dataset: ImageFolderDataset) throws -> Config
+    /// The same, for a trainer whose options choose part of the architecture (default: the above).
+    static func makeConfig(request: TrainingRequest, options: Options, dataset: ImageFolderDataset) throws -> Config
     /// A new run's options completed from the data (settings left to be decided from it).
     static func resolveOptions(_ options: Options, dataset: ImageFolderDataset) -> Options
 
@@ -69,6 +71,9 @@ public protocol ModelTrainer: AnyObject {
 }
 
 extension ModelTrainer {
+    public static func makeConfig(request: TrainingRequest, options: Options, dataset: ImageFolderDataset) throws -> Config {
+        try makeConfig(request: request, dataset: dataset)
+    }
     public static func resolveOptions(_ options: Options, dataset: ImageFolderDataset) -> Options { options }
     public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {}
     public func samplingMetadata() -> [String: String] { [:] }
@@ -197,7 +202,7 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
     }
     let (run, dataset) = try prepareRun(request, out: out, resume: resume)
     if resumeState == nil { options = T.resolveOptions(options, dataset: dataset) }
-    var config = try T.makeConfig(request: request, dataset: dataset)
+    var config = try T.makeConfig(request: request, options: options, dataset: dataset)
     if let state = resumeState {
         let savedConfig = try decodeJSON(T.Config.self, state.metadata[CheckpointKey.config], file: latest.path, what: "model config")
         config = config.keepingChangedDefaults(of: savedConfig)

@@ -122,3 +122,38 @@ public final class GroupNorm: Module {
     public func withSiLU(_ x: Tensor) -> Tensor { groupNorm(x, groups: groups, gamma: weight, beta: bias, eps: eps, fusedSiLU: true) }
     public func namedTensors() -> [NamedTensor] { [NamedTensor("weight", weight), NamedTensor("bias", bias)] }
 }
+
+// MARK: - Spectral normalisation
+
+/// The persistent power-iteration state of one spectrally normalised weight (Miyato et al. 2018,
+/// Algorithm 1): u (one value per row of the weight viewed as shape[0] × rest), saved with the
+/// training state, and the v of the last iteration.
+public final class SpectralNormalizer: Module {
+    /// The raw weight, owned by its layer (the optimiser updates it).
+    public let weight: Tensor
+    public let u: Tensor
+    var v: [Float]
+
+    public init(_ weight: Tensor, stream: inout RandomStream) {
+        self.weight = weight
+        var values = [Float](repeating: 0, count: weight.shape[0])
+        values.withUnsafeMutableBufferPointer { stream.fillNormal($0, std: 1) }
+        let norm = max(values.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+        u = Tensor(shape: [weight.shape[0]], data: values.map { $0 / norm })
+        v = spectralPowerIteration(weight, u: u.data).v
+    }
+
+    /// u ← W v / ‖W v‖ after v ← Wᵀu / ‖Wᵀu‖: one iteration, once per training step.
+    public func powerIteration() {
+        let (newU, newV) = spectralPowerIteration(weight, u: u.data)
+        u.data = newU; v = newV
+    }
+
+    /// σ = uᵀ W v, the current estimate of the largest singular value.
+    public var sigma: Float { spectralSigma(weight, u: u.data, v: v) }
+
+    /// W / σ, differentiable w.r.t. W (u and v constant).
+    public func normalized() -> Tensor { spectralNormalize(weight, u: u.data, v: v) }
+
+    public func namedTensors() -> [NamedTensor] { [NamedTensor("weight_u", u, isParameter: false)] }
+}

@@ -65,6 +65,7 @@ extension SamplerKind: ExpressibleByArgument {}
 extension TimestepSpacing: ExpressibleByArgument {}
 extension FinalAlphaBar: ExpressibleByArgument {}
 extension GANLoss: ExpressibleByArgument {}
+extension GANUpsampling: ExpressibleByArgument {}
 extension PredictionTarget: ExpressibleByArgument {}
 extension NoiseScheduleKind: ExpressibleByArgument {}
 extension BlendMode: ExpressibleByArgument {}

@@ -54,20 +54,45 @@ struct TrainGAN: ParsableCommand {
         abstract: "Train a DCGAN (Radford et al. 2015; 32, 64 or 128 px), optionally class-conditional.",
         discussion: """
         Conditional models feed a one-hot label to the generator and use a projection discriminator
-        (Miyato & Koyama 2018). Differentiable augmentation (translation, cutout, brightness, contrast)
-        is on by default below 2,000 images; flips only with --flips (anatomy has a side).
+        (Miyato & Koyama 2018). Default recipe (issue 14, measured on mni64): BCE loss, Adam 2e-4 with
+        β = (0.5, 0.999), BatchNorm D, resize-convolution upsampling in G (Odena et al. 2016),
+        differentiable augmentation (translation, cutout, brightness, contrast; Zhao et al. 2020) on
+        every image, on by default below 2,000 images; flips only with --flips (anatomy has a side).
+        Options: --spectral-norm (Miyato et al. 2018), --ada (Karras et al. 2020), --d-learning-rate
+        (TTUR, Heusel et al. 2017), --loss hinge, --upsample transposed; --legacy is the recipe before issue 14.
         """)
 
     @OptionGroup var common: TrainingOptionsGroup
-    @Option(help: "Loss: bce (non-saturating) or hinge.") var loss: GANLoss = .bce
-    @Option(help: "Learning rate for both networks.") var learningRate: Float = 2e-4
+    @Flag(help: "Start from the recipe before issue 14 (transposed-conv G); other flags still apply.") var legacy = false
+    @Option(help: "Loss: bce (non-saturating, default) or hinge.") var loss: GANLoss?
+    @Option(help: "Learning rate of G, and of D unless --d-learning-rate (default 2e-4).") var learningRate: Float?
+    @Option(help: "Learning rate of D (two time-scale update rule, e.g. 4e-4; default: G's).") var dLearningRate: Float?
+    @Option(help: "Adam β1 (default 0.5).") var beta1: Float?
+    @Option(help: "Adam β2 (default 0.999).") var beta2: Float?
+    @Option(help: "EMA decay of G's sampling weights (default 0.999, warmed up as (1+s)/(10+s)).") var emaDecay: Float?
+    @Flag(inversion: .prefixedNo, help: "Spectral normalisation of D's weights (D then has no BatchNorm; default off).") var spectralNorm: Bool? = nil
+    @Option(help: "G's upsampling: resize (nearest ×2 + 3×3 conv, default) or transposed (4×4 stride 2).") var upsample: GANUpsampling?
     @Flag(inversion: .prefixedNo, help: "Differentiable augmentation before D (default: on below 2,000 images).") var augment: Bool? = nil
+    @Flag(inversion: .prefixedNo, help: "Adaptive augmentation probability (ADA; default off: every op on every image).") var ada: Bool? = nil
+    @Option(help: "ADA's target for E[sign(D(real))] (default 0.6).") var adaTarget: Float?
+    @Option(help: "ADA's speed: images over which p can move from 0 to 1 (default 5000).") var adaSpeed: Int?
     @Flag(help: "Allow horizontal flips in the augmentation.") var flips = false
 
     func run() throws {
-        var options = GANTrainingOptions()
-        options.loss = loss; options.learningRate = learningRate
+        var options = legacy ? GANTrainingOptions.legacy : GANTrainingOptions()
+        if let loss { options.loss = loss }
+        if let learningRate { options.learningRate = learningRate }
+        if let dLearningRate { options.discriminatorLearningRate = dLearningRate }
+        if let beta1 { options.beta1 = beta1 }
+        if let beta2 { options.beta2 = beta2 }
+        if let emaDecay { options.emaDecay = emaDecay }
+        if let spectralNorm { options.spectralNorm = spectralNorm }
+        if let upsample { options.upsample = upsample }
+        if let ada { options.adaptiveAugmentation = ada }
+        if let adaTarget { options.adaTarget = adaTarget }
+        if let adaSpeed { options.adaSpeedImages = adaSpeed }
         options.augment = augment; options.augmentation.horizontalFlip = flips
+        try options.validate()
         try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }
     }
 }

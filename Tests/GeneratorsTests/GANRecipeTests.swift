@@ -1,0 +1,197 @@
+import XCTest
+import Foundation
+@testable import Engine
+@testable import Layers
+@testable import Imaging
+@testable import Generators
+import TestSupport
+import Core
+
+/// Issue 14's GAN recipe: spectral norm in D, ADA, TTUR, EMA warm-up, resize-convolution G, and
+/// old checkpoints decoding with the old behaviour.
+final class GANRecipeTests: XCTestCase {
+    var root: URL!
+    override func setUpWithError() throws {
+        GradMode.isEnabled = true
+        root = try makeTemporaryDirectory()
+        try makeToyDataset(in: root.appendingPathComponent("data"))
+    }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
+
+    func request(steps: Int) -> TrainingRequest {
+        var r = TrainingRequest(data: root.appendingPathComponent("data").path)
+        r.imageSize = 16; r.steps = steps; r.batchSize = 8; r.seed = 5; r.width = 8
+        r.conditional = true; r.checkpointEvery = 1000; r.sampleEvery = 1000
+        return r
+    }
+
+    func testOldOptionsAndConfigsDecodeWithTheOldBehaviour() throws {
+        // What a checkpoint from before issue 14 stored.
+        let oldOptions = #"{"learningRate":0.0002,"beta1":0.5,"beta2":0.999,"loss":"bce","augment":true,"augmentation":{"brightness":true,"contrast":true,"translation":true,"cutout":true,"horizontalFlip":false,"translationRatio":0.125,"cutoutRatio":0.5},"emaDecay":0.999}"#
+        let options = try JSONDecoder().decode(GANTrainingOptions.self, from: Data(oldOptions.utf8))
+        var expected = GANTrainingOptions.legacy
+        expected.augment = true
+        XCTAssertEqual(options, expected)
+        XCTAssertFalse(options.spectralNorm); XCTAssertFalse(options.adaptiveAugmentation)
+        XCTAssertNil(options.discriminatorLearningRate); XCTAssertEqual(options.upsample, .transposed)
+        let oldConfig = #"{"imageSize":64,"channels":1,"latentDim":100,"generatorWidth":32,"discriminatorWidth":32,"numClasses":2,"classNames":["healthy","lesion"]}"#
+        let config = try JSONDecoder().decode(GANConfig.self, from: Data(oldConfig.utf8))
+        XCTAssertEqual(config.upsample, .transposed)
+        // A legacy trainer draws its initial weights exactly as before (no u vectors drawn).
+        let legacy = GANTrainer(config: config, options: options, seed: 3)
+        var stream = RandomStream(seed: 3).split(.ganInitialisation)
+        let g = DCGANGenerator(config, stream: &stream), d = DCGANDiscriminator(config, stream: &stream)
+        XCTAssertEqual(legacy.generator.namedTensors().map(\.tensor.data), g.namedTensors().map(\.tensor.data))
+        XCTAssertEqual(legacy.discriminator.namedTensors().map(\.tensor.data), d.namedTensors().map(\.tensor.data))
+    }
+
+    func testSpectralNormKeepsEveryDiscriminatorLayerAtUnitSpectralNorm() throws {
+        var options = GANTrainingOptions()
+        options.augment = false; options.spectralNorm = true; options.loss = .hinge
+        let config = GANConfig(imageSize: 16, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8, numClasses: 2, upsample: .resize)
+        let trainer = GANTrainer(config: config, options: options, seed: 1)
+        XCTAssertTrue(trainer.discriminator.norms.isEmpty, "SNGAN's D has no BatchNorm")
+        var stream = RandomStream(seed: 2)
+        let real = Tensor(randomNormal: [8, 1, 16, 16], std: 0.5, stream: &stream)
+        for _ in 0..<20 { _ = trainer.step(real: real, labels: [0, 1, 0, 1, 0, 1, 0, 1], stream: &stream) }
+        // σ of every normalised weight, by a converged power iteration from a fresh vector: 1
+        // up to the one-step lag of the persistent u.
+        for layer in trainer.discriminator.spectral {
+            let normalised = layer.normalized()
+            var u = [Float](repeating: 1 / Float(normalised.shape[0]).squareRoot(), count: normalised.shape[0]), v: [Float] = []
+            for _ in 0..<200 { (u, v) = spectralPowerIteration(normalised, u: u) }
+            XCTAssertEqual(spectralSigma(normalised, u: u, v: v), 1, accuracy: 0.1, "\(normalised.shape)")
+            // The raw weights grew or shrank freely: normalisation is doing the work.
+            XCTAssertNotEqual(layer.sigma, 1, accuracy: 1e-3)
+        }
+        // u is saved with the training state under PyTorch's buffer name.
+        let names = Set(trainer.stateEntries().tensors.map(\.name))
+        XCTAssert(names.contains("D.net.0.weight_u") && names.contains("D.embed.weight_u"), "\(names.sorted())")
+    }
+
+    func testTwoTimeScaleLearningRates() {
+        // Adam's first step moves each weight by ≈ its learning rate (m̂/√v̂ = ±1), so the largest
+        // change per network shows which rate it got.
+        var options = GANTrainingOptions()
+        options.learningRate = 1e-4; options.discriminatorLearningRate = 4e-4; options.augment = false
+        let config = GANConfig(imageSize: 16, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8)
+        let trainer = GANTrainer(config: config, options: options, seed: 1)
+        let g0 = trainer.generator.parameters().map(\.data), d0 = trainer.discriminator.parameters().map(\.data)
+        var stream = RandomStream(seed: 2)
+        _ = trainer.step(real: Tensor(randomNormal: [4, 1, 16, 16], stream: &stream), labels: nil, stream: &stream)
+        func largestChange(_ before: [[Float]], _ after: [Tensor]) -> Float {
+            zip(before, after).map { zip($0, $1.data).map { abs($0 - $1) }.max()! }.max()!
+        }
+        XCTAssertEqual(largestChange(g0, trainer.generator.parameters()), 1e-4, accuracy: 1e-6)
+        XCTAssertEqual(largestChange(d0, trainer.discriminator.parameters()), 4e-4, accuracy: 4e-6)
+    }
+
+    func testEMAWarmUpForgetsTheInitialWeights() {
+        // θ jumps from its initial value to 1 and stays there. With decay 0.999 and no warm-up the
+        // average would still hold 0.999^200 ≈ 82 % of the initial weights after 200 steps; the
+        // warm-up min(decay, (1+s)/(10+s)) leaves ∏ (1+s)/(10+s) ≈ 10!·201!/210! < 1e-12.
+        var stream = RandomStream(seed: 4)
+        let layer = Linear(3, 2, stream: &stream)
+        let initial = layer.weight.data
+        let ema = ParameterEMA(layer, decay: 0.999)
+        layer.weight.data = [Float](repeating: 1, count: layer.weight.count)
+        layer.bias!.data = [Float](repeating: 1, count: 2)
+        for s in 1...200 { ema.update(from: layer, step: s) }
+        for (value, start) in zip(ema.shadow[0], initial) {
+            XCTAssertEqual(value, 1, accuracy: 1e-5, "initial \(start)")
+        }
+        let plain = ParameterEMA(layer, decay: 0.999)
+        plain.shadow[0] = initial
+        for _ in 1...200 { plain.update(from: layer) }
+        let plainDistance: Float = plain.shadow[0].map { abs($0 - 1) }.max()!
+        let initialDistance: Float = initial.map { abs($0 - 1) }.max()!
+        XCTAssertGreaterThan(plainDistance, 0.5 * initialDistance, "without the warm-up most of the initial weights remain")
+    }
+
+    func testAdaptiveProbabilityFollowsTheSignOfDOnReals() {
+        var options = GANTrainingOptions()
+        options.adaptiveAugmentation = true; options.adaInterval = 4; options.adaSpeedImages = 320; options.adaTarget = 0.6
+        let trainer = GANTrainer(config: GANConfig(imageSize: 16, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8), options: options, seed: 1)
+        XCTAssertEqual(trainer.augmentProbability, 0)
+        let confident = Tensor(shape: [8], data: [Float](repeating: 2, count: 8))       // r_t = 1 > 0.6: D overfits
+        let unsure = Tensor(shape: [8], data: [1, -1, 1, -1, 1, -1, 1, 1])              // r_t = 0.5 < 0.6
+        for s in 1...8 { trainer.adaptAugmentation(realLogits: confident, step: s) }
+        // Two adjustments of 4 steps × 8 images / 320 each.
+        XCTAssertEqual(trainer.augmentProbability, 0.2, accuracy: 1e-6)
+        for s in 9...12 { trainer.adaptAugmentation(realLogits: unsure, step: s) }
+        XCTAssertEqual(trainer.augmentProbability, 0.1, accuracy: 1e-6)
+        for s in 13...200 { trainer.adaptAugmentation(realLogits: confident, step: s) }
+        XCTAssertEqual(trainer.augmentProbability, 1, "p is clamped to [0, 1]")
+    }
+
+    func testAugmentationProbabilityIsTheFractionOfAugmentedSamples() {
+        var only = AugmentationOptions()
+        only.contrast = false; only.translation = false; only.cutout = false   // brightness alone
+        let x = Tensor(filled: 0.25, shape: [2000, 1, 4, 4])
+        for p: Float in [0, 0.3, 1] {
+            var stream = RandomStream(seed: 9)
+            let y = diffAugment(x, options: only, probability: p, stream: &stream)
+            let changed = (0..<2000).filter { i in y.data[i * 16] != 0.25 }.count
+            XCTAssertEqual(Float(changed) / 2000, p, accuracy: 0.03, "p = \(p)")
+        }
+    }
+
+    func testResizeConvolutionHasNoCheckerboardOnConstantInput() {
+        // Odena et al. 2016: a 4×4 stride-2 transposed conv gives interior output pixels different
+        // numbers of kernel taps by parity, so even a constant input makes a period-2 pattern;
+        // nearest ×2 then 3×3 conv gives every interior pixel the same taps.
+        var stream = RandomStream(seed: 6)
+        let x = Tensor(filled: 1, shape: [1, 3, 6, 6])
+        let transposedWeight = Tensor(randomNormal: [3, 2, 4, 4], stream: &stream)
+        let resizeWeight = Tensor(randomNormal: [2, 3, 3, 3], stream: &stream)
+        func interiorSpread(_ y: Tensor) -> Float {
+            let h = y.shape[2], w = y.shape[3]
+            var spread: Float = 0
+            for c in 0..<y.shape[1] {
+                let values = (2..<h - 2).flatMap { i in (2..<w - 2).map { j in y.data[(c * h + i) * w + j] } }
+                spread = max(spread, values.max()! - values.min()!)
+            }
+            return spread
+        }
+        let transposed = convTranspose2d(x, weight: transposedWeight, stride: 2, padding: 1)
+        let resized = conv2d(upsampleNearest2x(x), weight: resizeWeight, padding: 1)
+        XCTAssertEqual(transposed.shape, resized.shape)
+        XCTAssertGreaterThan(interiorSpread(transposed), 0.5)
+        XCTAssertEqual(interiorSpread(resized), 0, accuracy: 1e-5)
+    }
+
+    func testResizeGeneratorTrainsAndItsModelFileSamplesWithResizeConvs() throws {
+        let out = root.appendingPathComponent("resize")
+        var options = GANTrainingOptions()
+        options.upsample = .resize
+        try trainGAN(request(steps: 6), options: options, out: out, resume: false, progress: .none)
+        let file = try readSafetensors(at: RunFolder(out).model)
+        guard case .dcgan(let generator) = try loadModel(from: RunFolder(out).model) else { return XCTFail("not a DCGAN") }
+        XCTAssertEqual(generator.config.upsample, .resize)
+        XCTAssertEqual(file.tensors["G.net.3.weight"]?.shape, [8, 16, 3, 3])
+        var stream = RandomStream(seed: 1)
+        let images = withNoGrad { generator(Tensor(randomNormal: [2, 100], stream: &stream), labels: [0, 1]) }
+        XCTAssertEqual(images.shape, [2, 1, 16, 16])
+        XCTAssert(images.data.allSatisfy { $0.isFinite && abs($0) <= 1 })
+        // The run's losses report ADA's p and r_t.
+        let header = try String(contentsOf: RunFolder(out).losses, encoding: .utf8).split(separator: "\n")[0]
+        XCTAssertEqual(header, "step,loss_d,loss_g,d_real,d_fake,augment_p,r_t")
+    }
+
+    func testADARunRaisesPWhenDiscriminatorMemorisesAndResumesIt() throws {
+        // 24 toy images: D separates them within a few steps, so r_t exceeds 0.6 and p climbs.
+        var options = GANTrainingOptions()
+        options.adaptiveAugmentation = true; options.adaSpeedImages = 400; options.spectralNorm = true
+        let straight = root.appendingPathComponent("ada"), split = root.appendingPathComponent("ada-split")
+        try trainGAN(request(steps: 40), options: options, out: straight, resume: false, progress: .none)
+        let state = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
+        let p = state.tensors["ada.state"]!.values[0]
+        XCTAssertGreaterThan(p, 0.1)
+        XCTAssertLessThanOrEqual(p, 1)
+        try trainGAN(request(steps: 22), options: options, out: split, resume: false, progress: .none)
+        try trainGAN(request(steps: 40), options: options, out: split, resume: true, progress: .none)
+        let resumed = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        XCTAssertEqual(resumed.tensors["ada.state"]!.values, state.tensors["ada.state"]!.values)
+        XCTAssertEqual(resumed.tensors["D.net.0.weight_u"]!.values, state.tensors["D.net.0.weight_u"]!.values)
+    }
+}

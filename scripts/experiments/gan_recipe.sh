@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Issue 14: short runs, one at a time, that chose the default GAN recipe. Each variant trains the
+# class-conditional DCGAN (width 32, batch 32, seed 3) on the two-class mni64 set of
+# scripts/train_models.sh for STEPS steps, with a checkpoint every EVERY steps, and scores every
+# checkpoint's EMA generator with scripts/experiments/diffusion_eval.sh's `gan` protocol
+# (80 healthy samples, seed 0, against the 80 even-indexed real slices; real-vs-real FD 2.53).
+# CPU-minutes are the training process's user + system time at the last step (whole run).
+# Run from the repository root after a release build:
+#   bash scripts/experiments/gan_recipe.sh STEPS EVERY variant [variant ...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+B=${MEDSYNTH_BIN:-.build/release/medsynth}
+W=${MEDSYNTH_WORK:-work/models}
+OUT=${RECIPE_OUT:-work/gan-recipe}
+STEPS=${1:?steps}
+EVERY=${2:?checkpoint interval}
+shift 2
+MEDSYNTH_BIN=$B MEDSYNTH_WORK=$W bash scripts/train_models.sh data > /dev/null
+mkdir -p "$OUT"
+for v in "$@"; do
+    case $v in
+        legacy)        flags=(--legacy) ;;                                        # the recipe before issue 14 (transposed-conv G)
+        default)       flags=() ;;                                                # issue 14's default: legacy + resize-conv G
+        legacy+resize) flags=(--legacy --upsample resize) ;;                      # the same as default, spelled out
+        legacy+ada)    flags=(--legacy --ada --ada-speed 5000) ;;
+        all-new)       flags=(--loss hinge --spectral-norm --learning-rate 2e-4 --d-learning-rate 4e-4 --beta1 0 --beta2 0.9
+                              --ada --ada-speed 5000 --upsample resize) ;;        # GANTrainingOptions.spectralADA
+        default+sn)    flags=(--spectral-norm --loss hinge) ;;
+        default+ttur)  flags=(--d-learning-rate 4e-4) ;;
+        default+ada)   flags=(--ada) ;;
+        ema99)         flags=(--ema-decay 0.99) ;;
+        *) echo "unknown variant $v" >&2; exit 2 ;;
+    esac
+    run="$OUT/$v-$STEPS"
+    if [ ! -f "$run/model.safetensors" ]; then
+        rm -rf "$run"
+        /usr/bin/time -f "%e %U %S" -o "$OUT/$v-$STEPS.time" \
+            $B train gan --data "$W/mni64-2class" --out "$run" --conditional --width 32 --steps "$STEPS" --batch 32 \
+            --seed 3 --checkpoint-every "$EVERY" --sample-every "$STEPS" --progress none "${flags[@]}" > "$OUT/$v-$STEPS.log" 2>&1
+    fi
+    read -r wall user sys < "$OUT/$v-$STEPS.time"
+    echo "$v (${flags[*]}): $STEPS steps, wall $(python3 -c "print(f'{$wall/60:.1f}')") min, CPU $(python3 -c "print(f'{($user+$sys)/60:.1f}')") min"
+    for ckpt in $(ls "$run"/checkpoints/step-*.safetensors | sort -V); do
+        n=$(basename "$ckpt" .safetensors)
+        EVAL_OUT="$OUT/eval-$v-$STEPS-$n" GAN_MODEL="$ckpt" MEDSYNTH_BIN=$B \
+            bash scripts/experiments/diffusion_eval.sh gan | sed "s/^gan /$v $n /"
+    done
+done
