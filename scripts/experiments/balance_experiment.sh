@@ -35,8 +35,11 @@ if [ "$GAN_STEPS" -gt 0 ]; then
         --seed 1 --checkpoint-every "$GAN_STEPS" --sample-every "$GAN_STEPS" --progress none
     echo "GAN: $GAN_STEPS steps in $(( $(date +%s) - start )) s"
     $B balance --data train --model gan --out bal-gan --seed 1 --progress none | grep -v '^ '
-    $B balance --data train --model gan --out bal-gan-confident --min-confidence 0.5 --seed 1 --progress none | grep -v '^ '
-    SETS+=(--synthetic bal-gan --synthetic bal-gan-confident)
+    SETS+=(--synthetic bal-gan)
+    # The confidence filter refuses to go on when too few samples pass it (a generator drawing off-class images).
+    if $B balance --data train --model gan --out bal-gan-confident --min-confidence 0.5 --seed 1 --progress none | grep -v '^ '; then
+        SETS+=(--synthetic bal-gan-confident)
+    fi
 fi
 # Conditional diffusion (base 16 at 32 px, the default recipe), balanced with DPM-Solver++ 20 steps.
 if [ "$DIFFUSION_STEPS" -gt 0 ]; then
