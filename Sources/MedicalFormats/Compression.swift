@@ -98,42 +98,57 @@ private func zlibInflate(_ stream: UnsafeMutablePointer<z_stream>) -> Int32 {
     inflate(stream, Z_NO_FLUSH)
 }
 
+/// A gzip deflater (RFC 1952, zlib level 6) fed in pieces: the one compression loop of the
+/// in-memory and the file-to-file .nii.gz writers.
+final class GzipDeflater {
+    private var stream = z_stream()
+    private var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    private let path: String
+
+    init(path: String) throws {
+        self.path = path
+        // windowBits 15 + 16 selects the gzip wrapper; memLevel 8 is zlib's default.
+        guard deflateInit2_(&stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
+                            zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            throw MedSynthError(file: path, "cannot initialise zlib")
+        }
+    }
+    deinit { deflateEnd(&stream) }
+
+    /// Compresses `input` (at most UInt32.max bytes); `finish` ends the stream. Every compressed
+    /// piece goes to `sink`.
+    func feed(_ input: UnsafeMutableBufferPointer<UInt8>, finish: Bool, sink: (ArraySlice<UInt8>) throws -> Void) throws {
+        let flush = finish ? Z_FINISH : Z_NO_FLUSH
+        stream.next_in = input.baseAddress
+        stream.avail_in = UInt32(input.count)
+        var status: Int32 = Z_OK
+        repeat {
+            let produced = chunk.withUnsafeMutableBufferPointer { out -> Int in
+                stream.next_out = out.baseAddress
+                stream.avail_out = UInt32(out.count)
+                status = deflate(&stream, flush)
+                return out.count - Int(stream.avail_out)
+            }
+            if status == Z_STREAM_ERROR { throw MedSynthError(file: path, "zlib deflate failed") }
+            try sink(chunk[0..<produced])
+        } while stream.avail_out == 0
+        if finish, status != Z_STREAM_END { throw MedSynthError(file: path, "zlib deflate did not finish") }
+    }
+}
+
 /// gzip-compresses `input` (RFC 1952, zlib level 6) for .nii.gz output.
 public func gzipCompress(_ input: [UInt8], path: String) throws -> [UInt8] {
-    var stream = z_stream()
-    // windowBits 15 + 16 selects the gzip wrapper; memLevel 8 is zlib's default.
-    guard deflateInit2_(&stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
-                        zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
-        throw MedSynthError(file: path, "cannot initialise zlib")
-    }
-    defer { deflateEnd(&stream) }
+    let deflater = try GzipDeflater(path: path)
     var output: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
     var source = input
-    try source.withUnsafeMutableBufferPointer { inBuffer in
+    try source.withUnsafeMutableBufferPointer { all in
         var offset = 0
-        while true {
-            let take = min(inBuffer.count - offset, Int(UInt32.max / 2))
-            stream.next_in = inBuffer.baseAddress.map { $0 + offset }
-            stream.avail_in = UInt32(take)
+        repeat {
+            let take = min(all.count - offset, Int(UInt32.max / 2))
+            let piece = UnsafeMutableBufferPointer(rebasing: all[offset..<offset + take])
             offset += take
-            let flush = offset == inBuffer.count ? Z_FINISH : Z_NO_FLUSH
-            var status: Int32 = Z_OK
-            repeat {
-                let produced = chunk.withUnsafeMutableBufferPointer { out -> Int in
-                    stream.next_out = out.baseAddress
-                    stream.avail_out = UInt32(out.count)
-                    status = deflate(&stream, flush)
-                    return out.count - Int(stream.avail_out)
-                }
-                if status == Z_STREAM_ERROR { throw MedSynthError(file: path, "zlib deflate failed") }
-                output.append(contentsOf: chunk[0..<produced])
-            } while stream.avail_out == 0
-            if flush == Z_FINISH {
-                guard status == Z_STREAM_END else { throw MedSynthError(file: path, "zlib deflate did not finish") }
-                return
-            }
-        }
+            try deflater.feed(piece, finish: offset == all.count) { output.append(contentsOf: $0) }
+        } while offset < all.count
     }
     return output
 }
@@ -230,38 +245,19 @@ public func gzipCompressFile(source: String, destination: String, path: String) 
     guard let output = fopen(destination, "wb") else { throw MedSynthError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
     var closed = false
     defer { if !closed { fclose(output) } }
-    var stream = z_stream()
-    guard deflateInit2_(&stream, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
-                        zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
-        throw MedSynthError(file: path, "cannot initialise zlib")
-    }
-    defer { deflateEnd(&stream) }
+    let deflater = try GzipDeflater(path: path)
     var piece = [UInt8](repeating: 0, count: 1 << 20)
-    var chunk = [UInt8](repeating: 0, count: 1 << 16)
     while true {
         let count = piece.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, input) }
         if count < piece.count && ferror(input) != 0 { throw MedSynthError(file: path, "cannot read the temporary file") }
-        let flush = count < piece.count ? Z_FINISH : Z_NO_FLUSH
-        var status: Int32 = Z_OK
-        try piece.withUnsafeMutableBufferPointer { inBuffer in
-            stream.next_in = inBuffer.baseAddress
-            stream.avail_in = UInt32(count)
-            repeat {
-                let produced = chunk.withUnsafeMutableBufferPointer { out -> Int in
-                    stream.next_out = out.baseAddress
-                    stream.avail_out = UInt32(out.count)
-                    status = deflate(&stream, flush)
-                    return out.count - Int(stream.avail_out)
-                }
-                if status == Z_STREAM_ERROR { throw MedSynthError(file: path, "zlib deflate failed") }
-                let written = chunk.withUnsafeBytes { fwrite($0.baseAddress, 1, produced, output) }
-                guard written == produced else { throw MedSynthError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
-            } while stream.avail_out == 0
+        let finish = count < piece.count
+        try piece.withUnsafeMutableBufferPointer { all in
+            try deflater.feed(UnsafeMutableBufferPointer(rebasing: all[0..<count]), finish: finish) { compressed in
+                let written = compressed.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, output) }
+                guard written == compressed.count else { throw MedSynthError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
+            }
         }
-        if flush == Z_FINISH {
-            guard status == Z_STREAM_END else { throw MedSynthError(file: path, "zlib deflate did not finish") }
-            break
-        }
+        if finish { break }
     }
     closed = true
     guard fflush(output) == 0, fclose(output) == 0 else { throw MedSynthError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
