@@ -176,6 +176,8 @@ public enum StreamPurpose: UInt64, CaseIterable, Sendable {
     case utilityHeldOutSplit = 0x5917
     /// The generated-sample filters' confidence classifier (then initialisation and order as usual).
     case balanceFilterClassifier = 0xF117
+    /// `medsynth reconstruct --latent-noise`: the noise added to each image's latent (then split by image).
+    case reconstructionNoise = 0x2E5E
 }
 
 extension RandomStream {

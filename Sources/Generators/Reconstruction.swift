@@ -43,16 +43,19 @@ public func peakSignalToNoise(_ a: [Float], _ b: [Float]) -> Double {
 
 public struct ReconstructionReport {
     public var files: [(input: URL, output: URL, psnr: Double, ssim: Double)] = []
+    /// Per latent channel: mean and standard deviation of the posterior means, in scaled-latent units
+    /// (the units latent diffusion works in; a healthy VAE has every channel near mean 0, std 1).
+    public var latentChannels: [(mean: Double, std: Double)] = []
     public var meanPSNR: Double { files.isEmpty ? 0 : files.map(\.psnr).reduce(0, +) / Double(files.count) }
     public var meanSSIM: Double { files.isEmpty ? 0 : files.map(\.ssim).reduce(0, +) / Double(files.count) }
 }
 
-/// The VAE of a VAE model file or of a latent diffusion model (its embedded autoencoder).
-public func loadAutoencoderForReconstruction(_ path: String) throws -> VAE {
+/// The VAE (and its latent scale) of a VAE model file or of a latent diffusion model (its embedded autoencoder).
+public func loadAutoencoderForReconstruction(_ path: String) throws -> (vae: VAE, scale: Float) {
     let url = try resolveModelFile(path)
     switch try loadModel(from: url) {
-    case .vae(let vae, _): return vae
-    case .latentDiffusion(let model): return model.vae
+    case .vae(let vae, let scale): return (vae, scale)
+    case .latentDiffusion(let model): return (model.vae, model.config.latentScale)
     default: throw MedSynthError(file: url.path, "not a VAE or latent diffusion model: nothing to reconstruct with")
     }
 }
@@ -60,8 +63,14 @@ public func loadAutoencoderForReconstruction(_ path: String) throws -> VAE {
 /// Encodes every image of `input` (a dataset folder; images are cropped and resized to the VAE's
 /// size as for training) to its posterior mean, decodes it, writes the reconstruction under
 /// `output` at the same relative path (as PNG) and measures PSNR and SSIM against the input.
-public func reconstructFolder(model: String, input: URL, output: URL, progress style: ProgressStyle = .human) throws -> ReconstructionReport {
-    let vae = try loadAutoencoderForReconstruction(model)
+/// `latentNoise` > 0 adds Gaussian noise of that standard deviation, in units of the latents' std,
+/// to every latent before decoding: how much a small error of a latent diffusion model costs in pixels.
+public func reconstructFolder(model: String, input: URL, output: URL, latentNoise: Float = 0, seed: UInt64 = 0,
+                              progress style: ProgressStyle = .human) throws -> ReconstructionReport {
+    guard latentNoise.isFinite, latentNoise >= 0, latentNoise <= 100 else {
+        throw MedSynthError("--latent-noise \(latentNoise) must be between 0 and 100 (a multiple of the latents' std)")
+    }
+    let (vae, scale) = try loadAutoencoderForReconstruction(model)
     let config = vae.config
     guard input.standardizedFileURL.path != output.standardizedFileURL.path else {
         throw MedSynthError(file: output.path, "output folder is the input folder; reconstructions would replace the originals")
@@ -71,12 +80,29 @@ public func reconstructFolder(model: String, input: URL, output: URL, progress s
     var report = ReconstructionReport()
     let reporter = ProgressReporter(label: "reconstruct", total: dataset.count, unit: "image", style: style)
     let batch = 16
+    let latentChannels = config.latentChannels, latentPlane = config.latentSize * config.latentSize
+    var channelSum = [Double](repeating: 0, count: latentChannels), channelSquares = channelSum
     var start = 0
     while start < dataset.count {
         let indices = Array(start..<min(dataset.count, start + batch))
         let images = try indices.map { try dataset.tensorData(at: $0) }
         let flat = images.flatMap { $0 }
-        let decoded = vae.decodeImages(vae.posteriorMeans(flat, count: indices.count), count: indices.count)
+        var latents = vae.posteriorMeans(flat, count: indices.count)
+        for (j, value) in latents.enumerated() {
+            let c = (j / latentPlane) % latentChannels, scaled = Double(value * scale)
+            channelSum[c] += scaled; channelSquares[c] += scaled * scaled
+        }
+        if latentNoise > 0 {
+            // Noise of image i comes from its own stream, so the result does not depend on batching.
+            let per = latents.count / indices.count
+            for (row, index) in indices.enumerated() {
+                var stream = RandomStream(seed: seed).split(.reconstructionNoise).split(UInt64(index))
+                var noise = [Float](repeating: 0, count: per)
+                noise.withUnsafeMutableBufferPointer { stream.fillNormal($0) }
+                for j in 0..<per { latents[row * per + j] += latentNoise / scale * noise[j] }
+            }
+        }
+        let decoded = vae.decodeImages(latents, count: indices.count)
         let per = dataset.itemCount
         for (row, index) in indices.enumerated() {
             let entry = dataset.entries[index]
@@ -95,6 +121,11 @@ public func reconstructFolder(model: String, input: URL, output: URL, progress s
         }
         start += indices.count
         reporter.update(done: start, items: start)
+    }
+    let perChannel = Double(max(dataset.count * latentPlane, 1))
+    report.latentChannels = (0..<latentChannels).map { c in
+        let mean = channelSum[c] / perChannel
+        return (mean, (max(channelSquares[c] / perChannel - mean * mean, 0)).squareRoot())
     }
     return report
 }

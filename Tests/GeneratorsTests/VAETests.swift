@@ -187,6 +187,29 @@ final class LatentDiffusionTests: XCTestCase {
         try assertSamplesIndependentOfBatchAndShards(model: straight.path, tag: "vae")
     }
 
+    func testReconstructionReportsLatentStatisticsAndLatentNoiseCostsPixels() throws {
+        let run = try trainTinyVAE(steps: 4)
+        let data = root.appendingPathComponent("data")
+        let clean = try reconstructFolder(model: run.path, input: data, output: root.appendingPathComponent("clean"), progress: .none)
+        // The scale makes the (8-image) data's latents unit-variance: the channels' pooled variance is 1.
+        XCTAssertEqual(clean.latentChannels.count, 4)
+        let grandMean = clean.latentChannels.map(\.mean).reduce(0, +) / 4
+        let pooled = clean.latentChannels.map { $0.std * $0.std + ($0.mean - grandMean) * ($0.mean - grandMean) }.reduce(0, +) / 4
+        XCTAssertEqual(pooled, 1, accuracy: 2e-3)
+        let noisy = try reconstructFolder(model: run.path, input: data, output: root.appendingPathComponent("noisy"),
+                                          latentNoise: 1, seed: 3, progress: .none)
+        XCTAssertLessThan(noisy.meanPSNR, clean.meanPSNR - 0.5)
+        // The noise is drawn per image from the seed: same seed, same files; another seed, other files.
+        let again = try reconstructFolder(model: run.path, input: data, output: root.appendingPathComponent("again"),
+                                          latentNoise: 1, seed: 3, progress: .none)
+        let other = try reconstructFolder(model: run.path, input: data, output: root.appendingPathComponent("other"),
+                                          latentNoise: 1, seed: 4, progress: .none)
+        for (a, b) in zip(noisy.files, again.files) { XCTAssertEqual(try Data(contentsOf: a.output), try Data(contentsOf: b.output)) }
+        XCTAssertNotEqual(noisy.meanPSNR, other.meanPSNR)
+        assertThrows(try reconstructFolder(model: run.path, input: data, output: root.appendingPathComponent("bad"),
+                                           latentNoise: -1, progress: .none), containing: "--latent-noise")
+    }
+
     func assertSamplesIndependentOfBatchAndShards(model: String, tag: String, sampling: SamplerSettings = SamplerSettings(),
                                                   file: StaticString = #filePath, line: UInt = #line) throws {
         var whole = GenerationRequest(model: model, count: 5, out: root.appendingPathComponent("\(tag)-whole"))
