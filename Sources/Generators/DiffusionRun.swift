@@ -96,7 +96,7 @@ func loadDiffusionSampler(_ file: SafetensorsFile, source: String) throws -> (sa
     var stream = RandomStream(seed: 0)
     let unet = UNet(config, stream: &stream)
     try unet.load(file.tensors, source: source, prefix: samplingPrefix(file, modelPrefix: "U"))
-    let sampler = DiffusionSampler(model: unet, schedule: NoiseSchedule(kind: options.schedule, steps: options.timesteps),
+    let sampler = DiffusionSampler(model: unet, schedule: options.noiseSchedule,
                                    target: options.target, numClasses: config.numClasses,
                                    sampleShape: [config.channels, config.imageSize, config.imageSize])
     return (sampler, config)

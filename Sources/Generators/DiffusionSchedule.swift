@@ -28,23 +28,32 @@ public struct NoiseSchedule: Equatable {
     public let betas: [Double]
     public let alphaBars: [Double]
 
-    public init(kind: NoiseScheduleKind = .cosine, steps: Int = 1000) {
+    /// The signal-to-noise ratio of every step multiplied by `snrShift`.
+    public let snrShift: Double
+
+    /// `snrShift` m multiplies every step's SNR ᾱ/(1 − ᾱ) by m (log-SNR + log m): Hoogeboom et al.
+    /// 2023, "simple diffusion", eq. 4 shift the cosine schedule by (64/d)² for d-pixel images, so a
+    /// low-resolution input (a 16×16 latent) is not drowned at mid timesteps.
+    public init(kind: NoiseScheduleKind = .cosine, steps: Int = 1000, snrShift: Double = 1) {
         self.kind = kind
         self.steps = steps
+        self.snrShift = snrShift
+        var bars: [Double]
         switch kind {
         case .linear:
             let b = (0..<steps).map { 1e-4 + (0.02 - 1e-4) * Double($0) / Double(max(steps - 1, 1)) }
             var product = 1.0
-            betas = b
-            alphaBars = b.map { product *= 1 - $0; return product }
+            bars = b.map { product *= 1 - $0; return product }
+            if snrShift == 1 { betas = b; alphaBars = bars; return }
         case .cosine:
             let s = 0.008
             func f(_ t: Double) -> Double { let c = cos((t / Double(steps) + s) / (1 + s) * Double.pi / 2); return c * c }
             // Clamped like the reference so the last steps keep a finite signal-to-noise ratio.
-            let bars = (1...steps).map { max(f(Double($0)) / f(0), 1e-5) }
-            alphaBars = bars
-            betas = bars.enumerated().map { i, a in min(1 - a / (i == 0 ? 1 : bars[i - 1]), 0.999) }
+            bars = (1...steps).map { max(f(Double($0)) / f(0), 1e-5) }
         }
+        if snrShift != 1 { bars = bars.map { snrShift * $0 / (1 + (snrShift - 1) * $0) } }
+        alphaBars = bars
+        betas = bars.enumerated().map { i, a in min(1 - a / (i == 0 ? 1 : bars[i - 1]), 0.999) }
     }
 
     /// ᾱ at timestep t, with ᾱ(−1) = 1.

@@ -56,6 +56,11 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
     public var augmentFlips = false
     /// Random shifts of up to this many pixels (edge pixels repeated); 0 = off.
     public var augmentShift = 0
+    /// Multiplier of the schedule's signal-to-noise ratio at every step (see `NoiseSchedule`); 1 = unshifted.
+    public var snrShift: Double = 1
+
+    /// The noise schedule these options train and sample with.
+    public var noiseSchedule: NoiseSchedule { NoiseSchedule(kind: schedule, steps: timesteps, snrShift: snrShift) }
 
     public init() {}
 
@@ -70,7 +75,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case learningRate, weightDecay, schedule, timesteps, target, labelDropout, emaDecay
         case lossWeighting, minSNRGamma, warmupSteps, gradientClipNorm, zeroInitialization, classEmbeddingScale
-        case augmentFlips, augmentShift
+        case augmentFlips, augmentShift, snrShift
     }
 
     public init(from decoder: Decoder) throws {
@@ -91,6 +96,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
         classEmbeddingScale = try c.decodeIfPresent(Float.self, forKey: .classEmbeddingScale) ?? old.classEmbeddingScale
         augmentFlips = try c.decodeIfPresent(Bool.self, forKey: .augmentFlips) ?? old.augmentFlips
         augmentShift = try c.decodeIfPresent(Int.self, forKey: .augmentShift) ?? old.augmentShift
+        snrShift = try c.decodeIfPresent(Double.self, forKey: .snrShift) ?? old.snrShift
     }
 
     public func validate() throws {
@@ -103,6 +109,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
         guard gradientClipNorm >= 0 else { throw MedSynthError("--grad-clip must be ≥ 0 (0 = off), got \(gradientClipNorm)") }
         guard emaDecay >= 0, emaDecay < 1 else { throw MedSynthError("--ema-decay must be in [0, 1), got \(emaDecay)") }
         guard (0...1).contains(labelDropout) else { throw MedSynthError("--label-dropout must be in [0, 1], got \(labelDropout)") }
+        guard snrShift.isFinite, (1e-3...1e3).contains(snrShift) else { throw MedSynthError("--snr-shift must be in [0.001, 1000], got \(snrShift)") }
         guard augmentShift >= 0, augmentShift <= 16 else { throw MedSynthError("--augment-shift must be 0...16 pixels, got \(augmentShift)") }
     }
 }
@@ -123,7 +130,7 @@ public final class DiffusionTrainer {
     public init(config: UNetConfig, options: DiffusionTrainingOptions, seed: UInt64) {
         self.config = config
         self.options = options
-        schedule = NoiseSchedule(kind: options.schedule, steps: options.timesteps)
+        schedule = options.noiseSchedule
         var stream = RandomStream(seed: seed).split(.diffusionInitialisation)
         model = UNet(config, stream: &stream)
         emaModel = UNet(config, stream: &stream)

@@ -120,7 +120,7 @@ func loadLatentDiffusion(_ file: SafetensorsFile, source: String) throws -> Late
     try unet.load(file.tensors, source: source, prefix: samplingPrefix(file, modelPrefix: "U"))
     let vae = VAE(config.autoencoder, stream: &stream)
     try vae.load(file.tensors, source: source, prefix: "vae")
-    let sampler = DiffusionSampler(model: unet, schedule: NoiseSchedule(kind: options.schedule, steps: options.timesteps),
+    let sampler = DiffusionSampler(model: unet, schedule: options.noiseSchedule,
                                    target: options.target, numClasses: config.unet.numClasses,
                                    sampleShape: config.autoencoder.latentShape)
     return LatentDiffusionModel(config: config, sampler: sampler, vae: vae)

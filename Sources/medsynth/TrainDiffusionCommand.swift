@@ -33,6 +33,8 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "Scale of the initial class embedding (default 0.1).") var classEmbeddingScale: Float?
     @Flag(help: "Augment with random horizontal flips (off by default: anatomy is not mirror-symmetric).") var augmentFlips = false
     @Option(help: "Augment with random shifts of up to this many pixels (default 0 = off).") var augmentShift: Int?
+    @Option(help: "Multiply the noise schedule's signal-to-noise ratio at every step by this factor (Hoogeboom et al. 2023's shifted schedule; default 1; > 1 = less noise, for low-resolution inputs such as latents).")
+    var snrShift: Double?
     @Option(help: "Probability of training a sample with the null label (classifier-free guidance).") var labelDropout: Float = 0.1
     @Option(help: "DDIM steps for the sample grids.") var gridSteps: Int = 25
     @Option(help: "After training, print the x0 error per timestep against the exact optimal denoiser of the training set and the corner mean of this many samples per class (0 = no report).")
@@ -56,6 +58,7 @@ struct TrainDiffusion: ParsableCommand {
         if let classEmbeddingScale { options.classEmbeddingScale = classEmbeddingScale }
         if augmentFlips { options.augmentFlips = true }
         if let augmentShift { options.augmentShift = augmentShift }
+        if let snrShift { options.snrShift = snrShift }
         options.labelDropout = labelDropout
         try options.validate()
         var request = common.request()

@@ -49,6 +49,24 @@ final class DiffusionSamplerTests: XCTestCase {
         XCTAssert(zip(cosine.alphaBars, cosine.alphaBars.dropFirst()).allSatisfy { $0 >= $1 })
     }
 
+    func testShiftedScheduleMultipliesEverySignalToNoiseRatio() {
+        for kind in NoiseScheduleKind.allCases {
+            let plain = NoiseSchedule(kind: kind, steps: 200)
+            for shift in [0.25, 4.0, 16.0] {
+                let shifted = NoiseSchedule(kind: kind, steps: 200, snrShift: shift)
+                for t in 0..<200 {
+                    let snr = plain.alphaBars[t] / (1 - plain.alphaBars[t]), shiftedSNR = shifted.alphaBars[t] / (1 - shifted.alphaBars[t])
+                    XCTAssertEqual(shiftedSNR / snr, shift, accuracy: 1e-9 * shift, "\(kind) t = \(t)")
+                    // The betas still chain to the shifted ᾱ (the DDPM posterior uses them), up to the 0.999 clamp.
+                    XCTAssertEqual(shifted.betas[t], min(1 - shifted.alphaBar(t) / shifted.alphaBar(t - 1), 0.999), accuracy: 1e-12)
+                }
+            }
+        }
+        var options = DiffusionTrainingOptions()
+        options.snrShift = 0
+        XCTAssertThrowsError(try options.validate())
+    }
+
     func testForwardNoisingHasTheRightMeanAndVariance() {
         let schedule = NoiseSchedule(kind: .cosine, steps: 1000)
         var stream = RandomStream(seed: 3)
