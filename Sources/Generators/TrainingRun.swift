@@ -186,7 +186,7 @@ func checkFinite(_ values: [(String, Float)], step: Int, run: RunFolder) throws 
 @discardableResult
 public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: TrainingRequest, options optionsIn: T.Options,
                                          out: URL, resume: Bool, progress style: ProgressStyle,
-                                         label: String, prepare: (T) -> Void = { _ in }) throws -> TrainingRunResult {
+                                         label: String, prepare: (T) throws -> Void = { _ in }) throws -> TrainingRunResult {
     // A resumed run keeps its saved settings, except for a longer --steps.
     let latest = RunFolder(out).latestCheckpoint
     var resumeState: SafetensorsFile? = nil
@@ -212,7 +212,7 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
     }
     try config.validate()
     let trainer = T(config: config, options: options, seed: request.seed)
-    prepare(trainer)
+    try prepare(trainer)
     try trainer.attach(dataset: dataset, request: request)
     if let state = resumeState {
         try trainer.restoreState(from: state, source: latest.path)

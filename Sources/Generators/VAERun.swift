@@ -19,7 +19,24 @@ public struct VAETrainingOptions: Codable, Equatable {
     /// reconstructions stay sharp, large enough to keep the latent's scale in check.
     public var klWeight: Float = 1e-6
     public var emaDecay: Float = 0.999
+    /// Weight of the scale-equivariance term (Skorokhodov et al. 2025, "Improving the Diffusability of
+    /// Autoencoders", §4): the decoder must turn the 2×2-average-pooled latent into the 2×2-average-pooled
+    /// image, which removes the high-frequency detail latents carry beyond the image's own and makes
+    /// them easier for a diffusion model. 0 = off.
+    public var scaleEquivariance: Float = 0
     public init() {}
+
+    enum CodingKeys: String, CodingKey { case learningRate, reconstruction, klWeight, emaDecay, scaleEquivariance }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        learningRate = try c.decode(Float.self, forKey: .learningRate)
+        reconstruction = try c.decode(ReconstructionLoss.self, forKey: .reconstruction)
+        klWeight = try c.decode(Float.self, forKey: .klWeight)
+        emaDecay = try c.decode(Float.self, forKey: .emaDecay)
+        // Runs saved before the term existed trained without it.
+        scaleEquivariance = try c.decodeIfPresent(Float.self, forKey: .scaleEquivariance) ?? 0
+    }
 }
 
 /// The metadata key of the latent scale factor: 1 / standard deviation of the training latents,
@@ -59,11 +76,17 @@ public final class VAETrainer {
         let moments = vae.encode(x)
         var noise = [Float](repeating: 0, count: moments.count / 2)
         noise.withUnsafeMutableBufferPointer { stream.fillNormal($0) }
-        let reconstruction = vae.decode(diagonalGaussianSample(moments, noise: noise))
-        let recon = options.reconstruction == .l1 ? l1Loss(reconstruction, x) : mseLoss(reconstruction, x)
+        let z = diagonalGaussianSample(moments, noise: noise)
+        let reconstruction = vae.decode(z)
+        let lossFunction = options.reconstruction == .l1 ? l1Loss : mseLoss
+        let recon = lossFunction(reconstruction, x)
         let kl = diagonalGaussianKL(moments)
         let perImage = Float(x.count / x.shape[0])
-        let total = add(recon, scale(kl, options.klWeight / perImage))
+        var total = add(recon, scale(kl, options.klWeight / perImage))
+        if options.scaleEquivariance > 0, z.shape[2] % 2 == 0 {
+            let halfScale = lossFunction(vae.decode(averagePool2x2(z)), averagePool2x2(x))
+            total = add(total, scale(halfScale, options.scaleEquivariance))
+        }
         var squared = 0.0
         for i in 0..<x.count { let d = Double(reconstruction.data[i] - x.data[i]); squared += d * d }
         return (total, recon.scalar, kl.scalar, Float(squared / Double(x.count)))
@@ -165,11 +188,28 @@ extension VAETrainer: ModelTrainer {
     }
 }
 
-/// Trains (or resumes) a VAE run in `out` (see `runTraining`).
+/// Trains (or resumes) a VAE run in `out` (see `runTraining`). A new run starts from the sampling
+/// weights of the VAE model file `initialWeights` when given (fine-tuning, e.g. with another loss);
+/// its configuration must be the run's.
 @discardableResult
 public func trainVAE(_ request: TrainingRequest, options: VAETrainingOptions = VAETrainingOptions(), out: URL, resume: Bool,
-                     progress style: ProgressStyle = .human) throws -> TrainingRunResult {
-    try runTraining(VAETrainer.self, request, options: options, out: out, resume: resume, progress: style, label: "train vae")
+                     initialWeights: URL? = nil, progress style: ProgressStyle = .human) throws -> TrainingRunResult {
+    // A resumed run continues from its own checkpoint.
+    let resuming = resume && FileManager.default.fileExists(atPath: RunFolder(out).latestCheckpoint.path)
+    let start = resuming ? nil : try initialWeights.map { url -> VAE in
+        let file = try readSafetensors(at: try resolveModelFile(url.path))
+        guard file.metadata[CheckpointKey.kind] == ModelKind.vae.rawValue else { throw MedSynthError(file: url.path, "--init-from needs a VAE model file") }
+        return try loadVAE(file, source: url.path).vae
+    }
+    return try runTraining(VAETrainer.self, request, options: options, out: out, resume: resume, progress: style, label: "train vae") { trainer in
+        guard let start else { return }
+        guard start.config == trainer.config else {
+            throw MedSynthError(file: initialWeights!.path, "--init-from: the VAE's configuration (\(start.config.baseWidth) wide, \(start.config.latentShape) latent) is not this run's (\(trainer.config.baseWidth), \(trainer.config.latentShape)); set --width, --downsampling-factor and --latent-channels to match")
+        }
+        trainer.model.copyValues(from: start)
+        trainer.emaModel.copyValues(from: start)
+        trainer.ema.shadow = trainer.model.namedTensors().map(\.tensor.data)
+    }
 }
 
 /// The sampling VAE of a VAE model file (EMA weights in a training checkpoint) and its latent scale.

@@ -12,6 +12,14 @@ final class PoolingLossAugmentationTests: XCTestCase {
         checkGradients("globalAveragePool", inputs: [randomTensor([2, 3, 4, 5], seed: 1)]) { globalAveragePool($0[0]) }
     }
 
+    func testAveragePool2x2ValuesAndGradient() {
+        let x = Tensor(shape: [1, 1, 2, 4], data: [0, 1, 2, 3, 4, 5, 6, 7])
+        let y = averagePool2x2(x)
+        XCTAssertEqual(y.shape, [1, 1, 1, 2])
+        XCTAssertEqual(y.data, [2.5, 4.5])
+        checkGradients("averagePool2x2", inputs: [randomTensor([2, 3, 4, 6], seed: 2)]) { averagePool2x2($0[0]) }
+    }
+
     func testSoftmaxCrossEntropyValuesAndGradient() {
         // Two classes with equal logits: loss ln 2 whatever the label.
         XCTAssertEqual(softmaxCrossEntropy(Tensor(shape: [1, 2], data: [3, 3]), labels: [1]).scalar, Float(log(2.0)), accuracy: 1e-6)

@@ -41,6 +41,18 @@ final class VAETests: XCTestCase {
             var draws = RandomStream(seed: 8)   // the same posterior noise at every evaluation
             return trainer.losses(x: x, stream: &draws).total
         }
+        // With the scale-equivariance term the half-size decoder pass is part of the loss and its gradient.
+        options.scaleEquivariance = 0.7
+        let equivariant = VAETrainer(config: tinyVAEConfig(), options: options, seed: 3)
+        var plain = RandomStream(seed: 8), withTerm = RandomStream(seed: 8)
+        let base = trainer.losses(x: x, stream: &plain).total.scalar
+        let term = equivariant.losses(x: x, stream: &withTerm).total.scalar
+        XCTAssertGreaterThan(term, base)
+        let equivariantNamed = Dictionary(uniqueKeysWithValues: equivariant.model.namedTensors().map { ($0.name, $0.tensor) })
+        checkGradients("VAE loss with scale equivariance", inputs: checked.compactMap { equivariantNamed[$0] }, tolerance: 3e-2) { _ in
+            var draws = RandomStream(seed: 8)
+            return equivariant.losses(x: x, stream: &draws).total
+        }
     }
 
     func testKLMatchesTheClosedFormAndAMonteCarloEstimate() {
@@ -185,6 +197,26 @@ final class LatentDiffusionTests: XCTestCase {
         XCTAssertEqual(grid.height, 2 * 16 + 3 * 2)
         // Prior samples: batch size and shards do not change them.
         try assertSamplesIndependentOfBatchAndShards(model: straight.path, tag: "vae")
+    }
+
+    func testFineTuningStartsFromTheGivenVAEAndRefusesAnotherConfiguration() throws {
+        let start = try trainTinyVAE(steps: 4, at: "start")
+        var options = VAETrainingOptions()
+        options.learningRate = 1e-9           // one step barely moves the weights
+        options.scaleEquivariance = 1
+        let tuned = root.appendingPathComponent("tuned")
+        try trainVAE(vaeRequest(steps: 1), options: options, out: tuned, resume: false, initialWeights: RunFolder(start).model, progress: .none)
+        guard case .vae(let a, _) = try loadModel(from: RunFolder(start).model),
+              case .vae(let b, _) = try loadModel(from: RunFolder(tuned).model) else { return XCTFail("not VAEs") }
+        for (x, y) in zip(a.namedTensors(), b.namedTensors()) {
+            for (u, v) in zip(x.tensor.data, y.tensor.data) { XCTAssertEqual(u, v, accuracy: 1e-5, x.name) }
+        }
+        let saved = try readSafetensors(at: RunFolder(tuned).latestCheckpoint)
+        XCTAssert(saved.metadata[VAETrainer.optionsKey]?.contains("\"scaleEquivariance\":1") == true)
+        var wider = vaeRequest(steps: 1)
+        wider.width = 16
+        assertThrows(try trainVAE(wider, out: root.appendingPathComponent("wider"), resume: false,
+                                  initialWeights: RunFolder(start).model, progress: .none), containing: "--init-from")
     }
 
     func testReconstructionReportsLatentStatisticsAndLatentNoiseCostsPixels() throws {
