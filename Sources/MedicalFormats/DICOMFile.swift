@@ -194,8 +194,11 @@ public struct DICOMFile: Sendable {
     ///   - maxPixels, maxImagePixels: deflated files only: the image size the data set declares is
     ///     checked against these (see `DecodeLimits`) before the pixel data is inflated, and
     ///     inflation stops past the declared size.
+    ///   - spillPixelDataAbove: deflated files only: a Pixel Data value of more bytes than this is
+    ///     inflated into a temporary file instead of memory (see `inflateDataSet`).
     public init(bytes: [UInt8], path: String, maxInflatedBytes: Int = 1 << 30,
-                maxPixels: Int = DecodeLimits.maxPixels, maxImagePixels: Int = DecodeLimits.maxImagePixels) throws {
+                maxPixels: Int = DecodeLimits.maxPixels, maxImagePixels: Int = DecodeLimits.maxImagePixels,
+                spillPixelDataAbove: Int = DICOMFile.inMemoryPixelBytes) throws {
         self.path = path
         guard DICOMFile.hasPart10Signature(bytes) else {
             throw MedSynthError(file: path, "not a DICOM Part 10 file (no 'DICM' at offset 128)")
@@ -230,7 +233,8 @@ public struct DICOMFile: Sendable {
             let allowed = try DICOMFile.deflatedAllowance(bytes: bytes, metaEnd: reader.position, elements: elements, path: path,
                                                           maxInflatedBytes: maxInflatedBytes, maxPixels: maxPixels,
                                                           maxImagePixels: maxImagePixels)
-            (dataBytes, spill) = try DICOMFile.inflateDataSet(bytes, metaEnd: reader.position, allowed: allowed, path: path)
+            (dataBytes, spill) = try DICOMFile.inflateDataSet(bytes, metaEnd: reader.position, allowed: allowed,
+                                                              spillAbove: spillPixelDataAbove, path: path)
         }
         self.bytes = dataBytes
         self.pixelSpill = spill
@@ -248,15 +252,15 @@ public struct DICOMFile: Sendable {
     }
 
     /// A deflated file's Pixel Data value larger than this goes to a temporary file, not memory.
-    static let inMemoryPixelBytes = 64 << 20
+    public static let inMemoryPixelBytes = 64 << 20
 
     /// Inflates a deflated data set (after the meta group at `metaEnd`) into memory, except a top-level
-    /// Pixel Data value of more than `inMemoryPixelBytes`, which is inflated into a `SpillFile` on
+    /// Pixel Data value of more than `spillAbove` bytes (`inMemoryPixelBytes`), which is inflated into a `SpillFile` on
     /// the way (the .nii.gz reader's temporary file): a 0.65 MB file at the pixel limit holds 512 MB
     /// of pixels. The element headers are walked as the bytes arrive to find that value; anything
     /// the walk cannot follow is left to `parseElements` to report. At most `allowed` bytes are
     /// inflated in all.
-    static func inflateDataSet(_ bytes: [UInt8], metaEnd: Int, allowed: Int, path: String) throws -> ([UInt8], PixelSpill?) {
+    static func inflateDataSet(_ bytes: [UInt8], metaEnd: Int, allowed: Int, spillAbove: Int, path: String) throws -> ([UInt8], PixelSpill?) {
         let inflater = try StreamingInflater(Array(bytes[metaEnd...]), format: .raw, path: path)
         var buffer = Array(bytes[..<metaEnd])
         var spilled = 0
@@ -282,7 +286,7 @@ public struct DICOMFile: Sendable {
             if header.length == undefinedLength {
                 // A sequence or encapsulated pixel data: inflate until it can be skipped whole.
                 while true {
-                    var probe = reader
+                    var probe = ByteReader(bytes: buffer, path: path, position: reader.position)  // the bytes inflated so far
                     do {
                         if header.tag == .pixelData { _ = try readFragments(&probe) } else {
                             guard header.vr == "SQ" || header.vr == "UN" else { break walk }
@@ -297,7 +301,7 @@ public struct DICOMFile: Sendable {
                 }
                 continue
             }
-            if header.tag == .pixelData && header.length > inMemoryPixelBytes {
+            if header.tag == .pixelData && header.length > spillAbove {
                 let file = try SpillFile(for: path)
                 let start = reader.position
                 // The value's bytes already inflated, then the rest straight from the stream.
@@ -308,9 +312,9 @@ public struct DICOMFile: Sendable {
                 spilled = early
                 while spilled < header.length && !inflater.ended {
                     let room = allowed - (buffer.count - metaEnd) - spilled
-                    let want = min(chunk.count, header.length - spilled)
-                    guard room >= want else { throw overLimit() }
+                    let want = min(chunk.count, header.length - spilled, max(0, room) + 1)
                     let n = try chunk.withUnsafeMutableBytes { try inflater.readSome(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want])) }
+                    if n > room { throw overLimit() }
                     try chunk.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: spilled) }
                     spilled += n
                 }

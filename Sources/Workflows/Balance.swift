@@ -150,7 +150,7 @@ public func syntheticFileName(_ index: Int) -> String { String(format: "syntheti
 /// Everything the plan found: the rows plus what running it needs.
 struct BalanceScan {
     var rows: [BalancePlanRow]
-    var dataset: ImageFolderDataset
+    var dataset: ImageFolderListing
     /// Model path resolved to its checkpoint file, and the model's kind (`.model` only).
     var modelFile: URL?
     var modelKind: String?
@@ -170,7 +170,8 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
     if subfolders.isEmpty {
         throw MedSynthError(file: request.data.path, "no class subfolders: balance needs one subfolder per class (e.g. healthy/ and lesion/)")
     }
-    let dataset = try ImageFolderDataset(root: request.data, imageSize: 8, channels: 1)
+    // Listed, not decoded: a volume's slices are read when (and if) they are needed.
+    let dataset = try ImageFolderListing(root: request.data)
     var names = dataset.classNames
     var counts = dataset.countsPerClass
     let makes: (String) -> Bool
@@ -343,7 +344,7 @@ final class ManifestLineWriter {
 }
 
 /// Hard-links (or copies) every real image file of a class, keeping its path below the class folder.
-func linkRealImages(of className: String, dataset: ImageFolderDataset, into out: URL) throws -> [BalanceManifestRecord] {
+func linkRealImages(of className: String, dataset: ImageFolderListing, into out: URL) throws -> [BalanceManifestRecord] {
     let fm = FileManager.default
     guard let index = dataset.classNames.firstIndex(of: className) else { return [] }
     let classRoot = dataset.root.appendingPathComponent(className).standardizedFileURL.path + "/"
@@ -450,7 +451,7 @@ func generateClass(_ row: BalancePlanRow, model path: String, file: URL, kind: S
 
 /// Synthetic images of the lesion class: image j is healthy image j mod H with one lesion placed
 /// from stream j of the class seed (exactly as `runComposite` would place it for scan index j).
-func compositeClass(_ row: BalancePlanRow, healthy: String, lesions folder: URL?, dataset: ImageFolderDataset,
+func compositeClass(_ row: BalancePlanRow, healthy: String, lesions folder: URL?, dataset: ImageFolderListing,
                     into out: URL, style: ProgressStyle) throws -> [BalanceManifestRecord] {
     let fm = FileManager.default
     // One image at a time, read back from its file (which stays open): a volume can be 1,024 slices of 512².

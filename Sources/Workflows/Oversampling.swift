@@ -32,7 +32,7 @@ struct ClassImageList {
     var count: Int { entries.count }
 }
 
-func classImageList(_ className: String, dataset: ImageFolderDataset) -> ClassImageList {
+func classImageList(_ className: String, dataset: ImageFolderListing) -> ClassImageList {
     guard let index = dataset.classNames.firstIndex(of: className) else { return ClassImageList(entries: [], names: [], fileIndex: []) }
     let classRoot = dataset.root.appendingPathComponent(className).standardizedFileURL.path + "/"
     var list = ClassImageList(entries: [], names: [], fileIndex: [])
@@ -244,7 +244,7 @@ let oversamplingChunk = 4096
 /// Writes `row.add` SMOTE interpolants (or, with `smoteNeighbours` nil, random duplicates) of the
 /// class's real images as `synthetic_NNNNNN.png`, and hands their manifest lines, in sample order, to
 /// `emit` a chunk at a time.
-func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: ImageFolderDataset, into out: URL,
+func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: ImageFolderListing, into out: URL,
                      style: ProgressStyle, featureBudget: Int = smoteFeatureBudget,
                      emit: ([BalanceManifestRecord]) throws -> Void) throws {
     let list = classImageList(row.className, dataset: dataset)
