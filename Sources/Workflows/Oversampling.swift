@@ -50,12 +50,19 @@ func classImageList(_ className: String, dataset: ImageFolderListing) -> ClassIm
 /// Reads the images of a class one at a time. The last `openFiles` files stay open (a SMOTE sample
 /// needs its parent and its neighbour, often from two files): an open volume gives any slice for one
 /// plane read, while opening it again would inflate it again. PNG and JPEG files are decoded when
-/// opened.
+/// opened. The images last read are kept up to `cacheBytes` of samples, so a class of small PNGs
+/// drawn from thousands of times decodes each file about once.
 final class ClassImageReader {
     let list: ClassImageList
     static let openFiles = 2
+    static let cacheBytes = 32 << 20
     /// Most recently used last.
     private var open: [(url: URL, images: MedicalImages)] = []
+    private var cache: [Int: Image] = [:]
+    /// Cached image indices, oldest first from `cacheHead`, and the bytes they hold.
+    private var cacheOrder: [Int] = []
+    private var cacheHead = 0
+    private var cachedBytes = 0
 
     init(_ list: ClassImageList) { self.list = list }
 
@@ -73,10 +80,23 @@ final class ClassImageReader {
 
     /// Image `i` of the class.
     func image(_ i: Int) throws -> Image {
+        if let cached = cache[i] { return cached }
         let entry = list.entries[i]
         let images = try opened(entry.url)
         guard entry.frame < images.count else { throw MedSynthError(file: entry.url.path, "frame \(entry.frame) vanished while reading") }
-        return try images.image(at: entry.frame)
+        let image = try images.image(at: entry.frame)
+        let bytes = 2 * image.samples.count
+        guard bytes <= ClassImageReader.cacheBytes / 4 else { return image }
+        // First in, first out: the oldest images leave until the new one fits.
+        while cachedBytes + bytes > ClassImageReader.cacheBytes, cacheHead < cacheOrder.count {
+            if let old = cache.removeValue(forKey: cacheOrder[cacheHead]) { cachedBytes -= 2 * old.samples.count }
+            cacheHead += 1
+        }
+        if cacheHead > 4096 && cacheHead * 2 > cacheOrder.count { cacheOrder.removeFirst(cacheHead); cacheHead = 0 }
+        cache[i] = image
+        cacheOrder.append(i)
+        cachedBytes += bytes
+        return image
     }
 
     /// Calls `body(i, image)` for every image of the class in order, opening each file once and
