@@ -18,8 +18,8 @@ import Evaluation
 //
 // Memory follows an image, not the class: one file of a class can be a volume of 1,024 slices of
 // 512² (a 0.65 MB .nii.gz at the pixel limit), which as images and pixel vectors took 4.8 GB. The
-// neighbour search keeps one feature vector per image (`SMOTEFeatureGrid`, at most
-// `smoteFeatureBudget` values for the class), and the images a sample needs are read back one at a
+// neighbour search keeps one feature vector per image (`SMOTEFeatureGrid`, within
+// `smoteFeatureBudget` values for classes of up to 32,768 images), and the images a sample needs are read back one at a
 // time when it is written (`ClassImageReader`: a slice index into the file, which stays open).
 
 /// Where the images of one class are (file and frame of each, no pixels), with the output-relative
