@@ -217,6 +217,53 @@ func readFileHead(_ url: URL, count: Int) throws -> [UInt8] {
 
 // MARK: - Dataset
 
+/// The images of a folder tree (by the rules at the top of this file), listed without decoding
+/// them: DICOM and NIfTI files are opened, so a bad one fails here as it would in
+/// `ImageFolderDataset`, to count their frames or slices (one entry each), but no image is made.
+/// What `balance` plans with: it reads the images it needs one at a time.
+public struct ImageFolderListing: Sendable {
+    public let root: URL
+    /// Class names, sorted; `entries[i].classIndex` indexes this.
+    public let classNames: [String]
+    /// Images in class order, then name order; the frames of a file in order.
+    public let entries: [DatasetEntry]
+    /// Files not used (not images, empty, outside class folders), with the reason.
+    public let skipped: [SkippedFile]
+
+    /// Scans `root`. Throws if the folder is missing or holds no images, or a DICOM/NIfTI file is bad.
+    public init(root: URL, medicalOptions: MedicalReadOptions = .init()) throws {
+        try self.init(root: root, medicalOptions: medicalOptions) { _, _ in }
+    }
+
+    /// `visit(first, images)` gets each opened DICOM/NIfTI file and the entry index of its first image.
+    init(root: URL, medicalOptions: MedicalReadOptions, visit: (_ first: Int, _ images: MedicalImages) throws -> Void) throws {
+        let scan = try FolderScan(root: root)
+        guard !scan.entries.isEmpty else {
+            let detail = scan.skipped.isEmpty ? "it has no files" : "\(scan.skipped.count) file(s) skipped, none is a PNG, JPEG, DICOM or NIfTI image"
+            throw MedSynthError(file: root.path, "empty dataset: no images found (\(detail))")
+        }
+        var expanded: [DatasetEntry] = []
+        for entry in scan.entries {
+            let head = Data((try? readFileHead(entry.url, count: 348)) ?? [])
+            guard FolderScan.isMedicalFile(head, name: entry.url.lastPathComponent) else { expanded.append(entry); continue }
+            let frames = try openImages(readFileBytes(at: entry.url), name: entry.url.path, options: medicalOptions)
+            try visit(expanded.count, frames)
+            for frame in 0..<frames.count { expanded.append(DatasetEntry(url: entry.url, classIndex: entry.classIndex, frame: frame)) }
+        }
+        self.root = root
+        self.classNames = scan.classNames
+        self.entries = expanded
+        self.skipped = scan.skipped
+    }
+
+    /// Number of images in each class, indexed like `classNames`.
+    public var countsPerClass: [Int] {
+        var counts = [Int](repeating: 0, count: classNames.count)
+        for entry in entries { counts[entry.classIndex] += 1 }
+        return counts
+    }
+}
+
 /// A folder tree of PNG/JPEG images as a class-labelled dataset of square Float tensors.
 /// Images are decoded on first use, centre-cropped to a square, resized to `imageSize` and kept
 /// in memory (`imageSize² · channels · 2` bytes each), so later epochs do not touch the disk.
@@ -248,32 +295,22 @@ public final class ImageFolderDataset: @unchecked Sendable {
         guard channels == 1 || channels == 3 else {
             throw MedSynthError(file: root.path, "channels must be 1 or 3, got \(channels)")
         }
-        let scan = try FolderScan(root: root)
-        guard !scan.entries.isEmpty else {
-            let detail = scan.skipped.isEmpty ? "it has no files" : "\(scan.skipped.count) file(s) skipped, none is a PNG, JPEG, DICOM or NIfTI image"
-            throw MedSynthError(file: root.path, "empty dataset: no images found (\(detail))")
-        }
         // DICOM and NIfTI files are decoded now: one file may hold many frames or slices.
-        var expanded: [DatasetEntry] = []
         var medicalImages: [Int: Image] = [:]
-        for entry in scan.entries {
-            let head = Data((try? readFileHead(entry.url, count: 348)) ?? [])
-            guard FolderScan.isMedicalFile(head, name: entry.url.lastPathComponent) else { expanded.append(entry); continue }
-            let frames = try openImages(readFileBytes(at: entry.url), name: entry.url.path, options: medicalOptions)
-            var frame = 0
+        let listing = try ImageFolderListing(root: root, medicalOptions: medicalOptions) { first, frames in
+            var index = first
             try frames.forEach { image in
-                medicalImages[expanded.count] = ImageFolderDataset.prepare(image, imageSize: imageSize, channels: channels)
-                expanded.append(DatasetEntry(url: entry.url, classIndex: entry.classIndex, frame: frame))
-                frame += 1
+                medicalImages[index] = ImageFolderDataset.prepare(image, imageSize: imageSize, channels: channels)
+                index += 1
             }
         }
         self.root = root
         self.imageSize = imageSize
         self.channels = channels
         self.maxSide = maxSide
-        self.classNames = scan.classNames
-        self.entries = expanded
-        self.skipped = scan.skipped
+        self.classNames = listing.classNames
+        self.entries = listing.entries
+        self.skipped = listing.skipped
         self.decodedMedical = medicalImages
     }
 

@@ -90,6 +90,18 @@ public struct MedicalImages {
         }
     }
 
+    /// Image `index` alone (what `forEach` gives at that position), made on demand: a slice of a
+    /// large volume is read back from the file (or its inflated copy), not kept.
+    public func image(at index: Int) throws -> Image {
+        switch source {
+        case .decoded(let images):
+            guard images.indices.contains(index) else { throw MedSynthError("image \(index) does not exist (the file gives \(images.count))") }
+            return images[index]
+        case .nifti(let volume, let plan): return try volume.image(plan, at: index)
+        case .dicom(let frames): return try frames.image(at: index)
+        }
+    }
+
     /// The parsed file of DICOM input (so callers need not parse, and inflate, it again).
     public var dicomFile: DICOMFile? {
         if case .dicom(let frames) = source { return frames.file }

@@ -155,24 +155,30 @@ public func gzipCompress(_ input: [UInt8], path: String) throws -> [UInt8] {
 
 // MARK: - Streaming
 
-/// Inflates a gzip/zlib stream piece by piece into caller buffers, so a volume can be read plane
-/// by plane without its whole inflated size ever being in memory (a 500 KB .nii.gz can hold
-/// 512 MB of voxels). Reading again from the start means making a new inflater.
+/// Inflates a gzip/zlib (or raw deflate) stream piece by piece into caller buffers, so a volume can
+/// be read plane by plane without its whole inflated size ever being in memory (a 500 KB .nii.gz
+/// can hold 512 MB of voxels, a 650 KB deflated DICOM 512 MB of pixel data). Reading again from the
+/// start means making a new inflater.
 final class StreamingInflater {
     private let input: [UInt8]
     private var inputOffset = 0
     private let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
     private let path: String
+    private let what: String
+    private let format: InflateFormat
     /// Bytes produced so far.
     private(set) var position = 0
-    private var ended = false
+    /// True once the stream has ended: no more bytes will come.
+    private(set) var ended = false
 
-    init(_ input: [UInt8], path: String) throws {
-        guard !input.isEmpty else { throw MedSynthError(file: path, "gzip data is empty") }
+    init(_ input: [UInt8], format: InflateFormat = .gzipOrZlib, path: String) throws {
+        what = format == .raw ? "deflate" : "gzip"
+        guard !input.isEmpty else { throw MedSynthError(file: path, "\(what) data is empty") }
         self.input = input
         self.path = path
+        self.format = format
         stream.initialize(to: z_stream())
-        guard inflateInit2_(stream, 15 + 32, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+        guard inflateInit2_(stream, format == .raw ? -15 : 15 + 32, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             stream.deallocate()
             throw MedSynthError(file: path, "cannot initialise zlib")
         }
@@ -185,13 +191,17 @@ final class StreamingInflater {
 
     /// Fills `output` completely with the next inflated bytes; throws if the stream ends first.
     func read(into output: UnsafeMutableRawBufferPointer) throws {
+        if try readSome(into: output) < output.count {
+            throw MedSynthError(file: path, "\(what) data is truncated (stream ends after \(position) bytes of output)")
+        }
+    }
+
+    /// Fills `output` with the next inflated bytes, fewer only where the stream ends; returns how many.
+    func readSome(into output: UnsafeMutableRawBufferPointer) throws -> Int {
         var filled = 0
         try input.withUnsafeBufferPointer { inBuffer in
             let inBase = inBuffer.baseAddress!
-            while filled < output.count {
-                if ended {
-                    throw MedSynthError(file: path, "gzip data is truncated (stream ends after \(position) bytes of output)")
-                }
+            while filled < output.count && !ended {
                 stream.pointee.next_in = UnsafeMutablePointer(mutating: inBase + inputOffset)
                 stream.pointee.avail_in = UInt32(clamping: inBuffer.count - inputOffset)
                 let want = UInt32(clamping: output.count - filled)
@@ -208,21 +218,25 @@ final class StreamingInflater {
                 case Z_STREAM_END:
                     // gzip files may hold several members back to back (RFC 1952 §2.2).
                     let rest = inBuffer.count - inputOffset
-                    if rest >= 2 && inBase[inputOffset] == 0x1F && inBase[inputOffset + 1] == 0x8B {
+                    if format == .gzipOrZlib && rest >= 2 && inBase[inputOffset] == 0x1F && inBase[inputOffset + 1] == 0x8B {
                         inflateReset(stream)
                     } else {
                         ended = true
                     }
                 case Z_BUF_ERROR:
-                    if produced == 0 && inputOffset == inBuffer.count { ended = true }
+                    // All input used and no end of stream: the stream is cut short.
+                    if produced == 0 && inputOffset == inBuffer.count {
+                        throw MedSynthError(file: path, "\(what) data is truncated (stream ends after \(position) bytes of output)")
+                    }
                 case Z_NEED_DICT:
-                    throw MedSynthError(file: path, "gzip data needs a preset dictionary")
+                    throw MedSynthError(file: path, "\(what) data needs a preset dictionary")
                 default:
                     let message = stream.pointee.msg.map { String(cString: $0) } ?? "error \(status)"
-                    throw MedSynthError(file: path, "gzip data is corrupt: \(message)")
+                    throw MedSynthError(file: path, "\(what) data is corrupt: \(message)")
                 }
             }
         }
+        return filled
     }
 
     /// Inflates and drops the next `count` bytes.

@@ -164,8 +164,12 @@ public struct DICOMFile: Sendable {
     /// Path used in error messages.
     public let path: String
     public let transferSyntax: TransferSyntax
-    /// The file's bytes (for deflated files: meta group followed by the inflated data set).
+    /// The file's bytes (for deflated files: meta group followed by the inflated data set, without
+    /// the value of a large Pixel Data element, which is in `pixelSpill`).
     public let bytes: [UInt8]
+    /// A deflated file's Pixel Data value when larger than `inMemoryPixelBytes`: inflated into an
+    /// anonymous temporary file, read back a frame at a time.
+    let pixelSpill: PixelSpill?
     /// Top-level public elements of the file meta group and the data set.
     public let elements: [DICOMTag: DICOMElement]
 
@@ -190,8 +194,11 @@ public struct DICOMFile: Sendable {
     ///   - maxPixels, maxImagePixels: deflated files only: the image size the data set declares is
     ///     checked against these (see `DecodeLimits`) before the pixel data is inflated, and
     ///     inflation stops past the declared size.
+    ///   - spillPixelDataAbove: deflated files only: a Pixel Data value of more bytes than this is
+    ///     inflated into a temporary file instead of memory (see `inflateDataSet`).
     public init(bytes: [UInt8], path: String, maxInflatedBytes: Int = 1 << 30,
-                maxPixels: Int = DecodeLimits.maxPixels, maxImagePixels: Int = DecodeLimits.maxImagePixels) throws {
+                maxPixels: Int = DecodeLimits.maxPixels, maxImagePixels: Int = DecodeLimits.maxImagePixels,
+                spillPixelDataAbove: Int = DICOMFile.inMemoryPixelBytes) throws {
         self.path = path
         guard DICOMFile.hasPart10Signature(bytes) else {
             throw MedSynthError(file: path, "not a DICOM Part 10 file (no 'DICM' at offset 128)")
@@ -220,20 +227,108 @@ public struct DICOMFile: Sendable {
         self.transferSyntax = syntax
 
         var dataBytes = bytes
+        var spill: PixelSpill? = nil
         if syntax == .deflatedExplicitVRLittleEndian {
             // PS3.5 §A.5: the data set after the meta group is one raw deflate stream.
             let allowed = try DICOMFile.deflatedAllowance(bytes: bytes, metaEnd: reader.position, elements: elements, path: path,
                                                           maxInflatedBytes: maxInflatedBytes, maxPixels: maxPixels,
                                                           maxImagePixels: maxImagePixels)
-            // Reserved up front (pages are touched only as zlib fills them): growing by doubling
-            // held the old and new buffers at once, 1.5x the inflated size.
-            dataBytes = try inflateBounded(bytes[reader.position...], format: .raw, maxOutput: allowed,
-                                           prefix: Array(bytes[..<reader.position]), expectedSize: allowed, path: path)
+            (dataBytes, spill) = try DICOMFile.inflateDataSet(bytes, metaEnd: reader.position, allowed: allowed,
+                                                              spillAbove: spillPixelDataAbove, path: path)
         }
         self.bytes = dataBytes
+        self.pixelSpill = spill
         reader = ByteReader(bytes: dataBytes, path: path, position: reader.position, bigEndian: syntax.isBigEndian)
-        try DICOMFile.parseElements(&reader, explicit: syntax.isExplicitVR, depth: 0, inItem: false, into: &elements)
+        try DICOMFile.parseElements(&reader, explicit: syntax.isExplicitVR, depth: 0, inItem: false, into: &elements, spilled: spill)
         self.elements = elements
+    }
+
+    /// Where a spilled Pixel Data value is: the file, and the position in `bytes` where the value
+    /// would start (its element's value range starts there and runs `length` bytes, past `bytes`).
+    struct PixelSpill: Sendable {
+        let file: SpillFile
+        let valueStart: Int
+        let length: Int
+    }
+
+    /// A deflated file's Pixel Data value larger than this goes to a temporary file, not memory.
+    public static let inMemoryPixelBytes = 64 << 20
+
+    /// Inflates a deflated data set (after the meta group at `metaEnd`) into memory, except a top-level
+    /// Pixel Data value of more than `spillAbove` bytes (`inMemoryPixelBytes`), which is inflated into a `SpillFile` on
+    /// the way (the .nii.gz reader's temporary file): a 0.65 MB file at the pixel limit holds 512 MB
+    /// of pixels. The element headers are walked as the bytes arrive to find that value; anything
+    /// the walk cannot follow is left to `parseElements` to report. At most `allowed` bytes are
+    /// inflated in all.
+    static func inflateDataSet(_ bytes: [UInt8], metaEnd: Int, allowed: Int, spillAbove: Int, path: String) throws -> ([UInt8], PixelSpill?) {
+        let inflater = try StreamingInflater(Array(bytes[metaEnd...]), format: .raw, path: path)
+        var buffer = Array(bytes[..<metaEnd])
+        var spilled = 0
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        func overLimit() -> MedSynthError { MedSynthError(file: path, "deflate data inflates to more than the limit of \(allowed) bytes") }
+        /// Inflates into `buffer` until it holds `count` bytes or the stream ends.
+        func fill(to count: Int) throws {
+            while buffer.count < count && !inflater.ended {
+                let room = allowed - (buffer.count - metaEnd) - spilled
+                let want = min(chunk.count, max(0, room) + 1, max(1, count - buffer.count))
+                let n = try chunk.withUnsafeMutableBytes { try inflater.readSome(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want])) }
+                if n > room { throw overLimit() }
+                buffer += chunk[0..<n]
+            }
+        }
+        var position = metaEnd
+        var spill: PixelSpill? = nil
+        walk: while true {
+            try fill(to: position + 12)
+            guard position < buffer.count else { break }
+            var reader = ByteReader(bytes: buffer, path: path, position: position)
+            guard let header = try? readHeader(&reader, explicit: true), header.tag.group != 0xFFFE else { break }
+            if header.length == undefinedLength {
+                // A sequence or encapsulated pixel data: inflate until it can be skipped whole.
+                while true {
+                    var probe = ByteReader(bytes: buffer, path: path, position: reader.position)  // the bytes inflated so far
+                    do {
+                        if header.tag == .pixelData { _ = try readFragments(&probe) } else {
+                            guard header.vr == "SQ" || header.vr == "UN" else { break walk }
+                            try skipSequence(&probe, explicit: header.vr != "UN", depth: 1)
+                        }
+                        position = probe.position
+                        break
+                    } catch {
+                        if inflater.ended { break walk }
+                        try fill(to: max(buffer.count * 2, buffer.count + chunk.count))
+                    }
+                }
+                continue
+            }
+            if header.tag == .pixelData && header.length > spillAbove {
+                let file = try SpillFile(for: path)
+                let start = reader.position
+                // The value's bytes already inflated, then the rest straight from the stream.
+                let early = max(0, min(buffer.count - start, header.length))
+                if early > 0 { try buffer[start..<(start + early)].withUnsafeBytes { try file.write($0, at: 0) } }
+                let after = Array(buffer[(start + early)...])
+                buffer.removeSubrange(start...)
+                spilled = early
+                while spilled < header.length && !inflater.ended {
+                    let room = allowed - (buffer.count - metaEnd) - spilled
+                    let want = min(chunk.count, header.length - spilled, max(0, room) + 1)
+                    let n = try chunk.withUnsafeMutableBytes { try inflater.readSome(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want])) }
+                    if n > room { throw overLimit() }
+                    try chunk.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: spilled) }
+                    spilled += n
+                }
+                guard spilled == header.length else {
+                    throw MedSynthError(file: path, "truncated: value of \(DICOMTag.pixelData) (length \(header.length)) needs \(header.length) bytes at offset \(start), only \(spilled) left")
+                }
+                buffer += after
+                spill = PixelSpill(file: file, valueStart: start, length: header.length)
+                break
+            }
+            position = reader.position + header.length
+        }
+        try fill(to: Int.max)
+        return (buffer, spill)
     }
 
     /// A file assembled from parts (used to read a deflated file's leading attributes).
@@ -241,6 +336,7 @@ public struct DICOMFile: Sendable {
         self.path = path
         self.transferSyntax = transferSyntax
         self.bytes = bytes
+        self.pixelSpill = nil
         self.elements = elements
     }
 
@@ -318,8 +414,10 @@ public struct DICOMFile: Sendable {
 
     /// Parses elements until the end of the bytes, or, inside an item of undefined length, until
     /// its Item Delimitation Item. Top-level public elements are stored; nested ones are dropped.
+    /// `spilled`: a Pixel Data value kept out of the bytes (see `inflateDataSet`), recorded with its
+    /// length where its header ends.
     static func parseElements(_ reader: inout ByteReader, explicit: Bool, depth: Int, inItem: Bool,
-                              into elements: inout [DICOMTag: DICOMElement]) throws {
+                              into elements: inout [DICOMTag: DICOMElement], spilled: PixelSpill? = nil) throws {
         guard depth <= maxDepth else {
             throw MedSynthError(file: reader.path, "sequences nested deeper than \(maxDepth) levels")
         }
@@ -356,6 +454,11 @@ public struct DICOMFile: Sendable {
                     throw MedSynthError(file: reader.path, "element \(tag) with VR \(header.vr) has undefined length at offset \(start)")
                 }
                 continue
+            }
+            if let spilled, depth == 0, tag == .pixelData, reader.position == spilled.valueStart, header.length == spilled.length {
+                elements[tag] = DICOMElement(tag: tag, vr: header.vr, value: spilled.valueStart..<(spilled.valueStart + spilled.length),
+                                             bigEndian: reader.bigEndian, fragments: nil)
+                continue    // the value is in the spill file; what follows it in the data set is next in the bytes
             }
             try reader.require(header.length, "value of \(tag) (length \(header.length))")
             if depth == 0 && tag.group % 2 == 0 && tag.group != 0x0002 {

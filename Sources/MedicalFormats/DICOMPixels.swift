@@ -106,7 +106,7 @@ extension DICOMFile {
                           maxImagePixels: Int = DecodeLimits.maxImagePixels) throws -> DICOMPixelData {
         switch try pixelSource(info: info, maxPixels: maxPixels, maxImagePixels: maxImagePixels) {
         case .native(let element):
-            return .native((0..<info.numberOfFrames).map { nativeFrame(element, info: info, index: $0) })
+            return .native(try (0..<info.numberOfFrames).map { try nativeFrame(element, info: info, index: $0) })
         case .jpegBaseline(let streams):
             return .jpegBaseline(streams)
         }
@@ -150,8 +150,21 @@ extension DICOMFile {
         }
     }
 
-    /// Stored values of native frame `f`; `element` must have passed `pixelSource`'s checks.
-    func nativeFrame(_ element: DICOMElement, info: DICOMImageInfo, index f: Int) -> ScalarFrame {
+    /// Stored values of native frame `f`; `element` must have passed `pixelSource`'s checks. A
+    /// spilled value (see `inflateDataSet`) is read back one frame at a time.
+    func nativeFrame(_ element: DICOMElement, info: DICOMImageInfo, index f: Int) throws -> ScalarFrame {
+        guard let spill = pixelSpill, element.tag == .pixelData, element.value.lowerBound == spill.valueStart else {
+            return nativeFrame(element, info: info, index: f, from: bytes, valueStart: element.value.lowerBound)
+        }
+        // Deflated data sets are little endian: no byte pairs to swap across frames.
+        let frameBytes = info.rows * info.columns * info.samplesPerPixel * (info.bitsAllocated / 8)
+        var raw = [UInt8](repeating: 0, count: frameBytes)
+        try raw.withUnsafeMutableBytes { try spill.file.read(into: $0, at: f * frameBytes) }
+        return nativeFrame(element, info: info, index: f, from: raw, valueStart: -f * frameBytes)
+    }
+
+    /// `nativeFrame` on the bytes holding the element's value, which starts at `valueStart` in them.
+    private func nativeFrame(_ element: DICOMElement, info: DICOMImageInfo, index f: Int, from bytes: [UInt8], valueStart: Int) -> ScalarFrame {
         let bytesPerSample = info.bitsAllocated / 8
         let samplesPerFrame = info.rows * info.columns * info.samplesPerPixel
         let shift = info.highBit + 1 - info.bitsStored
@@ -165,7 +178,7 @@ extension DICOMFile {
         var values = [Float](repeating: 0, count: samplesPerFrame)
         bytes.withUnsafeBufferPointer { raw in
             values.withUnsafeMutableBufferPointer { out in
-                let base = element.value.lowerBound + f * samplesPerFrame * bytesPerSample
+                let base = valueStart + f * samplesPerFrame * bytesPerSample
                 // Byte pairs are swapped across the whole value, not per frame: sample g of
                 // the value lives at byte g ^ 1 (the value is padded to even length).
                 let firstSample = f * samplesPerFrame
@@ -184,7 +197,7 @@ extension DICOMFile {
                 for s in 0..<samplesPerFrame {
                     var word: Int
                     if bytesPerSample == 1 {
-                        word = Int(raw[swapBytePairs ? element.value.lowerBound + ((firstSample + s) ^ 1) : base + s])
+                        word = Int(raw[swapBytePairs ? valueStart + ((firstSample + s) ^ 1) : base + s])
                     } else {
                         let a = Int(raw[base + 2 * s]), b = Int(raw[base + 2 * s + 1])
                         word = bigEndian ? (a << 8 | b) : (b << 8 | a)
@@ -268,10 +281,25 @@ public struct DICOMFrames {
         switch source {
         case .native(let element):
             for f in 0..<info.numberOfFrames {
-                try body(renderFrame(file.nativeFrame(element, info: info, index: f), encoding: encoding, mapping: mapping, bitDepth: bitDepth))
+                try body(renderFrame(try file.nativeFrame(element, info: info, index: f), encoding: encoding, mapping: mapping, bitDepth: bitDepth))
             }
         case .decoded(let frames):
             for frame in frames { try body(renderFrame(frame, encoding: encoding, mapping: mapping, bitDepth: bitDepth)) }
+        }
+    }
+}
+
+extension DICOMFrames {
+    /// Frame `index` alone, windowed (what `forEach` gives at that position).
+    public func image(at index: Int) throws -> Image {
+        guard index >= 0 && index < count else {
+            throw MedSynthError(file: file.path, "frame \(index) does not exist (the file has \(count))")
+        }
+        switch source {
+        case .native(let element):
+            return renderFrame(try file.nativeFrame(element, info: info, index: index), encoding: encoding, mapping: mapping, bitDepth: bitDepth)
+        case .decoded(let frames):
+            return renderFrame(frames[index], encoding: encoding, mapping: mapping, bitDepth: bitDepth)
         }
     }
 }
@@ -310,7 +338,7 @@ public func openDICOMFrames(_ file: DICOMFile, window: MedicalWindow = .fileDefa
         var extremes = StoredExtremes()
         switch source {
         case .native(let element):
-            for f in 0..<info.numberOfFrames { extremes.add(file.nativeFrame(element, info: info, index: f)) }
+            for f in 0..<info.numberOfFrames { extremes.add(try file.nativeFrame(element, info: info, index: f)) }
         case .decoded(let frames):
             for frame in frames { extremes.add(frame) }
         }

@@ -579,6 +579,17 @@ public struct NIfTIVolume: Sendable {
         }
     }
 
+    /// Image `position` of `plan` alone (what `forEachSlice` gives at that position): an axial slice
+    /// costs one plane read, a slice across the storage planes one pass over the planes.
+    public func image(_ plan: SlicePlan, at position: Int) throws -> Image {
+        guard plan.entries.indices.contains(position) else {
+            throw MedSynthError(file: path, "image \(position) does not exist (the file gives \(plan.count))")
+        }
+        let entry = plan.entries[position]
+        let raw = try extractRawSlices(axis: plan.axis, indices: [entry.index], volume: entry.volume, cursor: PlaneCursor(self))[0]
+        return renderFrame(frame(raw, axis: plan.axis), encoding: plan.encoding, mapping: plan.mapping, bitDepth: plan.bitDepth)
+    }
+
     /// Cuts the volume into 2-D images with `options` (see `plan`), all at once.
     public func slices(_ options: MedicalReadOptions = .init()) throws -> [Image] {
         var out: [Image] = []

@@ -157,9 +157,9 @@ func resolveBitDepth(_ requested: Int?, encoding: PixelEncoding, path: String) t
 /// Picks the mapping for `window`; `dataRange` (modality values) is needed only for `.fullRange`
 /// and the fallback when the file has no window, and is computed lazily.
 func resolveMapping(_ window: MedicalWindow, encoding: PixelEncoding, bitDepth: Int, path: String,
-                    dataRange: () -> ClosedRange<Double>?) throws -> DisplayMapping {
-    func fullRange() -> DisplayMapping {
-        guard let range = dataRange() else { return .linear(lower: 0, upper: 1) }
+                    dataRange: () throws -> ClosedRange<Double>?) throws -> DisplayMapping {
+    func fullRange() throws -> DisplayMapping {
+        guard let range = try dataRange() else { return .linear(lower: 0, upper: 1) }
         // Edges at min and max, so min → 0 and max → maximum exactly.
         return .linear(lower: range.lowerBound, upper: range.upperBound)
     }
@@ -170,7 +170,7 @@ func resolveMapping(_ window: MedicalWindow, encoding: PixelEncoding, bitDepth: 
             let e = windowEdges(center: w.center, width: w.width)
             return .linear(lower: e.lower, upper: e.upper)
         }
-        return fullRange()
+        return try fullRange()
     case .preset(let preset):
         let e = windowEdges(center: preset.center, width: preset.width)
         return .linear(lower: e.lower, upper: e.upper)
@@ -181,7 +181,7 @@ func resolveMapping(_ window: MedicalWindow, encoding: PixelEncoding, bitDepth: 
         let e = windowEdges(center: center, width: width)
         return .linear(lower: e.lower, upper: e.upper)
     case .fullRange:
-        return fullRange()
+        return try fullRange()
     case .stored:
         guard let range = encoding.storedRange else {
             throw MedSynthError(file: path, "window 'stored' needs integer data of at most 16 bits; use a window or 'full'")

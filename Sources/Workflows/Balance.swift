@@ -150,7 +150,7 @@ public func syntheticFileName(_ index: Int) -> String { String(format: "syntheti
 /// Everything the plan found: the rows plus what running it needs.
 struct BalanceScan {
     var rows: [BalancePlanRow]
-    var dataset: ImageFolderDataset
+    var dataset: ImageFolderListing
     /// Model path resolved to its checkpoint file, and the model's kind (`.model` only).
     var modelFile: URL?
     var modelKind: String?
@@ -170,7 +170,8 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
     if subfolders.isEmpty {
         throw MedSynthError(file: request.data.path, "no class subfolders: balance needs one subfolder per class (e.g. healthy/ and lesion/)")
     }
-    let dataset = try ImageFolderDataset(root: request.data, imageSize: 8, channels: 1)
+    // Listed, not decoded: a volume's slices are read when (and if) they are needed.
+    let dataset = try ImageFolderListing(root: request.data)
     var names = dataset.classNames
     var counts = dataset.countsPerClass
     let makes: (String) -> Bool
@@ -276,32 +277,29 @@ public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle 
     }
     var rows = scan.rows
     do {
-        var records: [BalanceManifestRecord] = []
+        let manifest = try ManifestLineWriter(staging.appendingPathComponent("manifest.jsonl"))
         // Built once, on the first class that needs generated images.
         var filter: SampleFilter?
         for (r, row) in scan.rows.enumerated() {
-            records += try linkRealImages(of: row.className, dataset: scan.dataset, into: staging)
+            try manifest.write(try linkRealImages(of: row.className, dataset: scan.dataset, into: staging))
             guard row.add > 0 else { continue }
             switch request.method {
             case .model(let path):
                 if filter == nil { filter = try SampleFilter(data: request.data, settings: request.filter, seed: request.seed, style: style) }
                 let (made, counts) = try generateClass(row, model: path, file: scan.modelFile!, kind: scan.modelKind!,
                                                        request: request, filter: filter!, into: staging, style: style)
-                records += made
+                try manifest.write(made)
                 rows[r].filtered = counts
             case .composite(let lesions, let healthy, _):
-                records += try compositeClass(row, healthy: healthy, lesions: lesions, dataset: scan.dataset,
-                                              into: staging, style: style)
+                try manifest.write(try compositeClass(row, healthy: healthy, lesions: lesions, dataset: scan.dataset,
+                                                      into: staging, style: style))
             case .smote(let k):
-                records += try oversampleClass(row, smoteNeighbours: k, dataset: scan.dataset, into: staging, style: style)
+                try oversampleClass(row, smoteNeighbours: k, dataset: scan.dataset, into: staging, style: style, emit: manifest.write)
             case .oversample:
-                records += try oversampleClass(row, smoteNeighbours: nil, dataset: scan.dataset, into: staging, style: style)
+                try oversampleClass(row, smoteNeighbours: nil, dataset: scan.dataset, into: staging, style: style, emit: manifest.write)
             }
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let lines = try records.map { String(decoding: try encoder.encode($0), as: UTF8.self) + "\n" }.joined()
-        try writeAtomically(Data(lines.utf8), to: staging.appendingPathComponent("manifest.jsonl"))
+        try manifest.close()
         // rename(2) replaces an empty folder and fails on a non-empty one, which is what we want.
         if rename(staging.path, request.out.path) != 0 {
             throw MedSynthError(file: request.out.path, "cannot move the finished dataset into place: \(String(cString: strerror(errno)))")
@@ -313,8 +311,40 @@ public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle 
     return rows
 }
 
+/// manifest.jsonl written a line per record as the run goes, so memory does not grow with the
+/// number of synthetic images asked for. It is written inside the staging folder, which is renamed
+/// into place whole at the end: a killed run leaves no manifest behind.
+final class ManifestLineWriter {
+    private let url: URL
+    private let handle: FileHandle
+    private let encoder = JSONEncoder()
+
+    init(_ url: URL) throws {
+        self.url = url
+        guard FileManager.default.createFile(atPath: url.path, contents: nil), let handle = FileHandle(forWritingAtPath: url.path) else {
+            throw MedSynthError(file: url.path, "cannot create the manifest")
+        }
+        self.handle = handle
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    }
+
+    func write(_ records: [BalanceManifestRecord]) throws {
+        var lines = Data()
+        for record in records { lines += try encoder.encode(record); lines.append(0x0A) }
+        do { try handle.write(contentsOf: lines) } catch {
+            throw MedSynthError(file: url.path, "cannot write the manifest (\(error.localizedDescription))")
+        }
+    }
+
+    func close() throws {
+        do { try handle.close() } catch {
+            throw MedSynthError(file: url.path, "cannot write the manifest (\(error.localizedDescription))")
+        }
+    }
+}
+
 /// Hard-links (or copies) every real image file of a class, keeping its path below the class folder.
-func linkRealImages(of className: String, dataset: ImageFolderDataset, into out: URL) throws -> [BalanceManifestRecord] {
+func linkRealImages(of className: String, dataset: ImageFolderListing, into out: URL) throws -> [BalanceManifestRecord] {
     let fm = FileManager.default
     guard let index = dataset.classNames.firstIndex(of: className) else { return [] }
     let classRoot = dataset.root.appendingPathComponent(className).standardizedFileURL.path + "/"
@@ -421,20 +451,13 @@ func generateClass(_ row: BalancePlanRow, model path: String, file: URL, kind: S
 
 /// Synthetic images of the lesion class: image j is healthy image j mod H with one lesion placed
 /// from stream j of the class seed (exactly as `runComposite` would place it for scan index j).
-func compositeClass(_ row: BalancePlanRow, healthy: String, lesions folder: URL?, dataset: ImageFolderDataset,
+func compositeClass(_ row: BalancePlanRow, healthy: String, lesions folder: URL?, dataset: ImageFolderListing,
                     into out: URL, style: ProgressStyle) throws -> [BalanceManifestRecord] {
     let fm = FileManager.default
-    let h = dataset.classNames.firstIndex(of: healthy)!
-    let healthyEntries = dataset.entries.filter { $0.classIndex == h }
-    var cache: [URL: [Image]] = [:]
-    func background(_ entry: DatasetEntry) throws -> Image {
-        if let frames = cache[entry.url] { return frames[entry.frame] }
-        let frames = try readImages(at: entry.url)
-        cache = [entry.url: frames]     // one file at a time: volumes can be large
-        guard entry.frame < frames.count else { throw MedSynthError(file: entry.url.path, "frame \(entry.frame) vanished while reading") }
-        return frames[entry.frame]
-    }
-    let first = try background(healthyEntries[0])
+    // One image at a time, read back from its file (which stays open): a volume can be 1,024 slices of 512².
+    let backgrounds = ClassImageReader(classImageList(healthy, dataset: dataset))
+    let healthyEntries = backgrounds.list.entries
+    let first = try backgrounds.image(0)
     let lesions: LesionSource
     if let folder {
         lesions = try FolderLesionSource(folder: folder)
@@ -455,7 +478,7 @@ func compositeClass(_ row: BalancePlanRow, healthy: String, lesions folder: URL?
     var records: [BalanceManifestRecord] = []
     for j in 0..<row.add {
         let entry = healthyEntries[j % healthyEntries.count]
-        let scan = try background(entry)
+        let scan = try backgrounds.image(j % healthyEntries.count)
         let name = entry.url.lastPathComponent + (entry.frame > 0 ? "#\(entry.frame)" : "")
         let result: CompositeResult
         do {

@@ -15,39 +15,112 @@ import Evaluation
 //
 // Sample j of a class draws everything (the parent, the neighbour, λ) from stream j of the class
 // seed, so it depends only on (seed, class, j), like the generated and composited samples.
+//
+// Memory follows an image, not the class: one file of a class can be a volume of 1,024 slices of
+// 512² (a 0.65 MB .nii.gz at the pixel limit), which as images and pixel vectors took 4.8 GB. The
+// neighbour search keeps one feature vector per image (`SMOTEFeatureGrid`, within
+// `smoteFeatureBudget` values for classes of up to 32,768 images), and the images a sample needs are read back one at a
+// time when it is written (`ClassImageReader`: a slice index into the file, which stays open).
 
-/// The images of one class as decoded (every frame of a multi-frame file is one image), with the
-/// output-relative names the balanced folder gives them ("<class>/<path below the class>[#frame]").
-struct ClassImages {
-    var images: [Image]
+/// Where the images of one class are (file and frame of each, no pixels), with the output-relative
+/// names the balanced folder gives them ("<class>/<path below the class>[#frame]").
+struct ClassImageList {
+    var entries: [DatasetEntry]
     var names: [String]
+    /// Index of each image's file among the class's files (in order of first appearance).
+    var fileIndex: [Int]
+    var count: Int { entries.count }
 }
 
-func loadClassImages(_ className: String, dataset: ImageFolderDataset) throws -> ClassImages {
-    guard let index = dataset.classNames.firstIndex(of: className) else { return ClassImages(images: [], names: []) }
+func classImageList(_ className: String, dataset: ImageFolderListing) -> ClassImageList {
+    guard let index = dataset.classNames.firstIndex(of: className) else { return ClassImageList(entries: [], names: [], fileIndex: []) }
     let classRoot = dataset.root.appendingPathComponent(className).standardizedFileURL.path + "/"
-    var images: [Image] = [], names: [String] = []
-    var cache: (url: URL, frames: [Image])?
+    var list = ClassImageList(entries: [], names: [], fileIndex: [])
+    var files: [URL: Int] = [:]
     for entry in dataset.entries where entry.classIndex == index {
-        if cache?.url != entry.url { cache = (entry.url, try readImages(at: entry.url)) }     // one file at a time
-        guard entry.frame < cache!.frames.count else { throw MedSynthError(file: entry.url.path, "frame \(entry.frame) vanished while reading") }
         let full = entry.url.standardizedFileURL.path
         let relative = full.hasPrefix(classRoot) ? String(full.dropFirst(classRoot.count)) : entry.url.lastPathComponent
-        images.append(cache!.frames[entry.frame])
-        names.append("\(className)/\(relative)" + (entry.frame > 0 ? "#\(entry.frame)" : ""))
+        list.entries.append(entry)
+        list.names.append("\(className)/\(relative)" + (entry.frame > 0 ? "#\(entry.frame)" : ""))
+        list.fileIndex.append(files[entry.url] ?? { files[entry.url] = files.count; return files.count - 1 }())
     }
-    return ClassImages(images: images, names: names)
+    return list
 }
 
-/// Refuses a class whose images differ in size or channels (pixels cannot be interpolated across
-/// them) and returns the bit depth the synthetic images get (the class's largest).
-func checkInterpolable(_ set: ClassImages, className: String, root: URL) throws -> Int {
-    guard let first = set.images.first else { return 8 }
-    for (image, name) in zip(set.images, set.names) where image.width != first.width || image.height != first.height || image.channels != first.channels {
-        throw MedSynthError(file: root.appendingPathComponent(name).path,
-                            "is \(image.width)×\(image.height) with \(image.channels) channel(s) but \(set.names[0]) is \(first.width)×\(first.height) with \(first.channels): SMOTE interpolates pixels and needs one size per class (medsynth convert --size N --channels C first)")
+/// Reads the images of a class one at a time. The last `openFiles` files stay open (a SMOTE sample
+/// needs its parent and its neighbour, often from two files): an open volume gives any slice for one
+/// plane read, while opening it again would inflate it again. PNG and JPEG files are decoded when
+/// opened. The images last read are kept up to `cacheBytes` of samples, so a class of small PNGs
+/// drawn from thousands of times decodes each file about once.
+final class ClassImageReader {
+    let list: ClassImageList
+    static let openFiles = 2
+    static let cacheBytes = 32 << 20
+    /// Most recently used last.
+    private var open: [(url: URL, images: MedicalImages)] = []
+    private var cache: [Int: Image] = [:]
+    /// Cached image indices, oldest first from `cacheHead`, and the bytes they hold.
+    private var cacheOrder: [Int] = []
+    private var cacheHead = 0
+    private var cachedBytes = 0
+
+    init(_ list: ClassImageList) { self.list = list }
+
+    private func opened(_ url: URL) throws -> MedicalImages {
+        if let at = open.firstIndex(where: { $0.url == url }) {
+            let hit = open.remove(at: at)
+            open.append(hit)
+            return hit.images
+        }
+        if open.count >= ClassImageReader.openFiles { open.removeFirst() }
+        let images = try openImages(readFileBytes(at: url), name: url.path)
+        open.append((url, images))
+        return images
     }
-    return set.images.map(\.bitDepth).max()!
+
+    /// Image `i` of the class.
+    func image(_ i: Int) throws -> Image {
+        if let cached = cache[i] { return cached }
+        let entry = list.entries[i]
+        let images = try opened(entry.url)
+        guard entry.frame < images.count else { throw MedSynthError(file: entry.url.path, "frame \(entry.frame) vanished while reading") }
+        let image = try images.image(at: entry.frame)
+        let bytes = 2 * image.samples.count
+        guard bytes <= ClassImageReader.cacheBytes / 4 else { return image }
+        // First in, first out: the oldest images leave until the new one fits.
+        while cachedBytes + bytes > ClassImageReader.cacheBytes, cacheHead < cacheOrder.count {
+            if let old = cache.removeValue(forKey: cacheOrder[cacheHead]) { cachedBytes -= 2 * old.samples.count }
+            cacheHead += 1
+        }
+        if cacheHead > 4096 && cacheHead * 2 > cacheOrder.count { cacheOrder.removeFirst(cacheHead); cacheHead = 0 }
+        cache[i] = image
+        cacheOrder.append(i)
+        cachedBytes += bytes
+        return image
+    }
+
+    /// Calls `body(i, image)` for every image of the class in order, opening each file once and
+    /// keeping none of its images (the last files stay open).
+    func forEach(_ body: (Int, Image) throws -> Void) throws {
+        var i = 0
+        while i < list.count {
+            let url = list.entries[i].url
+            var end = i
+            var position: [Int: Int] = [:]     // frame → image index
+            while end < list.count && list.entries[end].url == url { position[list.entries[end].frame] = end; end += 1 }
+            let images = try opened(url)     // and kept open: the samples come from these files next
+            var frame = 0, seen = 0
+            try images.forEach { image in
+                if let index = position[frame] { try body(index, image); seen += 1 }
+                frame += 1
+            }
+            if seen < position.count {
+                let missing = position.keys.filter { $0 >= frame }.min() ?? frame
+                throw MedSynthError(file: url.path, "frame \(missing) vanished while reading")
+            }
+            i = end
+        }
+    }
 }
 
 /// Samples of `image` scaled to `bitDepth`, as Doubles.
@@ -70,11 +143,11 @@ public struct SMOTEDraw: Equatable {
     public var lambda: Double
 }
 
-/// The draws of samples 0..<count for a class whose images have the given k-NN lists (nearest
+/// The draws of samples `range` for a class whose images have the given k-NN lists (nearest
 /// first, self excluded), from stream j of `seed` for sample j.
-func smoteDraws(count: Int, neighbours: NearestNeighbours, images: Int, seed: UInt64) -> [SMOTEDraw] {
+func smoteDraws(_ range: Range<Int>, neighbours: NearestNeighbours, images: Int, seed: UInt64) -> [SMOTEDraw] {
     let root = RandomStream(seed: seed)
-    return (0..<count).map { j in
+    return range.map { j in
         var s = root.split(UInt64(j))
         let parent = s.int(below: images)
         let neighbour = neighbours.index(parent, s.int(below: neighbours.k))
@@ -82,53 +155,177 @@ func smoteDraws(count: Int, neighbours: NearestNeighbours, images: Int, seed: UI
     }
 }
 
-/// The k nearest same-class neighbours of every image in pixel space (Euclidean on samples scaled
-/// to [0, 1]), self excluded.
-func pixelNeighbours(_ set: [[Double]], maxValue: Double, k: Int) -> NearestNeighbours {
-    let columns = set[0].count
-    let matrix = Matrix(rows: set.count, columns: columns, values: set.flatMap { $0.map { $0 / maxValue } })
-    return nearestNeighbours(matrix, in: matrix, k: k, excludingSelf: true)
+// MARK: - What the neighbour search compares
+
+/// Values of the feature matrix of one class's neighbour search (64 MB as Double).
+let smoteFeatureBudget = 8 << 20
+/// Features per image never go below this (a class of more than 32,768 images gets 256 each).
+let smoteMinimumFeatures = 256
+
+/// The features SMOTE's neighbour search gives an image of `width`×`height`×`channels`: the sums of
+/// square blocks of `block`×`block` pixels (per channel, clipped at the right and bottom edges),
+/// each divided by √(pixels in the block), after scaling samples to [0, 1].
+///
+/// `block` is the smallest side that keeps an image within its share of `smoteFeatureBudget`.
+/// Block 1 is every sample, exactly the pixel-space search of Chawla et al. (and of this tool before
+/// features had a budget): classes of small images, e.g. 1,000 of 64×64, get the same neighbours
+/// and the same samples as before. Larger blocks give the coordinates of the orthogonal projection
+/// onto images constant on each block (the indicator of a block divided by √n is a unit vector), so
+/// a feature distance never exceeds the pixel distance, equals it for images constant on the
+/// blocks, and what the search no longer sees is detail finer than a block (1,024 slices of 512²
+/// are compared as 86×86 grids of 6×6 blocks).
+struct SMOTEFeatureGrid: Equatable {
+    let width: Int, height: Int, channels: Int
+    let block: Int
+    var columns: Int { (width + block - 1) / block }
+    var rows: Int { (height + block - 1) / block }
+    var count: Int { columns * rows * channels }
+
+    init(width: Int, height: Int, channels: Int, images: Int, budget: Int = smoteFeatureBudget) {
+        self.width = width; self.height = height; self.channels = channels
+        let share = max(smoteMinimumFeatures, budget / max(1, images))
+        let pixels = Double(width * height * channels)
+        var block = max(1, Int((pixels / Double(share)).squareRoot().rounded(.down)))
+        while ((width + block - 1) / block) * ((height + block - 1) / block) * channels > share { block += 1 }
+        self.block = block
+    }
+
+    /// Adds the block sums of `image`'s samples (as stored, not scaled) into `row` (`count` values).
+    func accumulate(_ image: Image, into row: UnsafeMutablePointer<Double>) {
+        let (w, c, b, cols) = (width, channels, block, columns)
+        // Feature offset of each column's block, made once: a division per pixel cost seconds on a volume.
+        let columnOffset = (0..<w).map { ($0 / b) * c }
+        image.samples.withUnsafeBufferPointer { s in
+            columnOffset.withUnsafeBufferPointer { offset in
+                for y in 0..<height {
+                    let out = row + (y / b) * cols * c, line = s.baseAddress! + y * w * c
+                    if c == 1 {
+                        for x in 0..<w { out[offset[x]] += Double(line[x]) }
+                    } else {
+                        for x in 0..<w { for ch in 0..<c { out[offset[x] + ch] += Double(line[x * c + ch]) } }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns the block sums of an image of `imageMaxValue` into features: samples scaled to the
+    /// class depth and to [0, 1] as the interpolation scales them, then ÷ √(pixels in the block).
+    func finish(_ row: UnsafeMutablePointer<Double>, imageMaxValue: Int, classMaxValue: Double) {
+        let scale = classMaxValue / Double(imageMaxValue)
+        // In this order (scale, then ÷ maximum) so that block 1 gives the very values it always did.
+        for i in 0..<count { row[i] = row[i] * scale / classMaxValue }
+        guard block > 1 else { return }
+        for r in 0..<rows {
+            let h = min(block, height - r * block)
+            for col in 0..<columns {
+                let root = Double(h * min(block, width - col * block)).squareRoot()
+                for ch in 0..<channels { row[(r * columns + col) * channels + ch] /= root }
+            }
+        }
+    }
 }
 
-/// Writes `row.add` SMOTE interpolants (or, with `neighbours` nil, random duplicates) of the class's
-/// real images as `synthetic_NNNNNN.png`, with manifest lines naming the parents and λ.
-func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: ImageFolderDataset, into out: URL,
-                     style: ProgressStyle) throws -> [BalanceManifestRecord] {
-    let set = try loadClassImages(row.className, dataset: dataset)
+/// The SMOTE features of every image of a class (rows in class order), read one file at a time,
+/// and the bit depth the synthetic images get (the class's largest). Refuses a class whose images
+/// differ in size or channels: pixels cannot be interpolated across them.
+func smoteFeatures(_ reader: ClassImageReader, root: URL, budget: Int = smoteFeatureBudget) throws
+    -> (features: Matrix, grid: SMOTEFeatureGrid, depth: Int) {
+    let list = reader.list
+    var grid: SMOTEFeatureGrid?
+    var first: Image?
+    var values: [Double] = []
+    var maxValues = [Int](repeating: 255, count: list.count)
+    try reader.forEach { i, image in
+        if let first {
+            guard image.width == first.width, image.height == first.height, image.channels == first.channels else {
+                throw MedSynthError(file: root.appendingPathComponent(list.names[i]).path,
+                                    "is \(image.width)×\(image.height) with \(image.channels) channel(s) but \(list.names[0]) is \(first.width)×\(first.height) with \(first.channels): SMOTE interpolates pixels and needs one size per class (medsynth convert --size N --channels C first)")
+            }
+        } else {
+            first = image
+            grid = SMOTEFeatureGrid(width: image.width, height: image.height, channels: image.channels, images: list.count, budget: budget)
+            values = [Double](repeating: 0, count: list.count * grid!.count)
+        }
+        let g = grid!
+        values.withUnsafeMutableBufferPointer { g.accumulate(image, into: $0.baseAddress! + i * g.count) }
+        maxValues[i] = image.maxValue
+    }
+    guard let grid else { throw MedSynthError(file: root.path, "the class has no images") }
+    let depth = maxValues.contains(65535) ? 16 : 8
+    let classMaxValue = Double(depth == 16 ? 65535 : 255)
+    values.withUnsafeMutableBufferPointer { v in
+        for i in 0..<list.count { grid.finish(v.baseAddress! + i * grid.count, imageMaxValue: maxValues[i], classMaxValue: classMaxValue) }
+    }
+    return (Matrix(rows: list.count, columns: grid.count, values: values), grid, depth)
+}
+
+// MARK: - Writing
+
+/// Samples are made and written this many at a time (their draws sorted by file, so a volume is not
+/// reopened for every sample); memory does not grow with the number asked for.
+let oversamplingChunk = 4096
+
+/// Writes `row.add` SMOTE interpolants (or, with `smoteNeighbours` nil, random duplicates) of the
+/// class's real images as `synthetic_NNNNNN.png`, and hands their manifest lines, in sample order, to
+/// `emit` a chunk at a time.
+func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: ImageFolderListing, into out: URL,
+                     style: ProgressStyle, featureBudget: Int = smoteFeatureBudget,
+                     emit: ([BalanceManifestRecord]) throws -> Void) throws {
+    let list = classImageList(row.className, dataset: dataset)
+    let reader = ClassImageReader(list)
     let classFolder = out.appendingPathComponent(row.className)
     try FileManager.default.createDirectory(at: classFolder, withIntermediateDirectories: true)
-    let reporter = ProgressReporter(label: "balance \(row.className)", total: row.add, unit: "image", style: style)
-    var records: [BalanceManifestRecord] = []
-    func write(_ image: Image, _ j: Int, origin: String, parents: [String], lambda: Double?, k: Int?) throws {
-        let destination = classFolder.appendingPathComponent(syntheticFileName(j))
-        try checkFree(destination)
-        try writePNG(image, to: destination)
-        var record = BalanceManifestRecord(file: "\(row.className)/\(syntheticFileName(j))", class: row.className, source: "synthetic",
-                                           origin: origin, seed: row.seed, sample_index: j)
-        record.parents = parents
-        record.lambda = lambda
-        record.neighbours = k
-        records.append(record)
-        reporter.update(done: j + 1, items: j + 1)
-    }
+    var smote: (neighbours: NearestNeighbours, depth: Int)?
     if let k = smoteNeighbours {
-        let depth = try checkInterpolable(set, className: row.className, root: dataset.root)
-        let maxValue = Double(depth == 16 ? 65535 : 255)
-        let values = set.images.map { samples($0, atDepth: depth) }
-        let nn = pixelNeighbours(values, maxValue: maxValue, k: k)
-        let first = set.images[0]
-        for (j, draw) in smoteDraws(count: row.add, neighbours: nn, images: set.images.count, seed: row.seed).enumerated() {
-            let image = Image(width: first.width, height: first.height, channels: first.channels, bitDepth: depth,
-                              samples: interpolate(values[draw.parent], values[draw.neighbour], lambda: draw.lambda, maxValue: maxValue))
-            try write(image, j, origin: "smote", parents: [set.names[draw.parent], set.names[draw.neighbour]], lambda: draw.lambda, k: nn.k)
-        }
-    } else {
-        let root = RandomStream(seed: row.seed)
-        for j in 0..<row.add {
-            var s = root.split(UInt64(j))
-            let parent = s.int(below: set.images.count)
-            try write(set.images[parent], j, origin: "oversample", parents: [set.names[parent]], lambda: nil, k: nil)
-        }
+        let (features, _, depth) = try smoteFeatures(reader, root: dataset.root, budget: featureBudget)
+        smote = (nearestNeighbours(features, in: features, k: k, excludingSelf: true), depth)
     }
-    return records
+    let reporter = ProgressReporter(label: "balance \(row.className)", total: row.add, unit: "image", style: style)
+    let root = RandomStream(seed: row.seed)
+    var done = 0
+    for start in stride(from: 0, to: row.add, by: oversamplingChunk) {
+        let range = start..<min(row.add, start + oversamplingChunk)
+        let draws: [SMOTEDraw]
+        if let smote {
+            draws = smoteDraws(range, neighbours: smote.neighbours, images: list.count, seed: row.seed)
+        } else {
+            draws = range.map { j in
+                var s = root.split(UInt64(j))
+                let parent = s.int(below: list.count)
+                return SMOTEDraw(parent: parent, neighbour: parent, lambda: 0)
+            }
+        }
+        var records = [BalanceManifestRecord?](repeating: nil, count: range.count)
+        let order = draws.indices.sorted {
+            (list.fileIndex[draws[$0].parent], list.fileIndex[draws[$0].neighbour], $0)
+                < (list.fileIndex[draws[$1].parent], list.fileIndex[draws[$1].neighbour], $1)
+        }
+        for d in order {
+            let draw = draws[d], j = range.lowerBound + d
+            let parent = try reader.image(draw.parent)
+            var image = parent
+            var record = BalanceManifestRecord(file: "\(row.className)/\(syntheticFileName(j))", class: row.className, source: "synthetic",
+                                               origin: "oversample", seed: row.seed, sample_index: j)
+            record.parents = [list.names[draw.parent]]
+            if let smote {
+                let neighbour = try reader.image(draw.neighbour)
+                let maxValue = Double(smote.depth == 16 ? 65535 : 255)
+                image = Image(width: parent.width, height: parent.height, channels: parent.channels, bitDepth: smote.depth,
+                              samples: interpolate(samples(parent, atDepth: smote.depth), samples(neighbour, atDepth: smote.depth),
+                                                   lambda: draw.lambda, maxValue: maxValue))
+                record.origin = "smote"
+                record.parents = [list.names[draw.parent], list.names[draw.neighbour]]
+                record.lambda = draw.lambda
+                record.neighbours = smote.neighbours.k
+            }
+            let destination = classFolder.appendingPathComponent(syntheticFileName(j))
+            try checkFree(destination)
+            try writePNG(image, to: destination)
+            records[d] = record
+            done += 1
+            reporter.update(done: done, items: done)
+        }
+        try emit(records.compactMap { $0 })
+    }
 }

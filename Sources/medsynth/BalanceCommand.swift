@@ -15,7 +15,8 @@ struct Balance: ParsableCommand {
         (hard-linked, or copied; names kept) and synthetic_NNNNNN.png files; OUT/manifest.jsonl marks each file \
         real or synthetic with its origin, seed and model; composites also get masks in OUT/.masks/<class>/. \
         --method smote interpolates in pixel space between a real image of the class and one of its \
-        --neighbours nearest same-class images (SMOTE, Chawla et al. 2002; parents and lambda in the manifest); \
+        --neighbours nearest same-class images (SMOTE, Chawla et al. 2002; parents and lambda in the manifest; \
+        a class of more than 8 M pixel values is compared on block averages, see README); \
         --method oversample adds random copies of the class's real images: the two classical baselines, to compare \
         a generator against. With --model every generated sample is checked against the real images and \
         rejected if it is nearer to one than the memorisation threshold of `evaluate` (or a pixel copy); \

@@ -45,6 +45,48 @@ final class DICOMReaderTests: XCTestCase {
         XCTAssertEqual(try readDICOMSlices(deflated, window: .stored), try readDICOMSlices(plain, window: .stored))
     }
 
+    /// Issue 16: a deflated data set's Pixel Data of more than `spillPixelDataAbove` bytes is inflated
+    /// into a temporary file and read back a frame at a time (a 0.65 MB file can hold 512 MB of
+    /// pixels). Elements and frames equal the in-memory reading: pydicom's file (sequences and
+    /// private tags before the pixels) and a 3-frame file with an undefined-length sequence before
+    /// the pixel data and an element after it.
+    func testDeflatedPixelDataInATemporaryFileReadsAsInMemory() throws {
+        var b = DICOMBuilder.explicitLE()
+        b.text(0x0008, 0x0060, "CS", "CT")
+        b.add(0x0008, 0x1140, "SQ", [], length: 0xFFFF_FFFF)
+        b.body += [0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]
+        b.text(0x0008, 0x1150, "UI", "1.2.3")
+        b.body += [0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]
+        b.grayImage(rows: 6, cols: 5, signed: true, frames: 3)
+        b.pixels16((0..<90).map { UInt16(bitPattern: Int16($0 * 37 - 1500)) })
+        b.add(0xFFFC, 0xFFFC, "OB", [1, 2, 3, 4])
+        // Raw deflate (PS3.5 §A.5) = the gzip member without its 10-byte header and 8-byte trailer.
+        let gzip = try gzipCompress(b.body, path: "made.dcm")
+        var meta = b
+        meta.transferSyntax = TransferSyntax.deflatedUID
+        meta.body = []
+        let made = meta.build() + gzip[10..<(gzip.count - 8)]
+        for (name, bytes) in [("ct_deflated.dcm", try fixtureBytes("ct_deflated.dcm")), ("made.dcm", made)] {
+            let memory = try DICOMFile(bytes: bytes, path: name)
+            let spilled = try DICOMFile(bytes: bytes, path: name, spillPixelDataAbove: 0)
+            let pixelBytes = try XCTUnwrap(memory.elements[.pixelData]).value.count
+            XCTAssertEqual(spilled.bytes.count, memory.bytes.count - pixelBytes, "\(name): the pixel data is not in memory")
+            XCTAssertEqual(Set(spilled.elements.keys), Set(memory.elements.keys), name)
+            for (tag, element) in memory.elements where tag != .pixelData {
+                XCTAssertEqual(spilled.bytes[try XCTUnwrap(spilled.elements[tag]).value], memory.bytes[element.value], "\(name) \(tag)")
+            }
+            XCTAssertEqual(try readDICOMSlices(spilled, window: .stored), try readDICOMSlices(memory, window: .stored), name)
+            XCTAssertEqual(try readDICOMSlices(spilled), try readDICOMSlices(memory), name)
+            let frames = try openDICOMFrames(spilled, window: .stored)
+            XCTAssertEqual(try frames.image(at: frames.count - 1), try readDICOMSlices(memory, window: .stored).last, name)
+        }
+        XCTAssertNotNil(try DICOMFile(bytes: made, path: "made.dcm").elements[DICOMTag(0xFFFC, 0xFFFC)], "the element after the pixel data")
+        // A stream cut inside the pixel data is an error either way.
+        let cut = Array(made[..<(made.count - 40)])
+        assertMedSynthError(["cut.dcm", "truncated"]) { try DICOMFile(bytes: cut, path: "cut.dcm", spillPixelDataAbove: 0) }
+        assertMedSynthError(["cut.dcm", "truncated"]) { try DICOMFile(bytes: cut, path: "cut.dcm") }
+    }
+
     func testImplicitVRSignedWithRescale() throws {
         let file = try DICOMFile(contentsOf: fixtureURL("mr_implicit_le.dcm"))
         let expected = try expectedValues()["mr_implicit_le.dcm"] as! [String: Any]

@@ -100,4 +100,70 @@ final class ReaderFuzzTests: XCTestCase {
         XCTAssertGreaterThan(decoded, 100)
         XCTAssertGreaterThan(rejected, 100)
     }
+
+    /// Deflated data sets whose Pixel Data is inflated into a temporary file (`spillPixelDataAbove`
+    /// 0) read exactly as in memory: mutated data sets (mutated before deflating, so the element
+    /// walk that finds the pixel data sees hostile headers, not just a corrupt stream) give the same
+    /// elements and frames both ways, or a MedSynthError both ways.
+    func testMutatedDeflatedDataSetsReadTheSameSpilledAndInMemory() throws {
+        // Data sets: the explicit VR little endian fixtures without their meta group, and one with
+        // an undefined-length sequence before three frames and an element after them.
+        var bodies: [[UInt8]] = []
+        for name in ["ct_explicit_le.dcm", "rgb_planar1_2frames.dcm", "mono1_3frames.dcm"] {
+            let bytes = try fixtureBytes(name)
+            var end = 132
+            while end + 8 <= bytes.count, bytes[end] == 0x02, bytes[end + 1] == 0x00 {
+                let long = ["OB", "OW", "SQ", "UN", "UT"].contains(String(decoding: bytes[(end + 4)..<(end + 6)], as: UTF8.self))
+                end += long ? 12 + Int(readUInt32(bytes, at: end + 8, bigEndian: false)) : 8 + Int(readUInt16(bytes, at: end + 6, bigEndian: false))
+            }
+            bodies.append(Array(bytes[end...]))
+        }
+        var b = DICOMBuilder.explicitLE()
+        b.add(0x0008, 0x1140, "SQ", [], length: 0xFFFF_FFFF)
+        b.body += [0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]
+        b.text(0x0008, 0x1150, "UI", "1.2.3")
+        b.body += [0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]
+        b.grayImage(rows: 6, cols: 5, signed: true, frames: 3)
+        b.pixels16((0..<90).map { UInt16(bitPattern: Int16($0 * 37 - 1500)) })
+        b.add(0xFFFC, 0xFFFC, "OB", [1, 2, 3, 4])
+        bodies.append(b.body)
+        var meta = DICOMBuilder.explicitLE()
+        meta.transferSyntax = TransferSyntax.deflatedUID
+        let header = meta.build()
+
+        var stream = RandomStream(seed: 20_261_202).split(2)
+        var same = 0, refused = 0, spilledReads = 0
+        for run in 0..<2_000 {
+            let body = bodies[stream.int(below: bodies.count)]
+            let mutated = run < bodies.count ? bodies[run] : mutate(body, &stream)
+            let gzip = try gzipCompress(mutated.isEmpty ? [0] : mutated, path: "fuzz.dcm")
+            let bytes = header + gzip[10..<(gzip.count - 8)]
+            func read(_ spillAbove: Int) throws -> (DICOMFile, [Image]?) {
+                let file = try DICOMFile(bytes: bytes, path: "fuzz.dcm", spillPixelDataAbove: spillAbove)
+                return (file, try? readDICOMSlices(file, window: .stored))
+            }
+            var results: [(DICOMFile, [Image]?)?] = []
+            for spillAbove in [DICOMFile.inMemoryPixelBytes, 0] {
+                do { results.append(try read(spillAbove)) } catch is MedSynthError { results.append(nil) } catch {
+                    XCTFail("run \(run): \(error)")
+                    results.append(nil)
+                }
+            }
+            guard let memory = results[0], let spilled = results[1] else {
+                XCTAssertTrue(results[0] == nil && results[1] == nil, "run \(run): one reading failed, the other did not")
+                refused += 1
+                continue
+            }
+            XCTAssertEqual(Set(spilled.0.elements.keys), Set(memory.0.elements.keys), "run \(run)")
+            for (tag, element) in memory.0.elements where tag != .pixelData {
+                XCTAssertEqual(spilled.0.elements[tag].map { spilled.0.bytes[$0.value] }, memory.0.bytes[element.value], "run \(run) \(tag)")
+            }
+            XCTAssertEqual(spilled.1, memory.1, "run \(run)")
+            if spilled.0.pixelSpill != nil && spilled.1 != nil { spilledReads += 1 }
+            same += 1
+        }
+        print("deflated spill fuzz: 2000 data sets: \(same) read the same both ways (\(spilledReads) with frames from the temporary file), \(refused) refused both ways")
+        XCTAssertGreaterThan(spilledReads, 100)
+        XCTAssertGreaterThan(refused, 100)
+    }
 }

@@ -107,6 +107,142 @@ final class OversamplingTests: XCTestCase {
     }
 }
 
+/// SMOTE and oversampling on classes held in volumes, read one image at a time (issue 16: a 0.65 MB
+/// .nii.gz at the pixel limit took 4.8 GB when every slice of the class was held as pixels).
+final class StreamedOversamplingTests: XCTestCase {
+    var root: URL!
+    override func setUpWithError() throws { root = try makeTemporaryDirectory() }
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
+
+    /// A random image (samples uniform over the depth's range).
+    func randomImage(_ width: Int, _ height: Int, channels: Int = 1, bitDepth: Int, _ s: inout RandomStream) -> Image {
+        let top = bitDepth == 16 ? 65536 : 256
+        return Image(width: width, height: height, channels: channels, bitDepth: bitDepth,
+                     samples: (0..<(width * height * channels)).map { _ in UInt16(s.int(below: top)) })
+    }
+
+    /// Class "rare": a 12×10 volume of 7 random slices (.nii) and one 16-bit PNG of the same size;
+    /// class "common": 20 tiny PNGs. Returns the rare images as `readImages` gives them, by manifest name.
+    func makeVolumeData() throws -> (data: URL, rare: [String: Image]) {
+        let data = root.appendingPathComponent("data")
+        try writeConstantImages(data, "common", values: (0..<20).map { UInt16($0 * 10) }, size: 4)
+        let rareFolder = data.appendingPathComponent("rare")
+        try FileManager.default.createDirectory(at: rareFolder, withIntermediateDirectories: true)
+        var s = RandomStream(seed: 21)
+        try writeNIfTI((0..<7).map { _ in randomImage(12, 10, bitDepth: 16, &s) }, to: rareFolder.appendingPathComponent("vol.nii"))
+        try writePNG(randomImage(12, 10, bitDepth: 16, &s), to: rareFolder.appendingPathComponent("extra.png"))
+        var rare: [String: Image] = ["rare/extra.png": try readImage(at: rareFolder.appendingPathComponent("extra.png"))]
+        for (k, slice) in try readImages(at: rareFolder.appendingPathComponent("vol.nii")).enumerated() {
+            rare["rare/vol.nii" + (k > 0 ? "#\(k)" : "")] = slice
+        }
+        XCTAssertEqual(rare.count, 8)
+        return (data, rare)
+    }
+
+    /// The volume's slices are read back by index when samples are written, and everything equals
+    /// the in-memory algorithm on the same images: the neighbours (pixel space, full resolution),
+    /// the draws of the seed, and every interpolant.
+    func testSMOTEOnAVolumeClassEqualsTheInMemoryAlgorithm() throws {
+        let (data, rare) = try makeVolumeData()
+        var request = BalanceRequest(data: data, out: root.appendingPathComponent("smote"), method: .smote(neighbours: 2))
+        request.seed = 5
+        request.target = .count(20)
+        let plan = try runBalance(request, progress: .none)
+        XCTAssertEqual(plan.map(\.add), [0, 12])
+        let lines = try jsonLines(request.out.appendingPathComponent("manifest.jsonl")).filter { $0["source"] as? String == "synthetic" }
+        XCTAssertEqual(lines.map { $0["sample_index"] as? Int }, Array(0..<12), "manifest lines in sample order")
+
+        // The in-memory algorithm: class order is name order (extra.png, then the volume's slices).
+        let names = ["rare/extra.png", "rare/vol.nii"] + (1..<7).map { "rare/vol.nii#\($0)" }
+        let values = names.map { samples(rare[$0]!, atDepth: 16) }
+        let matrix = Matrix(rows: 8, columns: 120, values: values.flatMap { $0.map { $0 / 65535 } })
+        let neighbours = nearestNeighbours(matrix, in: matrix, k: 2, excludingSelf: true)
+        let draws = smoteDraws(0..<12, neighbours: neighbours, images: 8, seed: plan[1].seed)
+        for (line, draw) in zip(lines, draws) {
+            XCTAssertEqual(line["parents"] as? [String], [names[draw.parent], names[draw.neighbour]])
+            // (JSON text keeps λ to about 1e-16.)
+            XCTAssertEqual(try XCTUnwrap(line["lambda"] as? Double), draw.lambda, accuracy: 1e-12)
+            let image = try readImage(at: request.out.appendingPathComponent(line["file"] as! String))
+            XCTAssertEqual(image.samples, interpolate(values[draw.parent], values[draw.neighbour], lambda: draw.lambda, maxValue: 65535))
+            XCTAssertEqual(image.bitDepth, 16)
+        }
+        XCTAssertGreaterThan(Set(draws.map(\.parent)).count, 3, "parents from the volume and the PNG")
+
+        // Oversampling copies the image the stream picks, volume slices included.
+        var copies = request
+        copies.out = root.appendingPathComponent("copies"); copies.method = .oversample
+        try runBalance(copies, progress: .none)
+        let copyLines = try jsonLines(copies.out.appendingPathComponent("manifest.jsonl")).filter { $0["source"] as? String == "synthetic" }
+        XCTAssertEqual(copyLines.count, 12)
+        for line in copyLines {
+            let parent = try XCTUnwrap((line["parents"] as? [String])?.first)
+            XCTAssertEqual(try readImage(at: copies.out.appendingPathComponent(line["file"] as! String)).samples, rare[parent]?.samples)
+        }
+    }
+
+    /// Within the budget the features are every sample scaled to [0, 1] exactly as the pixel-space
+    /// search always scaled them (8- and 16-bit images of one class meet at the class's depth).
+    func testFeaturesWithinTheBudgetAreThePixels() throws {
+        let data = root.appendingPathComponent("data")
+        let folder = data.appendingPathComponent("rare")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        var s = RandomStream(seed: 4)
+        var images: [Image] = []
+        for i in 0..<5 {
+            let image = randomImage(6, 5, channels: 3, bitDepth: i % 2 == 0 ? 8 : 16, &s)
+            try writePNG(image, to: folder.appendingPathComponent("i\(i).png"))
+            images.append(image)
+        }
+        let reader = ClassImageReader(classImageList("rare", dataset: try ImageFolderListing(root: data)))
+        let (features, grid, depth) = try smoteFeatures(reader, root: data)
+        XCTAssertEqual(grid.block, 1)
+        XCTAssertEqual(depth, 16)
+        XCTAssertEqual(features.values, images.flatMap { samples($0, atDepth: 16).map { $0 / 65535 } })
+    }
+
+    /// Past the budget each feature is a block sum ÷ √(block pixels): the coordinates of the
+    /// orthogonal projection onto images constant on blocks. Feature distances never exceed pixel
+    /// distances and equal them for images constant on the blocks (edge blocks clipped).
+    func testFeaturesPastTheBudgetProjectOntoBlockConstantImages() throws {
+        // 41×31: share 300 features; block 2 gives 21×16 = 336, block 3 gives 14×11 = 154.
+        let grid = SMOTEFeatureGrid(width: 41, height: 31, channels: 1, images: 4, budget: 1200)
+        XCTAssertEqual(grid.block, 3)
+        XCTAssertEqual(grid.count, 154)
+        XCTAssertEqual(SMOTEFeatureGrid(width: 64, height: 64, channels: 1, images: 1000).block, 1, "1,000 images of 64² fit")
+        XCTAssertEqual(SMOTEFeatureGrid(width: 512, height: 512, channels: 1, images: 1024).block, 6)
+        func features(_ image: Image) -> [Double] {
+            var row = [Double](repeating: 0, count: grid.count)
+            row.withUnsafeMutableBufferPointer {
+                grid.accumulate(image, into: $0.baseAddress!)
+                grid.finish($0.baseAddress!, imageMaxValue: image.maxValue, classMaxValue: 65535)
+            }
+            return row
+        }
+        func pixels(_ image: Image) -> [Double] { samples(image, atDepth: 16).map { $0 / 65535 } }
+        func distance(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot() }
+        var s = RandomStream(seed: 9)
+        // Direct definition: the sum of block B ÷ √|B|.
+        let a = randomImage(41, 31, bitDepth: 8, &s)
+        let direct = (0..<11).flatMap { r in (0..<14).map { c -> Double in
+            var sum = 0.0, n = 0.0
+            for y in (r * 3)..<min(31, r * 3 + 3) { for x in (c * 3)..<min(41, c * 3 + 3) { sum += pixels(a)[y * 41 + x]; n += 1 } }
+            return sum / n.squareRoot()
+        } }
+        for (x, y) in zip(features(a), direct) { XCTAssertEqual(x, y, accuracy: 1e-12) }
+        for _ in 0..<5 {
+            let b = randomImage(41, 31, bitDepth: 16, &s)
+            XCTAssertLessThanOrEqual(distance(features(a), features(b)), distance(pixels(a), pixels(b)) + 1e-9)
+        }
+        func blockConstant(_ s: inout RandomStream) -> Image {
+            let levels = (0..<154).map { _ in UInt16(s.int(below: 65536)) }
+            return Image(width: 41, height: 31, channels: 1, bitDepth: 16,
+                         samples: (0..<(41 * 31)).map { levels[($0 / 41 / 3) * 14 + ($0 % 41) / 3] })
+        }
+        let c = blockConstant(&s), d = blockConstant(&s)
+        XCTAssertEqual(distance(features(c), features(d)), distance(pixels(c), pixels(d)), accuracy: 1e-9)
+    }
+}
+
 final class SampleFilterTests: XCTestCase {
     func testMemorisedCopiesAndOffClassSamplesAreRejected() throws {
         let root = try makeTemporaryDirectory(); defer { try? FileManager.default.removeItem(at: root) }
