@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue 13, session 4: what moves the latent model's FD plateau (≈ 17 at 6,000 steps)? Trains one
+# variant of the shipped latent recipe (base 16, batch 32, seed 6, the two-class set of
+# scripts/train_models.sh) and evaluates every 1,000th checkpoint with issue 12's protocol
+# (diffusion_eval.sh checkpoints: 80 healthy DPM-Solver++ 20 samples vs the 80 even real slices).
+#   bash scripts/experiments/latent_plateau.sh VARIANT [STEPS]
+# VARIANT: default | lr3e-4 | linear | epsilon | snr4 | snr16 | width32 | decoder-noise
+#          | scale-equivariance | kl1e-3 | kl1e-2
+# The last three first fine-tune the shipped VAE for 600 steps on the even half (--init-from) with
+# the scale-equivariance term (Skorokhodov et al. 2025) or a larger KL weight, then train on it.
+# decoder-noise trains nothing: it decodes the odd half's latents with noise of 0.1 and 0.3 latent
+# std (`reconstruct --latent-noise`) and evaluates them, i.e. how much latent error the decoder tolerates.
+# Needs MEDSYNTH_WORK (default work/models) with mni64-2class from scripts/train_models.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+B=${MEDSYNTH_BIN:-.build/release/medsynth}
+W=$(cd "${MEDSYNTH_WORK:-work/models}" && pwd)
+OUT=${MEDSYNTH_PLATEAU_OUT:-work/latent-plateau}
+variant=${1:?variant}
+STEPS=${2:-6000}
+mkdir -p "$OUT/even/healthy" "$OUT/odd/healthy"
+if [ -z "$(ls "$OUT/even/healthy")" ]; then
+    i=0
+    for f in $(ls datasets/mni64/healthy | sort); do
+        if [ $((i % 2)) -eq 0 ]; then cp "datasets/mni64/healthy/$f" "$OUT/even/healthy/"; else cp "datasets/mni64/healthy/$f" "$OUT/odd/healthy/"; fi
+        i=$((i + 1))
+    done
+fi
+AE=models/vae-mni64.safetensors
+extra=()
+finetune() {  # finetune NAME VAE-OPTIONS...
+    local name=$1; shift
+    $B train vae --data "$OUT/even" --out "$OUT/vae-$name" --width 16 --steps 600 --batch 16 --learning-rate 5e-4 --seed 11 \
+        --checkpoint-every 100 --sample-every 200 --init-from models/vae-mni64.safetensors --resume --progress none "$@"
+    $B reconstruct --model "$OUT/vae-$name/model.safetensors" "$OUT/odd" "$OUT/recon-$name" --progress none
+    AE="$OUT/vae-$name/model.safetensors"
+}
+case "$variant" in
+    default) ;;
+    lr3e-4) extra=(--learning-rate 3e-4) ;;
+    linear) extra=(--schedule linear) ;;
+    epsilon) extra=(--target epsilon --loss-weighting uniform) ;;
+    snr4) extra=(--snr-shift 4) ;;
+    snr16) extra=(--snr-shift 16) ;;
+    width32) ;;
+    scale-equivariance) finetune se --scale-equivariance 1 ;;
+    kl1e-3) finetune kl1e-3 --kl-weight 1e-3 ;;
+    kl1e-2) finetune kl1e-2 --kl-weight 1e-2 ;;
+    decoder-noise)
+        for s in 0 0.1 0.3; do
+            $B reconstruct --model "$AE" --latent-noise "$s" "$OUT/odd" "$OUT/noise-$s" --progress none | tail -1
+            $B evaluate --real "$OUT/even" --synthetic "$OUT/noise-$s" --out "$OUT/report-noise-$s" --progress none > /dev/null 2>&1
+            python3 -c "import json, sys; r = json.load(open(sys.argv[1])); print('latent noise $s: FD', round(r['overall']['fid'], 3), 'KID', round(r['overall']['kid_mean'], 4))" "$OUT/report-noise-$s/report.json" 2>/dev/null \
+                || echo "latent noise $s: see $OUT/report-noise-$s/report.html"
+        done
+        exit 0 ;;
+    *) echo "unknown variant $variant" >&2; exit 2 ;;
+esac
+width=16
+[ "$variant" = width32 ] && width=32
+run="$OUT/runs/$variant"
+$B train diffusion --data "$W/mni64-2class" --autoencoder "$AE" --out "$run" --conditional --width $width \
+    --batch 32 --seed 6 --steps "$STEPS" --checkpoint-every 500 --sample-every 1000 --resume --progress none ${extra[@]+"${extra[@]}"}
+EVAL_OUT="$OUT/eval-$variant" MEDSYNTH_BIN="$B" CKPT_STRIDE=1000 bash scripts/experiments/diffusion_eval.sh checkpoints "$run"
