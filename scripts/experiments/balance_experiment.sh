@@ -20,7 +20,7 @@ WORK=${3:-$ROOT/work/balance-experiment}
 DIFFUSION_STEPS=${DIFFUSION_STEPS:-0}
 RARE=${RARE:-8}
 RARE_COUNT=${RARE_COUNT:-15}
-EPOCHS=${EPOCHS:-15}
+EPOCHS=${EPOCHS:-40}
 python3 -c "import sklearn, numpy" 2>/dev/null || python3 -m pip install --quiet scikit-learn numpy
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 python3 "$ROOT/scripts/experiments/make_digits_sets.py" . "$RARE" "$RARE_COUNT" 0
