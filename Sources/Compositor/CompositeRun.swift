@@ -118,7 +118,7 @@ public func compositeImage(background: Image, name: String, index: Int, region: 
 
 /// `compositeImage`, with "no room for a lesion" as a `.failure` (a batch skips that scan) and
 /// every other problem thrown.
-func compositeOrNoRoom(background: Image, name: String, index: Int, region: BinaryMask,
+public func compositeOrNoRoom(background: Image, name: String, index: Int, region: BinaryMask,
                        lesions: LesionSource, options: CompositeOptions) throws -> Result<CompositeResult, MedSynthError> {
     precondition(region.width == background.width && region.height == background.height, "compositeImage: region size")
     let stem = stem(name)

@@ -476,17 +476,34 @@ func compositeClass(_ row: BalancePlanRow, healthy: String, lesions folder: URL?
     try fm.createDirectory(at: maskFolder, withIntermediateDirectories: true)
     let reporter = ProgressReporter(label: "balance \(row.className)", total: row.add, unit: "image", style: style)
     var records: [BalanceManifestRecord] = []
+    // Scans with no room for a lesion are passed over (image j goes to the next scan that has room,
+    // with j's own lesion draw), as `composite` skips them; scans with an empty allowed region are not read again.
+    var emptyRegion = Set<Int>(), passedOver = Set<Int>()
+    func displayName(_ entry: DatasetEntry) -> String { entry.url.lastPathComponent + (entry.frame > 0 ? "#\(entry.frame)" : "") }
     for j in 0..<row.add {
-        let entry = healthyEntries[j % healthyEntries.count]
-        let scan = try backgrounds.image(j % healthyEntries.count)
-        let name = entry.url.lastPathComponent + (entry.frame > 0 ? "#\(entry.frame)" : "")
-        let result: CompositeResult
-        do {
-            result = try compositeImage(background: scan, name: name, index: j, region: automaticRegion(scan, margin: options.margin),
-                                        lesions: lesions, options: options)
-        } catch let error as MedSynthError {
-            throw error.message.hasPrefix(name + ":") ? MedSynthError(entry.url.path + error.message.dropFirst(name.count)) : error
+        var chosen: (result: CompositeResult, scan: Int)? = nil
+        for offset in 0..<healthyEntries.count {
+            let index = (j + offset) % healthyEntries.count
+            if emptyRegion.contains(index) { continue }
+            let entry = healthyEntries[index], name = displayName(entry)
+            let scan = try backgrounds.image(index)
+            let region = automaticRegion(scan, margin: options.margin)
+            if region.count == 0 { emptyRegion.insert(index); passedOver.insert(index); continue }
+            do {
+                switch try compositeOrNoRoom(background: scan, name: name, index: j, region: region, lesions: lesions, options: options) {
+                case .success(let result): chosen = (result, index)
+                case .failure: passedOver.insert(index)
+                }
+            } catch let error as MedSynthError {
+                throw error.message.hasPrefix(name + ":") ? MedSynthError(entry.url.path + error.message.dropFirst(name.count)) : error
+            }
+            if chosen != nil { break }
         }
+        guard let (result, scanIndex) = chosen else {
+            throw MedSynthError(file: dataset.root.appendingPathComponent(healthy).path,
+                                "no image of class '\(healthy)' has room for composited lesion \(j + 1) inside its automatic region (\(emptyRegion.count) of \(healthyEntries.count) have an empty region)")
+        }
+        let entry = healthyEntries[scanIndex]
         let destination = classFolder.appendingPathComponent(syntheticFileName(j))
         try checkFree(destination)
         try writePNG(result.image, to: destination)
@@ -497,6 +514,10 @@ func compositeClass(_ row: BalancePlanRow, healthy: String, lesions folder: URL?
                                              lesion_source: result.records.first?.lesionSource ?? (folder?.path ?? "procedural"),
                                              mask: ".masks/\(row.className)/\(syntheticFileName(j))"))
         reporter.update(done: j + 1, items: j + 1)
+    }
+    if !passedOver.isEmpty {
+        let names = passedOver.sorted().prefix(5).map { displayName(healthyEntries[$0]) }.joined(separator: ", ")
+        reporter.note("\(passedOver.count) '\(healthy)' image(s) had no room for a lesion and were passed over (\(names)\(passedOver.count > 5 ? ", …" : ""))")
     }
     return records
 }

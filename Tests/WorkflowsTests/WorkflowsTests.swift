@@ -141,6 +141,36 @@ final class BalanceTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: request.out.path), ["keep.txt"])
     }
 
+    func testCompositeBalancePassesOverScansWithNoRoomAndRefusesWhenNoneHasRoom() throws {
+        // Blank scans have an empty automatic region: composites go to the scans with room instead.
+        let data = root.appendingPathComponent("blanks")
+        try makeScans(data, healthy: 3, lesion: 1)
+        for i in 0..<3 {
+            try writePNG(Image(floatCHW: [Float](repeating: -1, count: 48 * 48), width: 48, height: 48, channels: 1, bitDepth: 8),
+                         to: data.appendingPathComponent("healthy/blank_\(i).png"))
+        }
+        var request = BalanceRequest(data: data, out: root.appendingPathComponent("balanced-blanks"),
+                                     method: .composite(lesions: nil, healthyClass: "healthy", lesionClass: "lesion"))
+        request.seed = 2
+        try runBalance(request, progress: .none)
+        let synthetic = try jsonLines(request.out.appendingPathComponent("manifest.jsonl")).filter { $0["source"] as? String == "synthetic" }
+        XCTAssertEqual(synthetic.count, 5)
+        for line in synthetic {
+            let background = try XCTUnwrap(line["background"] as? String)
+            XCTAssert(background.contains("/healthy_"), "composited into \(background)")
+        }
+        // Only blank scans: a one-line refusal naming the class folder, not a crash.
+        let blank = root.appendingPathComponent("only-blanks")
+        for name in ["healthy", "lesion"] { try FileManager.default.createDirectory(at: blank.appendingPathComponent(name), withIntermediateDirectories: true) }
+        for i in 0..<3 {
+            try FileManager.default.copyItem(at: data.appendingPathComponent("healthy/blank_\(i).png"), to: blank.appendingPathComponent("healthy/blank_\(i).png"))
+        }
+        try FileManager.default.copyItem(at: data.appendingPathComponent("lesion/lesion_0.png"), to: blank.appendingPathComponent("lesion/lesion_0.png"))
+        request.data = blank
+        request.out = root.appendingPathComponent("balanced-only-blanks")
+        assertThrows(try runBalance(request, progress: .none), containing: "has room for composited lesion 1")
+    }
+
     func testCompositeBalanceCreatesAMissingLesionClassFromAPatchFolder() throws {
         let data = root.appendingPathComponent("healthy-only")
         try makeScans(data, healthy: 3, lesion: 0)
