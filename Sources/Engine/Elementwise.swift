@@ -98,7 +98,9 @@ func piecewiseLinear(_ x: Tensor, negativeSlope slope: Float, name: String) -> T
 /// e^x on 16 lanes (one AVX-512 register when Engine is built for it, two AVX2 ones otherwise):
 /// x = n·ln2 + r, e^r by the Cephes expf polynomial (|r| ≤ ln2/2, about 1 ulp), 2^n from exponent bits. Rounding uses the 1.5·2²³ trick so every step is a plain vector
 /// instruction. Inputs are clamped to the normal range of Float.
-@inline(__always)
+// @_transparent: with 16 lanes the optimiser stopped inlining these (@inline(__always) is a
+// hint) and every vector went through a call.
+@_transparent
 func simdExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
     // replacing(with:where:) compiles to vminps/vmaxps; the stdlib's generic pointwiseMax was
     // left as an out-of-line call in every SiLU/GroupNorm loop (≈ 3 % of the U-Net forward).
@@ -119,11 +121,11 @@ func simdExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
     return y * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD16<Float>.self)
 }
 
-@inline(__always) func simdSigmoid(_ x: SIMD16<Float>) -> SIMD16<Float> { 1 / (1 + simdExp(-x)) }
+@_transparent func simdSigmoid(_ x: SIMD16<Float>) -> SIMD16<Float> { 1 / (1 + simdExp(-x)) }
 
 enum VectorMap { case silu, tanh, sigmoid }
 
-@inline(__always)
+@_transparent
 func vectorForward(_ kind: VectorMap, _ x: SIMD16<Float>) -> SIMD16<Float> {
     switch kind {
     case .silu: return x * simdSigmoid(x)
@@ -132,7 +134,7 @@ func vectorForward(_ kind: VectorMap, _ x: SIMD16<Float>) -> SIMD16<Float> {
     }
 }
 
-@inline(__always)
+@_transparent
 func vectorGradient(_ kind: VectorMap, _ x: SIMD16<Float>, _ y: SIMD16<Float>, _ dy: SIMD16<Float>) -> SIMD16<Float> {
     switch kind {
     case .silu: let s = simdSigmoid(x); return dy * s * (1 + x * (1 - s))
