@@ -441,7 +441,7 @@ struct WinogradPlan {
     let phaseLength, rowStride: Int
     let rowsPerTask, tasks: Int
 
-    init(_ layout: WinogradLayout, batch: Int, outChannels: Int, m: Int, r: Int) {
+    init(_ layout: WinogradLayout, batch: Int, outChannels: Int, m: Int, r: Int, minimumTiles: Int = 64) {
         self.m = m; self.r = r; alpha = m + r - 1; points = alpha * alpha
         self.layout = layout; self.batch = batch; self.outChannels = outChannels
         channels = layout.channels
@@ -458,14 +458,21 @@ struct WinogradPlan {
         // the Zen 5 EPYC (2 MB before: U-Net forward, 1 thread, CPU clock, 4 alternating pairs,
         // 44.8/44.8/44.8/45.6 against 44.5/40.6/41.5/43.7 images/s; DCGAN within noise).
         let perTile = points * (channels + outChannels)
-        let wantedTiles = max(64, min(512, WinogradPlan.taskFloats / max(1, perTile)))
+        let wantedTiles = max(minimumTiles, min(max(512, minimumTiles), WinogradPlan.taskFloats / max(1, perTile)))
         rowsPerTask = max(1, min(batch * tilesH, wantedTiles / tilesW))
         tasks = (batch * tilesH + rowsPerTask - 1) / rowsPerTask
     }
 
-    init(_ g: ConvGeometry, batch: Int, outChannels: Int, m: Int) {
-        self.init(.strideOne(g, outChannels: outChannels), batch: batch, outChannels: outChannels, m: m, r: 3)
+    init(_ g: ConvGeometry, batch: Int, outChannels: Int, m: Int, minimumTiles: Int = 64) {
+        self.init(.strideOne(g, outChannels: outChannels), batch: batch, outChannels: outChannels, m: m, r: 3, minimumTiles: minimumTiles)
     }
+
+    /// Tiles per task at least, for weight gradients (MEDSYNTH_WINOGRAD_DW_TILES, for tuning): their
+    /// GEMMs sum over tiles into α²·OC·C accumulators that every task reads and writes again, so
+    /// they want deeper products than the forward. 256 against 64, `bench kernels`, 1 thread, CPU
+    /// clock, 3 alternating rounds, backward GFLOP/s: DCGAN D3 111–117 vs 86–108, D2/D4 equal or
+    /// better; U-Net 32 px 64→64 106–117 vs 91–101, 128→64 131–140 vs 110–132, 16/8 px within noise.
+    static let weightGradientTiles = ProcessInfo.processInfo.environment["MEDSYNTH_WINOGRAD_DW_TILES"].flatMap { Int($0) } ?? 256
 
     /// Floats of transformed input and output (V and M) one task aims for (MEDSYNTH_WINOGRAD_TASK_FLOATS, for tuning).
     static let taskFloats = ProcessInfo.processInfo.environment["MEDSYNTH_WINOGRAD_TASK_FLOATS"].flatMap { Int($0) } ?? (1 << 18)
@@ -1060,14 +1067,15 @@ func winogradWeightGradient(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float
                             batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int) {
     if ConvAlgorithmSelection.strideTwoEligible(g) {
         // (C): the 2×2 weight gradient over the phase channels, folded back into the 4×4 kernel.
-        let plan = WinogradPlan(.polyphase(g, outChannels: oc), batch: n, outChannels: oc, m: m, r: 2)
+        let plan = WinogradPlan(.polyphase(g, outChannels: oc), batch: n, outChannels: oc, m: m, r: 2,
+                                minimumTiles: WinogradPlan.weightGradientTiles)
         let dw2 = Workspace.shared.buffer(5, count: oc * plan.channels * 4)
         dw2.update(repeating: 0)
         winogradWeightGradient(plan, dy, x, dw2.baseAddress!)
         addPolyphaseKernelGradient(dw2.baseAddress!, outChannels: oc, channels: g.channels, dW)
         return
     }
-    let plan = WinogradPlan(g, batch: n, outChannels: oc, m: m)
+    let plan = WinogradPlan(g, batch: n, outChannels: oc, m: m, minimumTiles: WinogradPlan.weightGradientTiles)
     winogradWeightGradient(plan, dy, x, dW)
 }
 
