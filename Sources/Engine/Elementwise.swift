@@ -54,7 +54,8 @@ func piecewiseLinear(_ x: Tensor, negativeSlope slope: Float, name: String) -> T
                         let i = v * 8
                         if i + 8 <= n {
                             let a = UnsafeRawPointer(xp + i).loadUnaligned(as: SIMD8<Float>.self)
-                            let y = slope == 0 ? a.replacing(with: zero, where: a .< zero) : a.replacing(with: a * slopes, where: .!(a .> zero))
+                            // ReLU as max(x, 0): −0 becomes +0 and NaN stays NaN, in the vector body and the tail alike.
+                            let y = slope == 0 ? a.replacing(with: zero, where: a .<= zero) : a.replacing(with: a * slopes, where: .!(a .> zero))
                             UnsafeMutableRawPointer(yp + i).storeBytes(of: y, as: SIMD8<Float>.self)
                         } else {
                             for j in i..<n { yp[j] = xp[j] > 0 ? xp[j] : (slope == 0 ? max(xp[j], 0) : slope * xp[j]) }
