@@ -17,9 +17,17 @@ var kernels: [SwiftSetting] = environment["MEDSYNTH_UNCHECKED_ENGINE"] == "1"
 // the building machine has them: medsynth is built from source on the machine that runs it, and
 // baseline x86-64 splits every 8-lane vector into two SSE halves. MEDSYNTH_PORTABLE=1 turns it off
 // (for a binary copied to other machines).
+// On AMD Zen 4/5 (AVX-512 with full-width units) Engine is built for znver4 instead: the 16-lane
+// kernels (Winograd transforms of two channels × 8 tiles, exp/SiLU, GroupNorm) then run one
+// 512-bit instruction where AVX2 needs two (measured on a Zen 5 EPYC, CPU time, one thread:
+// F(4×4,3×3) input transform 1.6–1.8× and SiLU 1.9× faster than the AVX2 build). Every feature
+// znver4 may use is required in /proc/cpuinfo (sse4a marks AMD).
 let hostCPU = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+let zen4Features = [" avx512f", " avx512dq", " avx512bw", " avx512vl", " avx512cd", " avx512ifma", " avx512vbmi", " avx512_vbmi2",
+                    " avx512_vnni", " avx512_bitalg", " avx512_vpopcntdq", " avx512_bf16", " gfni", " vaes", " vpclmulqdq", " sse4a"]
 if environment["MEDSYNTH_PORTABLE"] != "1", hostCPU.contains(" avx2"), hostCPU.contains(" fma") {
-    kernels.append(.unsafeFlags(["-target-cpu", "haswell"], .when(configuration: .release)))
+    let zen4 = environment["MEDSYNTH_AVX2_ONLY"] != "1" && zen4Features.allSatisfy { hostCPU.contains($0) }
+    kernels.append(.unsafeFlags(["-target-cpu", zen4 ? "znver4" : "haswell"], .when(configuration: .release)))
 }
 
 let package = Package(

@@ -28,12 +28,14 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
                 invStd.withUnsafeMutableBufferPointer { ip in
                     varC.withUnsafeMutableBufferPointer { vp in
                         Parallel.forEach(c, cost: m) { ch in
-                            var s = 0.0, ss = 0.0
-                            for img in 0..<n {
-                                let row = xp.baseAddress! + (img * c + ch) * plane
-                                for i in 0..<plane { let v = Double(row[i]); s += v; ss += v * v }
-                            }
-                            let mu = s / Double(m), variance = max(ss / Double(m) - mu * mu, 0)
+                            // Two passes (mean, then squared deviations), 8-lane partial sums per
+                            // row added in Double in image order: vectorised and thread-independent.
+                            var s = 0.0
+                            for img in 0..<n { s += Double(vectorSum(xp.baseAddress! + (img * c + ch) * plane, plane)) }
+                            let mu = s / Double(m)
+                            var ss = 0.0
+                            for img in 0..<n { ss += Double(squaredDeviationSum(xp.baseAddress! + (img * c + ch) * plane, plane, Float(mu))) }
+                            let variance = ss / Double(m)
                             mp[ch] = Float(mu)
                             ip[ch] = Float(1 / (variance + Double(eps)).squareRoot())
                             vp[ch] = Float(variance * Double(m) / Double(m - 1))
@@ -75,9 +77,10 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
                             let mu = meanC[ch], inv = invStd[ch]
                             for img in 0..<n {
                                 let base = (img * c + ch) * plane
-                                for i in base..<base + plane { s += Double(g[i]); sx += Double(g[i] * (xp[i] - mu) * inv) }
+                                let (rowSum, rowDot) = sumAndCenteredDot(g.baseAddress! + base, xp.baseAddress! + base, plane, mu)
+                                s += Double(rowSum); sx += Double(rowDot)
                             }
-                            sp[ch] = Float(s); sxp[ch] = Float(sx)
+                            sp[ch] = Float(s); sxp[ch] = Float(sx * Double(inv))
                         }
                     }
                 }
@@ -138,7 +141,10 @@ public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps
         }
     }
     return Tensor.makeResult(shape: x.shape, data: out, parents: [x, gamma, beta]) { y in
+        // Take the gradient out of y (the sweep drops it after this pullback anyway), so the
+        // in-place SiLU' pass below does not first copy the whole array.
         var dy = y.grad!
+        y.grad = nil
         if fusedSiLU {
             // dz = dy · SiLU'(z) with z = γ·x̂ + β recomputed from x.
             dy.withUnsafeMutableBufferPointer { g in
@@ -159,6 +165,8 @@ public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps
                     Parallel.forEach(n * c, cost: 2 * plane) { r in
                         let ng = (r / c) * groups + (r % c) / perGroup
                         let mu = meanG[ng], inv = invStd[ng], base = r * plane
+                        // Kept scalar and in this order: the 8-lane sums changed trained weights
+                        // enough to flip a pixel of LatentDiffusionTests' batch-vs-shard PNG check.
                         var s: Float = 0, sx: Float = 0
                         for i in base..<base + plane { s += g[i]; sx += g[i] * (xp[i] - mu) * inv }
                         pd[r] = s; pdx[r] = sx
@@ -193,6 +201,23 @@ public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps
     }
 }
 
+/// (Σ g, Σ g·(x − μ)) in 8-lane partial sums.
+@inline(__always)
+func sumAndCenteredDot(_ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int, _ mu: Float) -> (Float, Float) {
+    var sum = SIMD8<Float>(repeating: 0), dot = SIMD8<Float>(repeating: 0)
+    let m = SIMD8<Float>(repeating: mu)
+    var i = 0
+    while i + 8 <= n {
+        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self)
+        sum += gv
+        dot += gv * (UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - m)
+        i += 8
+    }
+    var s = sum.sum(), d = dot.sum()
+    while i < n { s += g[i]; d += g[i] * (x[i] - mu); i += 1 }
+    return (s, d)
+}
+
 /// Σ (x − μ)² in 8-lane partial sums.
 @inline(__always)
 func squaredDeviationSum(_ x: UnsafePointer<Float>, _ n: Int, _ mu: Float) -> Float {
@@ -209,16 +234,16 @@ func squaredDeviationSum(_ x: UnsafePointer<Float>, _ n: Int, _ mu: Float) -> Fl
     return s
 }
 
-/// y = a·x + b, optionally followed by SiLU, 8 lanes at a time.
+/// y = a·x + b, optionally followed by SiLU, 16 lanes at a time.
 @inline(__always)
 func affineRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float, silu: Bool) {
-    let av = SIMD8<Float>(repeating: a), bv = SIMD8<Float>(repeating: b)
+    let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
     var i = 0
-    while i + 8 <= n {
-        var z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * av + bv
+    while i + 16 <= n {
+        var z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) * av + bv
         if silu { z = z * simdSigmoid(z) }
-        UnsafeMutableRawPointer(y + i).storeBytes(of: z, as: SIMD8<Float>.self)
-        i += 8
+        UnsafeMutableRawPointer(y + i).storeBytes(of: z, as: SIMD16<Float>.self)
+        i += 16
     }
     while i < n {
         let z = x[i] * a + b
@@ -230,14 +255,14 @@ func affineRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n:
 /// g ← g · SiLU'(a·x + b), with SiLU'(z) = σ(z)·(1 + z·(1 − σ(z))).
 @inline(__always)
 func siluGradientRow(_ x: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float) {
-    let av = SIMD8<Float>(repeating: a), bv = SIMD8<Float>(repeating: b)
+    let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
     var i = 0
-    while i + 8 <= n {
-        let z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * av + bv
+    while i + 16 <= n {
+        let z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) * av + bv
         let s = simdSigmoid(z)
-        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(g + i).storeBytes(of: gv * s * (1 + z * (1 - s)), as: SIMD8<Float>.self)
-        i += 8
+        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD16<Float>.self)
+        UnsafeMutableRawPointer(g + i).storeBytes(of: gv * s * (1 + z * (1 - s)), as: SIMD16<Float>.self)
+        i += 16
     }
     while i < n {
         let z = x[i] * a + b, s = 1 / (1 + expf(-z))

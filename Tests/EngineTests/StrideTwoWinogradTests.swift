@@ -195,14 +195,15 @@ final class StrideTwoWinogradTests: XCTestCase {
     }
 
     func testResultsIndependentOfThreads() {
-        // Two tasks for every tile size (WinogradPlan): task-parallel on 1 worker, task by task
-        // with split stages on 2 or 3; the weight gradient uses two lanes.
+        // Two to four tasks for every tile size (WinogradPlan): task-parallel on 1 worker, task by
+        // task with split stages on 3; the weight gradient uses as many lanes as tasks.
         let x = realisticInput([10, 64, 16, 32], seed: 50)
         let w = dcganWeight([64, 64, 4, 4], seed: 51)
         let r = randomTensor([10, 64, 8, 16], seed: 52)
         for m in [2, 3, 4] {
             let g = ConvGeometry(channels: 64, height: 16, width: 32, kernelH: 4, kernelW: 4, stride: 2, padding: 1)
-            XCTAssertEqual(WinogradPlan(.polyphase(g, outChannels: 64), batch: 10, outChannels: 64, m: m, r: 2).tasks, 2, "m = \(m)")
+            let tasks = WinogradPlan(.polyphase(g, outChannels: 64), batch: 10, outChannels: 64, m: m, r: 2).tasks
+            XCTAssert((2...4).contains(tasks), "m = \(m): \(tasks) tasks")
         }
         for algorithm in Self.tiles {
             ConvAlgorithmSelection.forced = algorithm

@@ -148,6 +148,56 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    func testTransformedFiltersReusedOnlyForUnchangedWeights() {
+        let cache = WinogradFilterCache.shared
+        cache.removeAll()
+        let x = realisticInput([2, 16, 12, 12], seed: 60)
+        let w = realisticWeight(outChannels: 16, channels: 16, seed: 61)
+        for algorithm in [ConvAlgorithm.winograd2, .winograd4] {
+            ConvAlgorithmSelection.forced = algorithm
+            let first = withNoGrad { conv2d(x, weight: w, padding: 1) }
+            let hits = cache.hits
+            let again = withNoGrad { conv2d(x, weight: w, padding: 1) }
+            XCTAssertEqual(cache.hits, hits + 1, "\(algorithm): unchanged weights reuse their transformed filters")
+            XCTAssert(again.data == first.data, "\(algorithm): reused filters give the same bits")
+            // One weight changed in place, as an optimiser step does: the next call must use it.
+            w.data[5] += 0.5
+            let changed = withNoGrad { conv2d(x, weight: w, padding: 1) }
+            ConvAlgorithmSelection.forced = .im2col
+            let reference = withNoGrad { conv2d(x, weight: w, padding: 1) }
+            XCTAssertLessThan(relativeError(changed.data, reference.data), 1e-5, "\(algorithm) after a weight changed")
+            w.data[5] -= 0.5
+        }
+        // 4×4 stride 2: the polyphase forward and the sub-pixel transposed convolution of the same
+        // weights are different filters; each must match im2col when both are cached.
+        let xs = realisticInput([2, 16, 8, 8], seed: 62)
+        let ws = randomTensor([16, 16, 4, 4], seed: 63, scale: 0.05)
+        ConvAlgorithmSelection.forced = .im2col
+        let down = withNoGrad { conv2d(xs, weight: ws, stride: 2, padding: 1) }
+        let up = withNoGrad { convTranspose2d(xs, weight: ws, stride: 2, padding: 1) }
+        ConvAlgorithmSelection.forced = .winograd4
+        for _ in 0..<2 {
+            XCTAssertLessThan(relativeError(withNoGrad { conv2d(xs, weight: ws, stride: 2, padding: 1) }.data, down.data), 1e-5)
+            XCTAssertLessThan(relativeError(withNoGrad { convTranspose2d(xs, weight: ws, stride: 2, padding: 1) }.data, up.data), 1e-5)
+        }
+        // Over capacity: the least recently used entries go, results stay right.
+        let saved = WinogradFilterCache.capacity
+        defer { WinogradFilterCache.capacity = saved }
+        WinogradFilterCache.capacity = 16 * 16 * 36 + 16 * 16 * 9
+        ConvAlgorithmSelection.forced = .winograd4
+        XCTAssertLessThan(relativeError(withNoGrad { conv2d(xs, weight: ws, stride: 2, padding: 1) }.data, down.data), 1e-5)
+        XCTAssertLessThan(relativeError(withNoGrad { conv2d(x, weight: w, padding: 1) }.data, im2colConvolution(x, w)), 1e-5)
+        cache.removeAll()
+    }
+
+    /// The im2col result of the 3×3 padding-1 convolution.
+    private func im2colConvolution(_ x: Tensor, _ w: Tensor) -> [Float] {
+        let saved = ConvAlgorithmSelection.forced
+        defer { ConvAlgorithmSelection.forced = saved }
+        ConvAlgorithmSelection.forced = .im2col
+        return withNoGrad { conv2d(x, weight: w, padding: 1) }.data
+    }
+
     func testSelectionRuleDependsOnShapeOnly() {
         ConvAlgorithmSelection.forced = nil
         let small = ConvGeometry(channels: 1, height: 64, width: 64, kernelH: 3, kernelW: 3, stride: 1, padding: 1)
