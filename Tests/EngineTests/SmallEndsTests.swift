@@ -8,12 +8,6 @@ final class SmallEndsTests: XCTestCase {
     override func setUp() { GradMode.isEnabled = true }
     override func tearDown() { SubPixelSelection.isEnabled = false; SubPixelSelection.minimumHeight = 8; SubPixelSelection.minimumOutChannels = 16 }
 
-    func relativeError(_ a: [Float], _ b: [Float]) -> Double {
-        var diff = 0.0, norm = 0.0
-        for i in 0..<a.count { diff += Double(a[i] - b[i]) * Double(a[i] - b[i]); norm += Double(b[i]) * Double(b[i]) }
-        return (diff / max(norm, 1e-300)).squareRoot()
-    }
-
     /// Reference transposed convolution by its definition (every input pixel scatters the kernel).
     func directTransposed(_ x: Tensor, _ w: Tensor, stride s: Int, padding p: Int) -> [Float] {
         let n = x.shape[0], c = x.shape[1], h = x.shape[2], wd = x.shape[3], oc = w.shape[1], k = w.shape[2]

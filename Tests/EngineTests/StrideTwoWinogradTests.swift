@@ -54,14 +54,6 @@ final class StrideTwoWinogradTests: XCTestCase {
         return out
     }
 
-    func relativeError(_ a: [Float], _ b: [Double]) -> Double {
-        var diff = 0.0, norm = 0.0
-        for i in 0..<a.count { diff += (Double(a[i]) - b[i]) * (Double(a[i]) - b[i]); norm += b[i] * b[i] }
-        return (diff / max(norm, 1e-300)).squareRoot()
-    }
-
-    func relativeError(_ a: [Float], _ b: [Float]) -> Double { relativeError(a, b.map(Double.init)) }
-
     // Shapes (n, c, oc, h, w): whole and partial tiles, a 1×1 output, rows of 8 tiles (the
     // phase-split input copy) for m = 2, 3 and 4, and tasks spanning images.
     static let convShapes: [(Int, Int, Int, Int, Int)] = [

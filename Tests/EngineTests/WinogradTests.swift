@@ -35,14 +35,6 @@ final class WinogradTests: XCTestCase {
         return out
     }
 
-    func relativeError(_ a: [Float], _ b: [Double]) -> Double {
-        var diff = 0.0, norm = 0.0
-        for i in 0..<a.count { diff += (Double(a[i]) - b[i]) * (Double(a[i]) - b[i]); norm += b[i] * b[i] }
-        return (diff / max(norm, 1e-300)).squareRoot()
-    }
-
-    func relativeError(_ a: [Float], _ b: [Float]) -> Double { relativeError(a, b.map(Double.init)) }
-
     func testForwardMatchesDirectConvolutionForEveryTile() {
         // Sizes that are and are not multiples of the tiles, paddings 0–2, tasks spanning images.
         let cases: [(n: Int, c: Int, oc: Int, h: Int, w: Int, p: Int)] = [

@@ -51,15 +51,7 @@ final class DICOMReaderTests: XCTestCase {
     /// private tags before the pixels) and a 3-frame file with an undefined-length sequence before
     /// the pixel data and an element after it.
     func testDeflatedPixelDataInATemporaryFileReadsAsInMemory() throws {
-        var b = DICOMBuilder.explicitLE()
-        b.text(0x0008, 0x0060, "CS", "CT")
-        b.add(0x0008, 0x1140, "SQ", [], length: 0xFFFF_FFFF)
-        b.body += [0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]
-        b.text(0x0008, 0x1150, "UI", "1.2.3")
-        b.body += [0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]
-        b.grayImage(rows: 6, cols: 5, signed: true, frames: 3)
-        b.pixels16((0..<90).map { UInt16(bitPattern: Int16($0 * 37 - 1500)) })
-        b.add(0xFFFC, 0xFFFC, "OB", [1, 2, 3, 4])
+        let b = DICOMBuilder.sequenceThenThreeFrames(modality: "CT")
         // Raw deflate (PS3.5 §A.5) = the gzip member without its 10-byte header and 8-byte trailer.
         let gzip = try gzipCompress(b.body, path: "made.dcm")
         var meta = b

@@ -38,6 +38,21 @@ struct DICOMBuilder {
     static func implicitLE() -> DICOMBuilder { DICOMBuilder(transferSyntax: "1.2.840.10008.1.2", explicit: false) }
     static func explicitBE() -> DICOMBuilder { DICOMBuilder(transferSyntax: "1.2.840.10008.1.2.2", bigEndian: true) }
 
+    /// Explicit LE: an undefined-length sequence, 3 signed 16-bit frames of 6×5 (values 37·i − 1500)
+    /// and an element after the pixel data — the layout that tripped the deflated data-set walk.
+    static func sequenceThenThreeFrames(modality: String? = nil) -> DICOMBuilder {
+        var b = DICOMBuilder.explicitLE()
+        if let modality { b.text(0x0008, 0x0060, "CS", modality) }
+        b.add(0x0008, 0x1140, "SQ", [], length: 0xFFFF_FFFF)
+        b.body += [0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]
+        b.text(0x0008, 0x1150, "UI", "1.2.3")
+        b.body += [0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]
+        b.grayImage(rows: 6, cols: 5, signed: true, frames: 3)
+        b.pixels16((0..<90).map { UInt16(bitPattern: Int16($0 * 37 - 1500)) })
+        b.add(0xFFFC, 0xFFFC, "OB", [1, 2, 3, 4])
+        return b
+    }
+
     func u16(_ v: UInt16) -> [UInt8] { bigEndian ? [UInt8(v >> 8), UInt8(v & 0xFF)] : [UInt8(v & 0xFF), UInt8(v >> 8)] }
     func u32(_ v: UInt32) -> [UInt8] { bigEndian ? u16(UInt16(v >> 16)) + u16(UInt16(v & 0xFFFF)) : u16(UInt16(v & 0xFFFF)) + u16(UInt16(v >> 16)) }
 

@@ -118,15 +118,7 @@ final class ReaderFuzzTests: XCTestCase {
             }
             bodies.append(Array(bytes[end...]))
         }
-        var b = DICOMBuilder.explicitLE()
-        b.add(0x0008, 0x1140, "SQ", [], length: 0xFFFF_FFFF)
-        b.body += [0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]
-        b.text(0x0008, 0x1150, "UI", "1.2.3")
-        b.body += [0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]
-        b.grayImage(rows: 6, cols: 5, signed: true, frames: 3)
-        b.pixels16((0..<90).map { UInt16(bitPattern: Int16($0 * 37 - 1500)) })
-        b.add(0xFFFC, 0xFFFC, "OB", [1, 2, 3, 4])
-        bodies.append(b.body)
+        bodies.append(DICOMBuilder.sequenceThenThreeFrames().body)
         var meta = DICOMBuilder.explicitLE()
         meta.transferSyntax = TransferSyntax.deflatedUID
         let header = meta.build()

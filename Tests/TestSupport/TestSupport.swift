@@ -115,3 +115,12 @@ public func assertThrows(_ expression: @autoclosure () throws -> Any, containing
         XCTAssert("\($0)".contains(text), "error '\($0)' does not mention '\(text)'", file: file, line: line)
     }
 }
+
+/// ‖a − b‖ / ‖b‖ in double precision: the error measure of the convolution-algorithm tests.
+public func relativeError(_ a: [Float], _ b: [Double]) -> Double {
+    var diff = 0.0, norm = 0.0
+    for i in 0..<a.count { diff += (Double(a[i]) - b[i]) * (Double(a[i]) - b[i]); norm += b[i] * b[i] }
+    return (diff / max(norm, 1e-300)).squareRoot()
+}
+
+public func relativeError(_ a: [Float], _ b: [Float]) -> Double { relativeError(a, b.map(Double.init)) }
