@@ -58,6 +58,9 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
     public var augmentShift = 0
     /// Multiplier of the schedule's signal-to-noise ratio at every step (see `NoiseSchedule`); 1 = unshifted.
     public var snrShift: Double = 1
+    /// Cosine learning-rate decay to 0 at this step (Loshchilov & Hutter 2017, without restarts),
+    /// after the warm-up; 0 = constant rate.
+    public var cosineDecaySteps = 0
 
     /// The noise schedule these options train and sample with.
     public var noiseSchedule: NoiseSchedule { NoiseSchedule(kind: schedule, steps: timesteps, snrShift: snrShift) }
@@ -75,7 +78,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case learningRate, weightDecay, schedule, timesteps, target, labelDropout, emaDecay
         case lossWeighting, minSNRGamma, warmupSteps, gradientClipNorm, zeroInitialization, classEmbeddingScale
-        case augmentFlips, augmentShift, snrShift
+        case augmentFlips, augmentShift, snrShift, cosineDecaySteps
     }
 
     public init(from decoder: Decoder) throws {
@@ -97,6 +100,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
         augmentFlips = try c.decodeIfPresent(Bool.self, forKey: .augmentFlips) ?? old.augmentFlips
         augmentShift = try c.decodeIfPresent(Int.self, forKey: .augmentShift) ?? old.augmentShift
         snrShift = try c.decodeIfPresent(Double.self, forKey: .snrShift) ?? old.snrShift
+        cosineDecaySteps = try c.decodeIfPresent(Int.self, forKey: .cosineDecaySteps) ?? old.cosineDecaySteps
     }
 
     public func validate() throws {
@@ -110,6 +114,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
         guard emaDecay >= 0, emaDecay < 1 else { throw MedSynthError("--ema-decay must be in [0, 1), got \(emaDecay)") }
         guard (0...1).contains(labelDropout) else { throw MedSynthError("--label-dropout must be in [0, 1], got \(labelDropout)") }
         guard snrShift.isFinite, (1e-3...1e3).contains(snrShift) else { throw MedSynthError("--snr-shift must be in [0.001, 1000], got \(snrShift)") }
+        guard cosineDecaySteps >= 0 else { throw MedSynthError("cosine decay steps must be ≥ 0 (0 = constant rate), got \(cosineDecaySteps)") }
         guard augmentShift >= 0, augmentShift <= 16 else { throw MedSynthError("--augment-shift must be 0...16 pixels, got \(augmentShift)") }
     }
 }
@@ -207,15 +212,25 @@ public final class DiffusionTrainer {
         return Tensor(shape: x.shape, data: out)
     }
 
+    /// The rate of the update made at optimizer step `step` (0-based): linear warm-up, then constant
+    /// or a cosine decay that reaches 0 at `cosineDecaySteps`.
+    public func learningRate(atStep step: Int) -> Float {
+        var rate = options.learningRate
+        if options.warmupSteps > 0 { rate *= min(1, Float(step + 1) / Float(options.warmupSteps)) }
+        if options.cosineDecaySteps > 0 {
+            let progress = min(1, Double(step) / Double(options.cosineDecaySteps))
+            rate *= Float(0.5 * (1 + cos(Double.pi * progress)))
+        }
+        return rate
+    }
+
     /// One AdamW step (warm-up learning rate, clipped gradients); returns the loss.
     public func step(x0: Tensor, labels: [Int]?, stream: inout RandomStream) -> Float {
         model.zeroGrad()
         let l = loss(x0: x0, labels: labels, stream: &stream)
         l.backward()
         clipGradients()
-        if options.warmupSteps > 0 {
-            optimizer.learningRate = options.learningRate * min(1, Float(optimizer.step + 1) / Float(options.warmupSteps))
-        }
+        optimizer.learningRate = learningRate(atStep: optimizer.step)
         optimizer.update()
         ema.update(from: model, step: optimizer.step)
         return l.scalar

@@ -25,6 +25,11 @@ public struct LatentDiffusionConfig: Codable, Equatable {
     public var autoencoder: VAEConfig
     /// Multiplies the VAE's latents before diffusion (1 / their standard deviation).
     public var latentScale: Float
+    /// Per-channel normalisation (`--latent-normalisation channel`): diffusion runs on
+    /// (z_c − shift_c) · scale_c, each channel with mean 0 and std 1 over the training latents.
+    /// nil: every channel is multiplied by `latentScale` (models saved before this option).
+    public var latentChannelShift: [Float]? = nil
+    public var latentChannelScale: [Float]? = nil
     /// FNV-1a 64 of the autoencoder's weights, so a resumed run refuses another VAE.
     public var autoencoderID: String
     public var encoding: LatentEncoding
@@ -38,7 +43,62 @@ public struct LatentDiffusionConfig: Codable, Equatable {
             throw MedSynthError("latent U-Net is \(unet.channels)×\(unet.imageSize)² but the VAE's latents are \(autoencoder.latentChannels)×\(autoencoder.latentSize)²")
         }
         guard latentScale.isFinite, latentScale > 0 else { throw MedSynthError("latent scale \(latentScale) must be a positive number") }
+        guard (latentChannelShift == nil) == (latentChannelScale == nil) else {
+            throw MedSynthError("latent channel normalisation needs both a shift and a scale per channel")
+        }
+        if let shift = latentChannelShift, let scale = latentChannelScale {
+            guard shift.count == autoencoder.latentChannels, scale.count == autoencoder.latentChannels else {
+                throw MedSynthError("latent channel normalisation has \(shift.count) shifts and \(scale.count) scales for \(autoencoder.latentChannels) latent channels")
+            }
+            guard shift.allSatisfy(\.isFinite), scale.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+                throw MedSynthError("latent channel normalisation: shifts must be finite and scales positive")
+            }
+        }
     }
+
+    /// Diffusion-space latents of VAE latents laid out N×C×h×w.
+    func normalise(_ latents: [Float]) -> [Float] { transform(latents, inverse: false) }
+
+    /// VAE latents of diffusion-space latents (the inverse of `normalise`).
+    func denormalise(_ latents: [Float]) -> [Float] { transform(latents, inverse: true) }
+
+    private func transform(_ latents: [Float], inverse: Bool) -> [Float] {
+        guard let shift = latentChannelShift, let scale = latentChannelScale else {
+            return inverse ? latents.map { $0 / latentScale } : latents.map { $0 * latentScale }
+        }
+        let plane = autoencoder.latentSize * autoencoder.latentSize, channels = shift.count
+        var out = latents
+        for i in out.indices {
+            let c = (i / plane) % channels
+            out[i] = inverse ? out[i] / scale[c] + shift[c] : (out[i] - shift[c]) * scale[c]
+        }
+        return out
+    }
+}
+
+/// How latents are brought to unit scale before diffusion.
+public enum LatentNormalisation: String, Codable, CaseIterable {
+    /// One factor for all channels, 1 / std of all latent values (the latent-diffusion code's `scale_by_std`).
+    case global
+    /// Each channel shifted to mean 0 and scaled to std 1 over the training latents.
+    case channel
+}
+
+/// Per-channel mean and 1 / std of latents laid out N×C×h×w.
+func latentChannelStatistics(_ latents: [Float], channels: Int, plane: Int) -> (shift: [Float], scale: [Float]) {
+    var sums = [Double](repeating: 0, count: channels), squares = sums, counts = sums
+    for i in latents.indices {
+        let c = (i / plane) % channels, v = Double(latents[i])
+        sums[c] += v; squares[c] += v * v; counts[c] += 1
+    }
+    var shift = [Float](repeating: 0, count: channels), scale = [Float](repeating: 1, count: channels)
+    for c in 0..<channels where counts[c] > 1 {
+        let mean = sums[c] / counts[c]
+        let variance = max(0, (squares[c] - counts[c] * mean * mean) / (counts[c] - 1))
+        shift[c] = Float(mean)
+        scale[c] = variance > 0 ? Float(1 / variance.squareRoot()) : 1
+    }
+    return (shift, scale)
 }
 
 extension LatentDiffusionConfig: ModelConfig {
@@ -90,12 +150,12 @@ public final class LatentDiffusionModel {
 
     /// Scaled latents (posterior means × scale) of images N×C×H×W.
     public func encode(_ images: [Float], count: Int) -> [Float] {
-        vae.posteriorMeans(images, count: count).map { $0 * config.latentScale }
+        config.normalise(vae.posteriorMeans(images, count: count))
     }
 
     /// Images in [−1, 1] decoded from scaled latents.
     public func decode(_ latents: [Float], count: Int) -> [Float] {
-        vae.decodeImages(latents.map { $0 / config.latentScale }, count: count)
+        vae.decodeImages(config.denormalise(latents), count: count)
     }
 
     /// Images for `indices` (sample i's noise from seed.split(i)), decoded from sampled latents.
@@ -181,7 +241,7 @@ public final class LatentDiffusionTrainer {
             noise = draws
         }
         let z = withNoGrad { diagonalGaussianSample(Tensor(shape: [n, 2 * latentShape[0], latentShape[1], latentShape[2]], data: moments), noise: noise) }
-        return Tensor(shape: z.shape, data: z.data.map { $0 * config.latentScale })
+        return Tensor(shape: z.shape, data: config.normalise(z.data))
     }
 
     public func samplingModel() -> LatentDiffusionModel {
@@ -206,13 +266,20 @@ extension LatentDiffusionTrainer: ModelTrainer {
                               classNames: request.conditional ? dataset.classNames : [])
         // Attention at half the latent side (8 px for a 16 px latent: 64 tokens, as UNet-S at 64 px).
         unet.attentionResolutions = [max(1, ae.latentSize / 2)]
-        return LatentDiffusionConfig(unet: unet, autoencoder: ae, latentScale: scale, autoencoderID: autoencoderIdentifier(vae),
-                                     encoding: .mean, classNames: unet.classNames)
+        var config = LatentDiffusionConfig(unet: unet, autoencoder: ae, latentScale: scale, autoencoderID: autoencoderIdentifier(vae),
+                                           encoding: .mean, classNames: unet.classNames)
+        if request.latentNormalisation == .channel {
+            let count = min(latentScaleSampleLimit, dataset.count)
+            let images = try (0..<count).flatMap { try dataset.tensorData(at: $0 * dataset.count / count) }
+            let means = vae.posteriorMeans(images, count: count)
+            (config.latentChannelShift, config.latentChannelScale) = latentChannelStatistics(means, channels: ae.latentChannels, plane: ae.latentSize * ae.latentSize)
+        }
+        return config
     }
 
     public var summary: String {
         let ae = config.autoencoder
-        return "latent U-Net \(diffusion.model.parameterCount) parameters on \(ae.latentShape.map(String.init).joined(separator: "×")) latents (scale \(config.latentScale), \(config.encoding.rawValue) latents\(posteriorSpread.map { String(format: "; posterior σ %.3f of the latents' std", $0) } ?? ""))"
+        return "latent U-Net \(diffusion.model.parameterCount) parameters on \(ae.latentShape.map(String.init).joined(separator: "×")) latents (\(config.latentChannelScale.map { "per-channel scales " + $0.map { String(format: "%.3f", $0) }.joined(separator: "/") } ?? "scale \(config.latentScale)"), \(config.encoding.rawValue) latents\(posteriorSpread.map { String(format: "; posterior σ %.3f of the latents' std", $0) } ?? ""))"
     }
 
     public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {
@@ -230,9 +297,11 @@ extension LatentDiffusionTrainer: ModelTrainer {
             let image = try dataset.tensorData(at: k * dataset.count / count)
             let shape = [1, config.autoencoder.channels, config.autoencoder.imageSize, config.autoencoder.imageSize]
             let moments = withNoGrad { vae.encode(Tensor(shape: shape, data: image)) }.data
+            let plane = config.autoencoder.latentSize * config.autoencoder.latentSize
             for j in latentPer..<2 * latentPer {
                 let lv = min(max(moments[j], posteriorLogVarianceRange.lowerBound), posteriorLogVarianceRange.upperBound)
-                spread += Double(Foundation.exp(0.5 * lv) * config.latentScale)
+                let scale = config.latentChannelScale?[(j - latentPer) / plane] ?? config.latentScale
+                spread += Double(Foundation.exp(0.5 * lv) * scale)
             }
         }
         posteriorSpread = spread / Double(count * latentPer)

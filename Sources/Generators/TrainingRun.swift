@@ -105,6 +105,8 @@ public struct TrainingRequest: Codable, Equatable {
     public var downsamplingFactor: Int? = nil
     /// Latent diffusion: the VAE model file or run folder whose latents the U-Net learns.
     public var autoencoder: String? = nil
+    /// Latent diffusion: one scale for all latent channels (nil, the default) or a shift and scale per channel.
+    public var latentNormalisation: LatentNormalisation? = nil
     public init(data: String) { self.data = data }
 }
 

@@ -64,6 +64,7 @@ extension ProgressStyle: ExpressibleByArgument {}
 extension SamplerKind: ExpressibleByArgument {}
 extension TimestepSpacing: ExpressibleByArgument {}
 extension FinalAlphaBar: ExpressibleByArgument {}
+extension LatentNormalisation: ExpressibleByArgument {}
 extension GANLoss: ExpressibleByArgument {}
 extension GANUpsampling: ExpressibleByArgument {}
 extension PredictionTarget: ExpressibleByArgument {}

@@ -35,6 +35,8 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "Augment with random shifts of up to this many pixels (default 0 = off).") var augmentShift: Int?
     @Option(help: "Multiply the noise schedule's signal-to-noise ratio at every step by this factor (Hoogeboom et al. 2023's shifted schedule; default 1; > 1 = less noise, for low-resolution inputs such as latents).")
     var snrShift: Double?
+    @Option(help: "Learning-rate schedule after the warm-up: 'constant' (default) or 'cosine' (Loshchilov & Hutter 2017: decays to 0 at the --steps the run started with; a resumed run keeps its saved schedule).")
+    var lrSchedule: LearningRateSchedule?
     @Option(help: "Probability of training a sample with the null label (classifier-free guidance).") var labelDropout: Float = 0.1
     @Option(help: "DDIM steps for the sample grids.") var gridSteps: Int = 25
     @Option(help: "After training, print the x0 error per timestep against the exact optimal denoiser of the training set and the corner mean of this many samples per class (0 = no report).")
@@ -43,6 +45,10 @@ struct TrainDiffusion: ParsableCommand {
     var reportSpacings: String?
     @Option(help: "With --report: folder for the report's samples.") var reportOut: String?
     @Option(help: "Latent diffusion: a VAE run folder or model file; the U-Net learns its (scaled) latents and the saved model embeds it.") var autoencoder: String?
+    @Option(help: "Latent diffusion: 'global' (one scale for all latent channels, 1/std of all values) or 'channel' (each channel shifted and scaled to mean 0, std 1 over the training latents). Default global.")
+    var latentNormalisation: LatentNormalisation?
+
+    enum LearningRateSchedule: String, ExpressibleByArgument { case constant, cosine }
 
     func run() throws {
         var options = legacyRecipe ? DiffusionTrainingOptions.legacy : DiffusionTrainingOptions()
@@ -59,10 +65,15 @@ struct TrainDiffusion: ParsableCommand {
         if augmentFlips { options.augmentFlips = true }
         if let augmentShift { options.augmentShift = augmentShift }
         if let snrShift { options.snrShift = snrShift }
+        if lrSchedule == .cosine { options.cosineDecaySteps = common.steps }
         options.labelDropout = labelDropout
         try options.validate()
         var request = common.request()
         request.autoencoder = autoencoder
+        if let latentNormalisation {
+            guard autoencoder != nil else { throw ValidationError("--latent-normalisation needs --autoencoder") }
+            request.latentNormalisation = latentNormalisation
+        }
         var trained: TrainingRunResult? = nil
         try common.train { _, out, resume, progress in
             trained = try trainDiffusion(request, options: options, out: out, resume: resume, progress: progress, gridSteps: gridSteps)

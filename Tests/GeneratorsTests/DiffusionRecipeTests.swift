@@ -117,6 +117,31 @@ final class DiffusionRecipeTests: XCTestCase {
         XCTAssertEqual(trainer.optimizer.learningRate, options.learningRate)
     }
 
+    func testCosineLearningRateDecayFollowsLoshchilovAndHutterAfterTheWarmUp() throws {
+        var options = DiffusionTrainingOptions()
+        options.warmupSteps = 10
+        options.cosineDecaySteps = 110
+        let trainer = DiffusionTrainer(config: UNetConfig(imageSize: 16, baseWidth: 8, attentionResolutions: [2]), options: options, seed: 1)
+        let peak = options.learningRate
+        XCTAssertEqual(trainer.learningRate(atStep: 0), peak / 10 * Float(0.5 * (1 + cos(Double.pi * 0 / 110))), accuracy: 1e-9)
+        XCTAssertEqual(trainer.learningRate(atStep: 55), peak / 2, accuracy: 1e-7, "half way the cosine is at half the peak")
+        XCTAssertEqual(trainer.learningRate(atStep: 110), 0, accuracy: 1e-9)
+        XCTAssertEqual(trainer.learningRate(atStep: 500), 0, accuracy: 1e-9, "past the end the rate stays at 0")
+        for step in 10..<110 { XCTAssertLessThan(trainer.learningRate(atStep: step + 1), trainer.learningRate(atStep: step)) }
+        // The update actually uses it.
+        var stream = RandomStream(seed: 5)
+        let x0 = Tensor(shape: [2, 1, 16, 16], data: tinyImages()[0] + tinyImages()[2])
+        for _ in 0..<3 { _ = trainer.step(x0: x0, labels: nil, stream: &stream) }
+        XCTAssertEqual(trainer.optimizer.learningRate, trainer.learningRate(atStep: 2))
+        // Runs saved before the option decode to a constant rate.
+        var saved = try JSONSerialization.jsonObject(with: JSONEncoder().encode(options)) as! [String: Any]
+        saved.removeValue(forKey: "cosineDecaySteps")
+        let old = try JSONDecoder().decode(DiffusionTrainingOptions.self, from: JSONSerialization.data(withJSONObject: saved))
+        XCTAssertEqual(old.cosineDecaySteps, 0)
+        options.cosineDecaySteps = -1
+        XCTAssertThrowsError(try options.validate())
+    }
+
     func testFlipAndShiftAugmentationMovesPixelsOnly() {
         var options = DiffusionTrainingOptions()
         options.augmentFlips = true

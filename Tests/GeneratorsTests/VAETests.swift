@@ -330,6 +330,49 @@ final class LatentDiffusionTests: XCTestCase {
         XCTAssert(FileManager.default.fileExists(atPath: root.appendingPathComponent("recon/dark/dark_03.png").path))
     }
 
+    func testChannelNormalisedLatentsHaveZeroMeanUnitStdPerChannelAndDecodeBack() throws {
+        let vaeRun = try trainTinyVAE()
+        let run = root.appendingPathComponent("ldm-channel")
+        var request = latentRequest(steps: 2, autoencoder: vaeRun)
+        request.latentNormalisation = .channel
+        try trainDiffusion(request, out: run, resume: false, progress: .none, gridSteps: 2)
+        guard case .latentDiffusion(let model) = try loadModel(from: RunFolder(run).model) else { return XCTFail("not latent") }
+        let shift = try XCTUnwrap(model.config.latentChannelShift), scale = try XCTUnwrap(model.config.latentChannelScale)
+        XCTAssertEqual(shift.count, 4)
+        // The 12 training images (all of them measured): each channel at mean 0, std 1 in diffusion space.
+        let dataset = try ImageFolderDataset(root: root.appendingPathComponent("data"), imageSize: 16, channels: 1)
+        let images = try (0..<dataset.count).flatMap { try dataset.tensorData(at: $0) }
+        let z = model.encode(images, count: dataset.count)
+        let plane = model.config.autoencoder.latentSize * model.config.autoencoder.latentSize
+        for c in 0..<4 {
+            var values: [Double] = []
+            for n in 0..<dataset.count { for p in 0..<plane { values.append(Double(z[(n * 4 + c) * plane + p])) } }
+            let mean: Double = values.reduce(0, +) / Double(values.count)
+            var squares = 0.0
+            for v in values { squares += (v - mean) * (v - mean) }
+            let std = (squares / Double(values.count - 1)).squareRoot()
+            XCTAssertEqual(mean, 0, accuracy: 1e-4, "channel \(c)")
+            XCTAssertEqual(std, 1, accuracy: 1e-3, "channel \(c)")
+        }
+        // Decoding inverts the normalisation: the same pixels as decoding the raw posterior means.
+        let raw = model.vae.decodeImages(model.vae.posteriorMeans(images, count: dataset.count), count: dataset.count)
+        let viaDiffusionSpace = model.decode(z, count: dataset.count)
+        XCTAssertLessThan(relativeError(viaDiffusionSpace, raw), 1e-4)
+        // Both arrays or none, one entry per latent channel, positive scales.
+        var broken = model.config
+        broken.latentChannelScale = Array(scale.prefix(3))
+        XCTAssertThrowsError(try broken.validate())
+        broken.latentChannelScale = scale.map { -$0 }
+        XCTAssertThrowsError(try broken.validate())
+        broken.latentChannelScale = nil
+        XCTAssertThrowsError(try broken.validate())
+        // A config saved before the option has neither and normalises with the global scale.
+        broken.latentChannelShift = nil
+        let old = try JSONDecoder().decode(LatentDiffusionConfig.self, from: JSONEncoder().encode(broken))
+        XCTAssertNil(old.latentChannelShift)
+        XCTAssertEqual(old.normalise([2]), [2 * old.latentScale])
+    }
+
     func testLatentDiffusionRefusesAMismatchedOrMissingAutoencoder() throws {
         let vaeRun = try trainTinyVAE(steps: 2)
         var wrongSize = latentRequest(steps: 2, autoencoder: vaeRun)

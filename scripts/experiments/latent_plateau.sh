@@ -5,7 +5,10 @@
 # (diffusion_eval.sh checkpoints: 80 healthy DPM-Solver++ 20 samples vs the 80 even real slices).
 #   bash scripts/experiments/latent_plateau.sh VARIANT [STEPS]
 # VARIANT: default | lr3e-4 | linear | epsilon | snr4 | snr16 | width32 | decoder-noise
-#          | scale-equivariance | kl1e-3 | kl1e-2
+#          | scale-equivariance | kl1e-3 | kl1e-2 | channel | cosine
+#          | v-uniform | gamma20
+# channel: --latent-normalisation channel (each latent channel to mean 0, std 1); cosine: --lr-schedule
+# cosine (the rate decays to 0 at STEPS, so only the last checkpoint has the finished schedule). Session 5.
 # The last three first fine-tune the shipped VAE for 600 steps on the even half (--init-from) with
 # the scale-equivariance term (Skorokhodov et al. 2025) or a larger KL weight, then train on it.
 # decoder-noise trains nothing: it decodes the odd half's latents with noise of 0.1 and 0.3 latent
@@ -42,6 +45,10 @@ case "$variant" in
     epsilon) extra=(--target epsilon --loss-weighting uniform) ;;
     snr4) extra=(--snr-shift 4) ;;
     snr16) extra=(--snr-shift 16) ;;
+    channel) extra=(--latent-normalisation channel) ;;
+    cosine) extra=(--lr-schedule cosine) ;;
+    v-uniform) extra=(--loss-weighting uniform) ;;   # plain v-MSE: x0 weight SNR + 1, more weight on low noise
+    gamma20) extra=(--min-snr-gamma 20) ;;
     width32) ;;
     scale-equivariance) finetune se --scale-equivariance 1 ;;
     kl1e-3) finetune kl1e-3 --kl-weight 1e-3 ;;
