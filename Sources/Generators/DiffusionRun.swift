@@ -25,8 +25,9 @@ extension DiffusionTrainer: ModelTrainer {
         var config = UNetConfig(imageSize: request.imageSize, channels: request.channels, baseWidth: request.width ?? 32,
                                 numClasses: request.conditional ? dataset.classNames.count : 0,
                                 classNames: request.conditional ? dataset.classNames : [])
+        if let multipliers = request.channelMultipliers { config.channelMultipliers = multipliers }
         // Attention at the coarsest level (8 px for 64 px images), as UNet-S.
-        config.attentionResolutions = [request.imageSize >> (config.channelMultipliers.count - 1)]
+        config.attentionResolutions = request.attentionResolutions ?? [request.imageSize >> (config.channelMultipliers.count - 1)]
         return config
     }
 

@@ -264,8 +264,9 @@ extension LatentDiffusionTrainer: ModelTrainer {
         var unet = UNetConfig(imageSize: ae.latentSize, channels: ae.latentChannels, baseWidth: request.width ?? 32,
                               numClasses: request.conditional ? dataset.classNames.count : 0,
                               classNames: request.conditional ? dataset.classNames : [])
+        if let multipliers = request.channelMultipliers { unet.channelMultipliers = multipliers }
         // Attention at half the latent side (8 px for a 16 px latent: 64 tokens, as UNet-S at 64 px).
-        unet.attentionResolutions = [max(1, ae.latentSize / 2)]
+        unet.attentionResolutions = request.attentionResolutions ?? [max(1, ae.latentSize / 2)]
         var config = LatentDiffusionConfig(unet: unet, autoencoder: ae, latentScale: scale, autoencoderID: autoencoderIdentifier(vae),
                                            encoding: .mean, classNames: unet.classNames)
         if request.latentNormalisation == .channel {

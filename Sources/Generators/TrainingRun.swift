@@ -107,6 +107,10 @@ public struct TrainingRequest: Codable, Equatable {
     public var autoencoder: String? = nil
     /// Latent diffusion: one scale for all latent channels (nil, the default) or a shift and scale per channel.
     public var latentNormalisation: LatentNormalisation? = nil
+    /// U-Net: width multiplier of each level (one level per entry, each after the first halves the
+    /// side) and the sides whose levels get self-attention; nil = the defaults (1,2,4,4; the coarsest level).
+    public var channelMultipliers: [Int]? = nil
+    public var attentionResolutions: [Int]? = nil
     public init(data: String) { self.data = data }
 }
 

@@ -35,6 +35,10 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "Augment with random shifts of up to this many pixels (default 0 = off).") var augmentShift: Int?
     @Option(help: "Multiply the noise schedule's signal-to-noise ratio at every step by this factor (Hoogeboom et al. 2023's shifted schedule; default 1; > 1 = less noise, for low-resolution inputs such as latents).")
     var snrShift: Double?
+    @Option(help: "U-Net width multiplier per level, comma-separated (default 1,2,4,4: four levels, each after the first at half the side).")
+    var channelMultipliers: String?
+    @Option(help: "Image (or latent) sides whose U-Net levels get self-attention, comma-separated (default: the coarsest level for pixel models, half the latent side for latent models).")
+    var attentionResolutions: String?
     @Option(help: "Learning-rate schedule after the warm-up: 'constant' (default) or 'cosine' (Loshchilov & Hutter 2017: decays to 0 at the --steps the run started with; a resumed run keeps its saved schedule).")
     var lrSchedule: LearningRateSchedule?
     @Option(help: "Probability of training a sample with the null label (classifier-free guidance).") var labelDropout: Float = 0.1
@@ -49,6 +53,12 @@ struct TrainDiffusion: ParsableCommand {
     var latentNormalisation: LatentNormalisation?
 
     enum LearningRateSchedule: String, ExpressibleByArgument { case constant, cosine }
+
+    func parseIntegerList(_ text: String, option: String) throws -> [Int] {
+        let values = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else { throw ValidationError("\(option): expected comma-separated integers, got '\(text)'") }
+        return values.map { $0! }
+    }
 
     func run() throws {
         var options = legacyRecipe ? DiffusionTrainingOptions.legacy : DiffusionTrainingOptions()
@@ -70,6 +80,8 @@ struct TrainDiffusion: ParsableCommand {
         try options.validate()
         var request = common.request()
         request.autoencoder = autoencoder
+        request.channelMultipliers = try channelMultipliers.map { try parseIntegerList($0, option: "--channel-multipliers") }
+        request.attentionResolutions = try attentionResolutions.map { try parseIntegerList($0, option: "--attention-resolutions") }
         if let latentNormalisation {
             guard autoencoder != nil else { throw ValidationError("--latent-normalisation needs --autoencoder") }
             request.latentNormalisation = latentNormalisation

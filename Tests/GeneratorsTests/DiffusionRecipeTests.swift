@@ -4,6 +4,8 @@ import Foundation
 @testable import Engine
 @testable import Layers
 @testable import Generators
+@testable import Imaging
+import TestSupport
 
 /// Issue 12: the training recipe's pieces, and a tiny end-to-end run held to the exact optimal
 /// denoiser of its training set.
@@ -140,6 +142,34 @@ final class DiffusionRecipeTests: XCTestCase {
         XCTAssertEqual(old.cosineDecaySteps, 0)
         options.cosineDecaySteps = -1
         XCTAssertThrowsError(try options.validate())
+    }
+
+    func testChannelMultipliersAndAttentionResolutionsReachTheUNetAndOldRequestsDecode() throws {
+        let root = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: root) }
+        try makeToyDataset(in: root, perClass: 2, size: 16)
+        let dataset = try ImageFolderDataset(root: root, imageSize: 16, channels: 1)
+        var request = TrainingRequest(data: root.path)
+        request.imageSize = 16; request.width = 8
+        XCTAssertEqual(try DiffusionTrainer.makeConfig(request: request, dataset: dataset).attentionResolutions, [2], "default: the coarsest level")
+        request.channelMultipliers = [1, 2]
+        var config = try DiffusionTrainer.makeConfig(request: request, dataset: dataset)
+        XCTAssertEqual(config.channelMultipliers, [1, 2])
+        XCTAssertEqual(config.attentionResolutions, [8], "default attention follows the coarsest level of the given multipliers")
+        request.attentionResolutions = [16, 8]
+        config = try DiffusionTrainer.makeConfig(request: request, dataset: dataset)
+        XCTAssertEqual(config.attentionResolutions, [16, 8])
+        var stream = RandomStream(seed: 1)
+        let unet = UNet(config, stream: &stream)
+        XCTAssertEqual(unet.namedTensors().filter { $0.name.contains("attn") && $0.name.hasSuffix("qkv.weight") }.count, 2 + 2,
+                       "one attention block per down and per up level at 16 and 8 px")
+        // Requests saved before the options existed decode to the defaults.
+        var saved = try JSONSerialization.jsonObject(with: JSONEncoder().encode(TrainingRequest(data: "d"))) as! [String: Any]
+        XCTAssertNil(saved["channelMultipliers"])
+        saved.removeValue(forKey: "latentNormalisation")
+        let old = try JSONDecoder().decode(TrainingRequest.self, from: JSONSerialization.data(withJSONObject: saved))
+        XCTAssertNil(old.channelMultipliers)
+        XCTAssertNil(old.latentNormalisation)
     }
 
     func testFlipAndShiftAugmentationMovesPixelsOnly() {

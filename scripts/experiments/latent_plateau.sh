@@ -6,7 +6,9 @@
 #   bash scripts/experiments/latent_plateau.sh VARIANT [STEPS]
 # VARIANT: default | lr3e-4 | linear | epsilon | snr4 | snr16 | width32 | decoder-noise
 #          | scale-equivariance | kl1e-3 | kl1e-2 | channel | cosine
-#          | v-uniform | gamma20
+#          | v-uniform | gamma20 | levels3 | levels2
+# levels3: --channel-multipliers 1,2,2 (16, 8, 4 px; the default 1,2,4,4 goes down to 2 px);
+# levels2: --channel-multipliers 2,4 (32 and 64 channels at 16 and 8 px, as UNet-S base 16 at those sides).
 # channel: --latent-normalisation channel (each latent channel to mean 0, std 1); cosine: --lr-schedule
 # cosine (the rate decays to 0 at STEPS, so only the last checkpoint has the finished schedule). Session 5.
 # The last three first fine-tune the shipped VAE for 600 steps on the even half (--init-from) with
@@ -49,6 +51,8 @@ case "$variant" in
     cosine) extra=(--lr-schedule cosine) ;;
     v-uniform) extra=(--loss-weighting uniform) ;;   # plain v-MSE: x0 weight SNR + 1, more weight on low noise
     gamma20) extra=(--min-snr-gamma 20) ;;
+    levels3) extra=(--channel-multipliers 1,2,2) ;;
+    levels2) extra=(--channel-multipliers 2,4) ;;
     width32) ;;
     scale-equivariance) finetune se --scale-equivariance 1 ;;
     kl1e-3) finetune kl1e-3 --kl-weight 1e-3 ;;
