@@ -9,12 +9,13 @@
 # and with --min-confidence); and all real training images of the rare class (the upper bound).
 # The compositor does not apply: digits have no healthy/lesion structure to composite into.
 #   [DIFFUSION_STEPS=N] bash scripts/experiments/balance_experiment.sh [GAN_STEPS] [SEEDS] [WORK]
+# GAN_STEPS defaults to 6,000 (session 5: rare recall 0.877 against 0.827 after 1,500 steps).
 # GAN_STEPS 0 skips the GAN rows; DIFFUSION_STEPS > 0 adds a conditional diffusion row. Needs numpy and scikit-learn (installed with pip when missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 B=${MEDSYNTH_BIN:-$ROOT/.build/release/medsynth}
-GAN_STEPS=${1:-1500}
+GAN_STEPS=${1:-6000}
 SEEDS=${2:-3}
 WORK=${3:-$ROOT/work/balance-experiment}
 DIFFUSION_STEPS=${DIFFUSION_STEPS:-0}
