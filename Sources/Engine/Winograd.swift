@@ -486,7 +486,16 @@ struct WinogradPlan {
     static func paddedTiles(_ tiles: Int) -> Int { (tiles + 7) / 8 * 8 }
     var maxTilesPerTask: Int { WinogradPlan.paddedTiles(rowsPerTask * tilesW) }
     /// Floats of the per-task input copy.
-    var gatherCount: Int { channels * rowsPerTask * gatherRows * rowStride }
+    var gatherCount: Int { directInput ? 0 : channels * rowsPerTask * gatherRows * rowStride }
+    /// Stride-1 layouts whose tile rows hold whole groups of 8 tiles (m = 2 or 4): the input
+    /// transform reads the NCHW input itself, with the zero padding applied in registers
+    /// (`winogradInputTransformDirect`), instead of a padded, phase-split copy.
+    var directInput: Bool {
+        WinogradPlan.directInputEnabled && phaseSplit && (m == 2 || m == 4) && layout.phases == 1 && layout.step == 1
+            && layout.outputPhases == 1
+    }
+    /// MEDSYNTH_WINOGRAD_DIRECT_INPUT=0 keeps the padded copy everywhere (for measuring; tests compare both).
+    nonisolated(unsafe) static var directInputEnabled = ProcessInfo.processInfo.environment["MEDSYNTH_WINOGRAD_DIRECT_INPUT"] != "0"
     /// Few tasks: run them one by one with every stage split across workers instead.
     var splitsStages: Bool { tasks < 2 * Parallel.workers }
 }
@@ -680,13 +689,19 @@ func splitPhases(_ line: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>,
 struct WinogradTileIndex {
     let input, output: UnsafeMutablePointer<Int>
     let rows, cols: UnsafeMutablePointer<Int>
+    /// Per group of 4 tiles (m = 4, unit column stride): how the output transform stores them:
+    /// `quadScalar` pixel by pixel (a partial or padding tile among them), `quadSpread` one 4-float
+    /// row per tile and output row, `quadRun` one 16-float row for the 4 (side by side in the output).
+    let quads: UnsafeMutablePointer<UInt8>
+    static let quadScalar: UInt8 = 0, quadSpread: UInt8 = 1, quadRun: UInt8 = 2
 
     init(capacity: Int) {
         input = .allocate(capacity: capacity); output = .allocate(capacity: capacity)
         rows = .allocate(capacity: capacity); cols = .allocate(capacity: capacity)
+        quads = .allocate(capacity: (capacity + 3) / 4)
     }
 
-    func deallocate() { input.deallocate(); output.deallocate(); rows.deallocate(); cols.deallocate() }
+    func deallocate() { input.deallocate(); output.deallocate(); rows.deallocate(); cols.deallocate(); quads.deallocate() }
 
     func fill(_ plan: WinogradPlan, rows tileRows: Range<Int>) {
         let layout = plan.layout, m = plan.m
@@ -700,6 +715,14 @@ struct WinogradTileIndex {
             output[t] = img * layout.outImageStride + ti * m * layout.outRowStride + tj * m * layout.outColStride
             rows[t] = min(m, layout.outHeight - ti * m)
             cols[t] = min(m, layout.outWidth - tj * m)
+        }
+        for quad in 0..<WinogradPlan.paddedTiles(tiles) / 4 {
+            let t0 = quad * 4
+            var kind = WinogradTileIndex.quadScalar
+            if m == 4 && layout.outColStride == 1 && t0 + 4 <= tiles && (t0..<t0 + 4).allSatisfy({ isFull($0, m) }) {
+                kind = (1..<4).allSatisfy({ output[t0 + $0] == output[t0] + $0 * m }) ? WinogradTileIndex.quadRun : WinogradTileIndex.quadSpread
+            }
+            quads[quad] = kind
         }
     }
 
@@ -778,6 +801,115 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
     }
 }
 
+/// V[p][c][t] = (Bᵀ d Bᵀᵀ)[p] read straight from the NCHW input `x` (a stride-1 layout whose
+/// tile rows hold whole groups of 8 tiles, `plan.directInput`): for each input row of a group of
+/// 8 tiles the 8m + α − m floats it needs are three 16-float loads, lanes outside the image (the
+/// zero padding) cleared by a mask, and column b of the 8 tiles (pixels b, b + m, …, b + 7m) a
+/// fixed shuffle of them. Rows outside the image are zero. The same values as the padded copy
+/// (`winogradGatherInput`) followed by `winogradInputTransform`, without the copy.
+@inline(__always)
+func winogradInputTransformDirect<K: WinogradKernel>(_ kernel: K.Type, _ x: UnsafePointer<Float>, _ plan: WinogradPlan,
+                                                      rows: Range<Int>, channels: Range<Int>,
+                                                      _ v: UnsafeMutablePointer<Float>, ld: Int, block: UnsafeMutablePointer<WV>) {
+    let alpha = K.alpha, points = K.points, m = K.m, allChannels = plan.channels, layout = plan.layout
+    let height = layout.height, width = layout.width, plane = height * width, pad = -layout.offset
+    let end = x + plan.batch * layout.sourceChannels * plane
+    let zero = WV(repeating: 0)
+    typealias Bits = SIMD16<UInt32>
+    let groups = plan.tilesW / 8
+    // Per group of 8 tiles: which of the 48 columns from col0 = 8m·group − pad lie inside the
+    // image (all-ones bits) and which are padding (zero bits); the masks depend on the group only.
+    let masks = UnsafeMutablePointer<Bits>.allocate(capacity: 3 * groups)
+    defer { masks.deallocate() }
+    for g in 0..<groups {
+        let col0 = g * 8 * m - pad
+        for i in 0..<3 {
+            var bits = Bits(repeating: 0)
+            for k in 0..<16 where col0 + 16 * i + k >= 0 && col0 + 16 * i + k < width { bits[k] = ~0 }
+            masks[3 * g + i] = bits
+        }
+    }
+    /// The three 16-float pieces of input row `ih` from column `col0` on, zero outside the image.
+    @inline(__always) func load(_ src: UnsafePointer<Float>, _ ih: Int, _ col0: Int, _ mask: UnsafePointer<Bits>) -> (WV, WV, WV) {
+        if ih < 0 || ih >= height { return (zero, zero, zero) }
+        let first = src + ih * width + col0
+        if col0 >= 0 && col0 + 48 <= width {
+            return (UnsafeRawPointer(first).loadUnaligned(as: WV.self), UnsafeRawPointer(first + 16).loadUnaligned(as: WV.self),
+                    UnsafeRawPointer(first + 32).loadUnaligned(as: WV.self))
+        }
+        if first >= x && first + 48 <= end {
+            // Neighbouring rows' (or planes') floats are read and cleared bit by bit.
+            let b0 = UnsafeRawPointer(first).loadUnaligned(as: Bits.self) & mask[0]
+            let b1 = UnsafeRawPointer(first + 16).loadUnaligned(as: Bits.self) & mask[1]
+            let b2 = UnsafeRawPointer(first + 32).loadUnaligned(as: Bits.self) & mask[2]
+            return (unsafeBitCast(b0, to: WV.self), unsafeBitCast(b1, to: WV.self), unsafeBitCast(b2, to: WV.self))
+        }
+        // At the very start or end of the tensor: through a zeroed line.
+        return withUnsafeTemporaryAllocation(of: Float.self, capacity: 48) { buffer in
+            let line = buffer.baseAddress!
+            for k in 0..<48 { line[k] = (col0 + k >= 0 && col0 + k < width) ? first[k] : 0 }
+            return (UnsafeRawPointer(line).loadUnaligned(as: WV.self), UnsafeRawPointer(line + 16).loadUnaligned(as: WV.self),
+                    UnsafeRawPointer(line + 32).loadUnaligned(as: WV.self))
+        }
+    }
+    var c = channels.lowerBound
+    while c < channels.upperBound {
+        let pair = c + 1 < channels.upperBound, c1 = pair ? c + 1 : c
+        for (ri, r) in rows.enumerated() {
+            let img = r / plan.tilesH, ti = r % plan.tilesH
+            let src0 = x + (img * layout.sourceChannels + c) * plane, src1 = x + (img * layout.sourceChannels + c1) * plane
+            var j0 = 0
+            while j0 < plan.tilesW {
+                let col0 = j0 * m - pad, mask = UnsafePointer(masks + 3 * (j0 / 8))
+                for a in 0..<alpha {
+                    let ih = ti * m + a - pad
+                    let p0 = load(src0, ih, col0, mask), p1 = load(src1, ih, col0, mask)
+                    let row = block + a * alpha
+                    if m == 4 {
+                        row[0] = WV(lowHalf: strided4(p0, 0), highHalf: strided4(p1, 0))
+                        row[1] = WV(lowHalf: strided4(p0, 1), highHalf: strided4(p1, 1))
+                        row[2] = WV(lowHalf: strided4(p0, 2), highHalf: strided4(p1, 2))
+                        row[3] = WV(lowHalf: strided4(p0, 3), highHalf: strided4(p1, 3))
+                        row[4] = WV(lowHalf: strided4(p0, 4), highHalf: strided4(p1, 4))
+                        row[5] = WV(lowHalf: strided4(p0, 5), highHalf: strided4(p1, 5))
+                    } else {
+                        row[0] = WV(lowHalf: p0.0.evenHalf, highHalf: p1.0.evenHalf)
+                        row[1] = WV(lowHalf: p0.0.oddHalf, highHalf: p1.0.oddHalf)
+                        row[2] = WV(lowHalf: strided2(p0, 2), highHalf: strided2(p1, 2))
+                        row[3] = WV(lowHalf: strided2(p0, 3), highHalf: strided2(p1, 3))
+                    }
+                }
+                for b in 0..<alpha { K.inputLine(block + b, alpha) }
+                for a in 0..<alpha { K.inputLine(block + a * alpha, 1) }
+                let t0 = ri * plan.tilesW + j0
+                for p in 0..<points {
+                    store8(v + (p * allChannels + c) * ld + t0, block[p].lowHalf)
+                    if pair { store8(v + (p * allChannels + c1) * ld + t0, block[p].highHalf) }
+                }
+                j0 += 8
+            }
+        }
+        c += 2
+    }
+}
+
+/// Elements b, b + 4, …, b + 28 of the 48 floats in `p` (b < 6; constant after inlining).
+@inline(__always)
+func strided4(_ p: (WV, WV, WV), _ b: Int) -> V8 {
+    if b < 4 {
+        return V8(p.0[b], p.0[b + 4], p.0[b + 8], p.0[b + 12], p.1[b], p.1[b + 4], p.1[b + 8], p.1[b + 12])
+    }
+    let d = b - 4
+    return V8(p.0[d + 4], p.0[d + 8], p.0[d + 12], p.1[d], p.1[d + 4], p.1[d + 8], p.1[d + 12], p.2[d])
+}
+
+/// Elements b, b + 2, …, b + 14 of the 48 floats in `p` for b = 2, 3.
+@inline(__always)
+func strided2(_ p: (WV, WV, WV), _ b: Int) -> V8 {
+    let d = b - 2
+    return V8(p.0[d + 2], p.0[d + 4], p.0[d + 6], p.0[d + 8], p.0[d + 10], p.0[d + 12], p.0[d + 14], p.1[d])
+}
+
 /// y[tile] (+)= Aᵀ M A for the task's tiles and the output channels `outChannels`, two channels
 /// per SIMD step (lanes 0–7 channel o, 8–15 channel o + 1); `y` points at the output phase's first pixel.
 @inline(__always)
@@ -806,7 +938,49 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
             }
             for half in 0..<(pair ? 2 : 1) {
                 let yo = y + (o + half) * layout.outChannelStride, lanesOfHalf = lanesOf + half * 8
-                for l in 0..<lanes {
+                var vectorLanes = 0
+                if m == 4 {
+                    // Whole 4×4 tiles four at a time: row a of tiles l..l+3 is a 4×4 transpose of
+                    // lanes l..l+3 of block[a·α + 0...3], done as two rounds of two-source shuffles.
+                    while vectorLanes < 8 {
+                        let kind = index.quads[(t0 + vectorLanes) / 4]
+                        if kind == WinogradTileIndex.quadScalar { break }
+                        let l0 = half * 8 + vectorLanes
+                        let t = t0 + vectorLanes
+                        for a in 0..<4 {
+                            let r0 = block[a * alpha], r1 = block[a * alpha + 1], r2 = block[a * alpha + 2], r3 = block[a * alpha + 3]
+                            // Constant lanes in each case, so the shuffles are fixed permutations.
+                            let rowVector: WV
+                            switch l0 {
+                            case 0: rowVector = quadRow(r0, r1, r2, r3, lane: 0)
+                            case 4: rowVector = quadRow(r0, r1, r2, r3, lane: 4)
+                            case 8: rowVector = quadRow(r0, r1, r2, r3, lane: 8)
+                            default: rowVector = quadRow(r0, r1, r2, r3, lane: 12)
+                            }
+                            if kind == WinogradTileIndex.quadRun {
+                                let drow = yo + index.output[t] + a * rowStride
+                                if accumulate {
+                                    UnsafeMutableRawPointer(drow).storeBytes(of: UnsafeRawPointer(drow).loadUnaligned(as: WV.self) + rowVector, as: WV.self)
+                                } else {
+                                    UnsafeMutableRawPointer(drow).storeBytes(of: rowVector, as: WV.self)
+                                }
+                            } else {
+                                for k in 0..<4 {
+                                    let drow = yo + index.output[t + k] + a * rowStride
+                                    let piece = SIMD4<Float>(rowVector[4 * k], rowVector[4 * k + 1], rowVector[4 * k + 2], rowVector[4 * k + 3])
+                                    if accumulate {
+                                        UnsafeMutableRawPointer(drow).storeBytes(of: UnsafeRawPointer(drow).loadUnaligned(as: SIMD4<Float>.self) + piece,
+                                                                                 as: SIMD4<Float>.self)
+                                    } else {
+                                        UnsafeMutableRawPointer(drow).storeBytes(of: piece, as: SIMD4<Float>.self)
+                                    }
+                                }
+                            }
+                        }
+                        vectorLanes += 4
+                    }
+                }
+                for l in vectorLanes..<lanes {
                     let t = t0 + l
                     let dst = yo + index.output[t]
                     if colStride == 1 && index.isFull(t, m) && !accumulate {
@@ -831,6 +1005,16 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
         }
         o += 2
     }
+}
+
+/// (r0[l], r1[l], r2[l], r3[l], r0[l + 1], …, r3[l + 3]) for l = 0, 4, 8 or 12: row a of four
+/// neighbouring 4×4 output tiles from the lanes of its four transformed columns. Two rounds of
+/// two-source shuffles (vpermt2ps under AVX-512).
+@inline(__always)
+func quadRow(_ r0: WV, _ r1: WV, _ r2: WV, _ r3: WV, lane l: Int) -> WV {
+    let a = SIMD8<Float>(r0[l], r1[l], r0[l + 1], r1[l + 1], r0[l + 2], r1[l + 2], r0[l + 3], r1[l + 3])
+    let b = SIMD8<Float>(r2[l], r3[l], r2[l + 1], r3[l + 1], r2[l + 2], r3[l + 2], r2[l + 3], r3[l + 3])
+    return WV(a[0], a[1], b[0], b[1], a[2], a[3], b[2], b[3], a[4], a[5], b[4], b[5], a[6], a[7], b[6], b[7])
 }
 
 // MARK: - Forward
@@ -863,16 +1047,22 @@ func winogradForwardTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPl
     let tiles = rows.count * plan.tilesW
     scratch.index.fill(plan, rows: rows)
     let transformCost = tiles * points * 8
-    winogradStage(c, parallel: parallel, cost: tiles * plan.gatherRows * plan.paddedWidth) { range in
-        winogradGatherInput(x, plan, rows: rows, channels: range, scratch.padded)
+    if !plan.directInput {
+        winogradStage(c, parallel: parallel, cost: tiles * plan.gatherRows * plan.paddedWidth) { range in
+            winogradGatherInput(x, plan, rows: rows, channels: range, scratch.padded)
+        }
     }
     stage.lap(0)
     for q in 0..<plan.layout.outputPhases {
         let shift = plan.layout.outputPhases == 1 ? (0, 0) : (q / 2, q % 2)
         winogradStage(c, parallel: parallel, cost: transformCost) { range in
             withUnsafeTemporaryAllocation(of: WV.self, capacity: points) { block in
-                winogradInputTransform(K.self, scratch.padded, plan, rowCount: rows.count, channels: range, shift: shift,
-                                       scratch.v, ld: ld, index: scratch.index, block: block.baseAddress!)
+                if plan.directInput {
+                    winogradInputTransformDirect(K.self, x, plan, rows: rows, channels: range, scratch.v, ld: ld, block: block.baseAddress!)
+                } else {
+                    winogradInputTransform(K.self, scratch.padded, plan, rowCount: rows.count, channels: range, shift: shift,
+                                           scratch.v, ld: ld, index: scratch.index, block: block.baseAddress!)
+                }
             }
         }
         stage.lap(1)
@@ -1103,13 +1293,19 @@ func winogradWeightGradientTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: Win
     let index = scratch.index, z = scratch.mm
     index.fill(plan, rows: rows)
     let transformCost = tiles * points * 8
-    winogradStage(c, parallel: parallel, cost: tiles * plan.gatherRows * plan.paddedWidth) { range in
-        winogradGatherInput(x, plan, rows: rows, channels: range, scratch.padded)
+    if !plan.directInput {
+        winogradStage(c, parallel: parallel, cost: tiles * plan.gatherRows * plan.paddedWidth) { range in
+            winogradGatherInput(x, plan, rows: rows, channels: range, scratch.padded)
+        }
     }
     winogradStage(c, parallel: parallel, cost: transformCost) { range in
         withUnsafeTemporaryAllocation(of: WV.self, capacity: points) { block in
-            winogradInputTransform(K.self, scratch.padded, plan, rowCount: rows.count, channels: range, shift: (0, 0),
-                                   scratch.v, ld: ld, index: index, block: block.baseAddress!)
+            if plan.directInput {
+                winogradInputTransformDirect(K.self, x, plan, rows: rows, channels: range, scratch.v, ld: ld, block: block.baseAddress!)
+            } else {
+                winogradInputTransform(K.self, scratch.padded, plan, rowCount: rows.count, channels: range, shift: (0, 0),
+                                       scratch.v, ld: ld, index: index, block: block.baseAddress!)
+            }
         }
     }
     // Z[p][o][t] = (A dY_tile Aᵀ)[p]; dY is zero beyond the output's edge.

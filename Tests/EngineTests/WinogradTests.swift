@@ -59,6 +59,42 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    /// The input transform that reads the NCHW input directly (zero padding by masks, rows of 8
+    /// or 16 tiles) gives exactly the values of the padded copy it replaces: forward, input and
+    /// weight gradients, bit for bit, at image edges, with padding 0–2, partial tiles and at the
+    /// tensor's first and last floats.
+    func testDirectInputTransformMatchesPaddedCopy() {
+        defer { WinogradPlan.directInputEnabled = true }
+        let cases: [(n: Int, c: Int, oc: Int, h: Int, w: Int, p: Int)] = [
+            (2, 16, 12, 7, 30, 1), (1, 8, 8, 6, 34, 0), (1, 12, 8, 5, 64, 1), (3, 5, 4, 9, 32, 1), (2, 3, 4, 4, 29, 2),
+            (1, 4, 4, 66, 66, 0), (2, 6, 4, 12, 64, 1), (1, 2, 3, 3, 16, 1),
+        ]
+        var directShapes = 0
+        for algorithm in [ConvAlgorithm.winograd2, .winograd4] {
+            ConvAlgorithmSelection.forced = algorithm
+            for shape in cases {
+                let g = ConvGeometry(channels: shape.c, height: shape.h, width: shape.w, kernelH: 3, kernelW: 3, stride: 1, padding: shape.p)
+                if WinogradPlan(g, batch: shape.n, outChannels: shape.oc, m: algorithm.tile!).directInput { directShapes += 1 }
+                let x = realisticInput([shape.n, shape.c, shape.h, shape.w], seed: 40)
+                let weight = realisticWeight(outChannels: shape.oc, channels: shape.c, seed: 41)
+                let r = randomTensor([shape.n, shape.oc, g.outHeight, g.outWidth], seed: 42)
+                func run(direct: Bool) -> ([Float], [Float], [Float]) {
+                    WinogradPlan.directInputEnabled = direct
+                    let xv = Tensor(shape: x.shape, data: x.data, requiresGrad: true)
+                    let wv = Tensor(shape: weight.shape, data: weight.data, requiresGrad: true)
+                    let y = conv2d(xv, weight: wv, padding: shape.p)
+                    sum(mul(y, r)).backward()
+                    return (y.data, xv.grad!, wv.grad!)
+                }
+                let copied = run(direct: false), direct = run(direct: true)
+                XCTAssertEqual(direct.0, copied.0, "\(algorithm) \(shape) forward")
+                XCTAssertEqual(direct.1, copied.1, "\(algorithm) \(shape) input gradient")
+                XCTAssertEqual(direct.2, copied.2, "\(algorithm) \(shape) weight gradient")
+            }
+        }
+        XCTAssertGreaterThan(directShapes, 8, "the cases must take the direct path")
+    }
+
     /// Input and weight gradients through Winograd against the im2col path.
     func testGradientsMatchIm2col() {
         for algorithm in [ConvAlgorithm.winograd2, .winograd4] {
