@@ -729,6 +729,20 @@ struct WinogradTileIndex {
     @inline(__always) func isFull(_ t: Int, _ m: Int) -> Bool { rows[t] == m && cols[t] == m }
 }
 
+/// Finishes one SIMD step of the input transform: Bᵀ·d·B over the α×α block of 8 tiles × 2
+/// channels, then V[p][c][tile…tile+7] (and channel c1's when `pair`) for every point p.
+@inline(__always)
+func winogradTransformAndStore<K: WinogradKernel>(_ kernel: K.Type, _ block: UnsafeMutablePointer<WV>, alpha: Int, points: Int,
+                                                  _ v: UnsafeMutablePointer<Float>, ld: Int, allChannels: Int,
+                                                  channels: (Int, Int), pair: Bool, tile: Int) {
+    for b in 0..<alpha { K.inputLine(block + b, alpha) }
+    for a in 0..<alpha { K.inputLine(block + a * alpha, 1) }
+    for p in 0..<points {
+        store8(v + (p * allChannels + channels.0) * ld + tile, block[p].lowHalf)
+        if pair { store8(v + (p * allChannels + channels.1) * ld + tile, block[p].highHalf) }
+    }
+}
+
 /// V[p][c][t] = (Bᵀ d Bᵀᵀ)[p] for the task's tiles and the virtual channels `channels`, 8 tiles
 /// of two channels per SIMD step; the tiles start `shift` = (rows, columns) into the padded copy
 /// (output phases). A lone last channel runs in the low half (the high half repeats it, unstored).
@@ -757,13 +771,8 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
                             block[a * alpha + b] = WV(lowHalf: load8(row0 + offset), highHalf: load8(row1 + offset))
                         }
                     }
-                    for b in 0..<alpha { K.inputLine(block + b, alpha) }
-                    for a in 0..<alpha { K.inputLine(block + a * alpha, 1) }
-                    let t0 = ri * plan.tilesW + j0
-                    for p in 0..<points {
-                        store8(v + (p * allChannels + c) * ld + t0, block[p].lowHalf)
-                        if pair { store8(v + (p * allChannels + c1) * ld + t0, block[p].highHalf) }
-                    }
+                    winogradTransformAndStore(K.self, block, alpha: alpha, points: points, v, ld: ld, allChannels: allChannels,
+                                               channels: (c, c1), pair: pair, tile: ri * plan.tilesW + j0)
                     j0 += 8
                 }
             }
@@ -789,12 +798,8 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
                                               highHalf: V8(p1[o0], p1[o1], p1[o2], p1[o3], p1[o4], p1[o5], p1[o6], p1[o7]))
                 }
             }
-            for b in 0..<alpha { K.inputLine(block + b, alpha) }
-            for a in 0..<alpha { K.inputLine(block + a * alpha, 1) }
-            for p in 0..<points {
-                store8(v + (p * allChannels + c) * ld + t0, block[p].lowHalf)
-                if pair { store8(v + (p * allChannels + c1) * ld + t0, block[p].highHalf) }
-            }
+            winogradTransformAndStore(K.self, block, alpha: alpha, points: points, v, ld: ld, allChannels: allChannels,
+                                       channels: (c, c1), pair: pair, tile: t0)
             t0 += 8
         }
         c += 2
@@ -879,13 +884,8 @@ func winogradInputTransformDirect<K: WinogradKernel>(_ kernel: K.Type, _ x: Unsa
                         row[3] = WV(lowHalf: strided2(p0, 3), highHalf: strided2(p1, 3))
                     }
                 }
-                for b in 0..<alpha { K.inputLine(block + b, alpha) }
-                for a in 0..<alpha { K.inputLine(block + a * alpha, 1) }
-                let t0 = ri * plan.tilesW + j0
-                for p in 0..<points {
-                    store8(v + (p * allChannels + c) * ld + t0, block[p].lowHalf)
-                    if pair { store8(v + (p * allChannels + c1) * ld + t0, block[p].highHalf) }
-                }
+                winogradTransformAndStore(K.self, block, alpha: alpha, points: points, v, ld: ld, allChannels: allChannels,
+                                           channels: (c, c1), pair: pair, tile: ri * plan.tilesW + j0)
                 j0 += 8
             }
         }
