@@ -270,8 +270,7 @@ extension LatentDiffusionTrainer: ModelTrainer {
         var config = LatentDiffusionConfig(unet: unet, autoencoder: ae, latentScale: scale, autoencoderID: autoencoderIdentifier(vae),
                                            encoding: .mean, classNames: unet.classNames)
         if request.latentNormalisation == .channel {
-            let count = min(latentScaleSampleLimit, dataset.count)
-            let images = try (0..<count).flatMap { try dataset.tensorData(at: $0 * dataset.count / count) }
+            let (images, count) = try latentScaleImages(dataset)
             let means = vae.posteriorMeans(images, count: count)
             (config.latentChannelShift, config.latentChannelScale) = latentChannelStatistics(means, channels: ae.latentChannels, plane: ae.latentSize * ae.latentSize)
         }

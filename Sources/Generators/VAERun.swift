@@ -115,6 +115,13 @@ public final class VAETrainer {
     }
 }
 
+/// Up to `latentScaleSampleLimit` images spread evenly over `dataset` (concatenated CHW), the
+/// images whose latents set a latent scale or per-channel normalisation.
+func latentScaleImages(_ dataset: ImageFolderDataset) throws -> (pixels: [Float], count: Int) {
+    let count = min(latentScaleSampleLimit, dataset.count)
+    return (try (0..<count).flatMap { try dataset.tensorData(at: $0 * dataset.count / count) }, count)
+}
+
 /// 1 / standard deviation of `latents` (all elements), as `scale_by_std` of the latent-diffusion code.
 public func latentScaleFactor(_ latents: [Float]) -> Float {
     let n = Double(latents.count)
@@ -155,8 +162,7 @@ extension VAETrainer: ModelTrainer {
     public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {
         let gridCount = min(8, dataset.count)
         gridImages = try (0..<gridCount).flatMap { try dataset.tensorData(at: $0) }
-        let scaleCount = min(latentScaleSampleLimit, dataset.count)
-        scaleImages = try (0..<scaleCount).flatMap { try dataset.tensorData(at: $0 * dataset.count / scaleCount) }
+        scaleImages = try latentScaleImages(dataset).pixels
     }
 
     public func trainingStep(batch: Tensor, labels: [Int]?, stream: inout RandomStream) -> [Float] {
