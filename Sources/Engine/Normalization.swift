@@ -12,9 +12,12 @@ import Glibc
 /// Batch normalisation over N×H×W per channel of an N×C×H×W tensor (PyTorch's BatchNorm2d).
 /// In training mode the batch statistics are used and the running averages are updated in place
 /// (unbiased variance, like PyTorch); in eval mode the running averages are used.
+/// With `activationSlope` s the result is LeakyReLU_s(BatchNorm(x)) (ReLU for s = 0) in the same
+/// pass over memory, as DCGAN follows every norm with one; the pullback recomputes the sign of the
+/// pre-activation from x, so neither pass over the activation nor its tensor exists.
 public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
-                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5) -> Tensor {
-    Profiler.measure("batchNorm") {
+                      training: Bool, momentum: Float = 0.1, eps: Float = 1e-5, activationSlope: Float? = nil) -> Tensor {
+    Profiler.measure(activationSlope == nil ? "batchNorm" : "batchNorm+leakyRelu") {
     checkShape(x.rank == 4 && gamma.shape == [x.shape[1]] && beta.shape == gamma.shape
                && runningMean.shape == gamma.shape && runningVar.shape == gamma.shape,
                "batchNorm", "input \(x.shape), gamma \(gamma.shape), beta \(beta.shape), running \(runningMean.shape)/\(runningVar.shape)")
@@ -60,23 +63,35 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
             Parallel.forEach(n * c, cost: plane) { r in
                 let ch = r % c, a = invStd[ch] * gamma.data[ch], b = beta.data[ch] - meanC[ch] * a
                 let base = r * plane
-                for i in base..<base + plane { yp[i] = xp[i] * a + b }
+                if let slope = activationSlope {
+                    leakyAffineRow(xp.baseAddress! + base, yp.baseAddress! + base, plane, a, b, slope: slope)
+                } else {
+                    for i in base..<base + plane { yp[i] = xp[i] * a + b }
+                }
             }
         }
     }
     return Tensor.makeResult(shape: x.shape, data: out, parents: [x, gamma, beta]) { y in
-        let dy = y.grad!
-        // Per-channel sums of dy and dy·x̂.
+        var dy = y.grad!
+        y.grad = nil
+        // Per-channel sums of dy and dy·x̂. With the fused activation, dy first becomes
+        // dz = dy · (1 or slope) by the sign of z = a·x + b recomputed as in the forward pass, in
+        // the same pass (dy is this pullback's own copy).
         var sumDy = [Float](repeating: 0, count: c), sumDyXhat = [Float](repeating: 0, count: c)
-        dy.withUnsafeBufferPointer { g in
+        dy.withUnsafeMutableBufferPointer { gm in
+            let g = UnsafeBufferPointer(gm)
             x.data.withUnsafeBufferPointer { xp in
                 sumDy.withUnsafeMutableBufferPointer { sp in
                     sumDyXhat.withUnsafeMutableBufferPointer { sxp in
                         Parallel.forEach(c, cost: 2 * m) { ch in
                             var s = 0.0, sx = 0.0
                             let mu = meanC[ch], inv = invStd[ch]
+                            let a = invStd[ch] * gamma.data[ch], b = beta.data[ch] - meanC[ch] * a
                             for img in 0..<n {
                                 let base = (img * c + ch) * plane
+                                if let slope = activationSlope {
+                                    leakyGradientRow(xp.baseAddress! + base, gm.baseAddress! + base, plane, a, b, slope: slope)
+                                }
                                 let (rowSum, rowDot) = sumAndCenteredDot(g.baseAddress! + base, xp.baseAddress! + base, plane, mu)
                                 s += Double(rowSum); sx += Double(rowDot)
                             }
@@ -248,6 +263,43 @@ func affineRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n:
     while i < n {
         let z = x[i] * a + b
         y[i] = silu ? z / (1 + expf(-z)) : z
+        i += 1
+    }
+}
+
+/// y = LeakyReLU_slope(a·x + b) (ReLU as max(z, 0) when slope = 0, like `relu`).
+@inline(__always)
+func leakyAffineRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float, slope: Float) {
+    let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
+    let zero = SIMD16<Float>(repeating: 0), slopes = SIMD16<Float>(repeating: slope)
+    var i = 0
+    while i + 16 <= n {
+        let z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) * av + bv
+        let v = slope == 0 ? z.replacing(with: zero, where: z .<= zero) : z.replacing(with: z * slopes, where: .!(z .> zero))
+        UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD16<Float>.self)
+        i += 16
+    }
+    while i < n {
+        let z = x[i] * a + b
+        y[i] = z > 0 ? z : (slope == 0 ? max(z, 0) : slope * z)
+        i += 1
+    }
+}
+
+/// g ← g · (1 where a·x + b > 0, else slope): the LeakyReLU derivative at the recomputed pre-activation.
+@inline(__always)
+func leakyGradientRow(_ x: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float, slope: Float) {
+    let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
+    let zero = SIMD16<Float>(repeating: 0), slopes = SIMD16<Float>(repeating: slope)
+    var i = 0
+    while i + 16 <= n {
+        let z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) * av + bv
+        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD16<Float>.self)
+        UnsafeMutableRawPointer(g + i).storeBytes(of: gv.replacing(with: gv * slopes, where: .!(z .> zero)), as: SIMD16<Float>.self)
+        i += 16
+    }
+    while i < n {
+        if !(x[i] * a + b > 0) { g[i] *= slope }
         i += 1
     }
 }

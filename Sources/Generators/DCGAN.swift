@@ -160,7 +160,7 @@ public final class DCGANGenerator: Module {
             input = Tensor(shape: [n, width], data: joined)
         }
         var h = reshape(input, [n, input.count / n, 1, 1])
-        for (i, norm) in norms.enumerated() { h = relu(norm(upsampling(i, h))) }
+        for (i, norm) in norms.enumerated() { h = norm(upsampling(i, h), activationSlope: 0) }
         return tanh(upsampling(convs.count - 1, h))
     }
 
@@ -223,7 +223,7 @@ public final class DCGANDiscriminator: Module {
     public func callAsFunction(_ x: Tensor, labels: [Int]? = nil) -> Tensor {
         var h = leakyRelu(conv(0, x), slope: 0.2)
         for i in 1..<convs.count - 1 {
-            h = leakyRelu(usesSpectralNorm ? conv(i, h) : norms[i - 1](conv(i, h)), slope: 0.2)
+            h = usesSpectralNorm ? leakyRelu(conv(i, h), slope: 0.2) : norms[i - 1](conv(i, h), activationSlope: 0.2)
         }
         var logits = reshape(conv(convs.count - 1, h), [x.shape[0]])
         if let projection {

@@ -89,10 +89,11 @@ public final class BatchNorm2d: Module {
         self.momentum = momentum; self.eps = eps
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    /// With `activationSlope`, LeakyReLU with that slope (ReLU for 0) fused into the norm's pass.
+    public func callAsFunction(_ x: Tensor, activationSlope: Float? = nil) -> Tensor {
         if training { batchesTracked.data[0] += 1 }
         return batchNorm(x, gamma: weight, beta: bias, runningMean: runningMean, runningVar: runningVar,
-                         training: training, momentum: momentum, eps: eps)
+                         training: training, momentum: momentum, eps: eps, activationSlope: activationSlope)
     }
 
     public func setTraining(_ training: Bool) { self.training = training }

@@ -10,7 +10,9 @@
 # The compositor does not apply: digits have no healthy/lesion structure to composite into.
 #   [DIFFUSION_STEPS=N] bash scripts/experiments/balance_experiment.sh [GAN_STEPS] [SEEDS] [WORK]
 # GAN_STEPS defaults to 6,000 (session 5: rare recall 0.877 against 0.827 after 1,500 steps).
-# GAN_STEPS 0 skips the GAN rows; DIFFUSION_STEPS > 0 adds a conditional diffusion row. Needs numpy and scikit-learn (installed with pip when missing).
+# GAN_STEPS 0 skips the GAN rows; DIFFUSION_STEPS > 0 adds a conditional diffusion row; CONFIDENT=0 skips
+# the --min-confidence GAN row; RARE picks the rare class (default 8). Needs numpy and scikit-learn
+# (installed with pip when missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -38,7 +40,7 @@ if [ "$GAN_STEPS" -gt 0 ]; then
     $B balance --data train --model gan --out bal-gan --seed 1 --progress none | grep -v '^ '
     SETS+=(--synthetic bal-gan)
     # The confidence filter refuses to go on when too few samples pass it (a generator drawing off-class images).
-    if $B balance --data train --model gan --out bal-gan-confident --min-confidence 0.5 --seed 1 --progress none | grep -v '^ '; then
+    if [ "${CONFIDENT:-1}" != 0 ] && $B balance --data train --model gan --out bal-gan-confident --min-confidence 0.5 --seed 1 --progress none | grep -v '^ '; then
         SETS+=(--synthetic bal-gan-confident)
     fi
 fi

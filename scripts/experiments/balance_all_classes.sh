@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Issue 14's balancing experiment (balance_experiment.sh) with every digit in turn as the rare
+# class, so the goal "medsynth ≥ 0.95 where oversampling gives ≈ 0.90" is read on the classes where
+# oversampling does give about 0.90 instead of on one hand-picked class. Rows per class: real only,
+# random oversampling, SMOTE, the conditional GAN (`balance --model`, memorisation filter), all real.
+# Two classes run at a time (one per core); a table of the rare class's recall per row is printed
+# at the end and written to WORK/summary.txt.
+#   bash scripts/experiments/balance_all_classes.sh [GAN_STEPS] [SEEDS] [WORK] [CLASSES...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+GAN_STEPS=${1:-6000}
+SEEDS=${2:-3}
+WORK=${3:-$ROOT/work/balance-all-classes}
+shift $(( $# < 3 ? $# : 3 ))
+CLASSES=("$@")
+[ ${#CLASSES[@]} -gt 0 ] || CLASSES=(0 1 2 3 4 5 6 7 8 9)
+mkdir -p "$WORK"
+run_lane() {
+    for rare in "$@"; do
+        RARE=$rare CONFIDENT=0 bash "$ROOT/scripts/experiments/balance_experiment.sh" "$GAN_STEPS" "$SEEDS" "$WORK/class-$rare" \
+            > "$WORK/class-$rare.log" 2>&1 || echo "class $rare failed: see $WORK/class-$rare.log"
+    done
+}
+even=() odd=()
+for i in "${!CLASSES[@]}"; do if (( i % 2 == 0 )); then even+=("${CLASSES[$i]}"); else odd+=("${CLASSES[$i]}"); fi; done
+run_lane "${even[@]}" &
+[ ${#odd[@]} -eq 0 ] || run_lane "${odd[@]}"
+wait
+python3 - "$WORK" "${CLASSES[@]}" <<'PY' | tee "$WORK/summary.txt"
+import json, os, sys
+work, classes = sys.argv[1], sys.argv[2:]
+names = {"real": "real only", "bal-oversample": "oversample", "bal-smote": "SMOTE", "bal-gan": "GAN", "allreal": "all real"}
+print(f"rare-class recall, mean over seeds [95% t-interval] (balanced accuracy)")
+print(f"{'class':>5}  " + "  ".join(f"{n:>26}" for n in names.values()))
+for c in classes:
+    path = os.path.join(work, f"class-{c}", "utility", "utility.json")
+    if not os.path.exists(path):
+        print(f"{c:>5}  (no result)"); continue
+    r = json.load(open(path))
+    cells = {}
+    for row in r["rows"]:
+        key = row["training_data"]
+        rec = row["per_class_recall"][c]
+        cells[key] = f"{rec['mean']:.3f} [{rec['ci95_low']:.2f},{rec['ci95_high']:.2f}] ({row['balanced_accuracy']['mean']:.3f})"
+    print(f"{c:>5}  " + "  ".join(f"{cells.get(k, '-'):>26}" for k in names))
+PY
