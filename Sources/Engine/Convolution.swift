@@ -260,7 +260,9 @@ func blockedBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w:
 
 /// 2-D convolution (cross-correlation, as PyTorch's Conv2d).
 /// - x: N×C×H×W; weight: OC×C×KH×KW; bias: OC (optional). Returns N×OC×OH×OW.
-public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0) -> Tensor {
+/// - residual: N×OC×OH×OW (optional): returns conv + bias + residual, a residual connection's
+///   add done while Winograd stores its output instead of a pass (and a tensor) of its own.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, residual: Tensor? = nil) -> Tensor {
     let label = Profiler.isEnabled ? conv2dProfileLabel(x, weight, stride: stride, padding: padding) : "conv2d"
     return Profiler.measure(label) {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], "conv2d",
@@ -270,26 +272,36 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     let g = ConvGeometry(channels: x.shape[1], height: x.shape[2], width: x.shape[3],
                          kernelH: weight.shape[2], kernelW: weight.shape[3], stride: stride, padding: padding)
     checkShape(g.outHeight > 0 && g.outWidth > 0, "conv2d", "input \(x.shape) too small for kernel \(weight.shape) with padding \(padding)")
+    let outShape = [n, oc, g.outHeight, g.outWidth]
+    if let residual { checkShape(residual.shape == outShape, "conv2d", "residual \(residual.shape) for output \(outShape)") }
     var out = uninitializedFloats(n * oc * g.outPlane)
     let pointwise = g.kernelH == 1 && g.kernelW == 1 && stride == 1 && padding == 0
     x.data.withUnsafeBufferPointer { xp in
         weight.data.withUnsafeBufferPointer { wp in
             out.withUnsafeMutableBufferPointer { yp in
-                if !pointwise, let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward).tile {
-                    // Winograd adds the bias inside its output transform.
-                    bias.map { $0.data }.withOptionalPointer { bp in
-                        winogradForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: oc, g, tile: m, bias: bp)
+                residual.map { $0.data }.withOptionalPointer { rp in
+                    if !pointwise, let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward).tile {
+                        // Winograd adds the bias (and the residual) inside its output transform.
+                        bias.map { $0.data }.withOptionalPointer { bp in
+                            winogradForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: oc, g, tile: m,
+                                            bias: bp, residual: rp)
+                        }
+                        return
                     }
-                    return
+                    convForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: oc, g, pointwise: pointwise)
+                    if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: g.outPlane) }
+                    if let rp { vectorAdd(yp.baseAddress!, rp, yp.count) }
                 }
-                convForward(xp.baseAddress!, wp.baseAddress!, yp.baseAddress!, batch: n, outChannels: oc, g, pointwise: pointwise)
-                if let bias { addChannelBias(yp.baseAddress!, bias.data, batch: n, plane: g.outPlane) }
             }
         }
     }
-    let parents = bias.map { [x, weight, $0] } ?? [x, weight]
-    return Tensor.makeResult(shape: [n, oc, g.outHeight, g.outWidth], data: out, parents: parents, op: label) { y in
+    // The residual first: the backward sweep then visits the graph in the order it did when the
+    // add was an op of its own (add(residual, conv)), so gradients are summed in the same order
+    // and trained weights keep their bits.
+    let parents = (residual.map { [$0] } ?? []) + [x, weight] + (bias.map { [$0] } ?? [])
+    return Tensor.makeResult(shape: outShape, data: out, parents: parents, op: label) { y in
         let dy = y.grad!
+        if let residual, residual.requiresGrad { dy.withUnsafeBufferPointer { residual.accumulateGrad($0) } }
         dy.withUnsafeBufferPointer { dyp in
             x.data.withUnsafeBufferPointer { xp in
                 weight.data.withUnsafeBufferPointer { wp in

@@ -335,30 +335,32 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
                "concatChannels", "shapes \(parts.map(\.shape)) differ outside the channel axis")
     let n = first.shape[0], plane = first.shape[2] * first.shape[3]
     let channels = parts.map { $0.shape[1] }, total = channels.reduce(0, +)
+    let offsets = channels.indices.map { channels[..<$0].reduce(0, +) }
     var out = uninitializedFloats(n * total * plane)
     out.withUnsafeMutableBufferPointer { yp in
-        var offset = 0
-        for (part, c) in zip(parts, channels) {
+        let y = yp.baseAddress!
+        for (k, part) in parts.enumerated() {
+            let c = channels[k], offset = offsets[k]
             part.data.withUnsafeBufferPointer { pp in
-                for img in 0..<n {
-                    (yp.baseAddress! + (img * total + offset) * plane).update(from: pp.baseAddress! + img * c * plane, count: c * plane)
+                let src = pp.baseAddress!
+                // Images on the workers (done serially, the U-Net forward's concats took 0.036 s
+                // with 2 threads against 0.030 s with 1).
+                Parallel.forEach(n, cost: c * plane) { img in
+                    (y + (img * total + offset) * plane).update(from: src + img * c * plane, count: c * plane)
                 }
             }
-            offset += c
         }
     }
     return Tensor.makeResult(shape: [n, total, first.shape[2], first.shape[3]], data: out, parents: parts) { y in
         y.grad!.withUnsafeBufferPointer { g in
-            var offset = 0
-            for (part, c) in zip(parts, channels) {
-                if part.requiresGrad {
-                    part.withGradBuffer { dp in
-                        for img in 0..<n {
-                            vectorAdd(dp.baseAddress! + img * c * plane, g.baseAddress! + (img * total + offset) * plane, c * plane)
-                        }
+            for (k, part) in parts.enumerated() where part.requiresGrad {
+                let c = channels[k], offset = offsets[k]
+                part.withGradBuffer { dp in
+                    let d = dp.baseAddress!
+                    Parallel.forEach(n, cost: c * plane) { img in
+                        vectorAdd(d + img * c * plane, g.baseAddress! + (img * total + offset) * plane, c * plane)
                     }
                 }
-                offset += c
             }
         }
     }

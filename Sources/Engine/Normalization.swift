@@ -160,26 +160,21 @@ public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps
         // in-place SiLU' pass below does not first copy the whole array.
         var dy = y.grad!
         y.grad = nil
-        if fusedSiLU {
-            // dz = dy · SiLU'(z) with z = γ·x̂ + β recomputed from x.
-            dy.withUnsafeMutableBufferPointer { g in
-                x.data.withUnsafeBufferPointer { xp in
-                    Parallel.forEach(n * c, cost: 8 * plane) { r in
-                        let ch = r % c, ng = (r / c) * groups + ch / perGroup
-                        let a = invStd[ng] * gamma.data[ch], b = beta.data[ch] - meanG[ng] * a
-                        siluGradientRow(xp.baseAddress! + r * plane, g.baseAddress! + r * plane, plane, a, b)
-                    }
-                }
-            }
-        }
         // Per (sample, channel) partial sums, reduced over samples afterwards in a fixed order.
+        // With the fused SiLU, each row of dy first becomes dz = dy · SiLU'(z), z = γ·x̂ + β
+        // recomputed from x, in the same pass while the row is in cache.
         var partDy = [Float](repeating: 0, count: n * c), partDyXhat = [Float](repeating: 0, count: n * c)
-        dy.withUnsafeBufferPointer { g in
+        dy.withUnsafeMutableBufferPointer { gm in
+            let g = UnsafeBufferPointer(gm)
             x.data.withUnsafeBufferPointer { xp in
                 partDy.withUnsafeMutableBufferPointer { pd in partDyXhat.withUnsafeMutableBufferPointer { pdx in
-                    Parallel.forEach(n * c, cost: 2 * plane) { r in
-                        let ng = (r / c) * groups + (r % c) / perGroup
+                    Parallel.forEach(n * c, cost: (fusedSiLU ? 10 : 2) * plane) { r in
+                        let ch = r % c, ng = (r / c) * groups + ch / perGroup
                         let mu = meanG[ng], inv = invStd[ng], base = r * plane
+                        if fusedSiLU {
+                            let a = inv * gamma.data[ch], b = beta.data[ch] - mu * a
+                            siluGradientRow(xp.baseAddress! + base, gm.baseAddress! + base, plane, a, b)
+                        }
                         // Kept scalar and in this order: the 8-lane sums changed trained weights
                         // enough to flip a pixel of LatentDiffusionTests' batch-vs-shard PNG check.
                         var s: Float = 0, sx: Float = 0

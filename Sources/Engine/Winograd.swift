@@ -912,11 +912,16 @@ func strided2(_ p: (WV, WV, WV), _ b: Int) -> V8 {
 
 /// y[tile] (+)= Aᵀ M A for the task's tiles and the output channels `outChannels`, two channels
 /// per SIMD step (lanes 0–7 channel o, 8–15 channel o + 1); `y` points at the output phase's first pixel.
+/// With `residual` (laid out as y, pointing at the same pixel), y = Aᵀ M A + bias + residual: a
+/// residual connection's add done in the store instead of a pass of its own.
 @inline(__always)
 func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePointer<Float>, ld: Int, _ plan: WinogradPlan,
                                                  tiles: Int, outChannels: Range<Int>, _ y: UnsafeMutablePointer<Float>, accumulate: Bool,
-                                                 bias: UnsafePointer<Float>?, index: WinogradTileIndex, block: UnsafeMutablePointer<WV>) {
+                                                 bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>? = nil,
+                                                 index: WinogradTileIndex, block: UnsafeMutablePointer<WV>) {
     let m = K.m, alpha = K.alpha, points = K.points, oc = plan.outChannels, width = transformLanes
+    // The residual's element for an output address d is at d + residualDelta.
+    let residualDelta = residual.map { $0 - UnsafePointer(y) }
     let layout = plan.layout, rowStride = layout.outRowStride, colStride = layout.outColStride
     // Lane l of channel half h of block[q] is the float at (q·16 + h·8 + l).
     let lanesOf = UnsafeRawPointer(block).assumingMemoryBound(to: Float.self)
@@ -959,21 +964,17 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
                             }
                             if kind == WinogradTileIndex.quadRun {
                                 let drow = yo + index.output[t] + a * rowStride
-                                if accumulate {
-                                    UnsafeMutableRawPointer(drow).storeBytes(of: UnsafeRawPointer(drow).loadUnaligned(as: WV.self) + rowVector, as: WV.self)
-                                } else {
-                                    UnsafeMutableRawPointer(drow).storeBytes(of: rowVector, as: WV.self)
-                                }
+                                var value = rowVector
+                                if accumulate { value += UnsafeRawPointer(drow).loadUnaligned(as: WV.self) }
+                                if let residualDelta { value += UnsafeRawPointer(drow + residualDelta).loadUnaligned(as: WV.self) }
+                                UnsafeMutableRawPointer(drow).storeBytes(of: value, as: WV.self)
                             } else {
                                 for k in 0..<4 {
                                     let drow = yo + index.output[t + k] + a * rowStride
-                                    let piece = SIMD4<Float>(rowVector[4 * k], rowVector[4 * k + 1], rowVector[4 * k + 2], rowVector[4 * k + 3])
-                                    if accumulate {
-                                        UnsafeMutableRawPointer(drow).storeBytes(of: UnsafeRawPointer(drow).loadUnaligned(as: SIMD4<Float>.self) + piece,
-                                                                                 as: SIMD4<Float>.self)
-                                    } else {
-                                        UnsafeMutableRawPointer(drow).storeBytes(of: piece, as: SIMD4<Float>.self)
-                                    }
+                                    var piece = SIMD4<Float>(rowVector[4 * k], rowVector[4 * k + 1], rowVector[4 * k + 2], rowVector[4 * k + 3])
+                                    if accumulate { piece += UnsafeRawPointer(drow).loadUnaligned(as: SIMD4<Float>.self) }
+                                    if let residualDelta { piece += UnsafeRawPointer(drow + residualDelta).loadUnaligned(as: SIMD4<Float>.self) }
+                                    UnsafeMutableRawPointer(drow).storeBytes(of: piece, as: SIMD4<Float>.self)
                                 }
                             }
                         }
@@ -983,7 +984,7 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
                 for l in vectorLanes..<lanes {
                     let t = t0 + l
                     let dst = yo + index.output[t]
-                    if colStride == 1 && index.isFull(t, m) && !accumulate {
+                    if colStride == 1 && index.isFull(t, m) && !accumulate && residualDelta == nil {
                         for a in 0..<m {
                             let drow = dst + a * rowStride, src = lanesOfHalf + a * alpha * width + l
                             for b in 0..<m { drow[b] = src[b * width] }
@@ -993,7 +994,10 @@ func winogradOutputTransform<K: WinogradKernel>(_ kernel: K.Type, _ mm: UnsafePo
                     let hMax = index.rows[t], wMax = index.cols[t]
                     for a in 0..<hMax {
                         let drow = dst + a * rowStride, src = lanesOfHalf + a * alpha * width + l
-                        if accumulate {
+                        if let residualDelta {
+                            let rrow = UnsafePointer(drow) + residualDelta
+                            for b in 0..<wMax { drow[b * colStride] = (accumulate ? drow[b * colStride] + src[b * width] : src[b * width]) + rrow[b * colStride] }
+                        } else if accumulate {
                             for b in 0..<wMax { drow[b * colStride] += src[b * width] }
                         } else {
                             for b in 0..<wMax { drow[b * colStride] = src[b * width] }
@@ -1040,8 +1044,8 @@ struct WinogradScratch {
 /// split across workers (the same GEMMs either way).
 func winogradForwardTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, task: Int, _ x: UnsafePointer<Float>,
                                             _ u: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, accumulate: Bool,
-                                            bias: UnsafePointer<Float>?, _ scratch: WinogradScratch, parallel: Bool,
-                                            stage: inout WinogradStageClock) {
+                                            bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>? = nil,
+                                            _ scratch: WinogradScratch, parallel: Bool, stage: inout WinogradStageClock) {
     let c = plan.channels, oc = plan.outChannels, points = plan.points, ld = plan.maxTilesPerTask
     let rows = plan.tileRows(task: task)
     let tiles = rows.count * plan.tilesW
@@ -1074,11 +1078,11 @@ func winogradForwardTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPl
             }
         }
         stage.lap(2)
-        let yq = y + plan.layout.outputOrigin(phase: q)
+        let yq = y + plan.layout.outputOrigin(phase: q), residualQ = residual.map { $0 + plan.layout.outputOrigin(phase: q) }
         winogradStage(oc, parallel: parallel, cost: transformCost) { range in
             withUnsafeTemporaryAllocation(of: WV.self, capacity: points) { block in
                 winogradOutputTransform(K.self, scratch.mm, ld: ld, plan, tiles: tiles, outChannels: range, yq, accumulate: accumulate,
-                                        bias: bias, index: scratch.index, block: block.baseAddress!)
+                                        bias: bias, residual: residualQ, index: scratch.index, block: block.baseAddress!)
             }
         }
         stage.lap(3)
@@ -1087,7 +1091,8 @@ func winogradForwardTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPl
 
 /// y (+)= the convolution `plan` describes, with r×r filters `w` (outputPhases × OC × C × r × r).
 func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, _ x: UnsafePointer<Float>, _ filters: WinogradFilterSource,
-                                        _ y: UnsafeMutablePointer<Float>, accumulate: Bool, bias: UnsafePointer<Float>?) {
+                                        _ y: UnsafeMutablePointer<Float>, accumulate: Bool, bias: UnsafePointer<Float>?,
+                                        residual: UnsafePointer<Float>?) {
     let c = plan.channels, oc = plan.outChannels, points = plan.points
     let u = WinogradFilterCache.shared.transformed(filters, kernel: K.self, count: points * plan.layout.outputPhases * oc * c) { u in
         filters.withKernels { w in
@@ -1102,7 +1107,7 @@ func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, 
         defer { scratch.deallocate() }
         var stage = WinogradStageClock()
         for task in 0..<plan.tasks {
-            winogradForwardTask(K.self, plan, task: task, x, u, y, accumulate: accumulate, bias: bias, scratch, parallel: true, stage: &stage)
+            winogradForwardTask(K.self, plan, task: task, x, u, y, accumulate: accumulate, bias: bias, residual: residual, scratch, parallel: true, stage: &stage)
         }
         stage.report()
         return
@@ -1112,7 +1117,7 @@ func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, 
         defer { scratch.deallocate() }
         var stage = WinogradStageClock()
         for task in tasks {
-            winogradForwardTask(K.self, plan, task: task, x, u, y, accumulate: accumulate, bias: bias, scratch, parallel: false, stage: &stage)
+            winogradForwardTask(K.self, plan, task: task, x, u, y, accumulate: accumulate, bias: bias, residual: residual, scratch, parallel: false, stage: &stage)
         }
         stage.report()
     }
@@ -1120,40 +1125,41 @@ func winogradForward<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPlan, 
 
 /// Dispatches on the plan's tile and kernel size to the specialised F(m×m, r×r).
 func winogradForward(_ plan: WinogradPlan, _ x: UnsafePointer<Float>, _ filters: WinogradFilterSource, _ y: UnsafeMutablePointer<Float>,
-                     accumulate: Bool, bias: UnsafePointer<Float>?) {
+                     accumulate: Bool, bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>? = nil) {
     switch (plan.m, plan.r) {
-    case (4, 3): winogradForward(WinogradF4.self, plan, x, filters, y, accumulate: accumulate, bias: bias)
-    case (2, 3): winogradForward(WinogradF2.self, plan, x, filters, y, accumulate: accumulate, bias: bias)
-    case (4, 2): winogradForward(WinogradF4R2.self, plan, x, filters, y, accumulate: accumulate, bias: bias)
-    case (3, 2): winogradForward(WinogradF3R2.self, plan, x, filters, y, accumulate: accumulate, bias: bias)
-    case (2, 2): winogradForward(WinogradF2R2.self, plan, x, filters, y, accumulate: accumulate, bias: bias)
+    case (4, 3): winogradForward(WinogradF4.self, plan, x, filters, y, accumulate: accumulate, bias: bias, residual: residual)
+    case (2, 3): winogradForward(WinogradF2.self, plan, x, filters, y, accumulate: accumulate, bias: bias, residual: residual)
+    case (4, 2): winogradForward(WinogradF4R2.self, plan, x, filters, y, accumulate: accumulate, bias: bias, residual: residual)
+    case (3, 2): winogradForward(WinogradF3R2.self, plan, x, filters, y, accumulate: accumulate, bias: bias, residual: residual)
+    case (2, 2): winogradForward(WinogradF2R2.self, plan, x, filters, y, accumulate: accumulate, bias: bias, residual: residual)
     default: preconditionFailure("no Winograd F(\(plan.m)×\(plan.m), \(plan.r)×\(plan.r))")
     }
 }
 
 /// y (N×OC×OH×OW) (+)= conv3×3(x, w) for a stride-1 geometry, by F(m×m, 3×3).
-/// With `bias`, adds bias[o] to output channel o in the same pass.
+/// With `bias`, adds bias[o] to output channel o in the same pass; with `residual` (N×OC×OH×OW),
+/// adds it too (y = conv + bias + residual).
 func winogradForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                      batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int, accumulate: Bool = false,
-                     bias: UnsafePointer<Float>? = nil) {
+                     bias: UnsafePointer<Float>? = nil, residual: UnsafePointer<Float>? = nil) {
     if ConvAlgorithmSelection.strideTwoEligible(g) {
-        strideTwoWinogradForward(x, w, y, batch: n, outChannels: oc, g, tile: m, accumulate: accumulate, bias: bias)
+        strideTwoWinogradForward(x, w, y, batch: n, outChannels: oc, g, tile: m, accumulate: accumulate, bias: bias, residual: residual)
         return
     }
     let plan = WinogradPlan(g, batch: n, outChannels: oc, m: m)
     let filters = WinogradFilterSource(weights: UnsafeBufferPointer(start: w, count: oc * g.channels * 9), layout: .strideOne, kernels: nil)
-    winogradForward(plan, x, filters, y, accumulate: accumulate, bias: bias)
+    winogradForward(plan, x, filters, y, accumulate: accumulate, bias: bias, residual: residual)
 }
 
 /// (A): y (N×OC×OH×OW) (+)= conv4×4 stride 2 padding 1 (x, w) as a 2×2 convolution of the phase images.
 func strideTwoWinogradForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                               batch n: Int, outChannels oc: Int, _ g: ConvGeometry, tile m: Int, accumulate: Bool = false,
-                              bias: UnsafePointer<Float>? = nil) {
+                              bias: UnsafePointer<Float>? = nil, residual: UnsafePointer<Float>? = nil) {
     let plan = WinogradPlan(.polyphase(g, outChannels: oc), batch: n, outChannels: oc, m: m, r: 2)
     let filters = WinogradFilterSource(weights: UnsafeBufferPointer(start: w, count: oc * g.channels * 16), layout: .polyphase) {
         polyphaseKernels($0, outChannels: oc, channels: g.channels)
     }
-    winogradForward(plan, x, filters, y, accumulate: accumulate, bias: bias)
+    winogradForward(plan, x, filters, y, accumulate: accumulate, bias: bias, residual: residual)
 }
 
 /// (B): dX (N×C×H×W) (+)= the input gradient of conv4×4 stride 2 padding 1 with weight w

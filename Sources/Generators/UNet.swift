@@ -114,8 +114,7 @@ final class ResBlock: Module {
     func callAsFunction(_ x: Tensor, _ siluEmbedding: Tensor) -> Tensor {
         var h = c1(n1.withSiLU(x))
         h = add(h, t(siluEmbedding))
-        h = c2(n2.withSiLU(h))
-        return add(skip.map { $0(x) } ?? x, h)
+        return c2(n2.withSiLU(h), residual: skip.map { $0(x) } ?? x)
     }
 
     func namedTensors() -> [NamedTensor] {
@@ -133,7 +132,7 @@ final class AttentionBlock: Module {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        add(x, o(spatialSelfAttention(qkv: qkv(n(x)))))
+        o(spatialSelfAttention(qkv: qkv(n(x))), residual: x)
     }
 
     func namedTensors() -> [NamedTensor] { gather([("n", n), ("qkv", qkv), ("o", o)]) }

@@ -69,8 +69,7 @@ final class VAEResBlock: Module {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = c2(n2.withSiLU(c1(n1.withSiLU(x))))
-        return add(skip.map { $0(x) } ?? x, h)
+        c2(n2.withSiLU(c1(n1.withSiLU(x))), residual: skip.map { $0(x) } ?? x)
     }
 
     func namedTensors() -> [NamedTensor] {

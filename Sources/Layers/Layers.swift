@@ -29,6 +29,11 @@ public final class Conv2d: ConvolutionModule {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor { conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding) }
+
+    /// conv(x) + residual, the add fused into the convolution's output pass.
+    public func callAsFunction(_ x: Tensor, residual: Tensor) -> Tensor {
+        conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, residual: residual)
+    }
 }
 
 /// Transposed 2-D convolution; weight C×OC×K×K (PyTorch `ConvTranspose2d` layout).

@@ -176,6 +176,41 @@ final class WinogradTests: XCTestCase {
         }
     }
 
+    /// conv2d(…, residual: r) is conv2d(…) + r to the bit on every path (the add is done in
+    /// Winograd's output stores: full quads, partial tiles, both input transforms; after the GEMM
+    /// otherwise), and r receives dy unchanged.
+    func testResidualAddedInsideOutputTransform() {
+        defer { WinogradPlan.directInputEnabled = true }
+        let cases: [(x: [Int], w: [Int], stride: Int, padding: Int)] = [
+            ([2, 16, 9, 12], [24, 16, 3, 3], 1, 1), ([2, 16, 16, 16], [16, 16, 3, 3], 1, 1), ([1, 16, 32, 32], [16, 16, 3, 3], 1, 1),
+            ([2, 8, 8, 8], [6, 8, 4, 4], 2, 1), ([2, 12, 5, 5], [7, 12, 1, 1], 1, 0)]
+        for (k, shape) in cases.enumerated() {
+            let x = realisticInput(shape.x, seed: 70 + UInt64(k))
+            let w = randomTensor(shape.w, seed: 80 + UInt64(k), scale: 0.2), bias = randomTensor([shape.w[0]], seed: 90)
+            let out = shape.stride == 1 ? shape.x[2] + 2 * shape.padding - shape.w[2] + 1 : shape.x[2] / 2
+            let outShape = [shape.x[0], shape.w[0], out, shape.stride == 1 ? shape.x[3] + 2 * shape.padding - shape.w[3] + 1 : shape.x[3] / 2]
+            let residual = randomTensor(outShape, seed: 95)
+            for algorithm in [ConvAlgorithm.im2col, .winograd2, .winograd4] {
+                for direct in [true, false] {
+                    ConvAlgorithmSelection.forced = algorithm
+                    WinogradPlan.directInputEnabled = direct
+                    let plain = withNoGrad { conv2d(x, weight: w, bias: bias, stride: shape.stride, padding: shape.padding) }
+                    let r = Tensor(shape: outShape, data: residual.data, requiresGrad: true)
+                    let fused = conv2d(x, weight: w, bias: bias, stride: shape.stride, padding: shape.padding, residual: r)
+                    XCTAssertEqual(fused.data, zip(plain.data, residual.data).map { $0 + $1 }, "\(shape) \(algorithm) direct \(direct)")
+                    let upstream = randomTensor(outShape, seed: 96)
+                    sum(mul(fused, upstream)).backward()
+                    XCTAssertEqual(r.grad!, upstream.data, "\(shape) \(algorithm): residual gradient")
+                }
+            }
+        }
+        ConvAlgorithmSelection.forced = .winograd4
+        checkGradients("winograd4 with residual", inputs: [randomTensor([2, 3, 7, 6], seed: 97), randomTensor([4, 3, 3, 3], seed: 98, scale: 0.3),
+                                                           randomTensor([4], seed: 99), randomTensor([2, 4, 7, 6], seed: 100)]) {
+            conv2d($0[0], weight: $0[1], bias: $0[2], padding: 1, residual: $0[3])
+        }
+    }
+
     func testTransformedFiltersReusedOnlyForUnchangedWeights() {
         let cache = WinogradFilterCache.shared
         cache.removeAll()
