@@ -62,6 +62,16 @@ public enum Parallel {
         _ = shutDownBLASThreads?()
     }
 
+    /// The OpenBLAS build and the kernel family it runs ("OpenBLAS 0.3.21 DYNAMIC_ARCH …, kernels
+    /// Haswell"), and OPENBLAS_CORETYPE when the environment forces that choice: the same binary
+    /// runs at very different GEMM rates on AVX2 and AVX-512 kernels, so benchmarks print it.
+    public static var blasDescription: String {
+        let config = openblas_get_config().map { String(cString: $0) } ?? "OpenBLAS"
+        let core = openblas_get_corename().map { String(cString: $0) } ?? "unknown"
+        let forced = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { " (forced by OPENBLAS_CORETYPE=\($0))" } ?? ""
+        return "\(config), kernels \(core)\(forced)"
+    }
+
     /// Makes OpenBLAS single-threaded once, before the first GEMM.
     @inlinable
     public static func configureBLAS() {

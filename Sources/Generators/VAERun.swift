@@ -24,9 +24,16 @@ public struct VAETrainingOptions: Codable, Equatable {
     /// image, which removes the high-frequency detail latents carry beyond the image's own and makes
     /// them easier for a diffusion model. 0 = off.
     public var scaleEquivariance: Float = 0
+    /// Latent denoising (Yang et al. 2025, "Latent Denoising Makes Good Visual Tokenizers"): the
+    /// decoder reconstructs from z + σ·s·ε, σ uniform in [0, decoderNoise] per image and s the
+    /// batch latents' standard deviation, so it learns to map latents a little off the data
+    /// manifold (a diffusion model's samples) back to clean images. 0 = off.
+    public var decoderNoise: Float = 0
+    /// Train the decoder only: the latent space (and every latent model trained on it) stays valid.
+    public var freezeEncoder = false
     public init() {}
 
-    enum CodingKeys: String, CodingKey { case learningRate, reconstruction, klWeight, emaDecay, scaleEquivariance }
+    enum CodingKeys: String, CodingKey { case learningRate, reconstruction, klWeight, emaDecay, scaleEquivariance, decoderNoise, freezeEncoder }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -36,6 +43,8 @@ public struct VAETrainingOptions: Codable, Equatable {
         emaDecay = try c.decode(Float.self, forKey: .emaDecay)
         // Runs saved before the term existed trained without it.
         scaleEquivariance = try c.decodeIfPresent(Float.self, forKey: .scaleEquivariance) ?? 0
+        decoderNoise = try c.decodeIfPresent(Float.self, forKey: .decoderNoise) ?? 0
+        freezeEncoder = try c.decodeIfPresent(Bool.self, forKey: .freezeEncoder) ?? false
     }
 }
 
@@ -65,7 +74,8 @@ public final class VAETrainer {
         model = VAE(config, stream: &stream)
         emaModel = VAE(config, stream: &stream)
         emaModel.copyValues(from: model)
-        optimizer = Adam.adamW(model.parameters(), learningRate: options.learningRate, weightDecay: 0)
+        optimizer = Adam.adamW(options.freezeEncoder ? model.decoder.parameters() : model.parameters(),
+                               learningRate: options.learningRate, weightDecay: 0)
         ema = ParameterEMA(model, decay: options.emaDecay)
     }
 
@@ -73,11 +83,11 @@ public final class VAETrainer {
     /// `stream`: (total, reconstruction, KL per image, MSE).
     public func losses(x: Tensor, vae: VAE? = nil, stream: inout RandomStream) -> (total: Tensor, reconstruction: Float, kl: Float, mse: Float) {
         let vae = vae ?? model
-        let moments = vae.encode(x)
+        let moments = options.freezeEncoder ? withNoGrad { vae.encode(x) } : vae.encode(x)
         var noise = [Float](repeating: 0, count: moments.count / 2)
         noise.withUnsafeMutableBufferPointer { stream.fillNormal($0) }
         let z = diagonalGaussianSample(moments, noise: noise)
-        let reconstruction = vae.decode(z)
+        let reconstruction = vae.decode(options.decoderNoise > 0 ? latentDenoisingInput(z, stream: &stream) : z)
         let lossFunction = options.reconstruction == .l1 ? l1Loss : mseLoss
         let recon = lossFunction(reconstruction, x)
         let kl = diagonalGaussianKL(moments)
@@ -92,6 +102,20 @@ public final class VAETrainer {
         return (total, recon.scalar, kl.scalar, Float(squared / Double(x.count)))
     }
 
+    /// z + σ·s·ε with σ ~ U(0, decoderNoise) per image and s the std of z's values (no gradient
+    /// flows through s).
+    func latentDenoisingInput(_ z: Tensor, stream: inout RandomStream) -> Tensor {
+        let n = z.shape[0], per = z.count / n
+        let s = Float(1 / Double(latentScaleFactor(z.data)))
+        var perturbation = [Float](repeating: 0, count: z.count)
+        perturbation.withUnsafeMutableBufferPointer { stream.fillNormal($0) }
+        for i in 0..<n {
+            let sigma = options.decoderNoise * s * Float(stream.uniform())
+            for j in i * per..<(i + 1) * per { perturbation[j] *= sigma }
+        }
+        return add(z, Tensor(shape: z.shape, data: perturbation))
+    }
+
     /// One Adam step; returns (loss, reconstruction, KL, PSNR in dB of the batch's reconstructions).
     public func step(x: Tensor, stream: inout RandomStream) -> [Float] {
         model.zeroGrad()
@@ -104,6 +128,8 @@ public final class VAETrainer {
 
     public func samplingModel() -> VAE {
         ema.copy(into: emaModel)
+        // The average of an unchanged weight drifts by rounding: a frozen encoder is copied as it is.
+        if options.freezeEncoder { emaModel.encoder.copyValues(from: model.encoder) }
         return emaModel
     }
 

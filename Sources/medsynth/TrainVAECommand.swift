@@ -27,6 +27,10 @@ struct TrainVAE: ParsableCommand {
     var scaleEquivariance: Float = 0
     @Option(help: "Start a new run from this VAE model file's weights (fine-tuning); its configuration must match the run's.")
     var initFrom: String?
+    @Option(help: "Latent denoising (Yang et al. 2025): the decoder learns to reconstruct from latents with Gaussian noise of up to this many latent standard deviations (per image uniform in [0, σ]; default 0 = off).")
+    var decoderNoise: Float = 0
+    @Flag(help: "Train the decoder only (with --init-from: latent models trained on that VAE's latents stay valid).")
+    var freezeEncoder = false
 
     func validate() throws {
         guard [2, 4, 8].contains(downsamplingFactor) else { throw ValidationError("--downsampling-factor must be 2, 4 or 8") }
@@ -35,6 +39,7 @@ struct TrainVAE: ParsableCommand {
             throw ValidationError("--kl-weight must be >= 0 and --learning-rate positive")
         }
         guard scaleEquivariance >= 0, scaleEquivariance <= 100 else { throw ValidationError("--scale-equivariance must be in [0, 100]") }
+        guard decoderNoise >= 0, decoderNoise <= 10 else { throw ValidationError("--decoder-noise must be in [0, 10]") }
     }
 
     func run() throws {
@@ -47,6 +52,8 @@ struct TrainVAE: ParsableCommand {
         options.klWeight = klWeight
         options.learningRate = learningRate
         options.scaleEquivariance = scaleEquivariance
+        options.decoderNoise = decoderNoise
+        options.freezeEncoder = freezeEncoder
         let result = try trainVAE(request, options: options, out: URL(fileURLWithPath: common.out), resume: common.resume,
                                   initialWeights: initFrom.map { URL(fileURLWithPath: $0) }, progress: runtime.progress)
         let psnr = result.lastValues?["psnr"].map { String(format: "; last batch PSNR %.2f dB", $0) } ?? ""

@@ -219,6 +219,44 @@ final class LatentDiffusionTests: XCTestCase {
                                   initialWeights: RunFolder(start).model, progress: .none), containing: "--init-from")
     }
 
+    /// Latent denoising with a frozen encoder: the encoder's weights (so the latent space and the
+    /// stored scale) stay bit for bit, the decoder learns, and the settings are recorded.
+    func testDecoderOnlyLatentDenoisingKeepsTheLatentSpace() throws {
+        let start = try trainTinyVAE(steps: 4, at: "start")
+        var options = VAETrainingOptions()
+        options.decoderNoise = 0.5
+        options.freezeEncoder = true
+        options.learningRate = 1e-2
+        let tuned = root.appendingPathComponent("denoising")
+        try trainVAE(vaeRequest(steps: 3), options: options, out: tuned, resume: false, initialWeights: RunFolder(start).model, progress: .none)
+        guard case .vae(let a, let scaleA) = try loadModel(from: RunFolder(start).model),
+              case .vae(let b, let scaleB) = try loadModel(from: RunFolder(tuned).model) else { return XCTFail("not VAEs") }
+        XCTAssertEqual(scaleA, scaleB)
+        for (x, y) in zip(a.encoder.namedTensors(), b.encoder.namedTensors()) { XCTAssert(x.tensor.data == y.tensor.data, "encoder \(x.name) changed") }
+        let moved = zip(a.decoder.namedTensors(), b.decoder.namedTensors()).filter { $0.tensor.data != $1.tensor.data }.count
+        XCTAssertGreaterThan(moved, a.decoder.namedTensors().count / 2, "the decoder trained")
+        let saved = try readSafetensors(at: RunFolder(tuned).latestCheckpoint)
+        let recorded = try XCTUnwrap(saved.metadata[VAETrainer.optionsKey])
+        XCTAssert(recorded.contains("\"decoderNoise\":0.5") && recorded.contains("\"freezeEncoder\":true"), recorded)
+        // Old option records (before these settings) still decode, with both off.
+        let old = try JSONDecoder().decode(VAETrainingOptions.self, from: Data(#"{"learningRate":0.001,"reconstruction":"l1","klWeight":1e-6,"emaDecay":0.999}"#.utf8))
+        XCTAssertEqual(old.decoderNoise, 0)
+        XCTAssertFalse(old.freezeEncoder)
+        // The noise: per image σ·s·ε with σ ≤ decoderNoise, s the latents' std.
+        var stream = RandomStream(seed: 3)
+        let trainer = VAETrainer(config: b.config, options: options, seed: 1)
+        let z = randomTensor([6, 4, 8, 8], seed: 4, scale: 2)
+        let noisy = trainer.latentDenoisingInput(z, stream: &stream)
+        let per = z.count / 6
+        var stds: [Double] = []
+        for i in 0..<6 {
+            let d = (i * per..<(i + 1) * per).map { Double(noisy.data[$0] - z.data[$0]) }
+            stds.append((d.map { $0 * $0 }.reduce(0, +) / Double(per)).squareRoot())
+        }
+        XCTAssert(stds.allSatisfy { $0 <= 0.5 * 2 * 1.25 }, "\(stds)")
+        XCTAssertGreaterThan(stds.max()! - stds.min()!, 0.05, "σ varies per image: \(stds)")
+    }
+
     func testReconstructionReportsLatentStatisticsAndLatentNoiseCostsPixels() throws {
         let run = try trainTinyVAE(steps: 4)
         let data = root.appendingPathComponent("data")
