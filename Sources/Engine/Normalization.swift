@@ -64,7 +64,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
                 let ch = r % c, a = invStd[ch] * gamma.data[ch], b = beta.data[ch] - meanC[ch] * a
                 let base = r * plane
                 if let slope = activationSlope {
-                    leakyAffineRow(xp.baseAddress! + base, yp.baseAddress! + base, plane, a, b, slope: slope)
+                    leakyAffineRow(xp.baseAddress! + base, yp.baseAddress! + base, plane, a, b, slope: slope, gradient: false)
                 } else {
                     for i in base..<base + plane { yp[i] = xp[i] * a + b }
                 }
@@ -90,7 +90,7 @@ public func batchNorm(_ x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Ten
                             for img in 0..<n {
                                 let base = (img * c + ch) * plane
                                 if let slope = activationSlope {
-                                    leakyGradientRow(xp.baseAddress! + base, gm.baseAddress! + base, plane, a, b, slope: slope)
+                                    leakyAffineRow(xp.baseAddress! + base, gm.baseAddress! + base, plane, a, b, slope: slope, gradient: true)
                                 }
                                 let (rowSum, rowDot) = sumAndCenteredDot(g.baseAddress! + base, xp.baseAddress! + base, plane, mu)
                                 s += Double(rowSum); sx += Double(rowDot)
@@ -262,39 +262,33 @@ func affineRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n:
     }
 }
 
-/// y = LeakyReLU_slope(a·x + b) (ReLU as max(z, 0) when slope = 0, like `relu`).
+/// With z = a·x + b: y = LeakyReLU_slope(z) (ReLU as max(z, 0) when slope = 0, like `relu`), or
+/// with `gradient`, y ← y · (1 where z > 0, else slope), the derivative at the recomputed z.
 @inline(__always)
-func leakyAffineRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float, slope: Float) {
+func leakyAffineRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float, slope: Float,
+                    gradient: Bool) {
     let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
     let zero = SIMD16<Float>(repeating: 0), slopes = SIMD16<Float>(repeating: slope)
     var i = 0
     while i + 16 <= n {
         let z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) * av + bv
-        let v = slope == 0 ? z.replacing(with: zero, where: z .<= zero) : z.replacing(with: z * slopes, where: .!(z .> zero))
+        let v: SIMD16<Float>
+        if gradient {
+            let g = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self)
+            v = g.replacing(with: g * slopes, where: .!(z .> zero))
+        } else {
+            v = slope == 0 ? z.replacing(with: zero, where: z .<= zero) : z.replacing(with: z * slopes, where: .!(z .> zero))
+        }
         UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD16<Float>.self)
         i += 16
     }
     while i < n {
         let z = x[i] * a + b
-        y[i] = z > 0 ? z : (slope == 0 ? max(z, 0) : slope * z)
-        i += 1
-    }
-}
-
-/// g ← g · (1 where a·x + b > 0, else slope): the LeakyReLU derivative at the recomputed pre-activation.
-@inline(__always)
-func leakyGradientRow(_ x: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float, slope: Float) {
-    let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
-    let zero = SIMD16<Float>(repeating: 0), slopes = SIMD16<Float>(repeating: slope)
-    var i = 0
-    while i + 16 <= n {
-        let z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) * av + bv
-        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD16<Float>.self)
-        UnsafeMutableRawPointer(g + i).storeBytes(of: gv.replacing(with: gv * slopes, where: .!(z .> zero)), as: SIMD16<Float>.self)
-        i += 16
-    }
-    while i < n {
-        if !(x[i] * a + b > 0) { g[i] *= slope }
+        if gradient {
+            if !(z > 0) { y[i] *= slope }
+        } else {
+            y[i] = z > 0 ? z : (slope == 0 ? max(z, 0) : slope * z)
+        }
         i += 1
     }
 }
