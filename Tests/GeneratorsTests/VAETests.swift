@@ -294,11 +294,21 @@ final class LatentDiffusionTests: XCTestCase {
             part.sampling = sampling
             try generateImages(part, progress: .none)
         }
+        // The same images up to the one documented limit (README, Reproducibility): a batched GEMM
+        // can round an image's floats differently in the last bit, which moves a pixel that sits on
+        // a rounding boundary by one grey level. A wrong stream, class or sample order changes far more.
+        var differing = 0, pixels = 0
         for i in 0..<5 {
-            let a = try Data(contentsOf: whole.out.appendingPathComponent(sampleFileName(i)))
-            let b = try Data(contentsOf: root.appendingPathComponent("\(tag)-shards").appendingPathComponent(sampleFileName(i)))
-            XCTAssertEqual(a, b, "\(tag) sample \(i)", file: file, line: line)
+            let a = try readImage(at: whole.out.appendingPathComponent(sampleFileName(i)))
+            let b = try readImage(at: root.appendingPathComponent("\(tag)-shards").appendingPathComponent(sampleFileName(i)))
+            XCTAssertEqual([a.width, a.height, a.channels, a.bitDepth], [b.width, b.height, b.channels, b.bitDepth], file: file, line: line)
+            for (u, v) in zip(a.samples, b.samples) where u != v {
+                differing += 1
+                XCTAssertLessThanOrEqual(abs(Int(u) - Int(v)), 1, "\(tag) sample \(i): a pixel differs by more than one level", file: file, line: line)
+            }
+            pixels += a.samples.count
         }
+        XCTAssertLessThanOrEqual(differing, max(2, pixels / 500), "\(tag): \(differing) of \(pixels) pixels differ", file: file, line: line)
     }
 
     func latentRequest(steps: Int, autoencoder: URL) -> TrainingRequest {
