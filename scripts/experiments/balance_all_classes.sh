@@ -33,6 +33,7 @@ work, classes = sys.argv[1], sys.argv[2:]
 names = {"real": "real only", "bal-oversample": "oversample", "bal-smote": "SMOTE", "bal-gan": "GAN", "allreal": "all real"}
 print(f"rare-class recall, mean over seeds [95% t-interval] (balanced accuracy)")
 print(f"{'class':>5}  " + "  ".join(f"{n:>26}" for n in names.values()))
+means = {k: [] for k in names}
 for c in classes:
     path = os.path.join(work, f"class-{c}", "utility", "utility.json")
     if not os.path.exists(path):
@@ -40,8 +41,11 @@ for c in classes:
     r = json.load(open(path))
     cells = {}
     for row in r["rows"]:
-        key = row["training_data"]
+        # "real", or "real + WORK/class-C/bal-gan": the set's folder name.
+        key = row["training_data"].split(" + ")[-1].rstrip("/").split("/")[-1]
         rec = row["per_class_recall"][c]
         cells[key] = f"{rec['mean']:.3f} [{rec['ci95_low']:.2f},{rec['ci95_high']:.2f}] ({row['balanced_accuracy']['mean']:.3f})"
+        if key in means: means[key].append((rec['mean'], row['balanced_accuracy']['mean']))
     print(f"{c:>5}  " + "  ".join(f"{cells.get(k, '-'):>26}" for k in names))
+print(f"{'mean':>5}  " + "  ".join(f"{sum(v[0] for v in means[k]) / max(1, len(means[k])):>14.3f} ({sum(v[1] for v in means[k]) / max(1, len(means[k])):.3f})    " for k in names))
 PY

@@ -16,7 +16,7 @@ REFERENCE=${REFERENCE:-../shared/reference/compare_speed.py}
 run_mode() {  # run_mode LABEL [env -u ...]
     local label=$1; shift
     local kernels
-    kernels=$("$@" "$B" bench --only dcgan64_generate_b256 --repetitions 1 2>&1 >/dev/null | grep -m1 OpenBLAS | sed 's/^bench: //')
+    kernels=$("$@" "$B" bench --only dcgan64_generate_b256 --repetitions 1 2>&1 >/dev/null | sed -n "s/^bench: \(OpenBLAS.*\)/\1/p")
     echo "== $label: $kernels"
     local logs=()
     for r in $(seq 1 "$RUNS"); do
