@@ -4,9 +4,11 @@ import Engine
 import Layers
 
 // MARK: - Latent workloads of `medsynth bench`: the UNet-S layout on 16×16×4 latents (a 64 px
-// slice through a factor-4 VAE), its training step, its forward, whole-image sampling, and the VAE.
+// slice through a factor-4 VAE), its training step, its forward, whole-image sampling, and the VAE;
+// and the training step on 8×8×8 latents (the shipped factor-8 VAE's).
 
-let latentWorkloads: Set<String> = ["latent16x4_train_step_b32", "latent16x4_forward_b16", "latent_dpm20_sample_b16", "vae64_train_step_b32"]
+let latentWorkloads: Set<String> = ["latent16x4_train_step_b32", "latent16x4_forward_b16", "latent_dpm20_sample_b16", "vae64_train_step_b32",
+                                    "latent8x8_train_step_b32"]
 
 func runLatentBenchmarks(only: Set<String>?, repetitions: Int, progress: (String) -> Void) -> [BenchmarkResult] {
     var results: [BenchmarkResult] = []
@@ -18,13 +20,13 @@ func runLatentBenchmarks(only: Set<String>?, repetitions: Int, progress: (String
     var unetConfig = UNetConfig(imageSize: vaeConfig.latentSize, channels: vaeConfig.latentChannels, numClasses: 2)
     unetConfig.attentionResolutions = [vaeConfig.latentSize / 2]
     let unet = UNet(unetConfig, stream: &stream)
-    let shape = [32] + vaeConfig.latentShape
-    if wanted("latent16x4_train_step_b32") {
-        progress("latent16x4_train_step_b32")
+    /// Seconds per training step of batch 32 of `unet` on latents of `latentShape`.
+    func trainStepSeconds(_ unet: UNet, latentShape: [Int]) -> Double {
+        let shape = [32] + latentShape
         let optimizer = Adam.adamW(unet.parameters(), learningRate: 2e-4)
         let schedule = NoiseSchedule(kind: .cosine, steps: 1000)
         let x0 = Tensor(randomNormal: shape, stream: &stream)
-        let s = timeIt(warmup: 2, repetitions: repetitions) {
+        return timeIt(warmup: 2, repetitions: repetitions) {
             let t = (0..<32).map { _ in stream.int(below: 1000) }
             let noise = Tensor(randomNormal: shape, stream: &stream)
             let xt = schedule.addNoise(x0.data, noise: noise.data, timesteps: t)
@@ -34,8 +36,21 @@ func runLatentBenchmarks(only: Set<String>?, repetitions: Int, progress: (String
             loss.backward()
             optimizer.update()
         }
+    }
+    if wanted("latent16x4_train_step_b32") {
+        progress("latent16x4_train_step_b32")
+        let s = trainStepSeconds(unet, latentShape: vaeConfig.latentShape)
         results.append(BenchmarkResult(workload: "latent16x4_train_step_b32", seconds: s, images_per_s: 32 / s, threads: threads,
                                        note: "UNet-S layout (base 32) on 4×16×16 latents; compare unet64_train_step_b32"))
+    }
+    if wanted("latent8x8_train_step_b32") {
+        progress("latent8x8_train_step_b32")
+        let factorEight = VAEConfig(channelMultipliers: VAEConfig.multipliers(factor: 8)!, latentChannels: 8)
+        var config = UNetConfig(imageSize: factorEight.latentSize, channels: factorEight.latentChannels, numClasses: 2)
+        config.attentionResolutions = [factorEight.latentSize / 2]
+        let s = trainStepSeconds(UNet(config, stream: &stream), latentShape: factorEight.latentShape)
+        results.append(BenchmarkResult(workload: "latent8x8_train_step_b32", seconds: s, images_per_s: 32 / s, threads: threads,
+                                       note: "UNet-S layout (base 32) on 8×8×8 latents (the shipped factor-8 VAE's); compare unet64_train_step_b32"))
     }
     if wanted("latent16x4_forward_b16") {
         progress("latent16x4_forward_b16")
