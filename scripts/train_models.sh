@@ -49,9 +49,9 @@ if [ "$what" = diffusion ] || [ "$what" = all ]; then
     cp "$W/runs/diffusion-cond/model.safetensors" models/diffusion-mni64-cond.safetensors
 fi
 # 4. VAE on the even-indexed healthy slices, so the odd-indexed ones measure what it keeps on unseen
-#    anatomy. Factor 8 with 8 latent channels (64 px → 8×8×8) since session 6: held-out PSNR 33.2 dB
-#    and reconstruction FD 2.45, and the latent model on it reaches FD ≈ 14.3 where the factor-4,
-#    4-channel VAE (16×16×4; held-out 34.7 dB, VAE_FACTOR=4 VAE_CHANNELS=4) left it at ≈ 17 (README).
+#    anatomy. Factor 8 with 16 latent channels (64 px → 8×8×16) since session 6: held-out PSNR 33.1 dB,
+#    and the latent model on it reaches FD 12.4 where the factor-4, 4-channel VAE (16×16×4; held-out
+#    34.7 dB; VAE_FACTOR=4 VAE_CHANNELS=4) left it at ≈ 17 and 8 channels at 14.5 (README).
 if [ "$what" = vae ] || [ "$what" = all ]; then
     if [ ! -d "$W/mni64-even/healthy" ]; then
         mkdir -p "$W/mni64-even/healthy"
@@ -62,7 +62,7 @@ if [ "$what" = vae ] || [ "$what" = all ]; then
         done
     fi
     $B train vae --data "$W/mni64-even" --out "$W/runs/vae" --width ${VAE_WIDTH:-16} \
-        --downsampling-factor ${VAE_FACTOR:-8} --latent-channels ${VAE_CHANNELS:-8} \
+        --downsampling-factor ${VAE_FACTOR:-8} --latent-channels ${VAE_CHANNELS:-16} \
         --steps ${VAE_STEPS:-2000} --batch 16 --learning-rate 1e-3 --seed 1 --checkpoint-every 100 --sample-every 100 --resume
     cp "$W/runs/vae/model.safetensors" models/vae-mni64.safetensors
 fi
@@ -71,7 +71,7 @@ fi
 if [ "$what" = latent ] || [ "$what" = all ]; then
     $B train diffusion --data "$W/mni64-2class" --autoencoder models/vae-mni64.safetensors \
         --out "$W/runs/latent-diffusion-cond" --conditional --width 16 \
-        --steps ${LATENT_STEPS:-6000} --batch 32 --seed 6 --checkpoint-every 100 --sample-every 250 --resume
+        --steps ${LATENT_STEPS:-10000} --batch 32 --seed 6 --checkpoint-every 100 --sample-every 250 --resume
     cp "$W/runs/latent-diffusion-cond/model.safetensors" models/latent-diffusion-mni64-cond.safetensors
 fi
 ls -la models

@@ -5,7 +5,7 @@ import Layers
 
 // MARK: - Latent workloads of `medsynth bench`: the UNet-S layout on 16×16×4 latents (a 64 px
 // slice through a factor-4 VAE), its training step, its forward, whole-image sampling, and the VAE;
-// and the training step on 8×8×8 latents (the shipped factor-8 VAE's).
+// and the training step on 8×8×16 latents (the shipped factor-8 VAE's).
 
 let latentWorkloads: Set<String> = ["latent16x4_train_step_b32", "latent16x4_forward_b16", "latent_dpm20_sample_b16", "vae64_train_step_b32",
                                     "latent8x8_train_step_b32"]
@@ -45,12 +45,12 @@ func runLatentBenchmarks(only: Set<String>?, repetitions: Int, progress: (String
     }
     if wanted("latent8x8_train_step_b32") {
         progress("latent8x8_train_step_b32")
-        let factorEight = VAEConfig(channelMultipliers: VAEConfig.multipliers(factor: 8)!, latentChannels: 8)
+        let factorEight = VAEConfig(channelMultipliers: VAEConfig.multipliers(factor: 8)!, latentChannels: 16)
         var config = UNetConfig(imageSize: factorEight.latentSize, channels: factorEight.latentChannels, numClasses: 2)
         config.attentionResolutions = [factorEight.latentSize / 2]
         let s = trainStepSeconds(UNet(config, stream: &stream), latentShape: factorEight.latentShape)
         results.append(BenchmarkResult(workload: "latent8x8_train_step_b32", seconds: s, images_per_s: 32 / s, threads: threads,
-                                       note: "UNet-S layout (base 32) on 8×8×8 latents (the shipped factor-8 VAE's); compare unet64_train_step_b32"))
+                                       note: "UNet-S layout (base 32) on 16×8×8 latents (the shipped factor-8 VAE's); compare unet64_train_step_b32"))
     }
     if wanted("latent16x4_forward_b16") {
         progress("latent16x4_forward_b16")

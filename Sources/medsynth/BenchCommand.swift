@@ -11,7 +11,7 @@ struct Bench: ParsableCommand {
         `medsynth bench` prints one JSON line per workload: dcgan64_train_step_b64, dcgan64_generate_b256,
         unet64_train_step_b32, unet64_forward_b16, and the latent ones: latent16x4_train_step_b32,
         latent16x4_forward_b16, latent_dpm20_sample_b16 (whole images, VAE decode included), vae64_train_step_b32,
-        latent8x8_train_step_b32 (the shipped factor-8 VAE's latents).
+        latent8x8_train_step_b32 (8×8×16, the shipped factor-8 VAE's latents).
         `medsynth bench kernels` prints forward/backward GFLOP/s
         of every conv layer shape of the reference architectures next to cblas_sgemm's rate.
         MEDSYNTH_CONV_ALGO=im2col|winograd2|winograd3|winograd4 forces a convolution algorithm where it applies;

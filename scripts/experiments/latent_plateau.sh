@@ -18,7 +18,7 @@
 # Needs MEDSYNTH_WORK (default work/models) with mni64-2class from scripts/train_models.sh.
 # Sessions 4–5 measured these on the factor-4, 4-channel VAE shipped then: to repeat them, set
 # LATENT_VAE to that file (`git show f7fd817:models/vae-mni64.safetensors > vae-f4.safetensors`)
-# and VAE_FACTOR=4 VAE_CHANNELS=4; the defaults are the factor-8, 8-channel VAE shipped since session 6.
+# and VAE_FACTOR=4 VAE_CHANNELS=4; the defaults are the factor-8, 16-channel VAE shipped since session 6.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
@@ -40,7 +40,7 @@ finetune() {  # finetune NAME VAE-OPTIONS...
     local name=$1; shift
     $B train vae --data "$OUT/even" --out "$OUT/vae-$name" --width 16 --steps 600 --batch 16 --learning-rate 5e-4 --seed 11 \
         --checkpoint-every 100 --sample-every 200 --init-from "$AE" --downsampling-factor ${VAE_FACTOR:-8} \
-        --latent-channels ${VAE_CHANNELS:-8} --resume --progress none "$@"
+        --latent-channels ${VAE_CHANNELS:-16} --resume --progress none "$@"
     $B reconstruct --model "$OUT/vae-$name/model.safetensors" "$OUT/odd" "$OUT/recon-$name" --progress none
     AE="$OUT/vae-$name/model.safetensors"
 }
