@@ -339,10 +339,22 @@ func convTranspose2dProfileLabel(_ x: Tensor, _ weight: Tensor, stride: Int, pad
     return "convTranspose2d \(k)x\(weight.shape[3]) s\(stride) \(x.shape[1])→\(weight.shape[1]) @\(x.shape[2]) \(algorithm.rawValue)"
 }
 
+/// True when the kernel covers the whole unpadded input (one output pixel; the DCGAN critic's
+/// last layer): each image's im2col column is the image itself, so the layer is a dense one.
+@inline(__always)
+func coversWholeInput(_ g: ConvGeometry) -> Bool {
+    g.padding == 0 && g.kernelH == g.height && g.kernelW == g.width
+}
+
 /// y (N×OC×P) = W (OC×K) · im2col(x).
 func convForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
                  batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool, accumulate: Bool = false) {
     let k = g.patchSize, plane = g.outPlane
+    if coversWholeInput(g) {
+        // Y (N×OC) = X (N×K) · Wᵀ: no unfolding, no per-element gather.
+        sgemm(transB: true, m: n, n: oc, k: k, a: x, lda: k, b: w, ldb: k, beta: accumulate ? 1 : 0, c: y, ldc: oc)
+        return
+    }
     if !pointwise, let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward).tile {
         winogradForward(x, w, y, batch: n, outChannels: oc, g, tile: m, accumulate: accumulate)
         return
@@ -385,6 +397,12 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
                   batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
     var dX = dX, dW = dW
     let k = g.patchSize, plane = g.outPlane
+    if coversWholeInput(g) {
+        // dW (OC×K) += dYᵀ · X and dX (N×K) += dY · W, with dY an N×OC matrix.
+        if let dW { sgemm(transA: true, m: oc, n: k, k: n, a: dy, lda: oc, b: x, ldb: k, beta: 1, c: dW, ldc: k) }
+        if let dX { sgemm(m: n, n: k, k: oc, a: dy, lda: oc, b: w, ldb: k, beta: 1, c: dX, ldc: k) }
+        return
+    }
     if let dXOut = dX, ConvAlgorithmSelection.strideTwoEligible(g),
        let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .inputGradient).tile {
         // 4×4 stride 2: four sub-pixel 2×2 convolutions of dY by Winograd (Winograd.swift, (B)).

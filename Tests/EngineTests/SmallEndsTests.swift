@@ -49,4 +49,24 @@ final class SmallEndsTests: XCTestCase {
             convTranspose2d($0[0], weight: $0[1], bias: $0[2], stride: 2, padding: 1)
         }
     }
+
+    /// A kernel as large as the unpadded input (the DCGAN critic's 4×4 → 1×1 layer) runs as one
+    /// dense GEMM: its output and gradients must match the convolution's definition.
+    func testWholeInputKernelConvIsADenseLayer() {
+        for (n, c, oc, side, stride) in [(3, 5, 2, 4, 1), (2, 3, 1, 3, 2), (1, 2, 4, 2, 1)] {
+            let x = randomTensor([n, c, side, side], seed: 11), w = randomTensor([oc, c, side, side], seed: 12, scale: 0.3)
+            let y = withNoGrad { conv2d(x, weight: w, stride: stride, padding: 0) }
+            XCTAssertEqual(y.shape, [n, oc, 1, 1])
+            var expected = [Float](repeating: 0, count: n * oc)
+            for img in 0..<n { for o in 0..<oc {
+                var sum = 0.0
+                for k in 0..<c * side * side { sum += Double(x.data[img * c * side * side + k]) * Double(w.data[o * c * side * side + k]) }
+                expected[img * oc + o] = Float(sum)
+            } }
+            XCTAssertLessThan(relativeError(y.data, expected), 1e-6, "whole-input kernel \([n, c, oc, side, stride])")
+        }
+        checkGradients("conv whole-input kernel", inputs: [randomTensor([3, 4, 4, 4], seed: 13), randomTensor([2, 4, 4, 4], seed: 14, scale: 0.3), randomTensor([2], seed: 15)]) {
+            conv2d($0[0], weight: $0[1], bias: $0[2], stride: 1, padding: 0)
+        }
+    }
 }
