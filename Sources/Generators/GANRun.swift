@@ -42,6 +42,18 @@ extension GANTrainer: ModelTrainer {
         let augmentation = !augments ? "off" : (o.adaptiveAugmentation ? "adaptive (target r_t \(o.adaTarget))" : "always")
         return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
             + "D \(o.spectralNorm ? "spectral norm" : "batch norm"), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
+            + (o.learningRateDecaySteps > 0 ? ", learning rates decayed to 0 over the last \(o.learningRateDecaySteps) steps" : "")
+    }
+
+    /// A resumed run keeps its saved options except the learning-rate decay, which it may add.
+    public static func resumedOptions(saved: GANTrainingOptions, requested: GANTrainingOptions) -> GANTrainingOptions {
+        var options = saved
+        if requested.learningRateDecaySteps > 0 { options.learningRateDecaySteps = requested.learningRateDecaySteps }
+        return options
+    }
+
+    public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {
+        totalSteps = request.steps
     }
 
     public func trainingStep(batch: Tensor, labels: [Int]?, stream: inout RandomStream) -> [Float] {

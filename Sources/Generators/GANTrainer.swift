@@ -74,6 +74,10 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var adaSpeedImages: Int = 5_000
     /// G's upsampling; copied into the model config. Resize-convolution (Odena et al. 2016).
     public var upsample: GANUpsampling = .resize
+    /// Both learning rates fall linearly to 0 over the last this many steps of the run (CycleGAN's
+    /// schedule, Zhu et al. 2017); 0 keeps them constant. A resumed run may set it, so a run that
+    /// has stopped improving can be finished with a decay (`--resume --steps N --lr-decay-steps K`).
+    public var learningRateDecaySteps: Int = 0
 
     public init() {}
 
@@ -97,7 +101,7 @@ public struct GANTrainingOptions: Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
-        case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample
+        case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
     }
 
     public init(from decoder: Decoder) throws {
@@ -117,6 +121,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         adaInterval = try c.decodeIfPresent(Int.self, forKey: .adaInterval) ?? old.adaInterval
         adaSpeedImages = try c.decodeIfPresent(Int.self, forKey: .adaSpeedImages) ?? old.adaSpeedImages
         upsample = try c.decodeIfPresent(GANUpsampling.self, forKey: .upsample) ?? old.upsample
+        learningRateDecaySteps = try c.decodeIfPresent(Int.self, forKey: .learningRateDecaySteps) ?? old.learningRateDecaySteps
     }
 
     public func validate() throws {
@@ -127,6 +132,13 @@ public struct GANTrainingOptions: Codable, Equatable {
         guard emaDecay >= 0, emaDecay < 1 else { throw MedSynthError("--ema-decay must be in [0, 1), got \(emaDecay)") }
         guard (-1...1).contains(adaTarget) else { throw MedSynthError("--ada-target must be in [-1, 1], got \(adaTarget)") }
         guard adaInterval > 0, adaSpeedImages > 0 else { throw MedSynthError("ADA interval and speed must be positive") }
+        guard learningRateDecaySteps >= 0 else { throw MedSynthError("--lr-decay-steps must not be negative, got \(learningRateDecaySteps)") }
+    }
+
+    /// The factor on both learning rates before update `step` (0-based) of a run of `totalSteps`.
+    public func learningRateFactor(step: Int, totalSteps: Int) -> Float {
+        guard learningRateDecaySteps > 0 else { return 1 }
+        return max(0, min(1, (Float(totalSteps) - Float(step)) / Float(learningRateDecaySteps)))
     }
 }
 
@@ -140,6 +152,8 @@ public final class GANTrainer {
     /// Exponential moving average of G's weights: what `generate` samples with.
     public let emaGenerator: DCGANGenerator
     public let optimizerG: Adam, optimizerD: Adam
+    /// The run's length, for the learning-rate decay (set by the training driver); nil: rates as set.
+    public var totalSteps: Int?
     public let ema: ParameterEMA
     /// ADA's p (starts at 0, as in the paper); part of the training state.
     public internal(set) var augmentProbability: Float = 0
@@ -188,6 +202,11 @@ public final class GANTrainer {
     /// augmentation draws, so a step is reproducible from the run seed and the step index.
     public func step(real: Tensor, labels: [Int]?, stream: inout RandomStream) -> GANStepStats {
         let n = real.shape[0]
+        if let totalSteps {
+            let factor = options.learningRateFactor(step: optimizerG.step, totalSteps: totalSteps)
+            optimizerG.learningRate = options.learningRate * factor
+            optimizerD.learningRate = (options.discriminatorLearningRate ?? options.learningRate) * factor
+        }
         generator.setTraining(true); discriminator.setTraining(true)
         if discriminator.usesSpectralNorm { discriminator.updateSpectralNorms() }
         let probability = currentAugmentProbability

@@ -48,6 +48,9 @@ public protocol ModelTrainer: AnyObject {
     static func makeConfig(request: TrainingRequest, options: Options, dataset: ImageFolderDataset) throws -> Config
     /// A new run's options completed from the data (settings left to be decided from it).
     static func resolveOptions(_ options: Options, dataset: ImageFolderDataset) -> Options
+    /// A resumed run's options: the saved ones, with whatever the trainer lets a resume change
+    /// taken from the command line's. Default: the saved ones.
+    static func resumedOptions(saved: Options, requested: Options) -> Options
 
     init(config: Config, options: Options, seed: UInt64)
     var config: Config { get }
@@ -75,6 +78,7 @@ extension ModelTrainer {
         try makeConfig(request: request, dataset: dataset)
     }
     public static func resolveOptions(_ options: Options, dataset: ImageFolderDataset) -> Options { options }
+    public static func resumedOptions(saved: Options, requested: Options) -> Options { saved }
     public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {}
     public func samplingMetadata() -> [String: String] { [:] }
 }
@@ -193,7 +197,7 @@ func checkFinite(_ values: [(String, Float)], step: Int, run: RunFolder) throws 
 public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: TrainingRequest, options optionsIn: T.Options,
                                          out: URL, resume: Bool, progress style: ProgressStyle,
                                          label: String, prepare: (T) throws -> Void = { _ in }) throws -> TrainingRunResult {
-    // A resumed run keeps its saved settings, except for a longer --steps.
+    // A resumed run keeps its saved settings, except for a longer --steps (and what `resumedOptions` lets it change).
     let latest = RunFolder(out).latestCheckpoint
     var resumeState: SafetensorsFile? = nil
     var request = requestIn, options = optionsIn, startStep = 0
@@ -201,7 +205,8 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
         let state = try readCheckpoint(at: latest, kind: T.kind)
         request = try decodeJSON(TrainingRequest.self, state.metadata[CheckpointKey.training], file: latest.path, what: "training settings")
         request.steps = max(requestIn.steps, request.steps)
-        options = try decodeJSON(T.Options.self, state.metadata[T.optionsKey], file: latest.path, what: "\(T.kind.rawValue) options")
+        options = T.resumedOptions(saved: try decodeJSON(T.Options.self, state.metadata[T.optionsKey], file: latest.path, what: "\(T.kind.rawValue) options"),
+                                   requested: optionsIn)
         startStep = Int(state.metadata[CheckpointKey.step] ?? "") ?? 0
         guard startStep >= 0 else { throw MedSynthError(file: latest.path, "invalid training settings: step is \(startStep), must not be negative") }
         resumeState = state

@@ -77,6 +77,7 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "ADA's target for E[sign(D(real))] (default 0.6).") var adaTarget: Float?
     @Option(help: "ADA's speed: images over which p can move from 0 to 1 (default 5000).") var adaSpeed: Int?
     @Flag(help: "Allow horizontal flips in the augmentation.") var flips = false
+    @Option(help: "Decay both learning rates linearly to 0 over the last N steps of --steps (Zhu et al. 2017; default 0 = constant). Also accepted with --resume, to finish a run that has stopped improving.") var lrDecaySteps: Int?
 
     func run() throws {
         var options = legacy ? GANTrainingOptions.legacy : GANTrainingOptions()
@@ -92,6 +93,7 @@ struct TrainGAN: ParsableCommand {
         if let adaTarget { options.adaTarget = adaTarget }
         if let adaSpeed { options.adaSpeedImages = adaSpeed }
         options.augment = augment; options.augmentation.horizontalFlip = flips
+        if let lrDecaySteps { options.learningRateDecaySteps = lrDecaySteps }
         try options.validate()
         try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }
     }

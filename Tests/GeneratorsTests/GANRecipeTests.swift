@@ -86,6 +86,28 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertEqual(largestChange(d0, trainer.discriminator.parameters()), 4e-4, accuracy: 4e-6)
     }
 
+    /// Linear decay to 0 over the last K steps: the factor, and Adam's first step moving each
+    /// weight by ≈ the decayed rate.
+    func testLearningRateDecayScalesBothRates() {
+        var options = GANTrainingOptions()
+        XCTAssertEqual(options.learningRateFactor(step: 9, totalSteps: 10), 1)
+        options.learningRateDecaySteps = 4
+        XCTAssertEqual([5, 6, 7, 8, 9].map { options.learningRateFactor(step: $0, totalSteps: 10) }, [1, 1, 0.75, 0.5, 0.25])
+        options.learningRate = 1e-4; options.discriminatorLearningRate = 4e-4; options.augment = false
+        let config = GANConfig(imageSize: 16, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8)
+        let trainer = GANTrainer(config: config, options: options, seed: 1)
+        trainer.totalSteps = 2   // step 0 of 2 with a 4-step decay: factor 0.5
+        let g0 = trainer.generator.parameters().map(\.data), d0 = trainer.discriminator.parameters().map(\.data)
+        var stream = RandomStream(seed: 2)
+        _ = trainer.step(real: Tensor(randomNormal: [4, 1, 16, 16], stream: &stream), labels: nil, stream: &stream)
+        func largestChange(_ before: [[Float]], _ after: [Tensor]) -> Float {
+            zip(before, after).map { zip($0, $1.data).map { abs($0 - $1) }.max()! }.max()!
+        }
+        XCTAssertEqual(largestChange(g0, trainer.generator.parameters()), 0.5e-4, accuracy: 1e-6)
+        XCTAssertEqual(largestChange(d0, trainer.discriminator.parameters()), 2e-4, accuracy: 4e-6)
+        XCTAssertThrowsError(try { var bad = GANTrainingOptions(); bad.learningRateDecaySteps = -1; try bad.validate() }())
+    }
+
     func testEMAWarmUpForgetsTheInitialWeights() {
         // θ jumps from its initial value to 1 and stays there. With decay 0.999 and no warm-up the
         // average would still hold 0.999^200 ≈ 82 % of the initial weights after 200 steps; the

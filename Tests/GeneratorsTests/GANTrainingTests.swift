@@ -93,6 +93,28 @@ final class GANTrainingTests: XCTestCase {
         XCTAssertEqual(csv, try String(contentsOf: RunFolder(straight).losses, encoding: .utf8))
     }
 
+    /// A run that stopped at step 6 and is finished with `--resume --lr-decay-steps 4` ends where
+    /// a run started with the decay does (the decay only touches the last 4 of 10 steps), and the
+    /// decay does change the weights.
+    func testLearningRateDecayFinishesAResumedRunLikeAStraightOne() throws {
+        var decayed = GANTrainingOptions()
+        decayed.learningRateDecaySteps = 4
+        let straight = root.appendingPathComponent("straight"), split = root.appendingPathComponent("split")
+        let constant = root.appendingPathComponent("constant")
+        try trainGAN(request(steps: 10), options: decayed, out: straight, resume: false, progress: .none)
+        try trainGAN(request(steps: 6), out: split, resume: false, progress: .none)
+        try trainGAN(request(steps: 10), options: decayed, out: split, resume: true, progress: .none)
+        try trainGAN(request(steps: 10), out: constant, resume: false, progress: .none)
+        let a = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
+        let b = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        let c = try readSafetensors(at: RunFolder(constant).latestCheckpoint)
+        for (name, tensor) in a.tensors { XCTAssertEqual(tensor.values, b.tensors[name]!.values, name) }
+        XCTAssertTrue(a.tensors.contains { name, tensor in name.hasPrefix("G.") && tensor.values != c.tensors[name]!.values },
+                      "the decayed run's G equals the constant-rate run's")
+        let saved = try JSONDecoder().decode(GANTrainingOptions.self, from: Data(b.metadata[GANTrainer.optionsKey]!.utf8))
+        XCTAssertEqual(saved.learningRateDecaySteps, 4)
+    }
+
     func testSamplesDoNotDependOnBatchSizeOrShards() throws {
         let out = root.appendingPathComponent("run")
         try trainGAN(request(steps: 4), out: out, resume: false, progress: .none)
