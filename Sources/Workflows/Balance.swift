@@ -79,6 +79,10 @@ public struct BalanceRequest {
     public var bitDepth: Int = 8
     /// With `.model`: the filters generated samples must pass (memorisation always; confidence optional).
     public var filter = BalanceFilterSettings()
+    /// With `.model`: this fraction of each class's added images are random copies of its real
+    /// images (as `.oversample`), the rest generated. Measured on the digits (README): the copies
+    /// keep the real images' exact appearance in the class and the generator adds the variety.
+    public var realCopyFraction: Double = 0
     public init(data: URL, out: URL, method: BalanceMethod) { self.data = data; self.out = out; self.method = method }
 }
 
@@ -144,6 +148,11 @@ public func classSeed(_ seed: UInt64, className name: String) -> UInt64 { splitM
 
 /// File name of synthetic image j of a class.
 public func syntheticFileName(_ index: Int) -> String { String(format: "synthetic_%06d.png", index) }
+/// The file name of copy j of a real image when `--real-copies` mixes copies into generated images.
+public func realCopyFileName(_ index: Int) -> String { String(format: "copy_%06d.png", index) }
+
+/// How many of `add` images are real copies at `fraction` (the rest are generated).
+func realCopyCount(add: Int, fraction: Double) -> Int { min(add, Int((Double(add) * fraction).rounded())) }
 
 // MARK: - Plan
 
@@ -190,11 +199,18 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
            let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] {
             known = object["classNames"] as? [String] ?? []
         }
-        makes = { known.contains($0) }
-        cannot = { name in known.isEmpty
-            ? "the model \(url.path) is unconditional and cannot be asked for class '\(name)'"
-            : "the model \(url.path) cannot generate class '\(name)' (it knows: \(known.joined(separator: ", ")))" }
-        methodName = "generate (\(kind))"
+        guard (0...1).contains(request.realCopyFraction) else {
+            throw MedSynthError("--real-copies must be a fraction in [0, 1], got \(request.realCopyFraction)")
+        }
+        let available = Dictionary(zip(names, counts), uniquingKeysWith: +)
+        let copies = request.realCopyFraction
+        makes = { known.contains($0) && (copies == 0 || available[$0, default: 0] >= 1) }
+        cannot = { name in
+            if !known.isEmpty && known.contains(name) { return "--real-copies copies real images of the class and it has none" }
+            return known.isEmpty
+                ? "the model \(url.path) is unconditional and cannot be asked for class '\(name)'"
+                : "the model \(url.path) cannot generate class '\(name)' (it knows: \(known.joined(separator: ", ")))" }
+        methodName = copies > 0 ? String(format: "generate (%@) + %.0f %% copies of real images", kind, 100 * copies) : "generate (\(kind))"
         modelFile = url
         modelKind = kind
     case .composite(let lesions, let healthy, let lesion):
@@ -285,11 +301,20 @@ public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle 
             guard row.add > 0 else { continue }
             switch request.method {
             case .model(let path):
-                if filter == nil { filter = try SampleFilter(data: request.data, settings: request.filter, seed: request.seed, style: style) }
-                let (made, counts) = try generateClass(row, model: path, file: scan.modelFile!, kind: scan.modelKind!,
-                                                       request: request, filter: filter!, into: staging, style: style)
-                try manifest.write(made)
-                rows[r].filtered = counts
+                let copies = realCopyCount(add: row.add, fraction: request.realCopyFraction)
+                if copies < row.add {
+                    if filter == nil { filter = try SampleFilter(data: request.data, settings: request.filter, seed: request.seed, style: style) }
+                    let generated = BalancePlanRow(className: row.className, have: row.have, add: row.add - copies, method: row.method, seed: row.seed)
+                    let (made, counts) = try generateClass(generated, model: path, file: scan.modelFile!, kind: scan.modelKind!,
+                                                           request: request, filter: filter!, into: staging, style: style)
+                    try manifest.write(made)
+                    rows[r].filtered = counts
+                }
+                if copies > 0 {
+                    let copied = BalancePlanRow(className: row.className, have: row.have, add: copies, method: row.method, seed: row.seed)
+                    try oversampleClass(copied, smoteNeighbours: nil, dataset: scan.dataset, into: staging, style: style,
+                                        fileName: realCopyFileName, emit: manifest.write)
+                }
             case .composite(let lesions, let healthy, _):
                 try manifest.write(try compositeClass(row, healthy: healthy, lesions: lesions, dataset: scan.dataset,
                                                       into: staging, style: style))

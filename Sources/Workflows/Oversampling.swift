@@ -270,7 +270,7 @@ let oversamplingChunk = 4096
 /// class's real images as `synthetic_NNNNNN.png`, and hands their manifest lines, in sample order, to
 /// `emit` a chunk at a time.
 func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: ImageFolderListing, into out: URL,
-                     style: ProgressStyle, featureBudget: Int = smoteFeatureBudget,
+                     style: ProgressStyle, featureBudget: Int = smoteFeatureBudget, fileName: (Int) -> String = syntheticFileName,
                      emit: ([BalanceManifestRecord]) throws -> Void) throws {
     let list = classImageList(row.className, dataset: dataset)
     let reader = ClassImageReader(list)
@@ -305,7 +305,7 @@ func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: Imag
             let draw = draws[d], j = range.lowerBound + d
             let parent = try reader.image(draw.parent)
             var image = parent
-            var record = BalanceManifestRecord(file: "\(row.className)/\(syntheticFileName(j))", class: row.className, source: "synthetic",
+            var record = BalanceManifestRecord(file: "\(row.className)/\(fileName(j))", class: row.className, source: "synthetic",
                                                origin: "oversample", seed: row.seed, sample_index: j)
             record.parents = [list.names[draw.parent]]
             if let smote {
@@ -319,7 +319,7 @@ func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: Imag
                 record.lambda = draw.lambda
                 record.neighbours = smote.neighbours.k
             }
-            let destination = classFolder.appendingPathComponent(syntheticFileName(j))
+            let destination = classFolder.appendingPathComponent(fileName(j))
             try checkFree(destination)
             try writePNG(image, to: destination)
             records[d] = record

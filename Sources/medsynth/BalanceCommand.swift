@@ -12,7 +12,8 @@ struct Balance: ParsableCommand {
         With --model, the missing images of each class come from a conditional generator (`generate --class`). \
         With --composite, lesions (procedural, or from --lesions) are blended into the healthy class's images to \
         fill the lesion class, which is created if the data has none. OUT/<class>/ gets the real files \
-        (hard-linked, or copied; names kept) and synthetic_NNNNNN.png files; OUT/manifest.jsonl marks each file \
+        (hard-linked, or copied; names kept) and synthetic_NNNNNN.png files (with --real-copies F, that fraction of them \
+        are copy_NNNNNN.png copies of the class's real images instead); OUT/manifest.jsonl marks each file \
         real or synthetic with its origin, seed and model; composites also get masks in OUT/.masks/<class>/. \
         --method smote interpolates in pixel space between a real image of the class and one of its \
         --neighbours nearest same-class images (SMOTE, Chawla et al. 2002; parents and lambda in the manifest; \
@@ -35,6 +36,8 @@ struct Balance: ParsableCommand {
     @Option(help: "With --model: reject generated samples that a classifier trained on the real images gives a probability below this for their class (0-1; default: off).")
     var minConfidence: Double?
     @Option(help: "With --min-confidence: epochs of that classifier.") var filterEpochs: Int = 15
+    @Option(help: "With --model: this fraction (0-1) of each class's added images are random copies of its real images (copy_NNNNNN.png), the rest generated (default 0).")
+    var realCopies: Double = 0
     @Option(help: "With --composite: folder of lesion patches (default: procedural lesions).") var lesions: String?
     @Option(help: "With --composite: the class whose images receive lesions.") var healthyClass: String = "healthy"
     @Option(help: "With --composite: the class to fill.") var lesionClass: String = "lesion"
@@ -66,6 +69,10 @@ struct Balance: ParsableCommand {
             guard minConfidence > 0, minConfidence < 1 else { throw ValidationError("--min-confidence must be in (0, 1)") }
         }
         guard filterEpochs >= 1 else { throw ValidationError("--filter-epochs must be at least 1") }
+        if realCopies != 0 {
+            guard chosen == .model else { throw ValidationError("--real-copies mixes copies into generated images: it goes with --model") }
+            guard (0...1).contains(realCopies) else { throw ValidationError("--real-copies must be a fraction in [0, 1]") }
+        }
         guard bitDepth == 8 || bitDepth == 16 else { throw ValidationError("--bit-depth must be 8 or 16") }
     }
 
@@ -85,6 +92,7 @@ struct Balance: ParsableCommand {
         request.sampling = sampling.settings
         request.filter.minConfidence = minConfidence
         request.filter.classifierEpochs = filterEpochs
+        request.realCopyFraction = realCopies
         let plan = dryRun ? try planBalance(request) : try runBalance(request, progress: runtime.progress)
         let width = max(5, plan.map(\.className.count).max() ?? 0)
         print("class".padding(toLength: width, withPad: " ", startingAt: 0) + "   have    add  method")

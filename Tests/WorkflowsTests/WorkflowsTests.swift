@@ -230,6 +230,46 @@ final class BalanceTests: XCTestCase {
         request.method = .model(root.appendingPathComponent("nothing").path)
         assertThrows(try planBalance(request), containing: "no such model")
     }
+
+    /// `--real-copies 0.4`: of a class's 5 added images, 2 are byte copies of its real images
+    /// (manifest origin "oversample", parent named) and 3 generated; the generated ones are the
+    /// generator's first samples of the class seed, as without copies.
+    func testModelBalanceWithRealCopiesMixesCopiesAndGeneratedImages() throws {
+        let data = root.appendingPathComponent("data")
+        let run = root.appendingPathComponent("gan")
+        var r = TrainingRequest(data: data.path)
+        r.imageSize = 16; r.steps = 3; r.batchSize = 4; r.width = 8; r.conditional = true; r.checkpointEvery = 3; r.sampleEvery = 100
+        try trainGAN(r, out: run, resume: false, progress: .none)
+        var request = BalanceRequest(data: data, out: root.appendingPathComponent("mixed"), method: .model(run.path))
+        request.target = .count(7)
+        request.seed = 3
+        request.realCopyFraction = 0.4
+        let plan = try runBalance(request, progress: .none)
+        XCTAssertEqual(plan.map(\.add), [1, 5])
+        XCTAssertEqual(plan[1].method, "generate (dcgan) + 40 % copies of real images")
+        XCTAssertEqual(try ImageFolderDataset(root: request.out, imageSize: 8, channels: 1).countsPerClass, [7, 7])
+        let lesion = try jsonLines(request.out.appendingPathComponent("manifest.jsonl"))
+            .filter { $0["class"] as? String == "lesion" && $0["source"] as? String == "synthetic" }
+        let copies = lesion.filter { $0["origin"] as? String == "oversample" }, generated = lesion.filter { $0["origin"] as? String == "generate" }
+        XCTAssertEqual(copies.count, 2)
+        XCTAssertEqual(generated.count, 3)
+        for copy in copies {
+            let parent = (copy["parents"] as! [String])[0]
+            XCTAssertEqual(try Data(contentsOf: request.out.appendingPathComponent(copy["file"] as! String)),
+                           try Data(contentsOf: data.appendingPathComponent(parent)), parent)
+        }
+        var plain = request
+        plain.out = root.appendingPathComponent("plain")
+        plain.realCopyFraction = 0
+        try runBalance(plain, progress: .none)
+        for record in generated {
+            let file = record["file"] as! String
+            XCTAssertEqual(try Data(contentsOf: request.out.appendingPathComponent(file)), try Data(contentsOf: plain.out.appendingPathComponent(file)), file)
+        }
+        request.out = root.appendingPathComponent("bad")
+        request.realCopyFraction = 1.5
+        assertThrows(try planBalance(request), containing: "--real-copies must be a fraction in [0, 1]")
+    }
 }
 
 // MARK: - Sharded runs and their merge
