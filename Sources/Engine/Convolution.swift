@@ -339,11 +339,14 @@ func convTranspose2dProfileLabel(_ x: Tensor, _ weight: Tensor, stride: Int, pad
     return "convTranspose2d \(k)x\(weight.shape[3]) s\(stride) \(x.shape[1])→\(weight.shape[1]) @\(x.shape[2]) \(algorithm.rawValue)"
 }
 
-/// True when the kernel covers the whole unpadded input (one output pixel; the DCGAN critic's
-/// last layer): each image's im2col column is the image itself, so the layer is a dense one.
+/// True when a kernel larger than 1×1 covers the whole unpadded input (one output pixel; the DCGAN
+/// critic's last layer): each image's im2col column is the image itself, so the layer is a dense
+/// one. 1×1 kernels on 1×1 inputs (a latent U-Net's coarsest level) keep the pointwise path: it
+/// multiplies image by image, so an image's result does not depend on the batch around it, and
+/// trained models keep their bits.
 @inline(__always)
 func coversWholeInput(_ g: ConvGeometry) -> Bool {
-    g.padding == 0 && g.kernelH == g.height && g.kernelW == g.width
+    g.padding == 0 && g.kernelH == g.height && g.kernelW == g.width && g.kernelH * g.kernelW > 1
 }
 
 /// y (N×OC×P) = W (OC×K) · im2col(x).

@@ -69,4 +69,16 @@ final class SmallEndsTests: XCTestCase {
             conv2d($0[0], weight: $0[1], bias: $0[2], stride: 1, padding: 0)
         }
     }
+
+    /// A 1×1 conv on a 1×1 input (a latent U-Net's coarsest level, used when sampling) keeps the
+    /// per-image pointwise path: an image's output bits do not depend on the batch around it.
+    func testPointwiseConvOnOnePixelIsBatchInvariant() {
+        let x = randomTensor([7, 48, 1, 1], seed: 21), w = randomTensor([40, 48, 1, 1], seed: 22, scale: 0.3)
+        let batch = withNoGrad { conv2d(x, weight: w) }
+        for i in [0, 3, 6] {
+            let one = Tensor(shape: [1, 48, 1, 1], data: Array(x.data[i * 48..<(i + 1) * 48]))
+            let alone = withNoGrad { conv2d(one, weight: w) }
+            XCTAssertEqual(alone.data, Array(batch.data[i * 40..<(i + 1) * 40]), "image \(i)")
+        }
+    }
 }
