@@ -74,16 +74,24 @@ final class GANRecipeTests: XCTestCase {
         // change per network shows which rate it got.
         var options = GANTrainingOptions()
         options.learningRate = 1e-4; options.discriminatorLearningRate = 4e-4; options.augment = false
+        let (g, d) = largestFirstStepChanges(options)
+        XCTAssertEqual(g, 1e-4, accuracy: 1e-6)
+        XCTAssertEqual(d, 4e-4, accuracy: 4e-6)
+    }
+
+    /// The largest change of any G and of any D weight in a tiny trainer's first step (Adam moves
+    /// each weight by ≈ its learning rate then), with `totalSteps` set for the rate schedule.
+    func largestFirstStepChanges(_ options: GANTrainingOptions, totalSteps: Int? = nil) -> (Float, Float) {
         let config = GANConfig(imageSize: 16, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8)
         let trainer = GANTrainer(config: config, options: options, seed: 1)
+        trainer.totalSteps = totalSteps
         let g0 = trainer.generator.parameters().map(\.data), d0 = trainer.discriminator.parameters().map(\.data)
         var stream = RandomStream(seed: 2)
         _ = trainer.step(real: Tensor(randomNormal: [4, 1, 16, 16], stream: &stream), labels: nil, stream: &stream)
         func largestChange(_ before: [[Float]], _ after: [Tensor]) -> Float {
             zip(before, after).map { zip($0, $1.data).map { abs($0 - $1) }.max()! }.max()!
         }
-        XCTAssertEqual(largestChange(g0, trainer.generator.parameters()), 1e-4, accuracy: 1e-6)
-        XCTAssertEqual(largestChange(d0, trainer.discriminator.parameters()), 4e-4, accuracy: 4e-6)
+        return (largestChange(g0, trainer.generator.parameters()), largestChange(d0, trainer.discriminator.parameters()))
     }
 
     /// Linear decay to 0 over the last K steps: the factor, and Adam's first step moving each
@@ -94,17 +102,9 @@ final class GANRecipeTests: XCTestCase {
         options.learningRateDecaySteps = 4
         XCTAssertEqual([5, 6, 7, 8, 9].map { options.learningRateFactor(step: $0, totalSteps: 10) }, [1, 1, 0.75, 0.5, 0.25])
         options.learningRate = 1e-4; options.discriminatorLearningRate = 4e-4; options.augment = false
-        let config = GANConfig(imageSize: 16, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8)
-        let trainer = GANTrainer(config: config, options: options, seed: 1)
-        trainer.totalSteps = 2   // step 0 of 2 with a 4-step decay: factor 0.5
-        let g0 = trainer.generator.parameters().map(\.data), d0 = trainer.discriminator.parameters().map(\.data)
-        var stream = RandomStream(seed: 2)
-        _ = trainer.step(real: Tensor(randomNormal: [4, 1, 16, 16], stream: &stream), labels: nil, stream: &stream)
-        func largestChange(_ before: [[Float]], _ after: [Tensor]) -> Float {
-            zip(before, after).map { zip($0, $1.data).map { abs($0 - $1) }.max()! }.max()!
-        }
-        XCTAssertEqual(largestChange(g0, trainer.generator.parameters()), 0.5e-4, accuracy: 1e-6)
-        XCTAssertEqual(largestChange(d0, trainer.discriminator.parameters()), 2e-4, accuracy: 4e-6)
+        let (g, d) = largestFirstStepChanges(options, totalSteps: 2)   // step 0 of 2 with a 4-step decay: factor 0.5
+        XCTAssertEqual(g, 0.5e-4, accuracy: 1e-6)
+        XCTAssertEqual(d, 2e-4, accuracy: 4e-6)
         XCTAssertThrowsError(try { var bad = GANTrainingOptions(); bad.learningRateDecaySteps = -1; try bad.validate() }())
     }
 

@@ -188,12 +188,18 @@ final class BalanceTests: XCTestCase {
         XCTAssert(sources.allSatisfy { $0.hasPrefix("lesion_000") }, "\(sources)")
     }
 
-    func testModelBalanceGeneratesExactlyTheMissingImagesReproducibly() throws {
-        let data = root.appendingPathComponent("data")
+    /// A 3-step conditional GAN on the test data, in `root/gan`.
+    func trainTinyConditionalGAN(on data: URL) throws -> URL {
         let run = root.appendingPathComponent("gan")
         var r = TrainingRequest(data: data.path)
         r.imageSize = 16; r.steps = 3; r.batchSize = 4; r.width = 8; r.conditional = true; r.checkpointEvery = 3; r.sampleEvery = 100
         try trainGAN(r, out: run, resume: false, progress: .none)
+        return run
+    }
+
+    func testModelBalanceGeneratesExactlyTheMissingImagesReproducibly() throws {
+        let data = root.appendingPathComponent("data")
+        let run = try trainTinyConditionalGAN(on: data)
         let before = try folderContents(data)
         var request = BalanceRequest(data: data, out: root.appendingPathComponent("b"), method: .model(run.path))
         request.target = .count(7)
@@ -236,10 +242,7 @@ final class BalanceTests: XCTestCase {
     /// generator's first samples of the class seed, as without copies.
     func testModelBalanceWithRealCopiesMixesCopiesAndGeneratedImages() throws {
         let data = root.appendingPathComponent("data")
-        let run = root.appendingPathComponent("gan")
-        var r = TrainingRequest(data: data.path)
-        r.imageSize = 16; r.steps = 3; r.batchSize = 4; r.width = 8; r.conditional = true; r.checkpointEvery = 3; r.sampleEvery = 100
-        try trainGAN(r, out: run, resume: false, progress: .none)
+        let run = try trainTinyConditionalGAN(on: data)
         var request = BalanceRequest(data: data, out: root.appendingPathComponent("mixed"), method: .model(run.path))
         request.target = .count(7)
         request.seed = 3
