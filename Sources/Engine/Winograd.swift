@@ -489,8 +489,7 @@ struct WinogradPlan {
     /// the next: one cache line more than the rows, so the α² blocks do not all start at the same
     /// offset modulo 4 KB. Without it (C·ld·4 bytes is a multiple of 4 KB for most layers) the
     /// transforms' 36 stores or loads per tile group compete for one L1 set: the U-Net forward's
-    /// input transforms took 0.60–0.65 s instead of 0.44–0.46 (one thread, measured with the same
-    /// padding on the tile rows).
+    /// input transforms took 0.58–0.63 s instead of 0.40–0.43 (one thread, OpenBLAS's own kernels).
     func pointStride(rows: Int) -> Int { rows * maxTilesPerTask + 16 }
     /// Floats of the per-task input copy.
     var gatherCount: Int { directInput ? 0 : channels * rowsPerTask * gatherRows * rowStride }
@@ -758,7 +757,7 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
                                                 rowCount: Int, channels: Range<Int>, shift: (Int, Int),
                                                 _ v: UnsafeMutablePointer<Float>, ld: Int,
                                                 index: WinogradTileIndex, block: UnsafeMutablePointer<WV>) {
-    let alpha = K.alpha, points = K.points, allChannels = plan.channels
+    let alpha = K.alpha, points = K.points, vStride = plan.pointStride(rows: plan.channels)
     let tiles = rowCount * plan.tilesW
     let channelStride = rowCount * plan.gatherRows * plan.rowStride
     if plan.phaseSplit {
@@ -778,7 +777,7 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
                             block[a * alpha + b] = WV(lowHalf: load8(row0 + offset), highHalf: load8(row1 + offset))
                         }
                     }
-                    winogradTransformAndStore(K.self, block, alpha: alpha, points: points, v, ld: ld, pointStride: plan.pointStride(rows: allChannels),
+                    winogradTransformAndStore(K.self, block, alpha: alpha, points: points, v, ld: ld, pointStride: vStride,
                                                channels: (c, c1), pair: pair, tile: ri * plan.tilesW + j0)
                     j0 += 8
                 }
@@ -805,7 +804,7 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
                                               highHalf: V8(p1[o0], p1[o1], p1[o2], p1[o3], p1[o4], p1[o5], p1[o6], p1[o7]))
                 }
             }
-            winogradTransformAndStore(K.self, block, alpha: alpha, points: points, v, ld: ld, pointStride: plan.pointStride(rows: allChannels),
+            winogradTransformAndStore(K.self, block, alpha: alpha, points: points, v, ld: ld, pointStride: vStride,
                                        channels: (c, c1), pair: pair, tile: t0)
             t0 += 8
         }
@@ -823,7 +822,7 @@ func winogradInputTransform<K: WinogradKernel>(_ kernel: K.Type, _ padded: Unsaf
 func winogradInputTransformDirect<K: WinogradKernel>(_ kernel: K.Type, _ x: UnsafePointer<Float>, _ plan: WinogradPlan,
                                                       rows: Range<Int>, channels: Range<Int>,
                                                       _ v: UnsafeMutablePointer<Float>, ld: Int, block: UnsafeMutablePointer<WV>) {
-    let alpha = K.alpha, points = K.points, m = K.m, allChannels = plan.channels, layout = plan.layout
+    let alpha = K.alpha, points = K.points, m = K.m, vStride = plan.pointStride(rows: plan.channels), layout = plan.layout
     let height = layout.height, width = layout.width, plane = height * width, pad = -layout.offset
     let end = x + plan.batch * layout.sourceChannels * plane
     let zero = WV(repeating: 0)
@@ -891,7 +890,7 @@ func winogradInputTransformDirect<K: WinogradKernel>(_ kernel: K.Type, _ x: Unsa
                         row[3] = WV(lowHalf: strided2(p0, 3), highHalf: strided2(p1, 3))
                     }
                 }
-                winogradTransformAndStore(K.self, block, alpha: alpha, points: points, v, ld: ld, pointStride: plan.pointStride(rows: allChannels),
+                winogradTransformAndStore(K.self, block, alpha: alpha, points: points, v, ld: ld, pointStride: vStride,
                                            channels: (c, c1), pair: pair, tile: ri * plan.tilesW + j0)
                 j0 += 8
             }
@@ -1078,10 +1077,11 @@ func winogradForwardTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: WinogradPl
         }
         stage.lap(1)
         let uq = u + q * points * oc * c
+        let vStride = plan.pointStride(rows: c), mmStride = plan.pointStride(rows: oc)
         winogradStage(points, parallel: parallel, cost: 1 << 20) { range in
             for p in range {
-                sgemmSerial(m: oc, n: tiles, k: c, a: uq + p * oc * c, lda: c, b: scratch.v + p * plan.pointStride(rows: c), ldb: ld,
-                            c: scratch.mm + p * plan.pointStride(rows: oc), ldc: ld)
+                sgemmSerial(m: oc, n: tiles, k: c, a: uq + p * oc * c, lda: c, b: scratch.v + p * vStride, ldb: ld,
+                            c: scratch.mm + p * mmStride, ldc: ld)
             }
         }
         stage.lap(2)

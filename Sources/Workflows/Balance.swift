@@ -206,7 +206,7 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
         let copies = request.realCopyFraction
         makes = { known.contains($0) && (copies == 0 || available[$0, default: 0] >= 1) }
         cannot = { name in
-            if !known.isEmpty && known.contains(name) { return "--real-copies copies real images of the class and it has none" }
+            if known.contains(name) { return "--real-copies copies real images of the class and it has none" }
             return known.isEmpty
                 ? "the model \(url.path) is unconditional and cannot be asked for class '\(name)'"
                 : "the model \(url.path) cannot generate class '\(name)' (it knows: \(known.joined(separator: ", ")))" }

@@ -69,10 +69,8 @@ struct Balance: ParsableCommand {
             guard minConfidence > 0, minConfidence < 1 else { throw ValidationError("--min-confidence must be in (0, 1)") }
         }
         guard filterEpochs >= 1 else { throw ValidationError("--filter-epochs must be at least 1") }
-        if realCopies != 0 {
-            guard chosen == .model else { throw ValidationError("--real-copies mixes copies into generated images: it goes with --model") }
-            guard (0...1).contains(realCopies) else { throw ValidationError("--real-copies must be a fraction in [0, 1]") }
-        }
+        // The fraction's range is checked where the plan is made (planBalance), for the library too.
+        guard realCopies == 0 || chosen == .model else { throw ValidationError("--real-copies mixes copies into generated images: it goes with --model") }
         guard bitDepth == 8 || bitDepth == 16 else { throw ValidationError("--bit-depth must be 8 or 16") }
     }
 
