@@ -73,10 +73,10 @@ fi
 # 5. Class-conditional latent diffusion: the U-Net on the VAE's latents, base width 32 since session 7
 #    (width 16 reached FD 12.4 at 10,000 steps; 32: 14.2 / 11.7 / 11.9 / 11.1 / 11.7 at 2k–10k; 64:
 #    12.8 / 11.0 / 11.3 at 2k–6k, a 69 MB file; README). The learning rate is constant after warm-up, so
-#    a run stopped at step K equals one started with --steps K. One thread: this run's bits depend on
-#    the thread count (README, Reproducibility), and the shipped model was trained on one.
+#    a run stopped at step K equals one started with --steps K. The shipped model was trained on one
+#    thread before session 8 made GEMM splits independent of the thread count (README, Reproducibility).
 if [ "$what" = latent ] || [ "$what" = all ]; then
-    $B train diffusion --data "$W/mni64-2class" --autoencoder models/vae-mni64.safetensors --threads 1 \
+    $B train diffusion --data "$W/mni64-2class" --autoencoder models/vae-mni64.safetensors \
         --out "$W/runs/latent-diffusion-cond" --conditional --width ${LATENT_WIDTH:-32} \
         --steps ${LATENT_STEPS:-8000} --batch 32 --seed 6 --checkpoint-every 100 --sample-every 250 --resume
     cp "$W/runs/latent-diffusion-cond/model.safetensors" models/latent-diffusion-mni64-cond.safetensors

@@ -26,17 +26,18 @@ public enum Parallel {
 
     /// How `sgemm` spreads one large product over the workers.
     public enum GEMMThreading: String, Sendable {
-        /// Independent column (or row) blocks, one single-threaded OpenBLAS call per worker.
+        /// Independent column (or row) blocks of a shape-determined width, one single-threaded
+        /// OpenBLAS call each, shared among the workers.
         case split
         /// One call with OpenBLAS's own threads (shared packed panels), whose threads are shut
         /// down right after so none spin-waits while medsynth's own loops run.
         case openblas
     }
 
-    /// MEDSYNTH_GEMM_THREADS=split|openblas; default openblas for products of at least
-    /// `openBLASThreadsMinimumFlops`.
+    /// MEDSYNTH_GEMM_THREADS=split|openblas; default split (results independent of the thread
+    /// count); openblas for products of at least `openBLASThreadsMinimumFlops`.
     nonisolated(unsafe) public static var gemmThreading: GEMMThreading =
-        ProcessInfo.processInfo.environment["MEDSYNTH_GEMM_THREADS"].flatMap(GEMMThreading.init(rawValue:)) ?? .openblas
+        ProcessInfo.processInfo.environment["MEDSYNTH_GEMM_THREADS"].flatMap(GEMMThreading.init(rawValue:)) ?? .split
 
     /// Below this (2·m·n·k) OpenBLAS's thread start-up (≈ 0.1–0.2 ms) is not worth it.
     nonisolated(unsafe) public static var openBLASThreadsMinimumFlops = 128_000_000
@@ -153,46 +154,61 @@ func vectorSum(_ src: UnsafePointer<Float>, _ n: Int) -> Float {
 
 /// C[M×N] = alpha · op(A) · op(B) + beta · C, row-major, through OpenBLAS's cblas_sgemm.
 ///
-/// OpenBLAS runs single-threaded (see `Parallel.configureBLAS`). Products of at least
-/// `Parallel.openBLASThreadsMinimumFlops` run on OpenBLAS's own threads, which are shut down
-/// right after the call (they would otherwise spin-wait and steal a core from the loops that
-/// follow); with MEDSYNTH_GEMM_THREADS=split, or when the shutdown entry point is missing, they
-/// are split into independent column (or row) blocks, one single-threaded call per worker.
-@inlinable
+/// OpenBLAS runs single-threaded (see `Parallel.configureBLAS`). A large product is cut into
+/// `Parallel.gemmParts(m:n:k:)` column (or row) blocks, a function of its shape only, and the
+/// workers share them out: OpenBLAS's kernels give an element other last bits depending on where
+/// its column or row sits in a call (Haswell kernels; scripts/experiments/blas_column_bits.c), so
+/// a split that followed the worker count would make results depend on it. With
+/// MEDSYNTH_GEMM_THREADS=openblas, products of at least `Parallel.openBLASThreadsMinimumFlops`
+/// run on OpenBLAS's own threads instead (shut down right after the call, so none spin-waits
+/// while medsynth's own loops run); that opt-in gives up thread-count independence.
 public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                   alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                   b: UnsafePointer<Float>, ldb: Int,
                   beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
     Parallel.configureBLAS()
-    let workers = Parallel.workers
-    let flops = 2 * m * n * k
     func call(_ m: Int, _ n: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>) {
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
-    if workers < 2 || flops < 4_000_000 || max(m, n) < 32 {
-        call(m, n, a, b, c)
-        return
-    }
-    if Parallel.gemmThreading == .openblas && flops >= Parallel.openBLASThreadsMinimumFlops && Parallel.shutDownBLASThreads != nil {
+    if Parallel.gemmThreading == .openblas && Parallel.workers > 1 && 2 * m * n * k >= Parallel.openBLASThreadsMinimumFlops
+        && Parallel.shutDownBLASThreads != nil {
         Parallel.withOpenBLASThreads { call(m, n, a, b, c) }
         return
     }
+    let parts = Parallel.gemmParts(m: m, n: n, k: k)
+    if parts == 1 {
+        call(m, n, a, b, c)
+        return
+    }
+    func each(_ count: Int, _ body: (Int) -> Void) {
+        if Parallel.workers > 1 { DispatchQueue.concurrentPerform(iterations: count, execute: body) } else { for i in 0..<count { body(i) } }
+    }
     if n >= m {
         // Column blocks of C: B's columns (or B's rows when transposed) move with them.
-        let block = ((n + workers - 1) / workers + 15) / 16 * 16
-        let parts = (n + block - 1) / block
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
+        let block = ((n + parts - 1) / parts + 15) / 16 * 16
+        each((n + block - 1) / block) { part in
             let j0 = part * block, width = min(block, n - j0)
             call(m, width, a, transB ? b + j0 * ldb : b + j0, c + j0)
         }
     } else {
-        let block = ((m + workers - 1) / workers + 7) / 8 * 8
-        let parts = (m + block - 1) / block
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
+        let block = ((m + parts - 1) / parts + 7) / 8 * 8
+        each((m + block - 1) / block) { part in
             let i0 = part * block, height = min(block, m - i0)
             call(height, n, transA ? a + i0 : a + i0 * lda, b, c + i0 * ldc)
         }
+    }
+}
+
+extension Parallel {
+    /// Blocks a product is cut into, from its shape alone. Measured on 2 cores (AVX-512 and
+    /// AVX2 kernels, 9 U-Net/DCGAN-sized products of 9–536 MFLOP): two blocks ran at 0.95–1.9×
+    /// OpenBLAS's own two threads; four were within 10 % of two from 256 MFLOP up and leave
+    /// work for machines with more cores; eight or more lost up to 25 % to repacking A.
+    static func gemmParts(m: Int, n: Int, k: Int) -> Int {
+        let flops = 2 * m * n * k
+        if flops < 4_000_000 || max(m, n) < 32 { return 1 }
+        return flops < 256_000_000 ? 2 : 4
     }
 }
 
