@@ -1323,6 +1323,15 @@ func winogradWeightGradientTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: Win
         }
     }
     // Z[p][o][t] = (A dY_tile Aᵀ)[p]; dY is zero beyond the output's edge.
+    // Groups of 8 full tiles side by side in one output row read 8·m contiguous floats per row.
+    let groups = (tiles + 7) / 8
+    let contiguousRun = UnsafeMutablePointer<Bool>.allocate(capacity: groups)
+    defer { contiguousRun.deallocate() }
+    for group in 0..<groups {
+        let t0 = group * 8
+        contiguousRun[group] = (m == 2 || m == 4) && layout.outColStride == 1 && t0 + 8 <= tiles
+            && (0..<8).allSatisfy { index.isFull(t0 + $0, m) && index.output[t0 + $0] == index.output[t0] + $0 * m }
+    }
     winogradStage(oc, parallel: parallel, cost: transformCost) { range in
         withUnsafeTemporaryAllocation(of: WV.self, capacity: points) { blockBuffer in
             let block = blockBuffer.baseAddress!, width = transformLanes
@@ -1334,6 +1343,26 @@ func winogradWeightGradientTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: Win
                 var t0 = 0
                 while t0 < tiles {
                     for i in 0..<m { for j in 0..<m { block[i * alpha + j] = WV(repeating: 0) } }
+                    if contiguousRun[t0 / 8] {
+                        for half in 0..<(pair ? 2 : 1) {
+                            let start = dy + (o + half) * layout.outChannelStride + index.output[t0]
+                            for i in 0..<m {
+                                let row = UnsafeRawPointer(start + i * layout.outRowStride)
+                                if m == 2 {
+                                    let run = row.loadUnaligned(as: SIMD16<Float>.self)
+                                    setLanes(&block[i * alpha], half, run.evenHalf)
+                                    setLanes(&block[i * alpha + 1], half, run.oddHalf)
+                                } else {
+                                    let run = row.loadUnaligned(as: SIMD32<Float>.self)
+                                    let even = run.evenHalf, odd = run.oddHalf
+                                    setLanes(&block[i * alpha], half, even.evenHalf)
+                                    setLanes(&block[i * alpha + 1], half, odd.evenHalf)
+                                    setLanes(&block[i * alpha + 2], half, even.oddHalf)
+                                    setLanes(&block[i * alpha + 3], half, odd.oddHalf)
+                                }
+                            }
+                        }
+                    } else {
                     for half in 0..<(pair ? 2 : 1) {
                         let channel = dy + (o + half) * layout.outChannelStride
                         for l in 0..<min(8, tiles - t0) {
@@ -1345,6 +1374,7 @@ func winogradWeightGradientTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: Win
                                 }
                             }
                         }
+                    }
                     }
                     for j in 0..<m { K.outputGradientLine(block + j, alpha) }
                     for i in 0..<alpha { K.outputGradientLine(block + i * alpha, 1) }
@@ -1364,6 +1394,10 @@ func winogradWeightGradientTask<K: WinogradKernel>(_ kernel: K.Type, _ plan: Win
                         beta: first ? 0 : 1, c: acc + p * oc * c, ldc: c)
         }
     }
+}
+
+@inline(__always) private func setLanes(_ v: inout WV, _ half: Int, _ lanes: SIMD8<Float>) {
+    if half == 0 { v.lowHalf = lanes } else { v.highHalf = lanes }
 }
 
 /// dW (OC × C virtual r×r filters) += Gᵀ dU G with dU = Σ_tasks Σ_tiles Z · Vᵀ.
