@@ -201,10 +201,10 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
 }
 
 extension Parallel {
-    /// Blocks a product is cut into, from its shape alone. Measured on 2 cores (AVX-512 and
-    /// AVX2 kernels, 9 U-Net/DCGAN-sized products of 9–536 MFLOP): two blocks ran at 0.95–1.9×
-    /// OpenBLAS's own two threads; four were within 10 % of two from 256 MFLOP up and leave
-    /// work for machines with more cores; eight or more lost up to 25 % to repacking A.
+    /// Blocks a product is cut into, from its shape alone. Measured on 2 cores (SkylakeX kernels,
+    /// 9 U-Net/DCGAN-sized products of 9–536 MFLOP): two blocks ran at 0.97–1.9× OpenBLAS's own
+    /// two threads; four, from 256 MFLOP up, at 0.92–1.05× (leaving work for more cores);
+    /// eight or more lost up to 25 % to repacking A.
     static func gemmParts(m: Int, n: Int, k: Int) -> Int {
         let flops = 2 * m * n * k
         if flops < 4_000_000 || max(m, n) < 32 { return 1 }
