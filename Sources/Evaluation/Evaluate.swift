@@ -224,6 +224,9 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
     let memo = memorisationCheck(train: train, trainFeatures: trainFeatures, synthetic: synthetic, syntheticFeatures: syntheticFeatures,
                                  trainNeighbours: trainIsReal ? realNeighbours : nil, syntheticNeighbours: trainIsReal ? syntheticToReal : nil)
     lap("memorisation")
+    if trainIsReal {
+        warnings.append("no --train: the memorisation check measures closeness to the --real images, with a threshold from their own nearest-neighbour distances (a smaller or sparser real set gives a looser threshold and more flags); pass --train with the generator's training images to check for copies of them")
+    }
     if memo.report.training_duplicates > 0 {
         warnings.append("\(memo.report.training_duplicates) training images have a pixel-identical copy in the training set (duplicated files?); the memorisation baseline skips these copies")
     }
@@ -296,6 +299,7 @@ public func evaluationSummary(_ report: EvaluationReport) -> String {
                             u.real_only.balanced_accuracy, u.real_plus_synthetic.balanced_accuracy,
                             u.real_only.accuracy, u.real_plus_synthetic.accuracy, u.test_images))
     }
-    if !report.warnings.isEmpty { lines.append("\(report.warnings.count) warning(s): see above and report.json") }
+    // Listed here too: with --progress none the notes on stderr are not printed.
+    lines += report.warnings.map { "warning: \($0)" }
     return lines.joined(separator: "\n")
 }

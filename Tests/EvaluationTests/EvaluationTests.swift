@@ -112,6 +112,12 @@ final class EvaluationRunTests: XCTestCase {
         XCTAssertGreaterThan(badReport.overall.fid, goodReport.overall.fid)
         XCTAssertGreaterThan(badReport.overall.kid_mean, goodReport.overall.kid_mean)
         XCTAssertGreaterThan(badReport.intensity_w1, goodReport.intensity_w1)
+        // Without --train the memorisation reference is the real set, and the report says so.
+        XCTAssert(goodReport.warnings.contains { $0.hasPrefix("no --train") }, "\(goodReport.warnings)")
+        request.train = real
+        request.out = root.appendingPathComponent("out-train")
+        let trainReport = try evaluate(request, progress: .none)
+        XCTAssertFalse(trainReport.warnings.contains { $0.hasPrefix("no --train") }, "\(trainReport.warnings)")
         let html = try String(contentsOf: root.appendingPathComponent("out-good/report.html"), encoding: .utf8)
         XCTAssert(html.contains("data:image/png;base64,") && html.contains("zz_copy.png"))
         let features = try readNPY(at: root.appendingPathComponent("features/synthetic_features.npy"))
