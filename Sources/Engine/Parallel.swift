@@ -181,8 +181,13 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
         call(m, n, a, b, c)
         return
     }
+    // At most `workers` threads (concurrentPerform alone would use every core for 4 blocks).
     func each(_ count: Int, _ body: (Int) -> Void) {
-        if Parallel.workers > 1 { DispatchQueue.concurrentPerform(iterations: count, execute: body) } else { for i in 0..<count { body(i) } }
+        let lanes = min(Parallel.workers, count)
+        if lanes <= 1 { for i in 0..<count { body(i) }; return }
+        DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+            for i in stride(from: lane, to: count, by: lanes) { body(i) }
+        }
     }
     if n >= m {
         // Column blocks of C: B's columns (or B's rows when transposed) move with them.
