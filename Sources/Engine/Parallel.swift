@@ -181,24 +181,17 @@ public func sgemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k:
         call(m, n, a, b, c)
         return
     }
-    // At most `workers` threads (concurrentPerform alone would use every core for 4 blocks).
-    func each(_ count: Int, _ body: (Int) -> Void) {
-        let lanes = min(Parallel.workers, count)
-        if lanes <= 1 { for i in 0..<count { body(i) }; return }
-        DispatchQueue.concurrentPerform(iterations: lanes) { lane in
-            for i in stride(from: lane, to: count, by: lanes) { body(i) }
-        }
-    }
+    // Each block is ≥ 2 MFLOP: always worth a worker (the cost only has to clear forEach's threshold).
     if n >= m {
         // Column blocks of C: B's columns (or B's rows when transposed) move with them.
         let block = ((n + parts - 1) / parts + 15) / 16 * 16
-        each((n + block - 1) / block) { part in
+        Parallel.forEach((n + block - 1) / block, cost: 1 << 20) { part in
             let j0 = part * block, width = min(block, n - j0)
             call(m, width, a, transB ? b + j0 * ldb : b + j0, c + j0)
         }
     } else {
         let block = ((m + parts - 1) / parts + 7) / 8 * 8
-        each((m + block - 1) / block) { part in
+        Parallel.forEach((m + block - 1) / block, cost: 1 << 20) { part in
             let i0 = part * block, height = min(block, m - i0)
             call(height, n, transA ? a + i0 : a + i0 * lda, b, c + i0 * ldc)
         }
