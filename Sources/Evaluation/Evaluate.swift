@@ -44,8 +44,10 @@ public struct SetMetrics: Codable {
     /// Distinct subsets KID averaged over: 1 when every subset would be the whole of both sets.
     public var kid_subsets: Int
     public var prdc: PRDC
+    /// Mean and covariance parts of `fid` and the spread ratios (absent from reports before 0.x).
+    public var fid_breakdown: FrechetBreakdown?
 
-    enum CodingKeys: String, CodingKey { case real_images, synthetic_images, fid, kid_mean, kid_std, kid_subsets, prdc }
+    enum CodingKeys: String, CodingKey { case real_images, synthetic_images, fid, kid_mean, kid_std, kid_subsets, prdc, fid_breakdown }
 
     /// Written by hand so that a missing spread is an explicit `null`, not a missing key.
     public func encode(to encoder: Encoder) throws {
@@ -53,6 +55,15 @@ public struct SetMetrics: Codable {
         try c.encode(real_images, forKey: .real_images); try c.encode(synthetic_images, forKey: .synthetic_images)
         try c.encode(fid, forKey: .fid); try c.encode(kid_mean, forKey: .kid_mean)
         try c.encode(kid_std, forKey: .kid_std); try c.encode(kid_subsets, forKey: .kid_subsets); try c.encode(prdc, forKey: .prdc)
+        try c.encodeIfPresent(fid_breakdown, forKey: .fid_breakdown)
+    }
+
+    /// "0.83 means + 16.06 spreads; main directions 0.70×, outside 2.11×" (the breakdown in words).
+    public var breakdownText: String? {
+        guard let b = fid_breakdown else { return nil }
+        func ratio(_ r: Double?) -> String { r.map { String(format: "%.2f×", $0) } ?? "n/a" }
+        return String(format: "%.3f means + %.3f spreads; spread vs real along its %d main directions %@, outside them %@",
+                      b.mean_term, b.covariance_term, b.principal_directions, ratio(b.spread_ratio_principal), ratio(b.spread_ratio_outside))
     }
 
     /// "0.01234 ± 0.00056", or "0.01234 ± n/a (one subset)" when there is no spread to report.
@@ -107,13 +118,16 @@ public struct EvaluationReport: Codable {
 
 /// FD, KID and PRDC of one pair of feature matrices, and each synthetic row's nearest real row.
 func setMetrics(real: Matrix, synthetic: Matrix, request: EvaluationRequest, realNeighbours: NearestNeighbours? = nil) throws -> (metrics: SetMetrics, nearestReal: NearestNeighbours) {
-    let fid = try frechetDistance(real, synthetic)
+    let (realMean, realCovariance) = meanAndCovariance(real), (syntheticMean, syntheticCovariance) = meanAndCovariance(synthetic)
+    let fid = try frechetDistance(mean1: realMean, cov1: realCovariance, mean2: syntheticMean, cov2: syntheticCovariance)
+    let breakdown = try frechetBreakdown(realMean: realMean, realCovariance: realCovariance, syntheticMean: syntheticMean,
+                                         syntheticCovariance: syntheticCovariance, fid: fid)
     let kid = kernelInceptionDistance(real, synthetic, subsets: request.kidSubsets, subsetSize: request.kidSubsetSize, seed: request.seed)
     let (prdc, nearestReal) = prdcWithNearestReal(real: real, fake: synthetic, k: request.k, realNeighbours: realNeighbours)
     let subsetSize = min(request.kidSubsetSize ?? 1000, real.rows, synthetic.rows)
     let oneSubset = real.rows == subsetSize && synthetic.rows == subsetSize
     return (SetMetrics(real_images: real.rows, synthetic_images: synthetic.rows, fid: fid, kid_mean: kid.mean,
-                       kid_std: kid.std.isFinite ? kid.std : nil, kid_subsets: oneSubset ? 1 : request.kidSubsets, prdc: prdc), nearestReal)
+                       kid_std: kid.std.isFinite ? kid.std : nil, kid_subsets: oneSubset ? 1 : request.kidSubsets, prdc: prdc, fid_breakdown: breakdown), nearestReal)
 }
 
 /// The metrics between two halves of the real rows, drawn by a seeded permutation
@@ -285,8 +299,10 @@ public func evaluationSummary(_ report: EvaluationReport) -> String {
                m.fid, m.kidText, m.prdc.precision, m.prdc.recall, m.prdc.density, m.prdc.coverage)
     }
     var lines = ["synthetic vs real: " + metricsLine(o) + String(format: "  intensity W1 %.4f", report.intensity_w1)]
+    if let text = o.breakdownText { lines.append("  FD = " + text) }
     if let b = report.real_vs_real {
         lines.append("real vs real (baseline, two halves of \(b.half_images)): " + metricsLine(b.metrics))
+        if let text = b.metrics.breakdownText { lines.append("  FD = " + text) }
     }
     lines.append(String(format: "memorisation: %d of %d synthetic images flagged (%.1f%%), %d pixel copies",
                         m.flagged_count, m.synthetic_images, 100 * m.fraction_below_threshold, m.pixel_copies))

@@ -24,6 +24,62 @@ public func frechetDistance(mean1: [Double], cov1: Matrix, mean2: [Double], cov2
     return max(0, meanTerm + traces - 2 * (try traceSqrtProduct(cov1, cov2)))
 }
 
+/// Where a Fréchet distance comes from, and how the synthetic set spreads compared with the real
+/// one: a shift of the whole set (mean term) or a mismatch of the spreads (covariance term), and
+/// along which directions. The real set's main directions are its principal axes, the fewest that
+/// hold `principalVarianceShare` of its variance. Less synthetic variance along them than real
+/// means less varied images (a ratio below 1: fewer kinds of image, or averaged ones); more outside
+/// them means variation the real images do not have (above 1: texture, noise, artefacts).
+public struct FrechetBreakdown: Codable, Equatable {
+    /// ‖μ_real − μ_synthetic‖².
+    public var mean_term: Double
+    /// The rest of the distance: tr Σ_real + tr Σ_synthetic − 2 tr √(Σ_real Σ_synthetic).
+    public var covariance_term: Double
+    /// How many of the real set's principal directions are its main ones.
+    public var principal_directions: Int
+    /// Synthetic ÷ real variance along the main directions; nil when the real variance there is 0.
+    public var spread_ratio_principal: Double?
+    /// Synthetic ÷ real variance outside the main directions; nil when the real set has none there
+    /// (fewer images than directions needed).
+    public var spread_ratio_outside: Double?
+
+    public static let principalVarianceShare = 0.8
+}
+
+/// The breakdown of `fid` (computed from the same means and covariances, real first).
+public func frechetBreakdown(realMean: [Double], realCovariance: Matrix, syntheticMean: [Double], syntheticCovariance: Matrix,
+                             fid: Double) throws -> FrechetBreakdown {
+    var meanTerm = 0.0
+    for i in realMean.indices { meanTerm += (realMean[i] - syntheticMean[i]) * (realMean[i] - syntheticMean[i]) }
+    let d = realCovariance.rows
+    let (values, vectors) = try symmetricEigen(realCovariance)
+    var realTotal = 0.0, syntheticTotal = 0.0
+    for i in 0..<d { realTotal += realCovariance[i, i]; syntheticTotal += syntheticCovariance[i, i] }
+    // Largest eigenvalues first until the share is reached.
+    var kept = 0, realPrincipal = 0.0
+    for k in stride(from: d - 1, through: 0, by: -1) where realPrincipal < FrechetBreakdown.principalVarianceShare * realTotal {
+        realPrincipal += max(values[k], 0); kept += 1
+    }
+    kept = max(kept, 1)
+    var syntheticPrincipal = 0.0
+    for k in (d - kept)..<d {
+        // vᵀ Σ_synthetic v for eigenvector k.
+        var quadratic = 0.0
+        for i in 0..<d {
+            var row = 0.0
+            for j in 0..<d { row += syntheticCovariance[i, j] * vectors[j, k] }
+            quadratic += vectors[i, k] * row
+        }
+        syntheticPrincipal += quadratic
+    }
+    let realOutside = realTotal - realPrincipal, syntheticOutside = syntheticTotal - syntheticPrincipal
+    // Rounding leaves a tiny remainder where the real set has no variance left outside.
+    let outsideMeasurable = realOutside > 1e-9 * max(realTotal, 1e-300)
+    return FrechetBreakdown(mean_term: meanTerm, covariance_term: max(0, fid - meanTerm), principal_directions: kept,
+                            spread_ratio_principal: realPrincipal > 0 ? syntheticPrincipal / realPrincipal : nil,
+                            spread_ratio_outside: outsideMeasurable ? max(0, syntheticOutside) / realOutside : nil)
+}
+
 /// Kernel Inception Distance (Bińkowski et al. 2018, "Demystifying MMD GANs", Eq. 4 with the
 /// kernel of Section 4): the unbiased estimate of MMD² with k(x, y) = (x·y/d + 1)³, on `subsets`
 /// random subsets of `subsetSize` rows of each set (default min(1000, n), drawn without

@@ -112,6 +112,14 @@ final class EvaluationRunTests: XCTestCase {
         XCTAssertGreaterThan(badReport.overall.fid, goodReport.overall.fid)
         XCTAssertGreaterThan(badReport.overall.kid_mean, goodReport.overall.kid_mean)
         XCTAssertGreaterThan(badReport.intensity_w1, goodReport.intensity_w1)
+        // The breakdown adds up to FD in every row, and the summary and the page show it.
+        for metrics in [goodReport.overall, badReport.overall] + [goodReport.real_vs_real?.metrics].compactMap({ $0 }) {
+            let b = try XCTUnwrap(metrics.fid_breakdown)
+            XCTAssertEqual(b.mean_term + b.covariance_term, metrics.fid, accuracy: 1e-9 * max(metrics.fid, 1))
+        }
+        XCTAssert(evaluationSummary(badReport).contains("  FD = "), evaluationSummary(badReport))
+        let badJSON = try JSONSerialization.jsonObject(with: Data(contentsOf: root.appendingPathComponent("out-bad/report.json"))) as! [String: Any]
+        XCTAssertNotNil((badJSON["overall"] as? [String: Any])?["fid_breakdown"] as? [String: Any])
         // Without --train the memorisation reference is the real set, and the report says so.
         XCTAssert(goodReport.warnings.contains { $0.hasPrefix("no --train") }, "\(goodReport.warnings)")
         request.train = real
@@ -119,7 +127,7 @@ final class EvaluationRunTests: XCTestCase {
         let trainReport = try evaluate(request, progress: .none)
         XCTAssertFalse(trainReport.warnings.contains { $0.hasPrefix("no --train") }, "\(trainReport.warnings)")
         let html = try String(contentsOf: root.appendingPathComponent("out-good/report.html"), encoding: .utf8)
-        XCTAssert(html.contains("data:image/png;base64,") && html.contains("zz_copy.png"))
+        XCTAssert(html.contains("data:image/png;base64,") && html.contains("zz_copy.png") && html.contains("FD = means + spreads"))
         let features = try readNPY(at: root.appendingPathComponent("features/synthetic_features.npy"))
         XCTAssertEqual(features.rows, 61); XCTAssertEqual(features.columns, 512)
         XCTAssertThrowsError(try evaluate(EvaluationRequest(real: real, synthetic: root.appendingPathComponent("missing"), out: root), progress: .none)) {

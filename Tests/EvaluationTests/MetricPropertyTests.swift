@@ -17,6 +17,68 @@ final class MetricPropertyTests: XCTestCase {
         XCTAssertEqual(try frechetDistance(mean1: [1, 2], cov1: s1, mean2: [1, 2], cov2: s1), 0, accuracy: 1e-12)
     }
 
+    func testFrechetBreakdownHasTheClosedFormOnDiagonalGaussians() throws {
+        // Real variances 4, 2, 1, 0.5, 0.5 (total 8): the largest three hold 7/8 ≥ 80 %, two hold 6/8.
+        let real = Matrix(rows: 5, columns: 5, values: (0..<25).map { [0, 6, 12, 18, 24].contains($0) ? [4.0, 2, 1, 0.5, 0.5][$0 / 6] : 0 })
+        // Synthetic: half the variance along the main directions, three times as much outside, means 1 apart.
+        let synthetic = Matrix(rows: 5, columns: 5, values: (0..<25).map { [0, 6, 12, 18, 24].contains($0) ? [2.0, 1, 0.5, 1.5, 1.5][$0 / 6] : 0 })
+        let realMean = [Double](repeating: 0, count: 5), syntheticMean = [1.0, 0, 0, 0, 0]
+        let fid = try frechetDistance(mean1: realMean, cov1: real, mean2: syntheticMean, cov2: synthetic)
+        let b = try frechetBreakdown(realMean: realMean, realCovariance: real, syntheticMean: syntheticMean, syntheticCovariance: synthetic, fid: fid)
+        XCTAssertEqual(b.principal_directions, 3)
+        XCTAssertEqual(b.mean_term, 1, accuracy: 1e-12)
+        XCTAssertEqual(b.mean_term + b.covariance_term, fid, accuracy: 1e-12)
+        // Diagonal: Σ (√a − √b)² over the axes.
+        let expected = zip([4.0, 2, 1, 0.5, 0.5], [2.0, 1, 0.5, 1.5, 1.5]).reduce(0) { $0 + ($1.0.squareRoot() - $1.1.squareRoot()) * ($1.0.squareRoot() - $1.1.squareRoot()) }
+        XCTAssertEqual(b.covariance_term, expected, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(b.spread_ratio_principal), 0.5, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(b.spread_ratio_outside), 3, accuracy: 1e-9)
+    }
+
+    func testFrechetBreakdownOfSampledSets() throws {
+        let real = gaussianMatrix(rows: 400, columns: 6, mean: [Double](repeating: 0, count: 6), std: [3, 2, 0.3, 0.3, 0.3, 0.3], seed: 31)
+        func metrics(_ synthetic: Matrix) throws -> FrechetBreakdown {
+            let (m1, c1) = meanAndCovariance(real), (m2, c2) = meanAndCovariance(synthetic)
+            let fid = try frechetDistance(mean1: m1, cov1: c1, mean2: m2, cov2: c2)
+            let b = try frechetBreakdown(realMean: m1, realCovariance: c1, syntheticMean: m2, syntheticCovariance: c2, fid: fid)
+            XCTAssertEqual(b.mean_term + b.covariance_term, fid, accuracy: 1e-9 * max(fid, 1))
+            return b
+        }
+        let same = try metrics(real)
+        XCTAssertEqual(same.mean_term, 0, accuracy: 1e-12)
+        XCTAssertEqual(same.covariance_term, 0, accuracy: 1e-6)
+        XCTAssertEqual(try XCTUnwrap(same.spread_ratio_principal), 1, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(same.spread_ratio_outside), 1, accuracy: 1e-9)
+        // Shifted by (1, 1, …): only the mean term moves.
+        var shifted = real
+        for i in shifted.values.indices { shifted.values[i] += 1 }
+        let shift = try metrics(shifted)
+        XCTAssertEqual(shift.mean_term, 6, accuracy: 1e-9)
+        XCTAssertEqual(shift.covariance_term, 0, accuracy: 1e-6)
+        // Shrunk to 0.6× about the mean: both spreads scale by 0.36.
+        let (mean, _) = meanAndCovariance(real)
+        var shrunk = real
+        for r in 0..<real.rows { for c in 0..<real.columns { shrunk[r, c] = mean[c] + 0.6 * (real[r, c] - mean[c]) } }
+        let shrink = try metrics(shrunk)
+        XCTAssertEqual(try XCTUnwrap(shrink.spread_ratio_principal), 0.36, accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(shrink.spread_ratio_outside), 0.36, accuracy: 1e-9)
+        // Noise in the four weak directions only (texture the real set lacks): outside grows about
+        // fivefold ((0.09 + 0.36) / 0.09), the main directions (variances 9 and 4 of 13.36) stay.
+        let noise = gaussianMatrix(rows: 400, columns: 6, mean: [Double](repeating: 0, count: 6), std: [0, 0, 0.6, 0.6, 0.6, 0.6], seed: 32)
+        var noisy = real
+        for i in noisy.values.indices { noisy.values[i] += noise.values[i] }
+        let textured = try metrics(noisy)
+        XCTAssertEqual(textured.principal_directions, 2)
+        XCTAssertEqual(try XCTUnwrap(textured.spread_ratio_principal), 1, accuracy: 0.01)
+        XCTAssertGreaterThan(try XCTUnwrap(textured.spread_ratio_outside), 3)
+        // Two real images: one direction holds all their variance, nothing is left outside.
+        let pair = Matrix(rows: 2, columns: 3, values: [0, 0, 0, 1, 2, 3])
+        let (pm, pc) = meanAndCovariance(pair)
+        let single = try frechetBreakdown(realMean: pm, realCovariance: pc, syntheticMean: pm, syntheticCovariance: pc, fid: 0)
+        XCTAssertEqual(single.principal_directions, 1)
+        XCTAssertNil(single.spread_ratio_outside)
+    }
+
     func testNearestNeighboursMatchBruteForce() {
         let a = gaussianMatrix(rows: 300, columns: 5, mean: [Double](repeating: 0, count: 5), std: [Double](repeating: 1, count: 5), seed: 11)
         let b = gaussianMatrix(rows: 170, columns: 5, mean: [Double](repeating: 0.3, count: 5), std: [Double](repeating: 1, count: 5), seed: 12)

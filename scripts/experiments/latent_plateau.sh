@@ -17,6 +17,7 @@
 # std (`reconstruct --latent-noise`) and evaluates them, i.e. how much latent error the decoder tolerates.
 # LATENT_WIDTH overrides the U-Net's base width. Session 8: `LATENT_WIDTH=32 … cosine 10000` and
 # `LATENT_WIDTH=64 … cosine 8000` (README, "Session 8: a cosine learning-rate decay").
+# LATENT_BATCH overrides the batch (32); LATENT_THREADS sets --threads (the bits do not depend on it).
 # Needs MEDSYNTH_WORK (default work/models) with mni64-2class from scripts/train_models.sh.
 # Sessions 4–5 measured these on the factor-4, 4-channel VAE shipped then: to repeat them, set
 # LATENT_VAE to that file (`git show f7fd817:models/vae-mni64.safetensors > vae-f4.safetensors`)
@@ -76,8 +77,9 @@ esac
 width=16
 [ "$variant" = width32 ] && width=32
 width=${LATENT_WIDTH:-$width}
-run="$OUT/runs/$variant${LATENT_WIDTH:+-w$LATENT_WIDTH}"
-EVAL_NAME="$variant${LATENT_WIDTH:+-w$LATENT_WIDTH}"
+tag="$variant${LATENT_WIDTH:+-w$LATENT_WIDTH}${LATENT_BATCH:+-b$LATENT_BATCH}"
+run="$OUT/runs/$tag"
+EVAL_NAME="$tag"
 $B train diffusion --data "$W/mni64-2class" --autoencoder "$AE" --out "$run" --conditional --width $width \
-    --batch 32 --seed 6 --steps "$STEPS" --checkpoint-every 500 --sample-every 1000 --resume --progress none ${extra[@]+"${extra[@]}"}
+    --batch ${LATENT_BATCH:-32} --seed 6 --steps "$STEPS" --checkpoint-every 500 --sample-every 1000 --resume --progress none ${LATENT_THREADS:+--threads $LATENT_THREADS} ${extra[@]+"${extra[@]}"}
 EVAL_OUT="$OUT/eval-$EVAL_NAME" MEDSYNTH_BIN="$B" CKPT_STRIDE=1000 bash scripts/experiments/diffusion_eval.sh checkpoints "$run"
