@@ -70,18 +70,38 @@ public final class Tensor {
     @inlinable
     public func accumulateGrad(_ delta: UnsafeBufferPointer<Float>) {
         precondition(delta.count == data.count, "accumulateGrad: \(delta.count) values for shape \(shape)")
+        // Split across workers: activations' gradients are MBs, and a serial copy or add here left
+        // the second core idle (the U-Net's `backward add` ran at the same speed on 1 and 2 threads).
+        guard let source = delta.baseAddress, !delta.isEmpty else {
+            if grad == nil { grad = [] }
+            return
+        }
         if grad == nil {
-            grad = Array(delta)
+            grad = [Float](unsafeUninitializedCapacity: delta.count) { buffer, initialised in
+                let target = buffer.baseAddress!
+                Parallel.forRanges(delta.count) { range in
+                    (target + range.lowerBound).initialize(from: source + range.lowerBound, count: range.count)
+                }
+                initialised = delta.count
+            }
             return
         }
         grad!.withUnsafeMutableBufferPointer { g in
-            vectorAdd(g.baseAddress!, delta.baseAddress!, g.count)
+            let target = g.baseAddress!
+            Parallel.forRanges(g.count) { range in vectorAdd(target + range.lowerBound, source + range.lowerBound, range.count) }
         }
     }
 
     /// Gradient buffer, zero-filled on first use, for pullbacks that write into it directly.
     public func withGradBuffer<R>(_ body: (UnsafeMutableBufferPointer<Float>) -> R) -> R {
-        if grad == nil { grad = [Float](repeating: 0, count: data.count) }
+        if grad == nil {
+            var zeros = uninitializedFloats(data.count)
+            zeros.withUnsafeMutableBufferPointer { z in
+                let base = z.baseAddress
+                Parallel.forRanges(z.count) { range in (base! + range.lowerBound).initialize(repeating: 0, count: range.count) }
+            }
+            grad = zeros
+        }
         return grad!.withUnsafeMutableBufferPointer { body($0) }
     }
 
