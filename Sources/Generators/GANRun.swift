@@ -63,13 +63,16 @@ extension GANTrainer: ModelTrainer {
 
     /// ADA's state: p and the sign statistics gathered since its last adjustment.
     static let adaptiveStateName = "ada.state"
+    /// LeCam's state: α_R, α_F and whether they are set (1) or not yet (0).
+    static let lecamStateName = "lecam.state"
 
     public func stateEntries() -> (tensors: [SafetensorsEntry], metadata: [String: String]) {
         let (gOpt, gMeta) = optimizerEntries(optimizerG, name: "G")
         let (dOpt, dMeta) = optimizerEntries(optimizerD, name: "D")
         let tensors = generator.safetensorsEntries(prefix: "G") + discriminator.safetensorsEntries(prefix: "D")
             + emaEntries(ema, module: generator) + gOpt + dOpt
-            + [SafetensorsEntry(name: Self.adaptiveStateName, shape: [3], values: [augmentProbability, realSignSum, realSignCount])]
+            + [SafetensorsEntry(name: Self.adaptiveStateName, shape: [3], values: [augmentProbability, realSignSum, realSignCount]),
+               SafetensorsEntry(name: Self.lecamStateName, shape: [3], values: [lecamRealAverage, lecamFakeAverage, lecamStarted ? 1 : 0])]
         return (tensors, gMeta.merging(dMeta) { a, _ in a })
     }
 
@@ -83,6 +86,11 @@ extension GANTrainer: ModelTrainer {
         if let ada = state.tensors[Self.adaptiveStateName] {
             guard ada.values.count == 3 else { throw MedSynthError(file: source, "tensor '\(Self.adaptiveStateName)' has \(ada.values.count) values, expected 3") }
             augmentProbability = ada.values[0]; realSignSum = ada.values[1]; realSignCount = ada.values[2]
+        }
+        // Checkpoints from before LeCam have none: the averages start again from the next step.
+        if let lecam = state.tensors[Self.lecamStateName] {
+            guard lecam.values.count == 3 else { throw MedSynthError(file: source, "tensor '\(Self.lecamStateName)' has \(lecam.values.count) values, expected 3") }
+            lecamRealAverage = lecam.values[0]; lecamFakeAverage = lecam.values[1]; lecamStarted = lecam.values[2] != 0
         }
     }
 

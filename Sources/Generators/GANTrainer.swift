@@ -78,6 +78,13 @@ public struct GANTrainingOptions: Codable, Equatable {
     /// schedule, Zhu et al. 2017); 0 keeps them constant. A resumed run may set it, so a run that
     /// has stopped improving can be finished with a decay (`--resume --steps N --lr-decay-steps K`).
     public var learningRateDecaySteps: Int = 0
+    /// LeCam regularisation of D (Tseng et al. 2021, "Regularizing Generative Adversarial Networks
+    /// under Limited Data"): λ · (E[relu(D(x) − α_F)²] + E[relu(α_R − D(G(z)))²]) added to D's loss,
+    /// with α_R, α_F moving averages of D's mean logit on reals and fakes. It keeps D's outputs on
+    /// reals and fakes from drifting apart when D memorises a small training set. 0: off.
+    public var lecamWeight: Float = 0
+    /// Decay of the averages α_R, α_F (the paper's 0.99).
+    public var lecamDecay: Float = 0.99
 
     public init() {}
 
@@ -102,6 +109,7 @@ public struct GANTrainingOptions: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
+        case lecamWeight, lecamDecay
     }
 
     public init(from decoder: Decoder) throws {
@@ -122,6 +130,8 @@ public struct GANTrainingOptions: Codable, Equatable {
         adaSpeedImages = try c.decodeIfPresent(Int.self, forKey: .adaSpeedImages) ?? old.adaSpeedImages
         upsample = try c.decodeIfPresent(GANUpsampling.self, forKey: .upsample) ?? old.upsample
         learningRateDecaySteps = try c.decodeIfPresent(Int.self, forKey: .learningRateDecaySteps) ?? old.learningRateDecaySteps
+        lecamWeight = try c.decodeIfPresent(Float.self, forKey: .lecamWeight) ?? old.lecamWeight
+        lecamDecay = try c.decodeIfPresent(Float.self, forKey: .lecamDecay) ?? old.lecamDecay
     }
 
     public func validate() throws {
@@ -133,6 +143,8 @@ public struct GANTrainingOptions: Codable, Equatable {
         guard (-1...1).contains(adaTarget) else { throw MedSynthError("--ada-target must be in [-1, 1], got \(adaTarget)") }
         guard adaInterval > 0, adaSpeedImages > 0 else { throw MedSynthError("ADA interval and speed must be positive") }
         guard learningRateDecaySteps >= 0 else { throw MedSynthError("--lr-decay-steps must not be negative, got \(learningRateDecaySteps)") }
+        guard lecamWeight >= 0, lecamWeight.isFinite else { throw MedSynthError("--lecam-weight must be 0 or positive, got \(lecamWeight)") }
+        guard lecamDecay >= 0, lecamDecay < 1 else { throw MedSynthError("--lecam-decay must be in [0, 1), got \(lecamDecay)") }
     }
 
     /// The factor on both learning rates before update `step` (0-based) of a run of `totalSteps`.
@@ -159,6 +171,9 @@ public final class GANTrainer {
     public internal(set) var augmentProbability: Float = 0
     /// Σ sign(D(real)) and the number of logits since p was last adjusted.
     var realSignSum: Float = 0, realSignCount: Float = 0
+    /// LeCam's moving averages of D's mean logit on reals and fakes (α_R, α_F), and whether they
+    /// hold a value yet (the first step sets them); part of the training state.
+    var lecamRealAverage: Float = 0, lecamFakeAverage: Float = 0, lecamStarted = false
 
     public init(config: GANConfig, options: GANTrainingOptions, seed: UInt64) {
         self.config = config; self.options = options
@@ -179,6 +194,20 @@ public final class GANTrainer {
     public var currentAugmentProbability: Float {
         guard augments else { return 0 }
         return options.adaptiveAugmentation ? augmentProbability : 1
+    }
+
+    /// Updates α_R, α_F with this step's mean logits, then E[relu(D(x) − α_F)²] + E[relu(α_R − D(G(z)))²]
+    /// (the authors' code; the paper's equation has no relu).
+    func lecamPenalty(real: Tensor, fake: Tensor) -> Tensor {
+        let realMean = real.data.reduce(0, +) / Float(max(real.count, 1))
+        let fakeMean = fake.data.reduce(0, +) / Float(max(fake.count, 1))
+        let decay = lecamStarted ? options.lecamDecay : 0
+        lecamRealAverage = decay * lecamRealAverage + (1 - decay) * realMean
+        lecamFakeAverage = decay * lecamFakeAverage + (1 - decay) * fakeMean
+        lecamStarted = true
+        let realExcess = relu(add(real, Tensor(filled: -lecamFakeAverage, shape: real.shape)))
+        let fakeShortfall = relu(add(scale(fake, -1), Tensor(filled: lecamRealAverage, shape: fake.shape)))
+        return add(mean(mul(realExcess, realExcess)), mean(mul(fakeShortfall, fakeShortfall)))
     }
 
     /// ADA's update (Karras et al. 2020, §3): every `adaInterval` steps, r_t = E[sign(D_train(x))]
@@ -223,7 +252,8 @@ public final class GANTrainer {
         discriminator.zeroGrad()
         let realLogits = discriminator(maybeAugment(real), labels: realLabels)
         let fakeLogits = discriminator(maybeAugment(fake.detached()), labels: fakeLabels)
-        let lossD = discriminatorLoss(options.loss, real: realLogits, fake: fakeLogits)
+        var lossD = discriminatorLoss(options.loss, real: realLogits, fake: fakeLogits)
+        if options.lecamWeight > 0 { lossD = add(lossD, scale(lecamPenalty(real: realLogits, fake: fakeLogits), options.lecamWeight)) }
         lossD.backward()
         optimizerD.update()
         let realSign = realLogits.data.reduce(Float(0)) { $0 + ($1 > 0 ? 1 : ($1 < 0 ? -1 : 0)) } / Float(n)

@@ -59,7 +59,8 @@ struct TrainGAN: ParsableCommand {
         differentiable augmentation (translation, cutout, brightness, contrast; Zhao et al. 2020) on
         every image, on by default below 2,000 images; flips only with --flips (anatomy has a side).
         Options: --spectral-norm (Miyato et al. 2018), --ada (Karras et al. 2020), --d-learning-rate
-        (TTUR, Heusel et al. 2017), --loss hinge, --upsample transposed; --legacy is the recipe before issue 14.
+        (TTUR, Heusel et al. 2017), --loss hinge, --upsample transposed, --lecam-weight (Tseng et al. 2021);
+        --legacy is the recipe before issue 14.
         """)
 
     @OptionGroup var common: TrainingOptionsGroup
@@ -79,6 +80,9 @@ struct TrainGAN: ParsableCommand {
     @Flag(help: "Allow horizontal flips in the augmentation.") var flips = false
     @Option(help: "Decay both learning rates linearly to 0 over the last N steps of --steps (Zhu et al. 2017; default 0 = constant). Also accepted with --resume, to finish a run that has stopped improving.") var lrDecaySteps: Int?
 
+    @Option(help: "LeCam regularisation weight λ of D (Tseng et al. 2021, for limited data; e.g. 0.3; default 0 = off).") var lecamWeight: Float?
+    @Option(help: "Decay of LeCam's moving averages of D's logits (default 0.99).") var lecamDecay: Float?
+
     func run() throws {
         var options = legacy ? GANTrainingOptions.legacy : GANTrainingOptions()
         if let loss { options.loss = loss }
@@ -94,6 +98,8 @@ struct TrainGAN: ParsableCommand {
         if let adaSpeed { options.adaSpeedImages = adaSpeed }
         options.augment = augment; options.augmentation.horizontalFlip = flips
         if let lrDecaySteps { options.learningRateDecaySteps = lrDecaySteps }
+        if let lecamWeight { options.lecamWeight = lecamWeight }
+        if let lecamDecay { options.lecamDecay = lecamDecay }
         try options.validate()
         try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }
     }

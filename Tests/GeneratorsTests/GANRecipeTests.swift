@@ -216,4 +216,45 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertEqual(resumed.tensors["ada.state"]!.values, state.tensors["ada.state"]!.values)
         XCTAssertEqual(resumed.tensors["D.net.0.weight_u"]!.values, state.tensors["D.net.0.weight_u"]!.values)
     }
+
+    /// LeCam (Tseng et al. 2021): the first call sets α_R, α_F to the batch means, later ones
+    /// average with the decay; the penalty is E[relu(D(x) − α_F)²] + E[relu(α_R − D(G(z)))²].
+    func testLeCamPenaltyFollowsItsDefinition() {
+        var options = GANTrainingOptions()
+        options.lecamWeight = 0.3; options.lecamDecay = 0.9
+        let trainer = GANTrainer(config: GANConfig(imageSize: 16, channels: 1, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8), options: options, seed: 1)
+        let real1 = Tensor(shape: [4], data: [2, 1, -1, 2]), fake1 = Tensor(shape: [4], data: [-2, 0, 1, -3])
+        // α_R = 1, α_F = −1: real terms relu(x + 1)² = 9, 4, 0, 9; fake terms relu(1 − y)² = 9, 1, 0, 16.
+        XCTAssertEqual(trainer.lecamPenalty(real: real1, fake: fake1).scalar, 22 / 4 + 26 / 4, accuracy: 1e-5)
+        XCTAssertEqual(trainer.lecamRealAverage, 1, accuracy: 1e-6)
+        XCTAssertEqual(trainer.lecamFakeAverage, -1, accuracy: 1e-6)
+        let real2 = Tensor(shape: [2], data: [3, 3]), fake2 = Tensor(shape: [2], data: [1, 1])
+        // α_R = 0.9 · 1 + 0.1 · 3 = 1.2, α_F = 0.9 · (−1) + 0.1 · 1 = −0.8: real 3.8² each, fake 0.2² each.
+        XCTAssertEqual(trainer.lecamPenalty(real: real2, fake: fake2).scalar, 3.8 * 3.8 + 0.2 * 0.2, accuracy: 1e-4)
+        XCTAssertEqual(trainer.lecamRealAverage, 1.2, accuracy: 1e-6)
+        XCTAssertEqual(trainer.lecamFakeAverage, -0.8, accuracy: 1e-6)
+        // Its gradient: d/dx relu(x − α_F)² / n = 2 (x − α_F) / n where positive, 0 elsewhere.
+        let x = Tensor(shape: [2], data: [0, -2], requiresGrad: true), y = Tensor(shape: [2], data: [5, 5])
+        trainer.lecamPenalty(real: x, fake: y).backward()
+        let alphaF = trainer.lecamFakeAverage
+        XCTAssertEqual(x.grad![0], 2 * (0 - alphaF) / 2, accuracy: 1e-5)
+        XCTAssertEqual(x.grad![1], -2 - alphaF > 0 ? 2 * (-2 - alphaF) / 2 : 0, accuracy: 1e-5)
+    }
+
+    func testLeCamRunChangesTheWeightsAndResumesExactly() throws {
+        var options = GANTrainingOptions()
+        options.lecamWeight = 0.3
+        let straight = root.appendingPathComponent("lecam"), split = root.appendingPathComponent("lecam-split")
+        let plain = root.appendingPathComponent("plain")
+        try trainGAN(request(steps: 8), options: options, out: straight, resume: false, progress: .none)
+        try trainGAN(request(steps: 8), options: GANTrainingOptions(), out: plain, resume: false, progress: .none)
+        try trainGAN(request(steps: 5), options: options, out: split, resume: false, progress: .none)
+        try trainGAN(request(steps: 8), options: options, out: split, resume: true, progress: .none)
+        let a = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
+        let b = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        let c = try readSafetensors(at: RunFolder(plain).latestCheckpoint)
+        XCTAssertEqual(a.tensors["lecam.state"]!.values[2], 1)
+        XCTAssertNotEqual(a.tensors["D.net.0.weight"]!.values, c.tensors["D.net.0.weight"]!.values)
+        for (name, tensor) in a.tensors { XCTAssertEqual(tensor.values, b.tensors[name]!.values, name) }
+    }
 }
