@@ -29,6 +29,7 @@ for v in "$@"; do
         default+ttur)  flags=(--d-learning-rate 4e-4) ;;
         default+ada)   flags=(--ada) ;;
         ema99)         flags=(--ema-decay 0.99) ;;
+        default+lecam) flags=(--lecam-weight 0.3) ;;                            # Tseng et al. 2021 (session 9)
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
