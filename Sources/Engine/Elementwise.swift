@@ -401,6 +401,82 @@ public func upsampleNearest2x(_ x: Tensor) -> Tensor {
     }
 }
 
+/// Bilinear 2× upsampling of N×C×H×W, PyTorch's `interpolate(scale_factor=2, mode="bilinear",
+/// align_corners=False)`: each output pixel is ¾ of its nearest input and ¼ of the next one on each
+/// axis (clamped at the border). It equals nearest ×2 followed by a [1, 2, 1]/4 blur, so it adds no
+/// frequencies above the input's Nyquist limit, which nearest ×2 does.
+public func upsampleBilinear2x(_ x: Tensor) -> Tensor {
+    Profiler.measure("upsampleBilinear2x") {
+    checkShape(x.rank == 4, "upsampleBilinear2x", "input \(x.shape) is not N×C×H×W")
+    let rows = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
+    var out = uninitializedFloats(rows * 4 * h * w)
+    x.data.withUnsafeBufferPointer { xp in
+        out.withUnsafeMutableBufferPointer { yp in
+            Parallel.forRanges(rows, cost: 8 * h * w) { range in
+                // Widen each input row into the two output rows that read it most, then mix rows.
+                var wide = [Float](repeating: 0, count: 2 * w * h)
+                wide.withUnsafeMutableBufferPointer { wp in
+                for r in range {
+                    let src = xp.baseAddress! + r * h * w, dst = yp.baseAddress! + r * 4 * h * w
+                    for i in 0..<h {
+                        let s = src + i * w, d = wp.baseAddress! + i * 2 * w
+                        for j in 0..<w {
+                            let left = s[max(j - 1, 0)], centre = s[j], right = s[min(j + 1, w - 1)]
+                            d[2 * j] = 0.75 * centre + 0.25 * left
+                            d[2 * j + 1] = 0.75 * centre + 0.25 * right
+                        }
+                    }
+                    for i in 0..<h {
+                        let up = wp.baseAddress! + max(i - 1, 0) * 2 * w, centre = wp.baseAddress! + i * 2 * w
+                        let down = wp.baseAddress! + min(i + 1, h - 1) * 2 * w
+                        let even = dst + 2 * i * 2 * w, odd = even + 2 * w
+                        for j in 0..<(2 * w) {
+                            even[j] = 0.75 * centre[j] + 0.25 * up[j]
+                            odd[j] = 0.75 * centre[j] + 0.25 * down[j]
+                        }
+                    }
+                }
+                }
+            }
+        }
+    }
+    return Tensor.makeResult(shape: [x.shape[0], x.shape[1], 2 * h, 2 * w], data: out, parents: [x]) { y in
+        x.withGradBuffer { dx in
+            y.grad!.withUnsafeBufferPointer { g in
+                Parallel.forRanges(rows, cost: 8 * h * w) { range in
+                    // The transpose of the forward's two passes, in reverse order.
+                    var wide = [Float](repeating: 0, count: 2 * w * h)
+                    wide.withUnsafeMutableBufferPointer { wp in
+                    for r in range {
+                        let src = g.baseAddress! + r * 4 * h * w, dst = dx.baseAddress! + r * h * w
+                        wp.update(repeating: 0)
+                        for i in 0..<h {
+                            let even = src + 2 * i * 2 * w, odd = even + 2 * w
+                            let up = wp.baseAddress! + max(i - 1, 0) * 2 * w, centre = wp.baseAddress! + i * 2 * w
+                            let down = wp.baseAddress! + min(i + 1, h - 1) * 2 * w
+                            for j in 0..<(2 * w) {
+                                centre[j] += 0.75 * (even[j] + odd[j])
+                                up[j] += 0.25 * even[j]
+                                down[j] += 0.25 * odd[j]
+                            }
+                        }
+                        for i in 0..<h {
+                            let d = dst + i * w, s = wp.baseAddress! + i * 2 * w
+                            for j in 0..<w {
+                                d[j] += 0.75 * (s[2 * j] + s[2 * j + 1])
+                                d[max(j - 1, 0)] += 0.25 * s[2 * j]
+                                d[min(j + 1, w - 1)] += 0.25 * s[2 * j + 1]
+                            }
+                        }
+                    }
+                    }
+                }
+            }
+        }
+    }
+    }
+}
+
 // MARK: - Linear algebra
 
 /// x (N×in) · Wᵀ (W: out×in) + b: PyTorch's Linear.

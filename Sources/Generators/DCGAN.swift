@@ -15,6 +15,10 @@ public enum GANUpsampling: String, Codable, CaseIterable {
     /// Nearest-neighbour ×2 then a 3×3 convolution (Odena et al. 2016, "Deconvolution and
     /// Checkerboard Artifacts"): every output pixel sees the same number of kernel taps.
     case resize
+    /// Bilinear ×2 then a 3×3 convolution (the low-pass upsampling of StyleGAN, Karras et al. 2019,
+    /// and of Karras et al. 2021 "Alias-Free GANs"): nearest ×2 repeats each pixel, which leaves
+    /// energy at the new high frequencies for G's later layers to turn into speckle.
+    case bilinear
 }
 
 /// Settings of a DCGAN, stored beside its weights.
@@ -74,7 +78,7 @@ public struct GANConfig: Codable, Equatable {
         // Weights of the 4×4 (transposed) convolutions of G and D, in floats.
         let blocks = hiddenBlocks
         var weights = 0.0, cin = Double(latentDim + numClasses)
-        let taps = upsample == .resize ? 9.0 : 16.0
+        let taps = upsample == .transposed ? 16.0 : 9.0
         for i in 0..<blocks {
             let width = Double(generatorWidth) * Double(1 << (blocks - 1 - i))
             weights += cin * width * (i == 0 ? 16 : taps)
@@ -122,7 +126,7 @@ public final class DCGANGenerator: Module {
         func doubling(_ cin: Int, _ cout: Int) -> ConvolutionModule {
             switch config.upsample {
             case .transposed: return ConvTranspose2d(cin, cout, kernel: 4, stride: 2, padding: 1, bias: false, stream: &stream)
-            case .resize: return Conv2d(cin, cout, kernel: 3, stride: 1, padding: 1, bias: false, stream: &stream)
+            case .resize, .bilinear: return Conv2d(cin, cout, kernel: 3, stride: 1, padding: 1, bias: false, stream: &stream)
             }
         }
         var cin = config.latentDim + config.numClasses
@@ -136,11 +140,11 @@ public final class DCGANGenerator: Module {
         dcganInitialise(convs as [Module] + norms, stream: &stream)
     }
 
-    /// Block i's convolution, with the nearest-neighbour doubling in front when it is a resize-conv.
+    /// Block i's convolution, with the nearest-neighbour or bilinear doubling in front when it is a resize-conv.
     func upsampling(_ i: Int, _ h: Tensor) -> Tensor {
         switch convs[i] {
         case let conv as ConvTranspose2d: return conv(h)
-        case let conv as Conv2d: return conv(upsampleNearest2x(h))
+        case let conv as Conv2d: return conv(config.upsample == .bilinear ? upsampleBilinear2x(h) : upsampleNearest2x(h))
         default: preconditionFailure("DCGANGenerator: unexpected layer \(type(of: convs[i]))")
         }
     }

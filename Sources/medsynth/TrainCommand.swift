@@ -72,7 +72,7 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "Adam β2 (default 0.999).") var beta2: Float?
     @Option(help: "EMA decay of G's sampling weights (default 0.999, warmed up as (1+s)/(10+s)).") var emaDecay: Float?
     @Flag(inversion: .prefixedNo, help: "Spectral normalisation of D's weights (D then has no BatchNorm; default off).") var spectralNorm: Bool? = nil
-    @Option(help: "G's upsampling: resize (nearest ×2 + 3×3 conv, default) or transposed (4×4 stride 2).") var upsample: GANUpsampling?
+    @Option(help: "G's upsampling: resize (nearest ×2 + 3×3 conv, default), bilinear (bilinear ×2 + 3×3 conv) or transposed (4×4 stride 2).") var upsample: GANUpsampling?
     @Flag(inversion: .prefixedNo, help: "Differentiable augmentation before D (default: on below 2,000 images).") var augment: Bool? = nil
     @Flag(inversion: .prefixedNo, help: "Adaptive augmentation probability (ADA; default off: every op on every image).") var ada: Bool? = nil
     @Option(help: "ADA's target for E[sign(D(real))] (default 0.6).") var adaTarget: Float?

@@ -41,6 +41,27 @@ final class ForwardReferenceTests: XCTestCase {
         return out
     }
 
+    func testBilinearUpsamplingMatchesPyTorch() {
+        // torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        // in float64, x[i] = sin(0.7 i) + 0.1 i for i in 0..<12 as 1×1×3×4 (torch 2.15).
+        let x = Tensor(shape: [1, 1, 3, 4], data: (0..<12).map { Float(sin(0.7 * Double($0)) + 0.1 * Double($0)) })
+        let expected: [Float] = [
+            0.000000, 0.186054, 0.558163, 0.854526, 1.075142, 1.179890, 1.168769, 1.163209,
+            0.183747, 0.286677, 0.492537, 0.651899, 0.764762, 0.816343, 0.806644, 0.801794,
+            0.551241, 0.487923, 0.361286, 0.246645, 0.144002, 0.089251, 0.082392, 0.078963,
+            0.593424, 0.530347, 0.404193, 0.308478, 0.243203, 0.235474, 0.285293, 0.310203,
+            0.310297, 0.413951, 0.621260, 0.837397, 1.062363, 1.255013, 1.415346, 1.495513,
+            0.168733, 0.355753, 0.729794, 1.101857, 1.471943, 1.764782, 1.980373, 2.088168]
+        let y = upsampleBilinear2x(x)
+        XCTAssertEqual(y.shape, [1, 1, 6, 8])
+        for (got, want) in zip(y.data, expected) { XCTAssertEqual(got, want, accuracy: 2e-6) }
+        // Planes are independent, and a constant plane stays constant up to its border.
+        let planes = Tensor(shape: [2, 2, 3, 4], data: (0..<48).map { $0 < 12 ? x.data[$0] : 0.5 })
+        let yp = upsampleBilinear2x(planes)
+        XCTAssertEqual(Array(yp.data[0..<48]), y.data)
+        XCTAssert(yp.data[48...].allSatisfy { abs($0 - 0.5) < 1e-7 })
+    }
+
     func testConvOnCountingInput() {
         // (0..<n) input through a 2x2 all-ones kernel: each output is the sum of a 2x2 window.
         let x = Tensor(shape: [1, 1, 3, 3], data: (0..<9).map(Float.init))

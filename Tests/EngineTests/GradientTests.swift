@@ -124,6 +124,8 @@ final class GradientTests: XCTestCase {
     func testShapeOps() {
         checkGradients("concat", inputs: [randomTensor([2, 2, 3, 3], seed: 24), randomTensor([2, 3, 3, 3], seed: 25)]) { concatChannels([$0[0], $0[1]]) }
         checkGradients("upsample", inputs: [randomTensor([2, 2, 3, 2], seed: 26)]) { upsampleNearest2x($0[0]) }
+        checkGradients("bilinear upsample", inputs: [randomTensor([2, 2, 3, 4], seed: 40)]) { upsampleBilinear2x($0[0]) }
+        checkGradients("bilinear upsample of one pixel", inputs: [randomTensor([1, 2, 1, 1], seed: 41)]) { upsampleBilinear2x($0[0]) }
         checkGradients("reshape", inputs: [randomTensor([2, 6], seed: 27)]) { reshape($0[0], [3, 4]) }
         checkGradients("sumPerSample", inputs: [randomTensor([3, 2, 2], seed: 39)]) { sumPerSample($0[0]) }
     }

@@ -200,6 +200,28 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertEqual(header, "step,loss_d,loss_g,d_real,d_fake,augment_p,r_t")
     }
 
+    func testBilinearGeneratorTrainsAndItsModelFileSamplesWithBilinearDoubling() throws {
+        let out = root.appendingPathComponent("bilinear")
+        var options = GANTrainingOptions()
+        options.upsample = .bilinear
+        try trainGAN(request(steps: 6), options: options, out: out, resume: false, progress: .none)
+        guard case .dcgan(let generator) = try loadModel(from: RunFolder(out).model) else { return XCTFail("not a DCGAN") }
+        XCTAssertEqual(generator.config.upsample, .bilinear)
+        var stream = RandomStream(seed: 1)
+        let z = Tensor(randomNormal: [2, 100], stream: &stream)
+        let images = withNoGrad { generator(z, labels: [0, 1]) }
+        XCTAssertEqual(images.shape, [2, 1, 16, 16])
+        XCTAssert(images.data.allSatisfy { $0.isFinite && abs($0) <= 1 })
+        // The same weights with nearest doubling draw another image: the file's mode is the one used.
+        var nearestConfig = generator.config
+        nearestConfig.upsample = .resize
+        var initStream = RandomStream(seed: 2)
+        let nearest = DCGANGenerator(nearestConfig, stream: &initStream)
+        nearest.copyValues(from: generator)
+        let nearestImages = withNoGrad { nearest(z, labels: [0, 1]) }
+        XCTAssertGreaterThan(zip(images.data, nearestImages.data).map { abs($0 - $1) }.max()!, 1e-3)
+    }
+
     func testADARunRaisesPWhenDiscriminatorMemorisesAndResumesIt() throws {
         // 24 toy images: D separates them within a few steps, so r_t exceeds 0.6 and p climbs.
         var options = GANTrainingOptions()

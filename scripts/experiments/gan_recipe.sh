@@ -7,6 +7,7 @@
 # CPU-minutes are the training process's user + system time at the last step (whole run).
 # Run from the repository root after a release build:
 #   bash scripts/experiments/gan_recipe.sh STEPS EVERY variant [variant ...]
+# (GAN_THREADS=1 trains on one core, so two variants can run side by side.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
@@ -30,6 +31,7 @@ for v in "$@"; do
         default+ada)   flags=(--ada) ;;
         ema99)         flags=(--ema-decay 0.99) ;;
         default+lecam) flags=(--lecam-weight 0.3) ;;                            # Tseng et al. 2021 (session 9)
+        default+bilinear) flags=(--upsample bilinear) ;;                         # low-pass upsampling in G (session 10)
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
@@ -37,7 +39,7 @@ for v in "$@"; do
         rm -rf "$run"
         /usr/bin/time -f "%e %U %S" -o "$OUT/$v-$STEPS.time" \
             $B train gan --data "$W/mni64-2class" --out "$run" --conditional --width 32 --steps "$STEPS" --batch 32 \
-            --seed 3 --checkpoint-every "$EVERY" --sample-every "$STEPS" --progress none "${flags[@]}" > "$OUT/$v-$STEPS.log" 2>&1
+            --seed 3 --checkpoint-every "$EVERY" --sample-every "$STEPS" --progress none ${GAN_THREADS:+--threads $GAN_THREADS} "${flags[@]}" > "$OUT/$v-$STEPS.log" 2>&1
     fi
     read -r wall user sys < "$OUT/$v-$STEPS.time"
     echo "$v (${flags[*]}): $STEPS steps, wall $(python3 -c "print(f'{$wall/60:.1f}')") min, CPU $(python3 -c "print(f'{($user+$sys)/60:.1f}')") min"
