@@ -172,6 +172,8 @@ public enum StreamPurpose: UInt64, CaseIterable, Sendable {
     case utilityClassifierOrder = 2
     /// The evaluation report's real-vs-real baseline: which real images form each half.
     case realBaselineSplit = 0x8EA1
+    /// Which synthetic images are scored against the baseline's first half, at the halves' size.
+    case realBaselineSyntheticDraw = 0x8EA2
     /// `medsynth utility`'s seeded per-class train/test split of the real images.
     case utilityHeldOutSplit = 0x5917
     /// The generated-sample filters' confidence classifier (then initialisation and order as usual).

@@ -78,6 +78,13 @@ public struct RealBaseline: Codable {
     /// Images in each half (⌊n/2⌋; with an odd count one image sits out).
     public var half_images: Int
     public var metrics: SetMetrics
+    /// The synthetic set against the first half with as many synthetic images as a half holds
+    /// (a seeded draw): both comparisons have the same sizes, so the Fréchet distance's small-sample
+    /// bias is the same in both and their ratio can be read directly. Nil when the synthetic set is
+    /// smaller than a half.
+    public var synthetic_same_size: SetMetrics?
+    /// synthetic_same_size's Fréchet distance over the baseline's.
+    public var fid_ratio_same_size: Double?
 }
 
 /// Every setting that shapes the numbers.
@@ -134,13 +141,22 @@ func setMetrics(real: Matrix, synthetic: Matrix, request: EvaluationRequest, rea
 /// (`RandomStream(seed).split(.realBaselineSplit)`): what the numbers look like for two samples of
 /// the *same* distribution, so synthetic numbers have something to be read against. Each half has
 /// ⌊n/2⌋ rows, fewer than the synthetic comparison's n: the Fréchet distance is biased upwards at
-/// small n, so this floor is if anything high; KID is unbiased. Nil below 4 rows (2 per half).
-func realBaseline(_ real: Matrix, request: EvaluationRequest) throws -> RealBaseline? {
+/// small n, so this floor is if anything high; KID is unbiased. `synthetic` is then scored against
+/// the first half at the same size. Nil below 4 rows (2 per half).
+func realBaseline(_ real: Matrix, synthetic: Matrix, request: EvaluationRequest) throws -> RealBaseline? {
     guard real.rows >= 4 else { return nil }
     var stream = RandomStream(seed: request.seed).split(.realBaselineSplit)
     let order = stream.permutation(real.rows), half = real.rows / 2
     let a = subset(real, rows: Array(order[0..<half])), b = subset(real, rows: Array(order[half..<2 * half]))
-    return RealBaseline(half_images: half, metrics: try setMetrics(real: a, synthetic: b, request: request).metrics)
+    var baseline = RealBaseline(half_images: half, metrics: try setMetrics(real: a, synthetic: b, request: request).metrics)
+    if synthetic.rows >= half {
+        var draw = RandomStream(seed: request.seed).split(.realBaselineSyntheticDraw)
+        let drawn = subset(synthetic, rows: Array(draw.permutation(synthetic.rows)[0..<half]))
+        let sameSize = try setMetrics(real: a, synthetic: drawn, request: request).metrics
+        baseline.synthetic_same_size = sameSize
+        if baseline.metrics.fid > 0 { baseline.fid_ratio_same_size = sameSize.fid / baseline.metrics.fid }
+    }
+    return baseline
 }
 
 /// The rows `rows` of `m`.
@@ -215,7 +231,7 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
     let kk = max(1, min(request.k, real.count - 1, synthetic.count - 1))
     let realNeighbours = nearestNeighbours(realFeatures, in: realFeatures, k: kk, excludingSelf: true)
     let (overall, syntheticToReal) = try setMetrics(real: realFeatures, synthetic: syntheticFeatures, request: request, realNeighbours: realNeighbours)
-    let baseline = try realBaseline(realFeatures, request: request)
+    let baseline = try realBaseline(realFeatures, synthetic: syntheticFeatures, request: request)
     if baseline == nil { warnings.append("the real set has \(real.count) images: no real-vs-real baseline (needs ≥ 4, two per half)") }
     var perClass: [String: SetMetrics] = [:], perClassBaseline: [String: RealBaseline] = [:]
     if real.hasClassFolders && synthetic.hasClassFolders {
@@ -226,7 +242,7 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
                 continue
             }
             perClass[name] = try setMetrics(real: subset(realFeatures, rows: ri), synthetic: subset(syntheticFeatures, rows: si), request: request).metrics
-            perClassBaseline[name] = try realBaseline(subset(realFeatures, rows: ri), request: request)
+            perClassBaseline[name] = try realBaseline(subset(realFeatures, rows: ri), synthetic: subset(syntheticFeatures, rows: si), request: request)
         }
         let unmatched = Set(real.classNames).symmetricDifference(synthetic.classNames).sorted()
         if !unmatched.isEmpty { warnings.append("classes in only one of the sets (no per-class metrics): \(unmatched.joined(separator: ", "))") }
@@ -303,12 +319,19 @@ public func evaluationSummary(_ report: EvaluationReport) -> String {
     if let b = report.real_vs_real {
         lines.append("real vs real (baseline, two halves of \(b.half_images)): " + metricsLine(b.metrics))
         if let text = b.metrics.breakdownText { lines.append("  FD = " + text) }
+        if let same = b.synthetic_same_size, let ratio = b.fid_ratio_same_size {
+            lines.append(String(format: "synthetic vs the first half, %d images (the baseline's sizes): FD %.3f = %.2f× the baseline's  KID %@",
+                                same.synthetic_images, same.fid, ratio, same.kidText))
+        }
     }
     lines.append(String(format: "memorisation: %d of %d synthetic images flagged (%.1f%%), %d pixel copies",
                         m.flagged_count, m.synthetic_images, 100 * m.fraction_below_threshold, m.pixel_copies))
     for (name, c) in report.per_class.sorted(by: { $0.key < $1.key }) {
         lines.append(String(format: "  %@: FD %.3f  KID %@  precision %.3f  recall %.3f", name, c.fid, c.kidText, c.prdc.precision, c.prdc.recall)
-                     + (report.per_class_real_vs_real[name].map { String(format: "   (real vs real: FD %.3f  KID %@)", $0.metrics.fid, $0.metrics.kidText) } ?? ""))
+                     + (report.per_class_real_vs_real[name].map { b in
+                         String(format: "   (real vs real: FD %.3f  KID %@", b.metrics.fid, b.metrics.kidText)
+                             + (b.synthetic_same_size.map { String(format: "; synthetic at its sizes: FD %.3f", $0.fid) } ?? "") + ")"
+                     } ?? ""))
     }
     if let u = report.utility {
         lines.append(String(format: "utility: balanced accuracy %.3f real → %.3f real+synthetic (accuracy %.3f → %.3f, %d test images)",

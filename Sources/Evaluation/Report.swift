@@ -41,10 +41,14 @@ func writeHTMLReport(_ report: EvaluationReport, _ material: ReportMaterial, to 
             + "<td>\(ratio(b.spread_ratio_principal)) / \(ratio(b.spread_ratio_outside)) (\(b.principal_directions))</td>"
     }
     var rows = row("all", report.overall)
-    if let b = report.real_vs_real { rows += row("all: real vs real (baseline)", b.metrics) }
+    func baselineRows(_ prefix: String, _ b: RealBaseline) -> String {
+        row("\(prefix): real vs real (baseline)", b.metrics)
+            + (b.synthetic_same_size.map { row("\(prefix): synthetic vs the first half (baseline's sizes)", $0) } ?? "")
+    }
+    if let b = report.real_vs_real { rows += baselineRows("all", b) }
     for (name, m) in report.per_class.sorted(by: { $0.key < $1.key }) {
         rows += row(name, m)
-        if let b = report.per_class_real_vs_real[name] { rows += row("\(name): real vs real (baseline)", b.metrics) }
+        if let b = report.per_class_real_vs_real[name] { rows += baselineRows(name, b) }
     }
     let real = material.real, synthetic = material.synthetic, train = material.train
     let realGrid = try dataURI(makeGrid(images: spread(real.count, 32).map { real.pixels[$0] }, channels: 1, size: size, columns: 8))
@@ -105,7 +109,7 @@ func writeHTMLReport(_ report: EvaluationReport, _ material: ReportMaterial, to 
     \(warnings.isEmpty ? "" : "<ul class=\"warn\">\(warnings)</ul>")
     <h2>Metrics</h2>
     <table><tr><th>set</th><th>real</th><th>synthetic</th><th>Fréchet distance</th><th>KID (mean ± std)</th><th>precision</th><th>recall</th><th>density</th><th>coverage</th><th>FD = means + spreads</th><th>spread vs real: main directions / outside (how many)</th></tr>\(rows)</table>
-    <p>Lower Fréchet distance and KID mean closer distributions (KID: \(s.kid_subsets) subsets of \(s.kid_subset_size), kernel \(escape(s.kid_kernel)); when both sets are no larger than that, every subset is the whole of both sets: KID is computed once and its spread is n/a). The <em>real vs real</em> rows compare two seeded halves of the real images (\(report.real_vs_real.map { "\($0.half_images) each" } ?? "not available")): what these numbers are for two samples of one distribution. The halves are smaller than the real set, so the baseline's Fréchet distance is if anything high (it is biased upwards at small sizes); KID is unbiased. Precision and density measure fidelity, recall and coverage diversity (k = \(s.k)). Intensity Wasserstein-1 (pixel values in [−1, 1]): \(fmt(report.intensity_w1, 4)).</p>
+    <p>Lower Fréchet distance and KID mean closer distributions (KID: \(s.kid_subsets) subsets of \(s.kid_subset_size), kernel \(escape(s.kid_kernel)); when both sets are no larger than that, every subset is the whole of both sets: KID is computed once and its spread is n/a). The <em>real vs real</em> rows compare two seeded halves of the real images (\(report.real_vs_real.map { "\($0.half_images) each" } ?? "not available")): what these numbers are for two samples of one distribution. The halves are smaller than the real set, so the baseline's Fréchet distance is if anything high (it is biased upwards at small sizes); KID is unbiased. The <em>synthetic vs the first half</em> rows score as many synthetic images as a half holds against the baseline's first half: the same sizes as the baseline, so the two Fréchet distances carry the same bias and can be compared directly\(report.real_vs_real?.fid_ratio_same_size.map { " (here " + fmt($0, 2) + "× the baseline's)" } ?? ""). Precision and density measure fidelity, recall and coverage diversity (k = \(s.k)). Intensity Wasserstein-1 (pixel values in [−1, 1]): \(fmt(report.intensity_w1, 4)).</p>
     <p>The Fréchet distance is a shift of the means plus a mismatch of the spreads. The spread columns compare the synthetic set's feature variance with the real set's along the real set's main directions (its fewest principal axes that hold \(Int(FrechetBreakdown.principalVarianceShare * 100)) % of its variance) and outside them: below 1× along the main directions, the synthetic images vary less than the real ones (fewer kinds of image, or averaged ones); above 1× outside them, they vary in ways the real images do not (texture, noise, artefacts). Two large samples of one distribution give about 1× on both; with few images the main directions fit the real sample's own scatter, so even real images read below 1× and above 1× (the baseline rows, from halves, show how far).</p>
     <h2>Samples</h2><h3>Real</h3><img src="\(realGrid)"><h3>Synthetic</h3><img src="\(synthGrid)">
     <h2>Intensity histograms</h2>

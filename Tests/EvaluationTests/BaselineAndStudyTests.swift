@@ -43,6 +43,14 @@ final class RealBaselineTests: XCTestCase {
         XCTAssertNil(baseline.metrics.kid_std, "11 vs 11 with subsets of 11: one subset")
         XCTAssertEqual(baseline.metrics.kid_subsets, 1)
         XCTAssertEqual(baseline.metrics.prdc, precisionRecallDensityCoverage(real: a, fake: b, k: 5))
+        // The synthetic set at the halves' size, a seeded draw of its rows, against the first half.
+        let synthFeatures = try ImageSet(root: synth).features(FeatureNetwork())
+        var draw = RandomStream(seed: 4).split(.realBaselineSyntheticDraw)
+        let drawn = subset(synthFeatures, rows: Array(draw.permutation(20)[0..<11]))
+        let sameSize = try XCTUnwrap(baseline.synthetic_same_size)
+        XCTAssertEqual([sameSize.real_images, sameSize.synthetic_images], [11, 11])
+        XCTAssertEqual(sameSize.fid, try frechetDistance(a, drawn), accuracy: 1e-9)
+        XCTAssertEqual(try XCTUnwrap(baseline.fid_ratio_same_size), sameSize.fid / baseline.metrics.fid, accuracy: 1e-12)
         // Overall: 22 real vs 20 synthetic, subsets of 20: the real side varies, so there is a spread.
         XCTAssertNotNil(report.overall.kid_std)
         XCTAssertEqual(Set(report.per_class_real_vs_real.keys), ["lesion", "normal"])
@@ -51,10 +59,21 @@ final class RealBaselineTests: XCTestCase {
         let summary = evaluationSummary(report)
         XCTAssert(summary.contains("real vs real (baseline, two halves of 11)"), summary)
         XCTAssert(summary.contains("n/a (one subset)"), summary)
+        XCTAssert(summary.contains("synthetic vs the first half, 11 images (the baseline's sizes)"), summary)
+        XCTAssert(summary.contains("synthetic at its sizes: FD"), summary)
         let baselineLine = try XCTUnwrap(summary.split(separator: "\n").first { $0.hasPrefix("real vs real") })
         XCTAssertFalse(baselineLine.contains("± 0.00000"), summary)
         let html = try String(contentsOf: request.out.appendingPathComponent("report.html"), encoding: .utf8)
         XCTAssert(html.contains("all: real vs real (baseline)") && html.contains("lesion: real vs real (baseline)"))
+        XCTAssert(html.contains("all: synthetic vs the first half (baseline's sizes)"), "same-size row")
+        // A synthetic set smaller than a half has no same-size row.
+        let few = root.appendingPathComponent("few")
+        try writeClassFolders(few, classes: classes, count: 2, seed: 3)
+        request.synthetic = few
+        request.out = root.appendingPathComponent("out-few")
+        let fewReport = try evaluate(request, progress: .none)
+        XCTAssertNil(fewReport.real_vs_real?.synthetic_same_size)
+        XCTAssertNil(fewReport.real_vs_real?.fid_ratio_same_size)
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: request.out.appendingPathComponent("report.json"))) as! [String: Any]
         let rvr = try XCTUnwrap(json["real_vs_real"] as? [String: Any])
         XCTAssert((rvr["metrics"] as? [String: Any])?["kid_std"] is NSNull, "no spread is null in JSON, not 0")

@@ -118,6 +118,11 @@ final class EvaluationRunTests: XCTestCase {
             XCTAssertEqual(b.mean_term + b.covariance_term, metrics.fid, accuracy: 1e-9 * max(metrics.fid, 1))
         }
         XCTAssert(evaluationSummary(badReport).contains("  FD = "), evaluationSummary(badReport))
+        // At the baseline's sizes a set from the real distribution scores about the baseline, a shifted one far above it.
+        let goodRatio = try XCTUnwrap(goodReport.real_vs_real?.fid_ratio_same_size)
+        let badRatio = try XCTUnwrap(badReport.real_vs_real?.fid_ratio_same_size)
+        XCTAssertEqual(goodRatio, 1, accuracy: 0.35, "same distribution")
+        XCTAssertGreaterThan(badRatio, 2 * goodRatio)
         let badJSON = try JSONSerialization.jsonObject(with: Data(contentsOf: root.appendingPathComponent("out-bad/report.json"))) as! [String: Any]
         XCTAssertNotNil((badJSON["overall"] as? [String: Any])?["fid_breakdown"] as? [String: Any])
         // Without --train the memorisation reference is the real set, and the report says so.
