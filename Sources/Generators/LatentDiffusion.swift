@@ -82,6 +82,10 @@ public enum LatentNormalisation: String, Codable, CaseIterable {
     case global
     /// Each channel shifted to mean 0 and scaled to std 1 over the training latents.
     case channel
+    /// Each channel shifted to mean 0 over the training latents, all scaled by the global factor:
+    /// the U-Net no longer has to produce the channels' means, and the channels keep their
+    /// relative spreads (which `channel` equalises).
+    case centred
 }
 
 /// Per-channel mean and 1 / std of latents laid out N×C×h×w.
@@ -269,10 +273,12 @@ extension LatentDiffusionTrainer: ModelTrainer {
         unet.attentionResolutions = request.attentionResolutions ?? [max(1, ae.latentSize / 2)]
         var config = LatentDiffusionConfig(unet: unet, autoencoder: ae, latentScale: scale, autoencoderID: autoencoderIdentifier(vae),
                                            encoding: .mean, classNames: unet.classNames)
-        if request.latentNormalisation == .channel {
+        if let normalisation = request.latentNormalisation, normalisation != .global {
             let (images, count) = try latentScaleImages(dataset)
             let means = vae.posteriorMeans(images, count: count)
-            (config.latentChannelShift, config.latentChannelScale) = latentChannelStatistics(means, channels: ae.latentChannels, plane: ae.latentSize * ae.latentSize)
+            let (shift, channelScale) = latentChannelStatistics(means, channels: ae.latentChannels, plane: ae.latentSize * ae.latentSize)
+            config.latentChannelShift = shift
+            config.latentChannelScale = normalisation == .centred ? [Float](repeating: scale, count: ae.latentChannels) : channelScale
         }
         return config
     }

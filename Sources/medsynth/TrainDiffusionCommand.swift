@@ -49,7 +49,7 @@ struct TrainDiffusion: ParsableCommand {
     var reportSpacings: String?
     @Option(help: "With --report: folder for the report's samples.") var reportOut: String?
     @Option(help: "Latent diffusion: a VAE run folder or model file; the U-Net learns its (scaled) latents and the saved model embeds it.") var autoencoder: String?
-    @Option(help: "Latent diffusion: 'global' (one scale for all latent channels, 1/std of all values) or 'channel' (each channel shifted and scaled to mean 0, std 1 over the training latents). Default global.")
+    @Option(help: "Latent diffusion: 'global' (one scale for all latent channels, 1/std of all values) 'channel' (each channel shifted and scaled to mean 0, std 1 over the training latents) or 'centred' (each channel shifted to mean 0, all scaled by the global factor). Default global.")
     var latentNormalisation: LatentNormalisation?
 
     enum LearningRateSchedule: String, ExpressibleByArgument { case constant, cosine }

@@ -421,6 +421,38 @@ final class LatentDiffusionTests: XCTestCase {
         XCTAssertEqual(old.normalise([2]), [2 * old.latentScale])
     }
 
+    func testCentredLatentsHaveZeroChannelMeansAndKeepTheGlobalScale() throws {
+        let vaeRun = try trainTinyVAE()
+        let run = root.appendingPathComponent("ldm-centred")
+        var request = latentRequest(steps: 2, autoencoder: vaeRun)
+        request.latentNormalisation = .centred
+        try trainDiffusion(request, out: run, resume: false, progress: .none, gridSteps: 2)
+        guard case .latentDiffusion(let model) = try loadModel(from: RunFolder(run).model) else { return XCTFail("not latent") }
+        let scale = try XCTUnwrap(model.config.latentChannelScale)
+        XCTAssertEqual(scale, [Float](repeating: model.config.latentScale, count: 4), "one global factor on every channel")
+        let dataset = try ImageFolderDataset(root: root.appendingPathComponent("data"), imageSize: 16, channels: 1)
+        let images = try (0..<dataset.count).flatMap { try dataset.tensorData(at: $0) }
+        let raw = model.vae.posteriorMeans(images, count: dataset.count)
+        let z = model.encode(images, count: dataset.count)
+        let plane = model.config.autoencoder.latentSize * model.config.autoencoder.latentSize
+        var someChannelWasOffCentre = false
+        for c in 0..<4 {
+            var rawValues: [Double] = [], values: [Double] = []
+            for n in 0..<dataset.count { for p in 0..<plane {
+                rawValues.append(Double(raw[(n * 4 + c) * plane + p])); values.append(Double(z[(n * 4 + c) * plane + p]))
+            } }
+            let mean = values.reduce(0, +) / Double(values.count), rawMean = rawValues.reduce(0, +) / Double(rawValues.count)
+            XCTAssertEqual(mean, 0, accuracy: 1e-4, "channel \(c)")
+            if abs(rawMean * Double(model.config.latentScale)) > 0.01 { someChannelWasOffCentre = true }
+            // Only shifted: each value is (raw − channel mean) × the global scale.
+            for (v, r) in zip(values, rawValues) {
+                XCTAssertEqual(v, (r - rawMean) * Double(model.config.latentScale), accuracy: 1e-3 * max(1, abs(v)))
+            }
+        }
+        XCTAssert(someChannelWasOffCentre, "the tiny VAE's latents should have a channel with a non-zero mean to remove")
+        XCTAssertLessThan(relativeError(model.decode(z, count: dataset.count), model.vae.decodeImages(raw, count: dataset.count)), 1e-4)
+    }
+
     func testLatentDiffusionRefusesAMismatchedOrMissingAutoencoder() throws {
         let vaeRun = try trainTinyVAE(steps: 2)
         var wrongSize = latentRequest(steps: 2, autoencoder: vaeRun)
