@@ -61,6 +61,11 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
     /// Cosine learning-rate decay to 0 at this step (Loshchilov & Hutter 2017, without restarts),
     /// after the warm-up; 0 = constant rate.
     public var cosineDecaySteps = 0
+    /// Input perturbation γ (Ning et al. 2023, "Input Perturbation Reduces Exposure Bias in
+    /// Diffusion Models"): the network sees x_t made with ε + γ·ξ (ξ a second normal draw) but
+    /// still predicts the target of ε, so it learns to correct inputs that are slightly off, as
+    /// its own samples are at sampling time. The paper uses 0.1; 0 = off.
+    public var inputPerturbation: Float = 0
 
     /// The noise schedule these options train and sample with.
     public var noiseSchedule: NoiseSchedule { NoiseSchedule(kind: schedule, steps: timesteps, snrShift: snrShift) }
@@ -78,7 +83,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case learningRate, weightDecay, schedule, timesteps, target, labelDropout, emaDecay
         case lossWeighting, minSNRGamma, warmupSteps, gradientClipNorm, zeroInitialization, classEmbeddingScale
-        case augmentFlips, augmentShift, snrShift, cosineDecaySteps
+        case augmentFlips, augmentShift, snrShift, cosineDecaySteps, inputPerturbation
     }
 
     public init(from decoder: Decoder) throws {
@@ -101,6 +106,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
         augmentShift = try c.decodeIfPresent(Int.self, forKey: .augmentShift) ?? old.augmentShift
         snrShift = try c.decodeIfPresent(Double.self, forKey: .snrShift) ?? old.snrShift
         cosineDecaySteps = try c.decodeIfPresent(Int.self, forKey: .cosineDecaySteps) ?? old.cosineDecaySteps
+        inputPerturbation = try c.decodeIfPresent(Float.self, forKey: .inputPerturbation) ?? old.inputPerturbation
     }
 
     public func validate() throws {
@@ -115,6 +121,7 @@ public struct DiffusionTrainingOptions: Codable, Equatable {
         guard (0...1).contains(labelDropout) else { throw MedSynthError("--label-dropout must be in [0, 1], got \(labelDropout)") }
         guard snrShift.isFinite, (1e-3...1e3).contains(snrShift) else { throw MedSynthError("--snr-shift must be in [0.001, 1000], got \(snrShift)") }
         guard cosineDecaySteps >= 0 else { throw MedSynthError("cosine decay steps must be ≥ 0 (0 = constant rate), got \(cosineDecaySteps)") }
+        guard inputPerturbation.isFinite, (0...1).contains(inputPerturbation) else { throw MedSynthError("--input-perturbation must be in [0, 1], got \(inputPerturbation)") }
         guard augmentShift >= 0, augmentShift <= 16 else { throw MedSynthError("--augment-shift must be 0...16 pixels, got \(augmentShift)") }
     }
 }
@@ -163,7 +170,8 @@ public final class DiffusionTrainer {
     }
 
     /// The loss of one batch (x0: N×C×H×W in [−1, 1]); timesteps, noise, label dropout and
-    /// augmentation from `stream` (in that order; augmentation draws nothing when off).
+    /// augmentation and the input perturbation from `stream` (in that order; augmentation and the
+    /// perturbation draw nothing when off).
     public func loss(x0 x0In: Tensor, labels: [Int]?, stream: inout RandomStream) -> Tensor {
         let n = x0In.shape[0]
         let t = (0..<n).map { _ in stream.int(below: schedule.steps) }
@@ -174,7 +182,13 @@ public final class DiffusionTrainer {
             y = labels.map { stream.uniform() < options.labelDropout ? config.numClasses : $0 }
         }
         let x0 = augment(x0In, stream: &stream)
-        let xt = schedule.addNoise(x0.data, noise: noise, timesteps: t)
+        var inputNoise = noise
+        if options.inputPerturbation > 0 {
+            var xi = [Float](repeating: 0, count: noise.count)
+            xi.withUnsafeMutableBufferPointer { stream.fillNormal($0) }
+            for j in inputNoise.indices { inputNoise[j] += options.inputPerturbation * xi[j] }
+        }
+        let xt = schedule.addNoise(x0.data, noise: inputNoise, timesteps: t)
         let prediction = model(Tensor(shape: x0.shape, data: xt), timesteps: t, labels: y)
         let target = schedule.trainingTarget(options.target, x0: x0.data, noise: noise, timesteps: t)
         guard options.lossWeighting != .uniform else { return mseLoss(prediction, Tensor(shape: x0.shape, data: target)) }

@@ -35,6 +35,8 @@ struct TrainDiffusion: ParsableCommand {
     @Option(help: "Augment with random shifts of up to this many pixels (default 0 = off).") var augmentShift: Int?
     @Option(help: "Multiply the noise schedule's signal-to-noise ratio at every step by this factor (Hoogeboom et al. 2023's shifted schedule; default 1; > 1 = less noise, for low-resolution inputs such as latents).")
     var snrShift: Double?
+    @Option(help: "Input perturbation γ (Ning et al. 2023): train on x_t made with ε + γ·ξ while predicting ε's target, against the drift of the model's own samples (the paper uses 0.1; default 0 = off).")
+    var inputPerturbation: Float?
     @Option(help: "U-Net width multiplier per level, comma-separated (default 1,2,4,4: four levels, each after the first at half the side).")
     var channelMultipliers: String?
     @Option(help: "Image (or latent) sides whose U-Net levels get self-attention, comma-separated (default: the coarsest level for pixel models, half the latent side for latent models).")
@@ -75,6 +77,7 @@ struct TrainDiffusion: ParsableCommand {
         if augmentFlips { options.augmentFlips = true }
         if let augmentShift { options.augmentShift = augmentShift }
         if let snrShift { options.snrShift = snrShift }
+        if let inputPerturbation { options.inputPerturbation = inputPerturbation }
         if lrSchedule == .cosine { options.cosineDecaySteps = common.steps }
         options.labelDropout = labelDropout
         try options.validate()

@@ -101,6 +101,43 @@ final class DiffusionRecipeTests: XCTestCase {
         XCTAssertEqual(weighted, expected, accuracy: 1e-5 * max(1, expected))
     }
 
+    func testInputPerturbationNoisesTheInputButNotTheTarget() {
+        // Ning et al. 2023: x_t from ε + γ·ξ, target from ε. A non-zero-initialised model, so the
+        // prediction depends on its input.
+        var options = DiffusionTrainingOptions()
+        options.lossWeighting = .uniform; options.zeroInitialization = false; options.inputPerturbation = 0.1
+        let config = UNetConfig(imageSize: 16, baseWidth: 8, attentionResolutions: [2])
+        let trainer = DiffusionTrainer(config: config, options: options, seed: 0)
+        let x0 = Tensor(shape: [2, 1, 16, 16], data: tinyImages()[0] + tinyImages()[2])
+        var stream = RandomStream(seed: 9), copy = stream
+        let loss = trainer.loss(x0: x0, labels: nil, stream: &stream).scalar
+        let t = (0..<2).map { _ in copy.int(below: 1000) }
+        var noise = [Float](repeating: 0, count: 512), xi = noise
+        noise.withUnsafeMutableBufferPointer { copy.fillNormal($0) }
+        xi.withUnsafeMutableBufferPointer { copy.fillNormal($0) }
+        let target = trainer.schedule.trainingTarget(.v, x0: x0.data, noise: noise, timesteps: t)
+        func mse(inputNoise: [Float]) -> Float {
+            let xt = trainer.schedule.addNoise(x0.data, noise: inputNoise, timesteps: t)
+            let prediction = withNoGrad { trainer.model(Tensor(shape: [2, 1, 16, 16], data: xt), timesteps: t, labels: nil) }.data
+            return zip(prediction, target).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / 512
+        }
+        let perturbed = mse(inputNoise: zip(noise, xi).map { $0 + 0.1 * $1 })
+        XCTAssertEqual(loss, perturbed, accuracy: 1e-5 * max(1, perturbed))
+        XCTAssertGreaterThan(abs(perturbed - mse(inputNoise: noise)), 1e-6, "the perturbation must reach the input")
+        XCTAssertEqual(stream.uniform(), copy.uniform(), "ξ is the next draw after ε")
+        // Off: nothing more is drawn, so runs without it are unchanged.
+        options.inputPerturbation = 0
+        let plain = DiffusionTrainer(config: config, options: options, seed: 0)
+        var offStream = RandomStream(seed: 9), offCopy = offStream
+        XCTAssertEqual(plain.loss(x0: x0, labels: nil, stream: &offStream).scalar, mse(inputNoise: noise), accuracy: 1e-5)
+        _ = (0..<2).map { _ in offCopy.int(below: 1000) }
+        var skipped = [Float](repeating: 0, count: 512)
+        skipped.withUnsafeMutableBufferPointer { offCopy.fillNormal($0) }
+        XCTAssertEqual(offStream.uniform(), offCopy.uniform())
+        options.inputPerturbation = -0.1
+        XCTAssertThrowsError(try options.validate())
+    }
+
     func testWarmUpAndGradientClipping() {
         var options = DiffusionTrainingOptions()
         options.warmupSteps = 10

@@ -6,7 +6,7 @@
 #   bash scripts/experiments/latent_plateau.sh VARIANT [STEPS]
 # VARIANT: default | lr3e-4 | linear | epsilon | snr4 | snr16 | width32 | decoder-noise
 #          | scale-equivariance | kl1e-3 | kl1e-2 | channel | cosine
-#          | v-uniform | gamma20 | levels3 | levels2 | centred
+#          | v-uniform | gamma20 | levels3 | levels2 | centred | ip01
 # levels3: --channel-multipliers 1,2,2 (16, 8, 4 px; the default 1,2,4,4 goes down to 2 px);
 # levels2: --channel-multipliers 2,4 (32 and 64 channels at 16 and 8 px, as UNet-S base 16 at those sides).
 # channel: --latent-normalisation channel (each latent channel to mean 0, std 1); cosine: --lr-schedule
@@ -56,6 +56,7 @@ case "$variant" in
     snr16) extra=(--snr-shift 16) ;;
     channel) extra=(--latent-normalisation channel) ;;
     centred) extra=(--latent-normalisation centred) ;;   # session 10: channel means removed, global scale kept
+    ip01) extra=(--input-perturbation 0.1) ;;   # session 10: Ning et al. 2023's input perturbation
     cosine) extra=(--lr-schedule cosine) ;;
     v-uniform) extra=(--loss-weighting uniform) ;;   # plain v-MSE: x0 weight SNR + 1, more weight on low noise
     gamma20) extra=(--min-snr-gamma 20) ;;
