@@ -413,29 +413,31 @@ public func upsampleBilinear2x(_ x: Tensor) -> Tensor {
     x.data.withUnsafeBufferPointer { xp in
         out.withUnsafeMutableBufferPointer { yp in
             Parallel.forRanges(rows, cost: 8 * h * w) { range in
-                // Widen each input row into the two output rows that read it most, then mix rows.
+                // Widen each input row into the two output columns per pixel, then mix rows; one
+                // scratch plane per worker.
                 var wide = [Float](repeating: 0, count: 2 * w * h)
                 wide.withUnsafeMutableBufferPointer { wp in
-                for r in range {
-                    let src = xp.baseAddress! + r * h * w, dst = yp.baseAddress! + r * 4 * h * w
-                    for i in 0..<h {
-                        let s = src + i * w, d = wp.baseAddress! + i * 2 * w
-                        for j in 0..<w {
-                            let left = s[max(j - 1, 0)], centre = s[j], right = s[min(j + 1, w - 1)]
-                            d[2 * j] = 0.75 * centre + 0.25 * left
-                            d[2 * j + 1] = 0.75 * centre + 0.25 * right
+                    let scratch = wp.baseAddress!
+                    for r in range {
+                        let src = xp.baseAddress! + r * h * w, dst = yp.baseAddress! + r * 4 * h * w
+                        for i in 0..<h {
+                            let s = src + i * w, d = scratch + i * 2 * w
+                            for j in 0..<w {
+                                let left = s[max(j - 1, 0)], centre = s[j], right = s[min(j + 1, w - 1)]
+                                d[2 * j] = 0.75 * centre + 0.25 * left
+                                d[2 * j + 1] = 0.75 * centre + 0.25 * right
+                            }
+                        }
+                        for i in 0..<h {
+                            let up = scratch + max(i - 1, 0) * 2 * w, centre = scratch + i * 2 * w
+                            let down = scratch + min(i + 1, h - 1) * 2 * w
+                            let even = dst + 2 * i * 2 * w, odd = even + 2 * w
+                            for j in 0..<(2 * w) {
+                                even[j] = 0.75 * centre[j] + 0.25 * up[j]
+                                odd[j] = 0.75 * centre[j] + 0.25 * down[j]
+                            }
                         }
                     }
-                    for i in 0..<h {
-                        let up = wp.baseAddress! + max(i - 1, 0) * 2 * w, centre = wp.baseAddress! + i * 2 * w
-                        let down = wp.baseAddress! + min(i + 1, h - 1) * 2 * w
-                        let even = dst + 2 * i * 2 * w, odd = even + 2 * w
-                        for j in 0..<(2 * w) {
-                            even[j] = 0.75 * centre[j] + 0.25 * up[j]
-                            odd[j] = 0.75 * centre[j] + 0.25 * down[j]
-                        }
-                    }
-                }
                 }
             }
         }
@@ -447,28 +449,29 @@ public func upsampleBilinear2x(_ x: Tensor) -> Tensor {
                     // The transpose of the forward's two passes, in reverse order.
                     var wide = [Float](repeating: 0, count: 2 * w * h)
                     wide.withUnsafeMutableBufferPointer { wp in
-                    for r in range {
-                        let src = g.baseAddress! + r * 4 * h * w, dst = dx.baseAddress! + r * h * w
-                        wp.update(repeating: 0)
-                        for i in 0..<h {
-                            let even = src + 2 * i * 2 * w, odd = even + 2 * w
-                            let up = wp.baseAddress! + max(i - 1, 0) * 2 * w, centre = wp.baseAddress! + i * 2 * w
-                            let down = wp.baseAddress! + min(i + 1, h - 1) * 2 * w
-                            for j in 0..<(2 * w) {
-                                centre[j] += 0.75 * (even[j] + odd[j])
-                                up[j] += 0.25 * even[j]
-                                down[j] += 0.25 * odd[j]
+                        let scratch = wp.baseAddress!
+                        for r in range {
+                            let src = g.baseAddress! + r * 4 * h * w, dst = dx.baseAddress! + r * h * w
+                            wp.update(repeating: 0)
+                            for i in 0..<h {
+                                let even = src + 2 * i * 2 * w, odd = even + 2 * w
+                                let up = scratch + max(i - 1, 0) * 2 * w, centre = scratch + i * 2 * w
+                                let down = scratch + min(i + 1, h - 1) * 2 * w
+                                for j in 0..<(2 * w) {
+                                    centre[j] += 0.75 * (even[j] + odd[j])
+                                    up[j] += 0.25 * even[j]
+                                    down[j] += 0.25 * odd[j]
+                                }
+                            }
+                            for i in 0..<h {
+                                let d = dst + i * w, s = scratch + i * 2 * w
+                                for j in 0..<w {
+                                    d[j] += 0.75 * (s[2 * j] + s[2 * j + 1])
+                                    d[max(j - 1, 0)] += 0.25 * s[2 * j]
+                                    d[min(j + 1, w - 1)] += 0.25 * s[2 * j + 1]
+                                }
                             }
                         }
-                        for i in 0..<h {
-                            let d = dst + i * w, s = wp.baseAddress! + i * 2 * w
-                            for j in 0..<w {
-                                d[j] += 0.75 * (s[2 * j] + s[2 * j + 1])
-                                d[max(j - 1, 0)] += 0.25 * s[2 * j]
-                                d[min(j + 1, w - 1)] += 0.25 * s[2 * j + 1]
-                            }
-                        }
-                    }
                     }
                 }
             }

@@ -73,6 +73,20 @@ public struct SetMetrics: Codable {
     }
 }
 
+/// Pixel-value quantiles (network inputs, [−1, 1]) of the real and the synthetic set.
+public struct IntensityQuantiles: Codable, Equatable {
+    public static let defaultLevels = [0.5, 0.75, 0.9, 0.99]
+    public var levels: [Double]
+    public var real: [Double]
+    public var synthetic: [Double]
+
+    /// "p50/p75/p90/p99 real −0.99/0.12/… synthetic …".
+    public var text: String {
+        func row(_ v: [Double]) -> String { v.map { String(format: "%.3f", $0) }.joined(separator: "/") }
+        return levels.map { "p" + String(format: "%g", $0 * 100) }.joined(separator: "/") + ": real " + row(real) + ", synthetic " + row(synthetic)
+    }
+}
+
 /// The real-vs-real baseline: the same metrics between two seeded, equal halves of the real set.
 public struct RealBaseline: Codable {
     /// Images in each half (⌊n/2⌋; with an odd count one image sits out).
@@ -117,6 +131,9 @@ public struct EvaluationReport: Codable {
     public var per_class_real_vs_real: [String: RealBaseline]
     /// Wasserstein-1 between the pixel-value histograms of the network inputs, in [−1, 1] units.
     public var intensity_w1: Double
+    /// Pixel values of the network inputs at the same cumulative fractions of both sets: where the
+    /// synthetic tissue is darker or brighter than the real one (W1 says how much, not where).
+    public var intensity_quantiles: IntensityQuantiles?
     public var memorisation: MemorisationReport
     public var utility: UtilityReport?
     public var warnings: [String]
@@ -247,7 +264,11 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
         let unmatched = Set(real.classNames).symmetricDifference(synthetic.classNames).sorted()
         if !unmatched.isEmpty { warnings.append("classes in only one of the sets (no per-class metrics): \(unmatched.joined(separator: ", "))") }
     }
-    let w1 = histogramWasserstein(real.pixels.flatMap { $0 }, synthetic.pixels.flatMap { $0 })
+    let realPixels = real.pixels.flatMap { $0 }, syntheticPixels = synthetic.pixels.flatMap { $0 }
+    let w1 = histogramWasserstein(realPixels, syntheticPixels)
+    let levels = IntensityQuantiles.defaultLevels
+    let quantiles = IntensityQuantiles(levels: levels, real: intensityQuantiles(realPixels, levels: levels),
+                                       synthetic: intensityQuantiles(syntheticPixels, levels: levels))
     lap("metrics")
 
     log.note("memorisation: nearest training image of each synthetic image")
@@ -284,7 +305,7 @@ public func evaluate(_ request: EvaluationRequest, progress style: ProgressStyle
         seed: request.seed, memorisation_threshold: "5th percentile of training-vs-training nearest-neighbour feature distances, or pixel RMS <= 1/255",
         intensity_histogram_bins: 256)
     var report = EvaluationReport(settings: settings, overall: overall, per_class: perClass,
-                                  real_vs_real: baseline, per_class_real_vs_real: perClassBaseline, intensity_w1: w1,
+                                  real_vs_real: baseline, per_class_real_vs_real: perClassBaseline, intensity_w1: w1, intensity_quantiles: quantiles,
                                   memorisation: memo.report, utility: utility, warnings: warnings, seconds: seconds)
 
     try FileManager.default.createDirectory(at: request.out, withIntermediateDirectories: true)
@@ -316,6 +337,7 @@ public func evaluationSummary(_ report: EvaluationReport) -> String {
     }
     var lines = ["synthetic vs real: " + metricsLine(o) + String(format: "  intensity W1 %.4f", report.intensity_w1)]
     if let text = o.breakdownText { lines.append("  FD = " + text) }
+    if let q = report.intensity_quantiles { lines.append("  pixel values (network input, [−1, 1]) " + q.text) }
     if let b = report.real_vs_real {
         lines.append("real vs real (baseline, two halves of \(b.half_images)): " + metricsLine(b.metrics))
         if let text = b.metrics.breakdownText { lines.append("  FD = " + text) }

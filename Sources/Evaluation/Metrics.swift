@@ -232,6 +232,23 @@ public func histogramWasserstein(_ a: [Float], _ b: [Float], bins: Int = 256) ->
     return total * 2 / Double(bins)
 }
 
+/// Values of `values` (in [−1, 1]) at the cumulative fractions `levels`, from a 2,048-bin histogram
+/// (bin centres, so within 1/2048 of the exact order statistic) without copying or sorting the pixels.
+public func intensityQuantiles(_ values: [Float], levels: [Double]) -> [Double] {
+    let bins = 2048
+    var counts = [Int](repeating: 0, count: bins)
+    for v in values { counts[min(bins - 1, max(0, Int((v + 1) / 2 * Float(bins))))] += 1 }
+    let total = Double(values.count)
+    return levels.map { level in
+        var running = 0
+        for (i, c) in counts.enumerated() {
+            running += c
+            if Double(running) >= level * total { return -1 + (Double(i) + 0.5) * 2 / Double(bins) }
+        }
+        return 1
+    }
+}
+
 /// Normalised histogram of values in [−1, 1].
 public func histogram(_ values: [Float], bins: Int = 256) -> [Double] {
     var h = [Double](repeating: 0, count: bins)

@@ -118,6 +118,14 @@ final class EvaluationRunTests: XCTestCase {
             XCTAssertEqual(b.mean_term + b.covariance_term, metrics.fid, accuracy: 1e-9 * max(metrics.fid, 1))
         }
         XCTAssert(evaluationSummary(badReport).contains("  FD = "), evaluationSummary(badReport))
+        // Pixel quantiles: the +0.3 set's median pixel (background) sits at least 0.3 higher (its blur adds a ramp
+        // above the background as well); the good set's does not move.
+        let goodQ = try XCTUnwrap(goodReport.intensity_quantiles), badQ = try XCTUnwrap(badReport.intensity_quantiles)
+        XCTAssertEqual(badQ.levels, [0.5, 0.75, 0.9, 0.99])
+        XCTAssertGreaterThan(badQ.synthetic[0] - badQ.real[0], 0.28)
+        XCTAssertLessThan(badQ.synthetic[0] - badQ.real[0], 0.45)
+        XCTAssertEqual(goodQ.synthetic[0], goodQ.real[0], accuracy: 0.02)
+        XCTAssert(evaluationSummary(badReport).contains("pixel values (network input, [−1, 1]) p50/p75/p90/p99: real "), evaluationSummary(badReport))
         // At the baseline's sizes a set from the real distribution scores about the baseline, a shifted one far above it.
         let goodRatio = try XCTUnwrap(goodReport.real_vs_real?.fid_ratio_same_size)
         let badRatio = try XCTUnwrap(badReport.real_vs_real?.fid_ratio_same_size)

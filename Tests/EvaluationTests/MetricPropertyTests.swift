@@ -35,6 +35,20 @@ final class MetricPropertyTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(b.spread_ratio_outside), 3, accuracy: 1e-9)
     }
 
+    func testIntensityQuantilesMatchSortedOrderStatistics() {
+        var stream = RandomStream(seed: 12)
+        // A skewed mix: a dark background spike and a spread of tissue values, as in a scan.
+        let values = (0..<20_000).map { i -> Float in i % 3 == 0 ? -1 : max(-1, min(1, 0.4 + 0.3 * stream.normal())) }
+        let sorted = values.sorted()
+        let levels = [0.01, 0.25, 0.5, 0.75, 0.9, 0.99]
+        let quantiles = intensityQuantiles(values, levels: levels)
+        for (level, q) in zip(levels, quantiles) {
+            let exact = Double(sorted[Int((level * Double(values.count)).rounded(.up)) - 1])
+            XCTAssertEqual(q, exact, accuracy: 1.0 / 2048 + 1e-9, "level \(level)")
+        }
+        XCTAssertEqual(intensityQuantiles([0.5, 0.5], levels: [0.5])[0], 0.5, accuracy: 1.0 / 2048)
+    }
+
     func testFrechetBreakdownOfSampledSets() throws {
         let real = gaussianMatrix(rows: 400, columns: 6, mean: [Double](repeating: 0, count: 6), std: [3, 2, 0.3, 0.3, 0.3, 0.3], seed: 31)
         func metrics(_ synthetic: Matrix) throws -> FrechetBreakdown {
