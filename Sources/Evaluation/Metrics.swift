@@ -235,15 +235,13 @@ public func histogramWasserstein(_ a: [Float], _ b: [Float], bins: Int = 256) ->
 /// Values of `values` (in [−1, 1]) at the cumulative fractions `levels`, from a 2,048-bin histogram
 /// (bin centres, so within 1/2048 of the exact order statistic) without copying or sorting the pixels.
 public func intensityQuantiles(_ values: [Float], levels: [Double]) -> [Double] {
-    let bins = 2048
-    var counts = [Int](repeating: 0, count: bins)
-    for v in values { counts[min(bins - 1, max(0, Int((v + 1) / 2 * Float(bins))))] += 1 }
-    let total = Double(values.count)
+    let bins = 2048, fractions = histogram(values, bins: bins)
     return levels.map { level in
-        var running = 0
-        for (i, c) in counts.enumerated() {
-            running += c
-            if Double(running) >= level * total { return -1 + (Double(i) + 0.5) * 2 / Double(bins) }
+        var running = 0.0
+        for (i, f) in fractions.enumerated() {
+            running += f
+            // A hair below the level, so rounding in the running sum cannot skip the bin that reaches it.
+            if running >= level - 1e-12 { return -1 + (Double(i) + 0.5) * 2 / Double(bins) }
         }
         return 1
     }
