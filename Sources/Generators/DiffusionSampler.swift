@@ -218,9 +218,11 @@ public final class DiffusionSampler {
                        known: [Float]? = nil, mask: [Float]? = nil, progress: ((Int, Int) -> Void)? = nil) -> [Float] {
         var streams = indices.map { RandomStream(seed: seed).split(UInt64($0)) }
         let x = drawNoise(&streams)
-        let out = denoise(x, labels: labels, settings: settings, noise: { self.drawNoise(&streams) },
-                          known: known, mask: mask, progress: progress)
-        return out.map { min(1, max(-1, $0)) }
+        // `denoise` clamps to [−1, 1] when settings.clampOutput is set (pixel models); latent
+        // models turn it off, and clamping here as well cut their unit-variance latents' tails
+        // (issue 13: samples decoded darker, foreground mean 0.715 against the data's 0.746).
+        return denoise(x, labels: labels, settings: settings, noise: { self.drawNoise(&streams) },
+                       known: known, mask: mask, progress: progress)
     }
 
     /// The sampling loop from x_T = `x`; `noise()` supplies every per-step N(0, I) draw (DDPM/DDIM η > 0

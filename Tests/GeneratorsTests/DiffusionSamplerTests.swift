@@ -102,6 +102,28 @@ final class DiffusionSamplerTests: XCTestCase {
         }
     }
 
+    /// Latents are not bounded: with clipping and clamping off, samples of N(0.4, 1.5²) data keep
+    /// their tails (issue 13: a leftover clamp to [−1, 1] cut them and darkened decoded images).
+    func testUnclampedSamplingKeepsTheSpreadOfUnboundedData() {
+        let schedule = NoiseSchedule(kind: .cosine, steps: 1000)
+        let exact = GaussianPredictor(schedule: schedule, mu: 0.4, sigma: 1.5)
+        for (kind, steps) in [(SamplerKind.ddim, 50), (.dpm, 20)] {
+            var settings = SamplerSettings()
+            settings.kind = kind; settings.steps = steps
+            settings.clipSample = false; settings.clampOutput = false
+            let x = sampler(exact, schedule).sample(indices: Array(0..<256), labels: nil, seed: 5, settings: settings)
+            let mean = x.reduce(0, +) / Float(x.count)
+            let std = (x.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(x.count)).squareRoot()
+            XCTAssertEqual(mean, 0.4, accuracy: 0.06, "\(kind)")
+            XCTAssertEqual(std, 1.5, accuracy: 0.06, "\(kind)")
+            XCTAssertGreaterThan(x.filter { abs($0) > 1 }.count, x.count / 4, "\(kind)")
+            // Pixel models keep the clamp.
+            settings.clampOutput = true
+            let clamped = sampler(exact, schedule).sample(indices: Array(0..<256), labels: nil, seed: 5, settings: settings)
+            XCTAssertEqual(clamped, x.map { min(1, max(-1, $0)) }, "\(kind)")
+        }
+    }
+
     func testDDIMIsDeterministicAndDDPMStepIsTheHoPosterior() {
         let schedule = NoiseSchedule(kind: .linear, steps: 3)
         let exact = GaussianPredictor(schedule: schedule, mu: 0.1, sigma: 0.5)

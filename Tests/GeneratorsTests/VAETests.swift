@@ -331,6 +331,16 @@ final class LatentDiffusionTests: XCTestCase {
         XCTAssertEqual(model.config.classNames, ["bright", "dark"])
         XCTAssertEqual(model.sampler.sampleShape, [4, 8, 8])
 
+        // Images decode the sampler's latents as they are: latents are not bounded to [−1, 1].
+        var latentSettings = SamplerSettings()
+        latentSettings.kind = .dpm; latentSettings.steps = 3
+        latentSettings.clipSample = false; latentSettings.clampOutput = false
+        let latents = model.sampler.sample(indices: [0, 1, 2], labels: [0, 1, 0], seed: 4, settings: latentSettings)
+        XCTAssert(latents.contains { abs($0) > 1 }, "the test needs latents outside [−1, 1]")
+        var imageSettings = SamplerSettings()
+        imageSettings.kind = .dpm; imageSettings.steps = 3
+        XCTAssertEqual(model.sample(indices: [0, 1, 2], labels: [0, 1, 0], seed: 4, settings: imageSettings), model.decode(latents, count: 3))
+
         // Resume: 2 + 2 steps equal 4 straight.
         let split = root.appendingPathComponent("ldm-split")
         try trainDiffusion(latentRequest(steps: 2, autoencoder: vaeRun), out: split, resume: false, progress: .none, gridSteps: 2)
