@@ -191,9 +191,12 @@ public final class DCGANDiscriminator: Module {
     let projection: Embedding?
     /// With spectral normalisation (Miyato et al. 2018): one per conv, then the projection's.
     let spectral: [SpectralNormalizer]
+    /// The last conv also sees a minibatch-std channel (Karras et al. 2018).
+    public let usesMinibatchStd: Bool
 
-    public init(_ config: GANConfig, spectralNorm: Bool = false, stream: inout RandomStream) {
+    public init(_ config: GANConfig, spectralNorm: Bool = false, minibatchStd: Bool = false, stream: inout RandomStream) {
         self.config = config
+        usesMinibatchStd = minibatchStd
         let blocks = config.hiddenBlocks, ndf = config.discriminatorWidth
         var convs: [Conv2d] = [], norms: [BatchNorm2d] = []
         var cin = config.channels
@@ -204,7 +207,7 @@ public final class DCGANDiscriminator: Module {
             if i > 0 && !spectralNorm { norms.append(BatchNorm2d(width)) }
             cin = width
         }
-        convs.append(Conv2d(cin, 1, kernel: 4, stride: 1, padding: 0, bias: false, stream: &stream))
+        convs.append(Conv2d(cin + (minibatchStd ? 1 : 0), 1, kernel: 4, stride: 1, padding: 0, bias: false, stream: &stream))
         self.convs = convs; self.norms = norms
         projection = config.numClasses > 0 ? Embedding(config.numClasses, cin, stream: &stream) : nil
         dcganInitialise(convs as [Module] + norms, stream: &stream)
@@ -229,7 +232,7 @@ public final class DCGANDiscriminator: Module {
         for i in 1..<convs.count - 1 {
             h = usesSpectralNorm ? leakyRelu(conv(i, h), slope: 0.2) : norms[i - 1](conv(i, h), activationSlope: 0.2)
         }
-        var logits = reshape(conv(convs.count - 1, h), [x.shape[0]])
+        var logits = reshape(conv(convs.count - 1, usesMinibatchStd ? appendMinibatchStd(h) : h), [x.shape[0]])
         if let projection {
             guard let labels, labels.count == x.shape[0] else { preconditionFailure("DCGANDiscriminator: conditional model needs one label per sample") }
             let embedded = usesSpectralNorm ? embedding(labels, table: spectral[convs.count].normalized()) : projection(labels)

@@ -41,7 +41,7 @@ extension GANTrainer: ModelTrainer {
         let o = options
         let augmentation = !augments ? "off" : (o.adaptiveAugmentation ? "adaptive (target r_t \(o.adaTarget))" : "always")
         return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
-            + "D \(o.spectralNorm ? "spectral norm" : "batch norm"), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
+            + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : ""), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
             + (o.learningRateDecaySteps > 0 ? ", learning rates decayed to 0 over the last \(o.learningRateDecaySteps) steps" : "")
     }
 

@@ -85,6 +85,9 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var lecamWeight: Float = 0
     /// Decay of the averages α_R, α_F (the paper's 0.99).
     public var lecamDecay: Float = 0.99
+    /// Minibatch standard deviation before D's last conv (Karras et al. 2018, §3): D sees how varied
+    /// each batch is, so a G that draws too few kinds of image loses. Off in files from before it existed.
+    public var minibatchStd = false
 
     public init() {}
 
@@ -109,7 +112,7 @@ public struct GANTrainingOptions: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
-        case lecamWeight, lecamDecay
+        case lecamWeight, lecamDecay, minibatchStd
     }
 
     public init(from decoder: Decoder) throws {
@@ -132,6 +135,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         learningRateDecaySteps = try c.decodeIfPresent(Int.self, forKey: .learningRateDecaySteps) ?? old.learningRateDecaySteps
         lecamWeight = try c.decodeIfPresent(Float.self, forKey: .lecamWeight) ?? old.lecamWeight
         lecamDecay = try c.decodeIfPresent(Float.self, forKey: .lecamDecay) ?? old.lecamDecay
+        minibatchStd = try c.decodeIfPresent(Bool.self, forKey: .minibatchStd) ?? old.minibatchStd
     }
 
     public func validate() throws {
@@ -179,7 +183,7 @@ public final class GANTrainer {
         self.config = config; self.options = options
         var stream = RandomStream(seed: seed).split(.ganInitialisation)
         generator = DCGANGenerator(config, stream: &stream)
-        discriminator = DCGANDiscriminator(config, spectralNorm: options.spectralNorm, stream: &stream)
+        discriminator = DCGANDiscriminator(config, spectralNorm: options.spectralNorm, minibatchStd: options.minibatchStd, stream: &stream)
         emaGenerator = DCGANGenerator(config, stream: &stream)
         emaGenerator.copyValues(from: generator)
         optimizerG = Adam(generator.parameters(), learningRate: options.learningRate, beta1: options.beta1, beta2: options.beta2)

@@ -82,6 +82,7 @@ struct TrainGAN: ParsableCommand {
 
     @Option(help: "LeCam regularisation weight λ of D (Tseng et al. 2021, for limited data; e.g. 0.3; default 0 = off).") var lecamWeight: Float?
     @Option(help: "Decay of LeCam's moving averages of D's logits (default 0.99).") var lecamDecay: Float?
+    @Flag(inversion: .prefixedNo, help: "Minibatch standard deviation channel before D's last conv (Karras et al. 2018; default off).") var minibatchStd: Bool? = nil
 
     func run() throws {
         var options = legacy ? GANTrainingOptions.legacy : GANTrainingOptions()
@@ -100,6 +101,7 @@ struct TrainGAN: ParsableCommand {
         if let lrDecaySteps { options.learningRateDecaySteps = lrDecaySteps }
         if let lecamWeight { options.lecamWeight = lecamWeight }
         if let lecamDecay { options.lecamDecay = lecamDecay }
+        if let minibatchStd { options.minibatchStd = minibatchStd }
         try options.validate()
         try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }
     }

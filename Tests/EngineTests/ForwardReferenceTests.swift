@@ -41,6 +41,17 @@ final class ForwardReferenceTests: XCTestCase {
         return out
     }
 
+    func testMinibatchStdAppendsTheMeanAcrossBatchStd() {
+        // Two samples of 1×1×2: positions (1, 3) and (2, 6) have population std 1 and 2, mean 1.5.
+        let x = Tensor(shape: [2, 1, 1, 2], data: [1, 2, 3, 6])
+        let y = appendMinibatchStd(x)
+        XCTAssertEqual(y.shape, [2, 2, 1, 2])
+        for (got, want) in zip(y.data, [1, 2, 1.5, 1.5, 3, 6, 1.5, 1.5] as [Float]) { XCTAssertEqual(got, want, accuracy: 1e-6) }
+        // A batch of identical images has no spread: only √ε is left.
+        let same = Tensor(shape: [3, 2, 2, 2], data: (0..<24).map { Float($0 % 8) - 3 })
+        XCTAssert(appendMinibatchStd(same).data.enumerated().filter { ($0.offset / 4) % 3 == 2 }.allSatisfy { abs($0.element - 1e-4) < 1e-6 })
+    }
+
     func testBilinearUpsamplingMatchesPyTorch() {
         // torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         // in float64, x[i] = sin(0.7 i) + 0.1 i for i in 0..<12 as 1×1×3×4 (torch 2.15).

@@ -128,6 +128,7 @@ final class GradientTests: XCTestCase {
         checkGradients("bilinear upsample of one pixel", inputs: [randomTensor([1, 2, 1, 1], seed: 41)]) { upsampleBilinear2x($0[0]) }
         checkGradients("reshape", inputs: [randomTensor([2, 6], seed: 27)]) { reshape($0[0], [3, 4]) }
         checkGradients("sumPerSample", inputs: [randomTensor([3, 2, 2], seed: 39)]) { sumPerSample($0[0]) }
+        checkGradients("minibatch std", inputs: [randomTensor([3, 2, 2, 2], seed: 42)]) { appendMinibatchStd($0[0]) }
     }
 
     func testLinearMatmulEmbedding() {

@@ -34,6 +34,7 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertEqual(options, expected)
         XCTAssertFalse(options.spectralNorm); XCTAssertFalse(options.adaptiveAugmentation)
         XCTAssertNil(options.discriminatorLearningRate); XCTAssertEqual(options.upsample, .transposed)
+        XCTAssertFalse(options.minibatchStd)
         let oldConfig = #"{"imageSize":64,"channels":1,"latentDim":100,"generatorWidth":32,"discriminatorWidth":32,"numClasses":2,"classNames":["healthy","lesion"]}"#
         let config = try JSONDecoder().decode(GANConfig.self, from: Data(oldConfig.utf8))
         XCTAssertEqual(config.upsample, .transposed)
@@ -261,6 +262,32 @@ final class GANRecipeTests: XCTestCase {
         let alphaF = trainer.lecamFakeAverage
         XCTAssertEqual(x.grad![0], 2 * (0 - alphaF) / 2, accuracy: 1e-5)
         XCTAssertEqual(x.grad![1], -2 - alphaF > 0 ? 2 * (-2 - alphaF) / 2 : 0, accuracy: 1e-5)
+    }
+
+    func testMinibatchStdDiscriminatorSeesTheBatchSpreadAndItsRunResumesExactly() throws {
+        var options = GANTrainingOptions()
+        options.minibatchStd = true
+        let config = GANConfig(imageSize: 16, channels: 1, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8)
+        let d = GANTrainer(config: config, options: options, seed: 1).discriminator
+        d.setTraining(false)
+        // The last conv reads 16 feature channels plus the std channel.
+        XCTAssertEqual(d.convs.last!.weight.shape, [1, 17, 4, 4])
+        // Its logits depend on the rest of the batch: the same image scores differently next to a
+        // copy of itself than next to a different image.
+        var stream = RandomStream(seed: 4)
+        let a = (0..<256).map { _ in stream.normal() }, b = (0..<256).map { _ in stream.normal() }
+        let twins = withNoGrad { d(Tensor(shape: [2, 1, 16, 16], data: a + a)) }.data
+        let pair = withNoGrad { d(Tensor(shape: [2, 1, 16, 16], data: a + b)) }.data
+        XCTAssertEqual(twins[0], twins[1])
+        XCTAssertNotEqual(twins[0], pair[0])
+        let straight = root.appendingPathComponent("mbstd"), split = root.appendingPathComponent("mbstd-split")
+        try trainGAN(request(steps: 6), options: options, out: straight, resume: false, progress: .none)
+        try trainGAN(request(steps: 4), options: options, out: split, resume: false, progress: .none)
+        try trainGAN(request(steps: 6), options: GANTrainingOptions(), out: split, resume: true, progress: .none)
+        let x = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
+        let y = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        XCTAssertEqual(x.tensors["D.net.5.weight"]!.shape, [1, 17, 4, 4])
+        for (name, tensor) in x.tensors { XCTAssertEqual(tensor.values, y.tensors[name]!.values, name) }
     }
 
     func testLeCamRunChangesTheWeightsAndResumesExactly() throws {

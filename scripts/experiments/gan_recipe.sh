@@ -32,6 +32,7 @@ for v in "$@"; do
         ema99)         flags=(--ema-decay 0.99) ;;
         default+lecam) flags=(--lecam-weight 0.3) ;;                            # Tseng et al. 2021 (session 9)
         default+bilinear) flags=(--upsample bilinear) ;;                         # low-pass upsampling in G (session 10)
+        default+mbstd) flags=(--minibatch-std) ;;                                # minibatch std in D (Karras et al. 2018; session 11)
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
