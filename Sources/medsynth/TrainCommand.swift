@@ -59,7 +59,8 @@ struct TrainGAN: ParsableCommand {
         differentiable augmentation (translation, cutout, brightness, contrast; Zhao et al. 2020) on
         every image, on by default below 2,000 images; flips only with --flips (anatomy has a side).
         Options: --spectral-norm (Miyato et al. 2018), --ada (Karras et al. 2020), --d-learning-rate
-        (TTUR, Heusel et al. 2017), --loss hinge, --upsample transposed, --lecam-weight (Tseng et al. 2021);
+        (TTUR, Heusel et al. 2017), --loss hinge, --upsample transposed, --lecam-weight (Tseng et al. 2021),
+        --minibatch-std (Karras et al. 2018);
         --legacy is the recipe before issue 14.
         """)
 
