@@ -53,7 +53,8 @@ if [ "$what" = diffusion ] || [ "$what" = all ]; then
 fi
 # 4. VAE on the even-indexed healthy slices, so the odd-indexed ones measure what it keeps on unseen
 #    anatomy. Factor 8 with 16 latent channels (64 px → 8×8×16) since session 6: held-out PSNR 33.1 dB,
-#    and the latent model on it reached FD 12.4 (11.1 with a base-32 U-Net since session 7) where the factor-4, 4-channel VAE (16×16×4; held-out
+#    and the latent model on it reached FD 12.4 (11.1 with a base-32 U-Net since session 7; 5.27 since session 11 stopped the sampler
+#    clamping latents to [−1, 1]) where the factor-4, 4-channel VAE (16×16×4; held-out
 #    34.7 dB; VAE_FACTOR=4 VAE_CHANNELS=4) left it at ≈ 17 and 8 channels at 14.5 (README).
 if [ "$what" = vae ] || [ "$what" = all ]; then
     if [ ! -d "$W/mni64-even/healthy" ]; then
@@ -71,6 +72,7 @@ if [ "$what" = vae ] || [ "$what" = all ]; then
 fi
 
 # 5. Class-conditional latent diffusion: the U-Net on the VAE's latents, base width 32 since session 7
+#    (FD figures on this line and the next are from before session 11's latent-clamp fix, which took the shipped model from 11.1 to 5.27)
 #    (width 16 reached FD 12.4 at 10,000 steps; 32: 14.2 / 11.7 / 11.9 / 11.1 / 11.7 at 2k–10k; 64:
 #    12.8 / 11.0 / 11.3 at 2k–6k, a 69 MB file; README). The learning rate is constant after warm-up, so
 #    a run stopped at step K equals one started with --steps K. The shipped model was trained on one
