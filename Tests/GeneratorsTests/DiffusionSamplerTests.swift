@@ -88,6 +88,11 @@ final class DiffusionSamplerTests: XCTestCase {
         DiffusionSampler(model: predictor, schedule: schedule, target: .epsilon, numClasses: classes, sampleShape: [1, 4, 4])
     }
 
+    func meanAndStd(_ x: [Float]) -> (mean: Float, std: Float) {
+        let mean = x.reduce(0, +) / Float(x.count)
+        return (mean, (x.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(x.count)).squareRoot())
+    }
+
     func testSamplersRecoverAGaussianDataDistribution() {
         let schedule = NoiseSchedule(kind: .cosine, steps: 1000)
         let exact = GaussianPredictor(schedule: schedule, mu: 0.3, sigma: 0.2)
@@ -95,8 +100,7 @@ final class DiffusionSamplerTests: XCTestCase {
             var settings = SamplerSettings()
             settings.kind = kind; settings.steps = steps
             let x = sampler(exact, schedule).sample(indices: Array(0..<64), labels: nil, seed: 5, settings: settings)
-            let mean = x.reduce(0, +) / Float(x.count)
-            let std = (x.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(x.count)).squareRoot()
+            let (mean, std) = meanAndStd(x)
             XCTAssertEqual(mean, 0.3, accuracy: 0.03, "\(kind)")
             XCTAssertEqual(std, 0.2, accuracy: 0.03, "\(kind)")
         }
@@ -112,8 +116,7 @@ final class DiffusionSamplerTests: XCTestCase {
             settings.kind = kind; settings.steps = steps
             settings.clipSample = false; settings.clampOutput = false
             let x = sampler(exact, schedule).sample(indices: Array(0..<256), labels: nil, seed: 5, settings: settings)
-            let mean = x.reduce(0, +) / Float(x.count)
-            let std = (x.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(x.count)).squareRoot()
+            let (mean, std) = meanAndStd(x)
             XCTAssertEqual(mean, 0.4, accuracy: 0.06, "\(kind)")
             XCTAssertEqual(std, 1.5, accuracy: 0.06, "\(kind)")
             XCTAssertGreaterThan(x.filter { abs($0) > 1 }.count, x.count / 4, "\(kind)")
