@@ -11,18 +11,14 @@ public func appendMinibatchStd(_ x: Tensor, epsilon: Float = 1e-8) -> Tensor {
     let n = x.shape[0], c = x.shape[1], plane = x.shape[2] * x.shape[3]
     let positions = c * plane
     // Per position: the batch mean and σ, in Double so the result does not depend on summation luck.
+    // Samples outer, positions inner: contiguous reads, and each position still sums in sample order.
     var means = [Double](repeating: 0, count: positions)
     var sigmas = [Double](repeating: 0, count: positions)
     x.data.withUnsafeBufferPointer { xp in
-        for p in 0..<positions {
-            var sum = 0.0
-            for i in 0..<n { sum += Double(xp[i * positions + p]) }
-            let mean = sum / Double(n)
-            var squares = 0.0
-            for i in 0..<n { let d = Double(xp[i * positions + p]) - mean; squares += d * d }
-            means[p] = mean
-            sigmas[p] = (squares / Double(n) + Double(epsilon)).squareRoot()
-        }
+        for i in 0..<n { for p in 0..<positions { means[p] += Double(xp[i * positions + p]) } }
+        for p in 0..<positions { means[p] /= Double(n) }
+        for i in 0..<n { for p in 0..<positions { let d = Double(xp[i * positions + p]) - means[p]; sigmas[p] += d * d } }
+        for p in 0..<positions { sigmas[p] = (sigmas[p] / Double(n) + Double(epsilon)).squareRoot() }
     }
     let s = Float(sigmas.reduce(0, +) / Double(positions))
     var out = uninitializedFloats(n * (c + 1) * plane)
