@@ -193,13 +193,17 @@ public final class DCGANDiscriminator: Module {
     let spectral: [SpectralNormalizer]
     /// The last conv also sees a minibatch-std channel (Karras et al. 2018).
     public let usesMinibatchStd: Bool
+    /// Samples per logit (PacGAN, Lin et al. 2018): consecutive samples are stacked as channels.
+    public let packing: Int
 
-    public init(_ config: GANConfig, spectralNorm: Bool = false, minibatchStd: Bool = false, stream: inout RandomStream) {
+    public init(_ config: GANConfig, spectralNorm: Bool = false, minibatchStd: Bool = false, packing: Int = 1, stream: inout RandomStream) {
+        precondition(packing >= 1, "DCGANDiscriminator: packing must be at least 1")
         self.config = config
         usesMinibatchStd = minibatchStd
+        self.packing = packing
         let blocks = config.hiddenBlocks, ndf = config.discriminatorWidth
         var convs: [Conv2d] = [], norms: [BatchNorm2d] = []
-        var cin = config.channels
+        var cin = config.channels * packing
         for i in 0..<blocks {
             let width = ndf << i                                          // 64, 128, 256, 512 at 64 px
             convs.append(Conv2d(cin, width, kernel: 4, stride: 2, padding: 1, bias: false, stream: &stream))
@@ -226,16 +230,25 @@ public final class DCGANDiscriminator: Module {
         return conv2d(x, weight: spectral[i].normalized(), stride: convs[i].stride, padding: convs[i].padding)
     }
 
-    /// x: N×C×S×S. Returns N logits.
+    /// x: N×C×S×S. Returns N / packing logits, one per pack of consecutive samples.
     public func callAsFunction(_ x: Tensor, labels: [Int]? = nil) -> Tensor {
-        var h = leakyRelu(conv(0, x), slope: 0.2)
+        let packs = x.shape[0] / packing
+        precondition(packs * packing == x.shape[0], "DCGANDiscriminator: batch \(x.shape[0]) does not split into packs of \(packing)")
+        let packed = packing == 1 ? x : reshape(x, [packs, x.shape[1] * packing, x.shape[2], x.shape[3]])
+        var h = leakyRelu(conv(0, packed), slope: 0.2)
         for i in 1..<convs.count - 1 {
             h = usesSpectralNorm ? leakyRelu(conv(i, h), slope: 0.2) : norms[i - 1](conv(i, h), activationSlope: 0.2)
         }
-        var logits = reshape(conv(convs.count - 1, usesMinibatchStd ? appendMinibatchStd(h) : h), [x.shape[0]])
+        var logits = reshape(conv(convs.count - 1, usesMinibatchStd ? appendMinibatchStd(h) : h), [packs])
         if let projection {
             guard let labels, labels.count == x.shape[0] else { preconditionFailure("DCGANDiscriminator: conditional model needs one label per sample") }
-            let embedded = usesSpectralNorm ? embedding(labels, table: spectral[convs.count].normalized()) : projection(labels)
+            let table = usesSpectralNorm ? spectral[convs.count].normalized() : projection.weight
+            // A pack's class embedding is the mean of its samples' embeddings.
+            var embedded = embedding((0..<packs).map { labels[$0 * packing] }, table: table)
+            for slot in 1..<packing {
+                embedded = add(embedded, embedding((0..<packs).map { labels[$0 * packing + slot] }, table: table))
+            }
+            if packing > 1 { embedded = scale(embedded, 1 / Float(packing)) }
             logits = add(logits, sumPerSample(mul(h, embedded)))
         }
         return logits

@@ -20,6 +20,22 @@ public struct AugmentationOptions: Codable, Equatable {
     public var cutoutRatio: Float = 0.5
 
     public init() {}
+
+    /// The ops `--augment-ops` can name; `colour` is brightness and contrast together.
+    public static let opNames = ["brightness", "contrast", "colour", "translation", "cutout"]
+
+    /// Only the named ops on (flips unchanged), e.g. ["translation", "cutout"]: colour changes
+    /// alter the intensities that make up an MR image's contrast, which D then cannot judge.
+    public mutating func enableOnly(_ names: [String]) throws {
+        guard !names.isEmpty else { throw MedSynthError("--augment-ops needs at least one of \(Self.opNames.joined(separator: ", ")) (or use --no-augment)") }
+        for name in names where !Self.opNames.contains(name) {
+            throw MedSynthError("--augment-ops: unknown op '\(name)'; choose from \(Self.opNames.joined(separator: ", "))")
+        }
+        brightness = names.contains("brightness") || names.contains("colour")
+        contrast = names.contains("contrast") || names.contains("colour")
+        translation = names.contains("translation")
+        cutout = names.contains("cutout")
+    }
 }
 
 /// Augments N×C×H×W images with per-sample parameters from `stream`; differentiable w.r.t. x.

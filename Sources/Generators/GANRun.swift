@@ -41,7 +41,7 @@ extension GANTrainer: ModelTrainer {
         let o = options
         let augmentation = !augments ? "off" : (o.adaptiveAugmentation ? "adaptive (target r_t \(o.adaTarget))" : "always")
         return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
-            + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : ""), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
+            + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
             + (o.learningRateDecaySteps > 0 ? ", learning rates decayed to 0 over the last \(o.learningRateDecaySteps) steps" : "")
     }
 
@@ -53,6 +53,9 @@ extension GANTrainer: ModelTrainer {
     }
 
     public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {
+        guard request.batchSize % options.packing == 0 else {
+            throw MedSynthError("--batch \(request.batchSize) does not split into packs of \(options.packing) (--packing)")
+        }
         totalSteps = request.steps
     }
 

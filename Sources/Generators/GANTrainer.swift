@@ -88,6 +88,9 @@ public struct GANTrainingOptions: Codable, Equatable {
     /// Minibatch standard deviation before D's last conv (Karras et al. 2018, §3): D sees how varied
     /// each batch is, so a G that draws too few kinds of image loses. Off in files from before it existed.
     public var minibatchStd = false
+    /// PacGAN (Lin et al. 2018): D judges this many samples at a time, stacked as channels, so a G
+    /// that draws too few kinds of image is told apart by the lack of variety within a pack. 1: off.
+    public var packing = 1
 
     public init() {}
 
@@ -112,7 +115,7 @@ public struct GANTrainingOptions: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
-        case lecamWeight, lecamDecay, minibatchStd
+        case lecamWeight, lecamDecay, minibatchStd, packing
     }
 
     public init(from decoder: Decoder) throws {
@@ -136,6 +139,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         lecamWeight = try c.decodeIfPresent(Float.self, forKey: .lecamWeight) ?? old.lecamWeight
         lecamDecay = try c.decodeIfPresent(Float.self, forKey: .lecamDecay) ?? old.lecamDecay
         minibatchStd = try c.decodeIfPresent(Bool.self, forKey: .minibatchStd) ?? old.minibatchStd
+        packing = try c.decodeIfPresent(Int.self, forKey: .packing) ?? old.packing
     }
 
     public func validate() throws {
@@ -149,7 +153,11 @@ public struct GANTrainingOptions: Codable, Equatable {
         guard learningRateDecaySteps >= 0 else { throw MedSynthError("--lr-decay-steps must not be negative, got \(learningRateDecaySteps)") }
         guard lecamWeight >= 0, lecamWeight.isFinite else { throw MedSynthError("--lecam-weight must be 0 or positive, got \(lecamWeight)") }
         guard lecamDecay >= 0, lecamDecay < 1 else { throw MedSynthError("--lecam-decay must be in [0, 1), got \(lecamDecay)") }
+        guard (1...GANTrainingOptions.maxPacking).contains(packing) else { throw MedSynthError("--packing must be 1 to \(GANTrainingOptions.maxPacking), got \(packing)") }
     }
+
+    /// PacGAN's own experiments pack 2 to 4 samples.
+    public static let maxPacking = 4
 
     /// The factor on both learning rates before update `step` (0-based) of a run of `totalSteps`.
     public func learningRateFactor(step: Int, totalSteps: Int) -> Float {
@@ -183,7 +191,8 @@ public final class GANTrainer {
         self.config = config; self.options = options
         var stream = RandomStream(seed: seed).split(.ganInitialisation)
         generator = DCGANGenerator(config, stream: &stream)
-        discriminator = DCGANDiscriminator(config, spectralNorm: options.spectralNorm, minibatchStd: options.minibatchStd, stream: &stream)
+        discriminator = DCGANDiscriminator(config, spectralNorm: options.spectralNorm, minibatchStd: options.minibatchStd,
+                                           packing: options.packing, stream: &stream)
         emaGenerator = DCGANGenerator(config, stream: &stream)
         emaGenerator.copyValues(from: generator)
         optimizerG = Adam(generator.parameters(), learningRate: options.learningRate, beta1: options.beta1, beta2: options.beta2)
@@ -260,7 +269,7 @@ public final class GANTrainer {
         if options.lecamWeight > 0 { lossD = add(lossD, scale(lecamPenalty(real: realLogits, fake: fakeLogits), options.lecamWeight)) }
         lossD.backward()
         optimizerD.update()
-        let realSign = realLogits.data.reduce(Float(0)) { $0 + ($1 > 0 ? 1 : ($1 < 0 ? -1 : 0)) } / Float(n)
+        let realSign = realLogits.data.reduce(Float(0)) { $0 + ($1 > 0 ? 1 : ($1 < 0 ? -1 : 0)) } / Float(realLogits.count)
         if augments && adaptive { adaptAugmentation(realLogits: realLogits, step: optimizerD.step) }
         // Generator update through D; D's own gradients are not needed here, so skip computing them.
         generator.zeroGrad()

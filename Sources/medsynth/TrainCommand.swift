@@ -79,11 +79,13 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "ADA's target for E[sign(D(real))] (default 0.6).") var adaTarget: Float?
     @Option(help: "ADA's speed: images over which p can move from 0 to 1 (default 5000).") var adaSpeed: Int?
     @Flag(help: "Allow horizontal flips in the augmentation.") var flips = false
+    @Option(help: "Augmentation ops before D, comma-separated from brightness, contrast, colour (both), translation, cutout (default: all four).") var augmentOps: String?
     @Option(help: "Decay both learning rates linearly to 0 over the last N steps of --steps (Zhu et al. 2017; default 0 = constant). Also accepted with --resume, to finish a run that has stopped improving.") var lrDecaySteps: Int?
 
     @Option(help: "LeCam regularisation weight λ of D (Tseng et al. 2021, for limited data; e.g. 0.3; default 0 = off).") var lecamWeight: Float?
     @Option(help: "Decay of LeCam's moving averages of D's logits (default 0.99).") var lecamDecay: Float?
     @Flag(inversion: .prefixedNo, help: "Minibatch standard deviation channel before D's last conv (Karras et al. 2018; default off).") var minibatchStd: Bool? = nil
+    @Option(help: "PacGAN: D judges this many samples at once, stacked as channels (Lin et al. 2018; 1 to 4; default 1 = off; --batch must be a multiple).") var packing: Int?
 
     func run() throws {
         var options = legacy ? GANTrainingOptions.legacy : GANTrainingOptions()
@@ -99,10 +101,14 @@ struct TrainGAN: ParsableCommand {
         if let adaTarget { options.adaTarget = adaTarget }
         if let adaSpeed { options.adaSpeedImages = adaSpeed }
         options.augment = augment; options.augmentation.horizontalFlip = flips
+        if let augmentOps {
+            try options.augmentation.enableOnly(augmentOps.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        }
         if let lrDecaySteps { options.learningRateDecaySteps = lrDecaySteps }
         if let lecamWeight { options.lecamWeight = lecamWeight }
         if let lecamDecay { options.lecamDecay = lecamDecay }
         if let minibatchStd { options.minibatchStd = minibatchStd }
+        if let packing { options.packing = packing }
         try options.validate()
         try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }
     }

@@ -35,6 +35,7 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertFalse(options.spectralNorm); XCTAssertFalse(options.adaptiveAugmentation)
         XCTAssertNil(options.discriminatorLearningRate); XCTAssertEqual(options.upsample, .transposed)
         XCTAssertFalse(options.minibatchStd)
+        XCTAssertEqual(options.packing, 1)
         let oldConfig = #"{"imageSize":64,"channels":1,"latentDim":100,"generatorWidth":32,"discriminatorWidth":32,"numClasses":2,"classNames":["healthy","lesion"]}"#
         let config = try JSONDecoder().decode(GANConfig.self, from: Data(oldConfig.utf8))
         XCTAssertEqual(config.upsample, .transposed)
@@ -157,6 +158,33 @@ final class GANRecipeTests: XCTestCase {
             let changed = (0..<2000).filter { i in y.data[i * 16] != 0.25 }.count
             XCTAssertEqual(Float(changed) / 2000, p, accuracy: 0.03, "p = \(p)")
         }
+    }
+
+    func testAugmentOpsChoosesTheOpsAndRejectsUnknownNames() throws {
+        var geometric = AugmentationOptions()
+        try geometric.enableOnly(["translation", "cutout"])
+        XCTAssertEqual([geometric.brightness, geometric.contrast, geometric.translation, geometric.cutout], [false, false, true, true])
+        // Without colour ops every augmented pixel is one of its image's own values (up to the
+        // rounding of (x − mean) + mean) or the empty fill (0); colour ops make new values.
+        var stream = RandomStream(seed: 3)
+        let values = (0..<(64 * 256)).map { _ in 0.2 + 0.7 * stream.uniform() }
+        func keepsOwnValues(_ y: Tensor) -> Bool {
+            (0..<64).allSatisfy { i in
+                let own = values[i * 256..<(i + 1) * 256].sorted()
+                return y.data[i * 256..<(i + 1) * 256].allSatisfy { v in
+                    v == 0 || own.contains { abs($0 - v) <= 1e-6 }
+                }
+            }
+        }
+        let y = diffAugment(Tensor(shape: [64, 1, 16, 16], data: values), options: geometric, stream: &stream)
+        XCTAssertTrue(keepsOwnValues(y))
+        XCTAssertTrue(y.data.contains(0))
+        var colour = AugmentationOptions()
+        try colour.enableOnly(["colour"])
+        XCTAssertEqual([colour.brightness, colour.contrast, colour.translation, colour.cutout], [true, true, false, false])
+        XCTAssertFalse(keepsOwnValues(diffAugment(Tensor(shape: [64, 1, 16, 16], data: values), options: colour, stream: &stream)))
+        XCTAssertThrowsError(try colour.enableOnly(["translation", "rotation"])) { XCTAssertTrue("\($0)".contains("'rotation'"), "\($0)") }
+        XCTAssertThrowsError(try colour.enableOnly([]))
     }
 
     func testResizeConvolutionHasNoCheckerboardOnConstantInput() {
@@ -305,5 +333,45 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertEqual(a.tensors["lecam.state"]!.values[2], 1)
         XCTAssertNotEqual(a.tensors["D.net.0.weight"]!.values, c.tensors["D.net.0.weight"]!.values)
         for (name, tensor) in a.tensors { XCTAssertEqual(tensor.values, b.tensors[name]!.values, name) }
+    }
+
+    func testPackedDiscriminatorJudgesPacksAndItsRunResumesExactly() throws {
+        var options = GANTrainingOptions()
+        options.packing = 2
+        let config = GANConfig(imageSize: 16, channels: 1, latentDim: 8, generatorWidth: 8, discriminatorWidth: 8, numClasses: 2)
+        let d = GANTrainer(config: config, options: options, seed: 1).discriminator
+        d.setTraining(false)
+        XCTAssertEqual(d.convs[0].weight.shape, [8, 2, 4, 4])
+        var stream = RandomStream(seed: 4)
+        let images = (0..<4).map { _ in (0..<256).map { _ in stream.normal() } }
+        func logits(_ order: [Int], _ labels: [Int]) -> [Float] {
+            withNoGrad { d(Tensor(shape: [order.count, 1, 16, 16], data: order.flatMap { images[$0] }), labels: labels) }.data
+        }
+        // One logit per pack of two consecutive samples; a pack's logit does not depend on the
+        // other packs, and depends on which image is in which slot.
+        let base = logits([0, 1, 2, 3], [0, 0, 1, 1])
+        XCTAssertEqual(base.count, 2)
+        XCTAssertEqual(logits([0, 1, 3, 2], [0, 0, 1, 1])[0], base[0])
+        XCTAssertNotEqual(logits([1, 0, 2, 3], [0, 0, 1, 1])[0], base[0])
+        // A pack's class term is the mean of its samples' projections: with labels (0, 1) the
+        // logit lies halfway between the all-0 and the all-1 pack of the same images.
+        let zeros = logits([0, 1], [0, 0])[0], ones = logits([0, 1], [1, 1])[0], mixed = logits([0, 1], [0, 1])[0]
+        XCTAssertNotEqual(zeros, ones)
+        XCTAssertEqual(mixed, (zeros + ones) / 2, accuracy: 1e-5 * max(1, abs(zeros) + abs(ones)))
+        // Training with packs of 2 resumes to the same bits as an uninterrupted run.
+        let straight = root.appendingPathComponent("pack"), split = root.appendingPathComponent("pack-split")
+        try trainGAN(request(steps: 6), options: options, out: straight, resume: false, progress: .none)
+        try trainGAN(request(steps: 4), options: options, out: split, resume: false, progress: .none)
+        try trainGAN(request(steps: 6), options: GANTrainingOptions(), out: split, resume: true, progress: .none)
+        let x = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
+        let y = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        XCTAssertEqual(x.tensors["D.net.0.weight"]!.shape, [8, 2, 4, 4])
+        for (name, tensor) in x.tensors { XCTAssertEqual(tensor.values, y.tensors[name]!.values, name) }
+        // A batch that does not split into packs is refused before training.
+        var odd = request(steps: 2)
+        odd.batchSize = 7
+        XCTAssertThrowsError(try trainGAN(odd, options: options, out: root.appendingPathComponent("pack-odd"), resume: false, progress: .none)) {
+            XCTAssertTrue("\($0)".contains("packs of 2"), "\($0)")
+        }
     }
 }

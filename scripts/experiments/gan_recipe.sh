@@ -33,6 +33,9 @@ for v in "$@"; do
         default+lecam) flags=(--lecam-weight 0.3) ;;                            # Tseng et al. 2021 (session 9)
         default+bilinear) flags=(--upsample bilinear) ;;                         # low-pass upsampling in G (session 10)
         default+mbstd) flags=(--minibatch-std) ;;                                # minibatch std in D (Karras et al. 2018; session 11)
+        default+w48)   flags=(--width 48) ;;                                     # wider G and D (the later --width wins; session 12)
+        default+pack2) flags=(--packing 2) ;;                                    # PacGAN, D sees pairs (Lin et al. 2018; session 12)
+        default+nocolour) flags=(--augment-ops translation,cutout) ;;            # DiffAugment without brightness/contrast (session 12)
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
