@@ -6,7 +6,7 @@ import Engine
 //
 // Each synthetic image is matched to its nearest training image in feature space. What counts as
 // "close" comes from the training set itself: the distance from each training image to its
-// nearest *other* training image (the real-vs-real baseline). A generator that samples new
+// nearest *other* training image of its class (the real-vs-real baseline). A generator that samples new
 // images from the training distribution should rarely land closer to a training image than
 // training images lie to each other; one that memorised lands at (nearly) zero.
 
@@ -30,7 +30,7 @@ public struct MemorisationReport: Codable {
     public var synthetic_images: Int
     /// Training images whose nearest training neighbour is a pixel copy (duplicated files).
     public var training_duplicates: Int
-    /// Median of the real-vs-real baseline (each training image's distance to its nearest other).
+    /// Median of the real-vs-real baseline (each training image's distance to its nearest other of its class).
     public var real_vs_real_median: Double
     /// Flag threshold: the 5th percentile of the real-vs-real baseline.
     public var threshold_feature_distance: Double
@@ -55,7 +55,7 @@ public struct MemorisationResult {
     public var report: MemorisationReport
     /// One entry per synthetic image, in the synthetic set's order.
     public var nearest: [NearestTraining]
-    /// The real-vs-real baseline: each training image's distance to its nearest other one
+    /// The real-vs-real baseline: each training image's distance to its nearest other one of its class
     /// (the nearest that is not a pixel copy).
     public var baseline: [Double]
 }
@@ -77,6 +77,52 @@ func quantile(_ sorted: [Double], _ q: Double) -> Double {
     return sorted[min(sorted.count - 1, max(0, Int((Double(sorted.count) * q).rounded(.down))))]
 }
 
+/// The real-vs-real baseline: each training image's distance to its nearest other training image
+/// that is not a pixel copy (the k-th if all of them are; those images are counted as duplicates).
+/// With several classes the neighbour is sought within the image's own class: when one class is
+/// made from another (lesions composited into the healthy scans) every image's nearest neighbour
+/// is its own twin in the other class, which pulled the threshold to nearly 0 and let copies of
+/// the scans through. A class of one image uses its nearest image of any class.
+func memorisationBaseline(train: ImageSet, trainFeatures: Matrix, allNeighbours: NearestNeighbours?) -> (distances: [Double], duplicates: Int) {
+    let copyLimit = 1.0 / 255
+    var duplicates = 0
+    var baseline = [Double](repeating: 0, count: train.count)
+    /// Fills the baseline of `members` (training indices) from their neighbours among `pool`.
+    func measure(_ members: [Int], _ neighbours: NearestNeighbours, pool: [Int]) {
+        for (local, i) in members.enumerated() {
+            var value: Double?
+            for j in 0..<neighbours.k where rmsDifference(train.pixels[i], train.pixels[pool[neighbours.index(local, j)]]) > copyLimit {
+                if j > 0 { duplicates += 1 }
+                value = neighbours.distance(local, j)
+                break
+            }
+            if value == nil { duplicates += 1 }
+            baseline[i] = value ?? neighbours.distance(local, neighbours.k - 1)
+        }
+    }
+    let everyone = Array(0..<train.count)
+    let classes = Set(train.labels)
+    if classes.count <= 1 {
+        measure(everyone, allNeighbours ?? nearestNeighbours(trainFeatures, in: trainFeatures, k: 5, excludingSelf: true), pool: everyone)
+        return (baseline, duplicates)
+    }
+    var singletons: [Int] = []
+    for label in classes.sorted() {
+        let members = everyone.filter { train.labels[$0] == label }
+        guard members.count >= 2 else { singletons += members; continue }
+        let columns = trainFeatures.columns
+        let features = Matrix(rows: members.count, columns: columns, values: members.flatMap { trainFeatures.row($0) })
+        measure(members, nearestNeighbours(features, in: features, k: 5, excludingSelf: true), pool: members)
+    }
+    if !singletons.isEmpty {
+        let all = allNeighbours ?? nearestNeighbours(trainFeatures, in: trainFeatures, k: 5, excludingSelf: true)
+        let rows = NearestNeighbours(k: all.k, distances: singletons.flatMap { i in (0..<all.k).map { all.distance(i, $0) } },
+                                     indices: singletons.flatMap { i in (0..<all.k).map { all.index(i, $0) } })
+        measure(singletons, rows, pool: everyone)
+    }
+    return (baseline, duplicates)
+}
+
 /// Runs the memorisation check. `trainNeighbours` may pass the training set's nearest
 /// neighbours among itself (self excluded) when they were already computed (any k ≥ 1).
 /// Training images that are pixel copies of each other (a duplicated file) are skipped when
@@ -87,17 +133,7 @@ public func memorisationCheck(train: ImageSet, trainFeatures: Matrix, synthetic:
                               trainNeighbours: NearestNeighbours? = nil, syntheticNeighbours: NearestNeighbours? = nil) -> MemorisationResult {
     precondition(train.count >= 2 && synthetic.count >= 1, "memorisationCheck: needs ≥ 2 training and ≥ 1 synthetic images")
     let copyLimit = 1.0 / 255
-    let own = trainNeighbours ?? nearestNeighbours(trainFeatures, in: trainFeatures, k: 5, excludingSelf: true)
-    var duplicates = 0
-    let baseline = (0..<train.count).map { i -> Double in
-        // The nearest training neighbour that is not a pixel copy (the k-th if all of them are).
-        for j in 0..<own.k where rmsDifference(train.pixels[i], train.pixels[own.index(i, j)]) > copyLimit {
-            if j > 0 { duplicates += 1 }
-            return own.distance(i, j)
-        }
-        duplicates += 1
-        return own.distance(i, own.k - 1)
-    }
+    let (baseline, duplicates) = memorisationBaseline(train: train, trainFeatures: trainFeatures, allNeighbours: trainNeighbours)
     let sortedBaseline = baseline.sorted()
     let threshold = quantile(sortedBaseline, 0.05), median = quantile(sortedBaseline, 0.5)
     let nn = syntheticNeighbours ?? nearestNeighbours(syntheticFeatures, in: trainFeatures, k: 1)

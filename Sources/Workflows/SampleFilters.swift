@@ -8,7 +8,7 @@ import Evaluation
 //
 // 1. Memorisation (always on): a generated sample is rejected when it is nearer to a real image of
 //    the dataset than the memorisation check's threshold — the 5th percentile of the real images'
-//    distances to their nearest other real image, in `medsynth-random-cnn-v1` feature space — or
+//    distances to their nearest other real image of the same class, in `medsynth-random-cnn-v1` feature space — or
 //    is a pixel copy (RMS ≤ 1/255), exactly the test `medsynth evaluate` flags. A copy of a training
 //    image adds no information and leaks it; it must never be added.
 // 2. Confidence (optional): the fixed utility classifier, trained on the real images, gives each

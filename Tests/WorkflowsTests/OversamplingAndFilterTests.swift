@@ -289,4 +289,47 @@ final class SampleFilterTests: XCTestCase {
         XCTAssertLessThan(p, 0.8); XCTAssertEqual(minimum, 0.8)
         if case .memorised? = verdicts[0] {} else { XCTFail("the memorisation filter runs first: \(verdicts)") }
     }
+
+    func testTwinClassesDoNotLowerTheMemorisationThreshold() throws {
+        let root = try makeTemporaryDirectory(); defer { try? FileManager.default.removeItem(at: root) }
+        // "lesion" is every "healthy" image with a small bright spot, as when lesions are
+        // composited into the healthy scans: each image's nearest image of any class is its twin.
+        let data = root.appendingPathComponent("data")
+        for name in ["healthy", "lesion"] { try FileManager.default.createDirectory(at: data.appendingPathComponent(name), withIntermediateDirectories: true) }
+        var s = RandomStream(seed: 11)
+        var scans: [[Float]] = []
+        for i in 0..<16 {
+            let cx = s.uniform(20, 44), cy = s.uniform(20, 44), r = s.uniform(8, 16)
+            var v = [Float](repeating: -0.8, count: 64 * 64)
+            for y in 0..<64 { for x in 0..<64 where (Float(x) - cx) * (Float(x) - cx) + (Float(y) - cy) * (Float(y) - cy) < r * r { v[y * 64 + x] = 0.5 } }
+            for k in v.indices { v[k] = max(-1, min(1, v[k] + 0.05 * s.normal())) }
+            scans.append(v)
+            var lesion = v
+            for y in Int(cy) - 1...Int(cy) + 1 { for x in Int(cx) - 1...Int(cx) + 1 { lesion[y * 64 + x] = 1 } }
+            try writePNG(Image(floatCHW: v, width: 64, height: 64, channels: 1, bitDepth: 8), to: data.appendingPathComponent("healthy/h_\(i).png"))
+            try writePNG(Image(floatCHW: lesion, width: 64, height: 64, channels: 1, bitDepth: 8), to: data.appendingPathComponent("lesion/l_\(i).png"))
+        }
+        // A candidate for "lesion" that is a healthy scan with new noise: not a pixel copy, but no new image.
+        let candidates = root.appendingPathComponent("candidates")
+        try FileManager.default.createDirectory(at: candidates, withIntermediateDirectories: true)
+        let noisy = scans[3].map { max(-1, min(1, $0 + 0.02 * s.normal())) }
+        try writePNG(Image(floatCHW: noisy, width: 64, height: 64, channels: 1, bitDepth: 8), to: candidates.appendingPathComponent("near_copy.png"))
+        let reference = try ImageSet(root: data)
+        let network = FeatureNetwork()
+        let features = reference.features(network)
+        let everyClass = nearestNeighbours(features, in: features, k: 1, excludingSelf: true)
+        let (baseline, _) = memorisationBaseline(train: reference, trainFeatures: features, allNeighbours: nil)
+        for i in 0..<reference.count {
+            // Each image's own-class neighbour is farther than its twin, which the old baseline used.
+            XCTAssertGreaterThan(baseline[i], 3 * everyClass.distance(i), reference.names[i])
+        }
+        let verdict = try SampleFilter(data: data, settings: BalanceFilterSettings(), seed: 0, style: .none)
+            .judge(try ImageSet(root: candidates), className: "lesion")
+        guard case .memorised(let nearest, let distance, let threshold, let pixel)? = verdict[0] else {
+            return XCTFail("a noisy copy of a healthy scan must be rejected: \(verdict)")
+        }
+        XCTAssertTrue(nearest.hasSuffix("_3.png"), nearest)
+        XCTAssertGreaterThan(pixel, 1.0 / 255)
+        XCTAssertLessThan(distance, threshold)
+    }
 }
