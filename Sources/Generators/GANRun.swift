@@ -21,11 +21,11 @@ extension GANTrainer: ModelTrainer {
         try makeConfig(request: request, options: GANTrainingOptions(), dataset: dataset)
     }
 
-    /// G's upsampling is a training option that shapes the model, so it is copied into the config.
+    /// G's upsampling and width are training options that shape the model, so they are copied into the config.
     public static func makeConfig(request: TrainingRequest, options: GANTrainingOptions, dataset: ImageFolderDataset) throws -> GANConfig {
         try options.validate()
         return GANConfig(imageSize: request.imageSize, channels: request.channels,
-                         generatorWidth: request.width ?? 64, discriminatorWidth: request.width ?? 64,
+                         generatorWidth: options.generatorWidth ?? request.width ?? 64, discriminatorWidth: request.width ?? 64,
                          numClasses: request.conditional ? dataset.classNames.count : 0,
                          classNames: request.conditional ? dataset.classNames : [], upsample: options.upsample)
     }

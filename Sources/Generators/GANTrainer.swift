@@ -91,6 +91,8 @@ public struct GANTrainingOptions: Codable, Equatable {
     /// PacGAN (Lin et al. 2018): D judges this many samples at a time, stacked as channels, so a G
     /// that draws too few kinds of image is told apart by the lack of variety within a pack. 1: off.
     public var packing = 1
+    /// G's width (ngf) when it differs from D's (`--width`); copied into the model config. nil: `--width`.
+    public var generatorWidth: Int? = nil
 
     public init() {}
 
@@ -115,7 +117,7 @@ public struct GANTrainingOptions: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
-        case lecamWeight, lecamDecay, minibatchStd, packing
+        case lecamWeight, lecamDecay, minibatchStd, packing, generatorWidth
     }
 
     public init(from decoder: Decoder) throws {
@@ -140,6 +142,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         lecamDecay = try c.decodeIfPresent(Float.self, forKey: .lecamDecay) ?? old.lecamDecay
         minibatchStd = try c.decodeIfPresent(Bool.self, forKey: .minibatchStd) ?? old.minibatchStd
         packing = try c.decodeIfPresent(Int.self, forKey: .packing) ?? old.packing
+        generatorWidth = try c.decodeIfPresent(Int.self, forKey: .generatorWidth) ?? old.generatorWidth
     }
 
     public func validate() throws {
@@ -153,6 +156,9 @@ public struct GANTrainingOptions: Codable, Equatable {
         guard learningRateDecaySteps >= 0 else { throw MedSynthError("--lr-decay-steps must not be negative, got \(learningRateDecaySteps)") }
         guard lecamWeight >= 0, lecamWeight.isFinite else { throw MedSynthError("--lecam-weight must be 0 or positive, got \(lecamWeight)") }
         guard lecamDecay >= 0, lecamDecay < 1 else { throw MedSynthError("--lecam-decay must be in [0, 1), got \(lecamDecay)") }
+        if let generatorWidth, !(1...ModelConfigLimits.maxWidth).contains(generatorWidth) {
+            throw MedSynthError("--generator-width must be 1 to \(ModelConfigLimits.maxWidth), got \(generatorWidth)")
+        }
         guard (1...GANTrainingOptions.maxPacking).contains(packing) else { throw MedSynthError("--packing must be 1 to \(GANTrainingOptions.maxPacking), got \(packing)") }
     }
 

@@ -85,6 +85,7 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "LeCam regularisation weight λ of D (Tseng et al. 2021, for limited data; e.g. 0.3; default 0 = off).") var lecamWeight: Float?
     @Option(help: "Decay of LeCam's moving averages of D's logits (default 0.99).") var lecamDecay: Float?
     @Flag(inversion: .prefixedNo, help: "Minibatch standard deviation channel before D's last conv (Karras et al. 2018; default off).") var minibatchStd: Bool? = nil
+    @Option(help: "G's width (ngf) when it should differ from D's (--width).") var generatorWidth: Int?
     @Option(help: "PacGAN: D judges this many samples at once, stacked as channels (Lin et al. 2018; 1 to 4; default 1 = off; --batch must be a multiple).") var packing: Int?
 
     func run() throws {
@@ -109,6 +110,7 @@ struct TrainGAN: ParsableCommand {
         if let lecamDecay { options.lecamDecay = lecamDecay }
         if let minibatchStd { options.minibatchStd = minibatchStd }
         if let packing { options.packing = packing }
+        if let generatorWidth { options.generatorWidth = generatorWidth }
         try options.validate()
         try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }
     }

@@ -36,6 +36,7 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertNil(options.discriminatorLearningRate); XCTAssertEqual(options.upsample, .transposed)
         XCTAssertFalse(options.minibatchStd)
         XCTAssertEqual(options.packing, 1)
+        XCTAssertNil(options.generatorWidth)
         let oldConfig = #"{"imageSize":64,"channels":1,"latentDim":100,"generatorWidth":32,"discriminatorWidth":32,"numClasses":2,"classNames":["healthy","lesion"]}"#
         let config = try JSONDecoder().decode(GANConfig.self, from: Data(oldConfig.utf8))
         XCTAssertEqual(config.upsample, .transposed)
@@ -227,6 +228,26 @@ final class GANRecipeTests: XCTestCase {
         // The run's losses report ADA's p and r_t.
         let header = try String(contentsOf: RunFolder(out).losses, encoding: .utf8).split(separator: "\n")[0]
         XCTAssertEqual(header, "step,loss_d,loss_g,d_real,d_fake,augment_p,r_t")
+    }
+
+    func testGeneratorWidthShapesGAloneAndTheRunResumes() throws {
+        var options = GANTrainingOptions()
+        options.generatorWidth = 16
+        let straight = root.appendingPathComponent("gwide"), split = root.appendingPathComponent("gwide-split")
+        try trainGAN(request(steps: 4), options: options, out: straight, resume: false, progress: .none)
+        try trainGAN(request(steps: 2), options: options, out: split, resume: false, progress: .none)
+        // Resumed without the option: the run's saved options and config keep G's width.
+        try trainGAN(request(steps: 4), options: GANTrainingOptions(), out: split, resume: true, progress: .none)
+        let checkpoint = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
+        XCTAssertEqual(checkpoint.tensors["G.net.3.weight"]?.shape, [16, 32, 3, 3], "G: 32 → 16 channels at width 16")
+        XCTAssertEqual(checkpoint.tensors["D.net.0.weight"]?.shape, [8, 1, 4, 4], "D keeps --width 8")
+        let resumed = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        for (name, tensor) in checkpoint.tensors { XCTAssertEqual(tensor.values, resumed.tensors[name]!.values, name) }
+        guard case .dcgan(let generator) = try loadModel(from: RunFolder(straight).model) else { return XCTFail("not a DCGAN") }
+        XCTAssertEqual(generator.config.generatorWidth, 16)
+        XCTAssertEqual(generator.config.discriminatorWidth, 8)
+        options.generatorWidth = 0
+        XCTAssertThrowsError(try options.validate())
     }
 
     func testBilinearGeneratorTrainsAndItsModelFileSamplesWithBilinearDoubling() throws {

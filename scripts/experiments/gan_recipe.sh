@@ -35,6 +35,7 @@ for v in "$@"; do
         default+mbstd) flags=(--minibatch-std) ;;                                # minibatch std in D (Karras et al. 2018; session 11)
         default+w48)   flags=(--width 48) ;;                                     # wider G and D (the later --width wins; session 12)
         default+pack2) flags=(--packing 2) ;;                                    # PacGAN, D sees pairs (Lin et al. 2018; session 12)
+        default+g64)   flags=(--generator-width 64) ;;                          # G twice as wide as D (session 12)
         default+nocolour) flags=(--augment-ops translation,cutout) ;;            # DiffAugment without brightness/contrast (session 12)
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
