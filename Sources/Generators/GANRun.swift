@@ -39,7 +39,10 @@ extension GANTrainer: ModelTrainer {
 
     public var summary: String {
         let o = options
-        let augmentation = !augments ? "off" : (o.adaptiveAugmentation ? "adaptive (target r_t \(o.adaTarget))" : "always")
+        let a = o.augmentation
+        let ops = [("brightness", a.brightness), ("contrast", a.contrast), ("translation", a.translation), ("cutout", a.cutout), ("flips", a.horizontalFlip)]
+            .filter(\.1).map(\.0).joined(separator: ", ")
+        let augmentation = !augments ? "off" : (o.adaptiveAugmentation ? "adaptive (target r_t \(o.adaTarget))" : "always") + " (\(ops))"
         return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
             + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
             + (o.learningRateDecaySteps > 0 ? ", learning rates decayed to 0 over the last \(o.learningRateDecaySteps) steps" : "")
