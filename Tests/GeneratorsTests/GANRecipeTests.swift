@@ -25,6 +25,21 @@ final class GANRecipeTests: XCTestCase {
         return r
     }
 
+    /// Trains `steps` steps straight and in two parts (the second resumed without options, so the
+    /// saved ones must apply), checks the last checkpoints are identical, and returns the straight one.
+    @discardableResult
+    func assertResumesExactly(_ options: GANTrainingOptions, name: String, steps: Int = 6, splitAt: Int = 4,
+                              file: StaticString = #filePath, line: UInt = #line) throws -> SafetensorsFile {
+        let straight = root.appendingPathComponent(name), split = root.appendingPathComponent(name + "-split")
+        try trainGAN(request(steps: steps), options: options, out: straight, resume: false, progress: .none)
+        try trainGAN(request(steps: splitAt), options: options, out: split, resume: false, progress: .none)
+        try trainGAN(request(steps: steps), options: GANTrainingOptions(), out: split, resume: true, progress: .none)
+        let x = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
+        let y = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        for (tensorName, tensor) in x.tensors { XCTAssertEqual(tensor.values, y.tensors[tensorName]?.values, tensorName, file: file, line: line) }
+        return x
+    }
+
     func testOldOptionsAndConfigsDecodeWithTheOldBehaviour() throws {
         // What a checkpoint from before issue 14 stored.
         let oldOptions = #"{"learningRate":0.0002,"beta1":0.5,"beta2":0.999,"loss":"bce","augment":true,"augmentation":{"brightness":true,"contrast":true,"translation":true,"cutout":true,"horizontalFlip":false,"translationRatio":0.125,"cutoutRatio":0.5},"emaDecay":0.999}"#
@@ -233,17 +248,11 @@ final class GANRecipeTests: XCTestCase {
     func testGeneratorWidthShapesGAloneAndTheRunResumes() throws {
         var options = GANTrainingOptions()
         options.generatorWidth = 16
-        let straight = root.appendingPathComponent("gwide"), split = root.appendingPathComponent("gwide-split")
-        try trainGAN(request(steps: 4), options: options, out: straight, resume: false, progress: .none)
-        try trainGAN(request(steps: 2), options: options, out: split, resume: false, progress: .none)
         // Resumed without the option: the run's saved options and config keep G's width.
-        try trainGAN(request(steps: 4), options: GANTrainingOptions(), out: split, resume: true, progress: .none)
-        let checkpoint = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
+        let checkpoint = try assertResumesExactly(options, name: "gwide", steps: 4, splitAt: 2)
         XCTAssertEqual(checkpoint.tensors["G.net.3.weight"]?.shape, [16, 32, 3, 3], "G: 32 → 16 channels at width 16")
         XCTAssertEqual(checkpoint.tensors["D.net.0.weight"]?.shape, [8, 1, 4, 4], "D keeps --width 8")
-        let resumed = try readSafetensors(at: RunFolder(split).latestCheckpoint)
-        for (name, tensor) in checkpoint.tensors { XCTAssertEqual(tensor.values, resumed.tensors[name]!.values, name) }
-        guard case .dcgan(let generator) = try loadModel(from: RunFolder(straight).model) else { return XCTFail("not a DCGAN") }
+        guard case .dcgan(let generator) = try loadModel(from: RunFolder(root.appendingPathComponent("gwide")).model) else { return XCTFail("not a DCGAN") }
         XCTAssertEqual(generator.config.generatorWidth, 16)
         XCTAssertEqual(generator.config.discriminatorWidth, 8)
         options.generatorWidth = 0
@@ -329,31 +338,19 @@ final class GANRecipeTests: XCTestCase {
         let pair = withNoGrad { d(Tensor(shape: [2, 1, 16, 16], data: a + b)) }.data
         XCTAssertEqual(twins[0], twins[1])
         XCTAssertNotEqual(twins[0], pair[0])
-        let straight = root.appendingPathComponent("mbstd"), split = root.appendingPathComponent("mbstd-split")
-        try trainGAN(request(steps: 6), options: options, out: straight, resume: false, progress: .none)
-        try trainGAN(request(steps: 4), options: options, out: split, resume: false, progress: .none)
-        try trainGAN(request(steps: 6), options: GANTrainingOptions(), out: split, resume: true, progress: .none)
-        let x = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
-        let y = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        let x = try assertResumesExactly(options, name: "mbstd")
         XCTAssertEqual(x.tensors["D.net.5.weight"]!.shape, [1, 17, 4, 4])
-        for (name, tensor) in x.tensors { XCTAssertEqual(tensor.values, y.tensors[name]!.values, name) }
     }
 
     func testLeCamRunChangesTheWeightsAndResumesExactly() throws {
         var options = GANTrainingOptions()
         options.lecamWeight = 0.3
-        let straight = root.appendingPathComponent("lecam"), split = root.appendingPathComponent("lecam-split")
         let plain = root.appendingPathComponent("plain")
-        try trainGAN(request(steps: 8), options: options, out: straight, resume: false, progress: .none)
         try trainGAN(request(steps: 8), options: GANTrainingOptions(), out: plain, resume: false, progress: .none)
-        try trainGAN(request(steps: 5), options: options, out: split, resume: false, progress: .none)
-        try trainGAN(request(steps: 8), options: options, out: split, resume: true, progress: .none)
-        let a = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
-        let b = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        let a = try assertResumesExactly(options, name: "lecam", steps: 8, splitAt: 5)
         let c = try readSafetensors(at: RunFolder(plain).latestCheckpoint)
         XCTAssertEqual(a.tensors["lecam.state"]!.values[2], 1)
         XCTAssertNotEqual(a.tensors["D.net.0.weight"]!.values, c.tensors["D.net.0.weight"]!.values)
-        for (name, tensor) in a.tensors { XCTAssertEqual(tensor.values, b.tensors[name]!.values, name) }
     }
 
     func testPackedDiscriminatorJudgesPacksAndItsRunResumesExactly() throws {
@@ -380,14 +377,8 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertNotEqual(zeros, ones)
         XCTAssertEqual(mixed, (zeros + ones) / 2, accuracy: 1e-5 * max(1, abs(zeros) + abs(ones)))
         // Training with packs of 2 resumes to the same bits as an uninterrupted run.
-        let straight = root.appendingPathComponent("pack"), split = root.appendingPathComponent("pack-split")
-        try trainGAN(request(steps: 6), options: options, out: straight, resume: false, progress: .none)
-        try trainGAN(request(steps: 4), options: options, out: split, resume: false, progress: .none)
-        try trainGAN(request(steps: 6), options: GANTrainingOptions(), out: split, resume: true, progress: .none)
-        let x = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
-        let y = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        let x = try assertResumesExactly(options, name: "pack")
         XCTAssertEqual(x.tensors["D.net.0.weight"]!.shape, [8, 2, 4, 4])
-        for (name, tensor) in x.tensors { XCTAssertEqual(tensor.values, y.tensors[name]!.values, name) }
         // A batch that does not split into packs is refused before training.
         var odd = request(steps: 2)
         odd.batchSize = 7
