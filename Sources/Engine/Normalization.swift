@@ -171,15 +171,15 @@ public func groupNorm(_ x: Tensor, groups: Int, gamma: Tensor, beta: Tensor, eps
                     Parallel.forEach(n * c, cost: (fusedSiLU ? 10 : 2) * plane) { r in
                         let ch = r % c, ng = (r / c) * groups + ch / perGroup
                         let mu = meanG[ng], inv = invStd[ng], base = r * plane
+                        // Lane partial sums: a scalar running sum waits one add latency per pixel.
+                        let sums: (Float, Float)
                         if fusedSiLU {
                             let a = inv * gamma.data[ch], b = beta.data[ch] - mu * a
-                            siluGradientRow(xp.baseAddress! + base, gm.baseAddress! + base, plane, a, b)
+                            sums = siluGradientRowSums(xp.baseAddress! + base, gm.baseAddress! + base, plane, a, b, mu)
+                        } else {
+                            sums = sumAndCenteredDot(g.baseAddress! + base, xp.baseAddress! + base, plane, mu)
                         }
-                        // Kept scalar and in this order: the 8-lane sums changed trained weights
-                        // enough to flip a pixel of LatentDiffusionTests' batch-vs-shard PNG check.
-                        var s: Float = 0, sx: Float = 0
-                        for i in base..<base + plane { s += g[i]; sx += g[i] * (xp[i] - mu) * inv }
-                        pd[r] = s; pdx[r] = sx
+                        pd[r] = sums.0; pdx[r] = sums.1 * inv
                     }
                 } }
                 if gamma.requiresGrad { gamma.withGradBuffer { dg in for r in 0..<n * c { dg[r % c] += partDyXhat[r] } } }
@@ -293,21 +293,30 @@ func leakyAffineRow(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
     }
 }
 
-/// g ← g · SiLU'(a·x + b), with SiLU'(z) = σ(z)·(1 + z·(1 − σ(z))).
+/// g ← g · SiLU'(a·x + b), with SiLU'(z) = σ(z)·(1 + z·(1 − σ(z))), returning (Σ g, Σ g·(x − μ))
+/// of the new values in 16-lane partial sums, so GroupNorm's backward reads the row once.
 @inline(__always)
-func siluGradientRow(_ x: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float) {
-    let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b)
+func siluGradientRowSums(_ x: UnsafePointer<Float>, _ g: UnsafeMutablePointer<Float>, _ n: Int, _ a: Float, _ b: Float,
+                         _ mu: Float) -> (Float, Float) {
+    let av = SIMD16<Float>(repeating: a), bv = SIMD16<Float>(repeating: b), mv = SIMD16<Float>(repeating: mu)
+    var sum = SIMD16<Float>(repeating: 0), dot = SIMD16<Float>(repeating: 0)
     var i = 0
     while i + 16 <= n {
-        let z = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) * av + bv
+        let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+        let z = xv * av + bv
         let s = simdSigmoid(z)
-        let gv = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD16<Float>.self)
-        UnsafeMutableRawPointer(g + i).storeBytes(of: gv * s * (1 + z * (1 - s)), as: SIMD16<Float>.self)
+        let dz = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD16<Float>.self) * s * (1 + z * (1 - s))
+        UnsafeMutableRawPointer(g + i).storeBytes(of: dz, as: SIMD16<Float>.self)
+        sum += dz
+        dot += dz * (xv - mv)
         i += 16
     }
+    var total = sum.sum(), centred = dot.sum()
     while i < n {
         let z = x[i] * a + b, s = 1 / (1 + expf(-z))
         g[i] *= s * (1 + z * (1 - s))
+        total += g[i]; centred += g[i] * (x[i] - mu)
         i += 1
     }
+    return (total, centred)
 }
