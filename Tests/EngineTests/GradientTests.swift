@@ -98,7 +98,7 @@ final class GradientTests: XCTestCase {
         checkGradients("groupNorm+silu", inputs: [randomTensor([2, 4, 3, 5], seed: 47), randomTensor([4], seed: 48), randomTensor([4], seed: 49)]) {
             groupNorm($0[0], groups: 2, gamma: $0[1], beta: $0[2], fusedSiLU: true)
         }
-        // Rows of 35 pixels: two 16-lane blocks of the backward's row sums and a scalar tail.
+        // Rows of 35 pixels: the backward's row sums in vector blocks (8 or 16 lanes) and a scalar tail.
         for fused in [false, true] {
             checkGradients("groupNorm\(fused ? "+silu" : ""), 16-lane rows",
                            inputs: [randomTensor([2, 4, 5, 7], seed: 50), randomTensor([4], seed: 51), randomTensor([4], seed: 52)]) {
