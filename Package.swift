@@ -24,8 +24,9 @@ var kernels: [SwiftSetting] = environment["MEDSYNTH_UNCHECKED_ENGINE"] == "1"
 // znver4 may use is required in /proc/cpuinfo (sse4a marks AMD).
 // Intel processors with AVX-512 (Skylake-SP and later) get skylake-avx512 for the same 16-lane
 // kernels (issue 15, a 2-core Xeon with AVX-512: `MEDSYNTH_BENCH_CLOCK=cpu medsynth bench --threads 1`,
-// 3 alternating rounds against the haswell build: DCGAN step 26.8 vs 24.3 images/s, U-Net step 7.58
-// vs 7.18, U-Net forward 26.8 vs 25.1 without the round's outlier). MEDSYNTH_AVX2_ONLY=1 keeps haswell.
+// alternating rounds against the haswell build: U-Net step 7.58 vs 7.18 images/s and forward 29.8 vs
+// 25.1, held in a second and third set; the DCGAN step within noise over 13 pairs; the same bits).
+// MEDSYNTH_AVX2_ONLY=1 keeps haswell.
 let hostCPU = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
 let zen4Features = [" avx512f", " avx512dq", " avx512bw", " avx512vl", " avx512cd", " avx512ifma", " avx512vbmi", " avx512_vbmi2",
                     " avx512_vnni", " avx512_bitalg", " avx512_vpopcntdq", " avx512_bf16", " gfni", " vaes", " vpclmulqdq", " sse4a"]
