@@ -105,3 +105,43 @@ public func softmaxCrossEntropy(_ logits: Tensor, labels: [Int]) -> Tensor {
         }
     }
 }
+
+/// Mode-seeking regulariser of MSGAN (Mao et al. 2019, "Mode Seeking Generative Adversarial
+/// Networks for Diverse Image Synthesis", the authors' code): with r = Σ_pairs mean|xᵢ − xⱼ| /
+/// Σ_pairs mean|zᵢ − zⱼ|, the loss 1 / (r + ε). Minimising it pushes two samples drawn from
+/// different latents apart in proportion to how far apart the latents are, so G cannot map
+/// many latents to one image. `latents` are constants (N×d); the gradient goes to `images` (N×…).
+public func modeSeekingLoss(_ images: Tensor, latents: [Float], latentDim: Int, pairs: [(Int, Int)], epsilon: Float = 1e-5) -> Tensor {
+    let n = images.shape[0], m = images.count / max(n, 1)
+    checkShape(latents.count == n * latentDim, "modeSeekingLoss", "\(latents.count) latent values for \(n) images of dimension \(latentDim)")
+    checkShape(!pairs.isEmpty && pairs.allSatisfy { $0.0 != $0.1 && (0..<n).contains($0.0) && (0..<n).contains($0.1) },
+               "modeSeekingLoss", "pairs must name two different images of the \(n)")
+    var imageDistance = 0.0, latentDistance = 0.0
+    images.data.withUnsafeBufferPointer { x in
+        for (i, j) in pairs {
+            var s = 0.0
+            for k in 0..<m { s += Double(abs(x[i * m + k] - x[j * m + k])) }
+            imageDistance += s / Double(m)
+            var t = 0.0
+            for k in 0..<latentDim { t += Double(abs(latents[i * latentDim + k] - latents[j * latentDim + k])) }
+            latentDistance += t / Double(latentDim)
+        }
+    }
+    let ratio = imageDistance / max(latentDistance, 1e-12)
+    let loss = 1 / (ratio + Double(epsilon))
+    return Tensor.makeResult(shape: [1], data: [Float(loss)], parents: [images]) { y in
+        // d loss / d xᵢ = −loss² · sign(xᵢ − xⱼ) / (m · Σ latent distances)
+        let g = Float(-Double(y.grad![0]) * loss * loss / (Double(m) * max(latentDistance, 1e-12)))
+        images.withGradBuffer { dx in
+            images.data.withUnsafeBufferPointer { x in
+                for (i, j) in pairs {
+                    for k in 0..<m {
+                        let d = x[i * m + k] - x[j * m + k]
+                        let s: Float = d > 0 ? g : (d < 0 ? -g : 0)
+                        dx[i * m + k] += s; dx[j * m + k] -= s
+                    }
+                }
+            }
+        }
+    }
+}

@@ -93,6 +93,9 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var packing = 1
     /// G's width (ngf) when it differs from D's (`--width`); copied into the model config. nil: `--width`.
     public var generatorWidth: Int? = nil
+    /// Weight λ of MSGAN's mode-seeking term added to G's loss (Mao et al. 2019; the paper's λ = 1):
+    /// pairs of samples of one class are pushed apart in proportion to their latents' distance. 0: off.
+    public var modeSeekingWeight: Float = 0
 
     public init() {}
 
@@ -117,7 +120,7 @@ public struct GANTrainingOptions: Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
-        case lecamWeight, lecamDecay, minibatchStd, packing, generatorWidth
+        case lecamWeight, lecamDecay, minibatchStd, packing, generatorWidth, modeSeekingWeight
     }
 
     public init(from decoder: Decoder) throws {
@@ -143,6 +146,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         minibatchStd = try c.decodeIfPresent(Bool.self, forKey: .minibatchStd) ?? old.minibatchStd
         packing = try c.decodeIfPresent(Int.self, forKey: .packing) ?? old.packing
         generatorWidth = try c.decodeIfPresent(Int.self, forKey: .generatorWidth) ?? old.generatorWidth
+        modeSeekingWeight = try c.decodeIfPresent(Float.self, forKey: .modeSeekingWeight) ?? old.modeSeekingWeight
     }
 
     public func validate() throws {
@@ -155,6 +159,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         guard adaInterval > 0, adaSpeedImages > 0 else { throw MedSynthError("ADA interval and speed must be positive") }
         guard learningRateDecaySteps >= 0 else { throw MedSynthError("--lr-decay-steps must not be negative, got \(learningRateDecaySteps)") }
         guard lecamWeight >= 0, lecamWeight.isFinite else { throw MedSynthError("--lecam-weight must be 0 or positive, got \(lecamWeight)") }
+        guard modeSeekingWeight >= 0, modeSeekingWeight.isFinite else { throw MedSynthError("--mode-seeking must be 0 or positive, got \(modeSeekingWeight)") }
         guard lecamDecay >= 0, lecamDecay < 1 else { throw MedSynthError("--lecam-decay must be in [0, 1), got \(lecamDecay)") }
         if let generatorWidth, !(1...ModelConfigLimits.maxWidth).contains(generatorWidth) {
             throw MedSynthError("--generator-width must be 1 to \(ModelConfigLimits.maxWidth), got \(generatorWidth)")
@@ -241,6 +246,17 @@ public final class GANTrainer {
         realSignSum = 0; realSignCount = 0
     }
 
+    /// The sample pairs of the mode-seeking term: consecutive samples of the same class (every class's
+    /// samples in batch order), or (0, 1), (2, 3), … without classes.
+    static func modeSeekingPairs(labels: [Int]?, count: Int) -> [(Int, Int)] {
+        guard let labels else { return stride(from: 0, to: count - 1, by: 2).map { ($0, $0 + 1) } }
+        var open: [Int: Int] = [:], pairs: [(Int, Int)] = []
+        for (index, label) in labels.enumerated() {
+            if let first = open.removeValue(forKey: label) { pairs.append((first, index)) } else { open[label] = index }
+        }
+        return pairs
+    }
+
     /// Latent vectors for a batch, N×latentDim, from `stream`.
     public func latents(_ n: Int, stream: inout RandomStream) -> Tensor {
         Tensor(randomNormal: [n, config.latentDim], stream: &stream)
@@ -281,7 +297,14 @@ public final class GANTrainer {
         generator.zeroGrad()
         let dParameters = discriminator.parameters()
         for p in dParameters { p.requiresGrad = false }
-        let lossG = generatorLoss(options.loss, fake: discriminator(maybeAugment(fake), labels: fakeLabels))
+        var lossG = generatorLoss(options.loss, fake: discriminator(maybeAugment(fake), labels: fakeLabels))
+        if options.modeSeekingWeight > 0 {
+            let pairs = Self.modeSeekingPairs(labels: fakeLabels, count: n)
+            if !pairs.isEmpty {
+                let term = modeSeekingLoss(fake, latents: z.data, latentDim: config.latentDim, pairs: pairs)
+                lossG = add(lossG, scale(term, options.modeSeekingWeight))
+            }
+        }
         lossG.backward()
         for p in dParameters { p.requiresGrad = true }
         optimizerG.update()

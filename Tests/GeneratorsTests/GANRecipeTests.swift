@@ -342,6 +342,32 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertEqual(x.tensors["D.net.5.weight"]!.shape, [1, 17, 4, 4])
     }
 
+    /// MSGAN (Mao et al. 2019): 1 / (Σ mean|xᵢ − xⱼ| / Σ mean|zᵢ − zⱼ| + ε) over the pairs, its
+    /// gradient against finite differences, and pairs that only ever join samples of one class.
+    func testModeSeekingLossFollowsItsDefinition() {
+        // Pair (0, 1): image distance mean(|1 − 0|, |2 − 4|) = 1.5, latent mean(|0 − 2|) = 2.
+        // Pair (2, 0): image mean(|−1 − 1|, |0 − 2|) = 2, latent mean(|1 − 0|) = 1. Ratio 3.5 / 3.
+        let images = Tensor(shape: [3, 1, 1, 2], data: [1, 2, 0, 4, -1, 0])
+        let loss = modeSeekingLoss(images, latents: [0, 2, 1], latentDim: 1, pairs: [(0, 1), (2, 0)], epsilon: 0)
+        XCTAssertEqual(loss.scalar, 3 / 3.5, accuracy: 1e-6)
+        // Values far from ties, so |·| is smooth within the finite-difference step.
+        let x = Tensor(shape: [4, 1, 3, 3], data: (0..<36).map { Float(($0 * 7) % 36) * 0.1 - 1.7 })
+        let z: [Float] = [0.3, -1.2, 0.8, 2.0, -0.4, 1.1, 0.0, -2.2]
+        checkGradients("modeSeekingLoss", inputs: [x], eps: 1e-3) { modeSeekingLoss($0[0], latents: z, latentDim: 2, pairs: [(0, 1), (2, 3), (1, 3)]) }
+        XCTAssertEqual(GANTrainer.modeSeekingPairs(labels: [0, 1, 0, 1, 1, 2, 0], count: 7).map { [$0.0, $0.1] }, [[0, 2], [1, 3]])
+        XCTAssertEqual(GANTrainer.modeSeekingPairs(labels: nil, count: 5).map { [$0.0, $0.1] }, [[0, 1], [2, 3]])
+    }
+
+    func testModeSeekingRunChangesGeneratorAndResumesExactly() throws {
+        var options = GANTrainingOptions()
+        options.modeSeekingWeight = 1
+        let plain = root.appendingPathComponent("plain-ms")
+        try trainGAN(request(steps: 6), options: GANTrainingOptions(), out: plain, resume: false, progress: .none)
+        let a = try assertResumesExactly(options, name: "ms")
+        let c = try readSafetensors(at: RunFolder(plain).latestCheckpoint)
+        XCTAssertNotEqual(a.tensors["G.net.0.weight"]!.values, c.tensors["G.net.0.weight"]!.values)
+    }
+
     func testLeCamRunChangesTheWeightsAndResumesExactly() throws {
         var options = GANTrainingOptions()
         options.lecamWeight = 0.3

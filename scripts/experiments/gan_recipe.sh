@@ -37,6 +37,7 @@ for v in "$@"; do
         default+pack2) flags=(--packing 2) ;;                                    # PacGAN, D sees pairs (Lin et al. 2018; session 12)
         default+g64)   flags=(--generator-width 64) ;;                          # G twice as wide as D (session 12)
         default+nocolour) flags=(--augment-ops translation,cutout) ;;            # DiffAugment without brightness/contrast (session 12)
+        default+ms)    flags=(--mode-seeking 1) ;;                               # MSGAN's mode-seeking term, λ = 1 (Mao et al. 2019; session 14)
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
