@@ -46,6 +46,7 @@ extension GANTrainer: ModelTrainer {
         return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
             + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
             + (o.modeSeekingWeight > 0 ? ", mode-seeking term λ \(o.modeSeekingWeight)" : "")
+            + (o.r1Gamma > 0 ? ", R1 penalty γ \(o.r1Gamma) every \(o.r1Interval) steps" : "")
             + (o.learningRateDecaySteps > 0 ? ", learning rates decayed to 0 over the last \(o.learningRateDecaySteps) steps" : "")
     }
 

@@ -60,7 +60,8 @@ struct TrainGAN: ParsableCommand {
         every image, on by default below 2,000 images; flips only with --flips (anatomy has a side).
         Options: --spectral-norm (Miyato et al. 2018), --ada (Karras et al. 2020), --d-learning-rate
         (TTUR, Heusel et al. 2017), --loss hinge, --upsample transposed, --lecam-weight (Tseng et al. 2021),
-        --minibatch-std (Karras et al. 2018), --mode-seeking (Mao et al. 2019);
+        --minibatch-std (Karras et al. 2018), --mode-seeking (Mao et al. 2019),
+        --r1-gamma (Mescheder et al. 2018);
         --legacy is the recipe before issue 14.
         """)
 
@@ -85,6 +86,8 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "LeCam regularisation weight λ of D (Tseng et al. 2021, for limited data; e.g. 0.3; default 0 = off).") var lecamWeight: Float?
     @Option(help: "Decay of LeCam's moving averages of D's logits (default 0.99).") var lecamDecay: Float?
     @Option(help: "Weight λ of MSGAN's mode-seeking term in G's loss (Mao et al. 2019; e.g. 1; default 0 = off).") var modeSeeking: Float?
+    @Option(help: "R1 gradient penalty γ on reals (Mescheder et al. 2018), estimated by finite differences; e.g. 1; default 0 = off.") var r1Gamma: Float?
+    @Option(help: "Steps between R1 penalties (lazy regularisation, γ scaled by it; default 4).") var r1Interval: Int?
     @Flag(inversion: .prefixedNo, help: "Minibatch standard deviation channel before D's last conv (Karras et al. 2018; default off).") var minibatchStd: Bool? = nil
     @Option(help: "G's width (ngf) when it should differ from D's (--width).") var generatorWidth: Int?
     @Option(help: "PacGAN: D judges this many samples at once, stacked as channels (Lin et al. 2018; 1 to 4; default 1 = off; --batch must be a multiple).") var packing: Int?
@@ -111,6 +114,8 @@ struct TrainGAN: ParsableCommand {
         if let lecamDecay { options.lecamDecay = lecamDecay }
         if let minibatchStd { options.minibatchStd = minibatchStd }
         if let modeSeeking { options.modeSeekingWeight = modeSeeking }
+        if let r1Gamma { options.r1Gamma = r1Gamma }
+        if let r1Interval { options.r1Interval = r1Interval }
         if let packing { options.packing = packing }
         if let generatorWidth { options.generatorWidth = generatorWidth }
         try options.validate()

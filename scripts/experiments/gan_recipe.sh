@@ -38,6 +38,7 @@ for v in "$@"; do
         default+g64)   flags=(--generator-width 64) ;;                          # G twice as wide as D (session 12)
         default+nocolour) flags=(--augment-ops translation,cutout) ;;            # DiffAugment without brightness/contrast (session 12)
         default+ms)    flags=(--mode-seeking 1) ;;                               # MSGAN's mode-seeking term, λ = 1 (Mao et al. 2019; session 14)
+        default+ms3)   flags=(--mode-seeking 3) ;;                               # the same, λ = 3
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
