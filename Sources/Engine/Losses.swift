@@ -110,38 +110,50 @@ public func softmaxCrossEntropy(_ logits: Tensor, labels: [Int]) -> Tensor {
 /// Networks for Diverse Image Synthesis", the authors' code): with r = Σ_pairs mean|xᵢ − xⱼ| /
 /// Σ_pairs mean|zᵢ − zⱼ|, the loss 1 / (r + ε). Minimising it pushes two samples drawn from
 /// different latents apart in proportion to how far apart the latents are, so G cannot map
-/// many latents to one image. `latents` are constants (N×d); the gradient goes to `images` (N×…).
-public func modeSeekingLoss(_ images: Tensor, latents: [Float], latentDim: Int, pairs: [(Int, Int)], epsilon: Float = 1e-5) -> Tensor {
-    let n = images.shape[0], m = images.count / max(n, 1)
+/// many latents to one image. `latents` are constants (N×d); the gradient goes to `images` (N×C×H×W).
+/// With `block` > 1 the images are compared as means of block×block pixels, so only variety at
+/// that scale or coarser counts (per-pixel differences are also satisfied by noise).
+public func modeSeekingLoss(_ images: Tensor, latents: [Float], latentDim: Int, pairs: [(Int, Int)], block: Int = 1, epsilon: Float = 1e-5) -> Tensor {
+    checkShape(images.rank == 4, "modeSeekingLoss", "images must be N×C×H×W, got \(images.shape)")
+    let n = images.shape[0], planes = images.shape[1], h = images.shape[2], w = images.shape[3], m = planes * h * w
+    checkShape(block > 0 && h % block == 0 && w % block == 0, "modeSeekingLoss", "block \(block) must divide \(h)×\(w)")
     checkShape(latents.count == n * latentDim, "modeSeekingLoss", "\(latents.count) latent values for \(n) images of dimension \(latentDim)")
     checkShape(!pairs.isEmpty && pairs.allSatisfy { $0.0 != $0.1 && (0..<n).contains($0.0) && (0..<n).contains($0.1) },
                "modeSeekingLoss", "pairs must name two different images of the \(n)")
-    var imageDistance = 0.0, latentDistance = 0.0
+    let bh = h / block, bw = w / block, cells = planes * bh * bw, area = Float(block * block)
+    // Block means of every image: N × cells.
+    var pooled = [Float](repeating: 0, count: n * cells)
     images.data.withUnsafeBufferPointer { x in
-        for (i, j) in pairs {
-            var s = 0.0
-            for k in 0..<m { s += Double(abs(x[i * m + k] - x[j * m + k])) }
-            imageDistance += s / Double(m)
-            var t = 0.0
-            for k in 0..<latentDim { t += Double(abs(latents[i * latentDim + k] - latents[j * latentDim + k])) }
-            latentDistance += t / Double(latentDim)
-        }
+        for i in 0..<n { for c in 0..<planes { for y in 0..<h { for xx in 0..<w {
+            pooled[i * cells + (c * bh + y / block) * bw + xx / block] += x[i * m + (c * h + y) * w + xx] / area
+        } } } }
+    }
+    var imageDistance = 0.0, latentDistance = 0.0
+    for (i, j) in pairs {
+        var s = 0.0
+        for k in 0..<cells { s += Double(abs(pooled[i * cells + k] - pooled[j * cells + k])) }
+        imageDistance += s / Double(cells)
+        var t = 0.0
+        for k in 0..<latentDim { t += Double(abs(latents[i * latentDim + k] - latents[j * latentDim + k])) }
+        latentDistance += t / Double(latentDim)
     }
     let ratio = imageDistance / max(latentDistance, 1e-12)
     let loss = 1 / (ratio + Double(epsilon))
     return Tensor.makeResult(shape: [1], data: [Float(loss)], parents: [images]) { y in
-        // d loss / d xᵢ = −loss² · sign(xᵢ − xⱼ) / (m · Σ latent distances)
-        let g = Float(-Double(y.grad![0]) * loss * loss / (Double(m) * max(latentDistance, 1e-12)))
-        images.withGradBuffer { dx in
-            images.data.withUnsafeBufferPointer { x in
-                for (i, j) in pairs {
-                    for k in 0..<m {
-                        let d = x[i * m + k] - x[j * m + k]
-                        let s: Float = d > 0 ? g : (d < 0 ? -g : 0)
-                        dx[i * m + k] += s; dx[j * m + k] -= s
-                    }
-                }
+        // d loss / d xᵢ = −loss² · sign(x̄ᵢ − x̄ⱼ) / (cells · area · Σ latent distances) for each pixel of a block.
+        let g = Float(-Double(y.grad![0]) * loss * loss / (Double(cells) * max(latentDistance, 1e-12))) / area
+        var cellGradient = [Float](repeating: 0, count: n * cells)
+        for (i, j) in pairs {
+            for k in 0..<cells {
+                let d = pooled[i * cells + k] - pooled[j * cells + k]
+                let s: Float = d > 0 ? g : (d < 0 ? -g : 0)
+                cellGradient[i * cells + k] += s; cellGradient[j * cells + k] -= s
             }
+        }
+        images.withGradBuffer { dx in
+            for i in 0..<n { for c in 0..<planes { for y in 0..<h { for xx in 0..<w {
+                dx[i * m + (c * h + y) * w + xx] += cellGradient[i * cells + (c * bh + y / block) * bw + xx / block]
+            } } } }
         }
     }
 }

@@ -24,6 +24,9 @@ extension GANTrainer: ModelTrainer {
     /// G's upsampling and width are training options that shape the model, so they are copied into the config.
     public static func makeConfig(request: TrainingRequest, options: GANTrainingOptions, dataset: ImageFolderDataset) throws -> GANConfig {
         try options.validate()
+        guard request.imageSize % options.modeSeekingBlock == 0 else {
+            throw MedSynthError("--mode-seeking-block \(options.modeSeekingBlock) must divide the image size \(request.imageSize)")
+        }
         return GANConfig(imageSize: request.imageSize, channels: request.channels,
                          generatorWidth: options.generatorWidth ?? request.width ?? 64, discriminatorWidth: request.width ?? 64,
                          numClasses: request.conditional ? dataset.classNames.count : 0,
@@ -45,7 +48,7 @@ extension GANTrainer: ModelTrainer {
         let augmentation = !augments ? "off" : (o.adaptiveAugmentation ? "adaptive (target r_t \(o.adaTarget))" : "always") + " (\(ops))"
         return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
             + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
-            + (o.modeSeekingWeight > 0 ? ", mode-seeking term λ \(o.modeSeekingWeight)" : "")
+            + (o.modeSeekingWeight > 0 ? ", mode-seeking term λ \(o.modeSeekingWeight)" + (o.modeSeekingBlock > 1 ? " on \(o.modeSeekingBlock)×\(o.modeSeekingBlock) blocks" : "") : "")
             + (o.r1Gamma > 0 ? ", R1 penalty γ \(o.r1Gamma) every \(o.r1Interval) steps" : "")
             + (o.learningRateDecaySteps > 0 ? ", learning rates decayed to 0 over the last \(o.learningRateDecaySteps) steps" : "")
     }

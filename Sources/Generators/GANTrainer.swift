@@ -96,6 +96,8 @@ public struct GANTrainingOptions: Codable, Equatable {
     /// Weight λ of MSGAN's mode-seeking term added to G's loss (Mao et al. 2019; the paper's λ = 1):
     /// pairs of samples of one class are pushed apart in proportion to their latents' distance. 0: off.
     public var modeSeekingWeight: Float = 0
+    /// The mode-seeking term compares block×block pixel means (1: pixels, as in the paper).
+    public var modeSeekingBlock: Int = 1
     /// R1 gradient penalty γ/2 · E‖∇ₓD(x)‖² on reals (Mescheder et al. 2018), estimated without
     /// second derivatives: for ε ~ N(0, I), E[(∇D·ε)²] = ‖∇D‖², so (D(x + σε) − D(x))² / σ² with a
     /// small σ is an unbiased estimate in the limit and needs only one more D pass. Applied every
@@ -129,7 +131,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
         case lecamWeight, lecamDecay, minibatchStd, packing, generatorWidth, modeSeekingWeight
-        case r1Gamma, r1Interval, r1Sigma
+        case r1Gamma, r1Interval, r1Sigma, modeSeekingBlock
     }
 
     public init(from decoder: Decoder) throws {
@@ -156,6 +158,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         packing = try c.decodeIfPresent(Int.self, forKey: .packing) ?? old.packing
         generatorWidth = try c.decodeIfPresent(Int.self, forKey: .generatorWidth) ?? old.generatorWidth
         modeSeekingWeight = try c.decodeIfPresent(Float.self, forKey: .modeSeekingWeight) ?? old.modeSeekingWeight
+        modeSeekingBlock = try c.decodeIfPresent(Int.self, forKey: .modeSeekingBlock) ?? old.modeSeekingBlock
         r1Gamma = try c.decodeIfPresent(Float.self, forKey: .r1Gamma) ?? old.r1Gamma
         r1Interval = try c.decodeIfPresent(Int.self, forKey: .r1Interval) ?? old.r1Interval
         r1Sigma = try c.decodeIfPresent(Float.self, forKey: .r1Sigma) ?? old.r1Sigma
@@ -172,6 +175,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         guard learningRateDecaySteps >= 0 else { throw MedSynthError("--lr-decay-steps must not be negative, got \(learningRateDecaySteps)") }
         guard lecamWeight >= 0, lecamWeight.isFinite else { throw MedSynthError("--lecam-weight must be 0 or positive, got \(lecamWeight)") }
         guard modeSeekingWeight >= 0, modeSeekingWeight.isFinite else { throw MedSynthError("--mode-seeking must be 0 or positive, got \(modeSeekingWeight)") }
+        guard (1...64).contains(modeSeekingBlock) else { throw MedSynthError("--mode-seeking-block must be 1 to 64, got \(modeSeekingBlock)") }
         guard r1Gamma >= 0, r1Gamma.isFinite else { throw MedSynthError("--r1-gamma must be 0 or positive, got \(r1Gamma)") }
         guard r1Interval > 0 else { throw MedSynthError("--r1-interval must be positive, got \(r1Interval)") }
         guard r1Sigma > 0, r1Sigma.isFinite else { throw MedSynthError("--r1-sigma must be positive, got \(r1Sigma)") }
@@ -330,7 +334,7 @@ public final class GANTrainer {
         if options.modeSeekingWeight > 0 {
             let pairs = Self.modeSeekingPairs(labels: fakeLabels, count: n)
             if !pairs.isEmpty {
-                let term = modeSeekingLoss(fake, latents: z.data, latentDim: config.latentDim, pairs: pairs)
+                let term = modeSeekingLoss(fake, latents: z.data, latentDim: config.latentDim, pairs: pairs, block: options.modeSeekingBlock)
                 lossG = add(lossG, scale(term, options.modeSeekingWeight))
             }
         }

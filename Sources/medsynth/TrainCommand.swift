@@ -86,6 +86,7 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "LeCam regularisation weight λ of D (Tseng et al. 2021, for limited data; e.g. 0.3; default 0 = off).") var lecamWeight: Float?
     @Option(help: "Decay of LeCam's moving averages of D's logits (default 0.99).") var lecamDecay: Float?
     @Option(help: "Weight λ of MSGAN's mode-seeking term in G's loss (Mao et al. 2019; e.g. 1; default 0 = off).") var modeSeeking: Float?
+    @Option(help: "The mode-seeking term compares means of this many × this many pixels (default 1: pixels, as in the paper).") var modeSeekingBlock: Int?
     @Option(help: "R1 gradient penalty γ on reals (Mescheder et al. 2018), estimated by finite differences; e.g. 1; default 0 = off.") var r1Gamma: Float?
     @Option(help: "Steps between R1 penalties (lazy regularisation, γ scaled by it; default 4).") var r1Interval: Int?
     @Flag(inversion: .prefixedNo, help: "Minibatch standard deviation channel before D's last conv (Karras et al. 2018; default off).") var minibatchStd: Bool? = nil
@@ -114,6 +115,7 @@ struct TrainGAN: ParsableCommand {
         if let lecamDecay { options.lecamDecay = lecamDecay }
         if let minibatchStd { options.minibatchStd = minibatchStd }
         if let modeSeeking { options.modeSeekingWeight = modeSeeking }
+        if let modeSeekingBlock { options.modeSeekingBlock = modeSeekingBlock }
         if let r1Gamma { options.r1Gamma = r1Gamma }
         if let r1Interval { options.r1Interval = r1Interval }
         if let packing { options.packing = packing }

@@ -354,13 +354,23 @@ final class GANRecipeTests: XCTestCase {
         let x = Tensor(shape: [4, 1, 3, 3], data: (0..<36).map { Float(($0 * 7) % 36) * 0.1 - 1.7 })
         let z: [Float] = [0.3, -1.2, 0.8, 2.0, -0.4, 1.1, 0.0, -2.2]
         checkGradients("modeSeekingLoss", inputs: [x], eps: 1e-3) { modeSeekingLoss($0[0], latents: z, latentDim: 2, pairs: [(0, 1), (2, 3), (1, 3)]) }
+        // On 2×2 block means: image 0's blocks are [1.5, 3.5], image 1's [4, 0] (channel-major).
+        let blocky = Tensor(shape: [2, 1, 2, 4], data: [1, 2, 3, 4, 1, 2, 3, 4,  4, 4, 0, 0, 4, 4, 0, 0])
+        XCTAssertEqual(modeSeekingLoss(blocky, latents: [0, 1], latentDim: 1, pairs: [(0, 1)], block: 2, epsilon: 0).scalar, 1 / 3, accuracy: 1e-6)
+        let y = Tensor(shape: [3, 2, 4, 4], data: (0..<96).map { Float(($0 * 37) % 96) * 0.05 - 2.3 })
+        checkGradients("modeSeekingLoss 2×2 blocks", inputs: [y], eps: 1e-3) { modeSeekingLoss($0[0], latents: z.prefix(3).map { $0 }, latentDim: 1, pairs: [(0, 1), (2, 0)], block: 2) }
         XCTAssertEqual(GANTrainer.modeSeekingPairs(labels: [0, 1, 0, 1, 1, 2, 0], count: 7).map { [$0.0, $0.1] }, [[0, 2], [1, 3]])
         XCTAssertEqual(GANTrainer.modeSeekingPairs(labels: nil, count: 5).map { [$0.0, $0.1] }, [[0, 1], [2, 3]])
     }
 
     func testModeSeekingRunChangesGeneratorAndResumesExactly() throws {
         var options = GANTrainingOptions()
-        options.modeSeekingWeight = 1
+        options.modeSeekingWeight = 1; options.modeSeekingBlock = 4
+        var misfit = options
+        misfit.modeSeekingBlock = 3
+        XCTAssertThrowsError(try trainGAN(request(steps: 2), options: misfit, out: root.appendingPathComponent("misfit"), resume: false, progress: .none)) {
+            XCTAssertTrue("\($0)".contains("must divide the image size 16"), "\($0)")
+        }
         let plain = root.appendingPathComponent("plain-ms")
         try trainGAN(request(steps: 6), options: GANTrainingOptions(), out: plain, resume: false, progress: .none)
         let a = try assertResumesExactly(options, name: "ms")
