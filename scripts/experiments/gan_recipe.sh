@@ -39,7 +39,9 @@ for v in "$@"; do
         default+nocolour) flags=(--augment-ops translation,cutout) ;;            # DiffAugment without brightness/contrast (session 12)
         default+ms)    flags=(--mode-seeking 1) ;;                               # MSGAN's mode-seeking term, λ = 1 (Mao et al. 2019; session 14)
         default+ms3)   flags=(--mode-seeking 3) ;;                               # the same, λ = 3
+        default+ms-b8) flags=(--mode-seeking 1 --mode-seeking-block 8) ;;         # the same on 8×8-pixel block means (coarse variety only)
         default+r1)    flags=(--r1-gamma 1) ;;                                   # R1 penalty by finite differences, γ = 1, every 4 steps (Mescheder et al. 2018; session 14)
+        default+r1-0.1) flags=(--r1-gamma 0.1) ;;                                # the same, γ = 0.1
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
