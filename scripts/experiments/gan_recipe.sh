@@ -42,6 +42,8 @@ for v in "$@"; do
         default+ms-b8) flags=(--mode-seeking 1 --mode-seeking-block 8) ;;         # the same on 8×8-pixel block means (coarse variety only)
         default+r1)    flags=(--r1-gamma 1) ;;                                   # R1 penalty by finite differences, γ = 1, every 4 steps (Mescheder et al. 2018; session 14)
         default+r1-0.1) flags=(--r1-gamma 0.1) ;;                                # the same, γ = 0.1
+        default+r1-0.025) flags=(--r1-gamma 0.025) ;;                            # γ = 0.0002 · 64² / 32, StyleGAN2-ADA's heuristic
+        default+r1-0.01) flags=(--r1-gamma 0.01) ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
