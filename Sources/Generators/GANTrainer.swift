@@ -258,8 +258,7 @@ public final class GANTrainer {
         let sigma = options.r1Sigma
         let noise = Tensor(randomNormal: realInput.shape, std: sigma, stream: &stream)
         let shifted = discriminator(add(realInput, noise), labels: labels)
-        let difference = add(shifted, scale(realLogits, -1))
-        return scale(sum(mul(difference, difference)), 1 / (Float(difference.count) * sigma * sigma))
+        return scale(mseLoss(shifted, realLogits), 1 / (sigma * sigma))
     }
 
     /// ADA's update (Karras et al. 2020, §3): every `adaInterval` steps, r_t = E[sign(D_train(x))]
