@@ -33,17 +33,21 @@ public struct GANConfig: Codable, Equatable {
     public var classNames: [String] = []
     /// G's upsampling after the seed block; files written before it existed are `.transposed`.
     public var upsample: GANUpsampling = .transposed
+    /// Skip-layer excitation in G (FastGAN, Liu et al. 2021): from the third block on, each block's
+    /// channels are gated by a squeeze of the block two levels coarser. Needs 32 px or more.
+    public var skipExcitation = false
 
     public init(imageSize: Int = 64, channels: Int = 1, latentDim: Int = 100, generatorWidth: Int = 64,
                 discriminatorWidth: Int = 64, numClasses: Int = 0, classNames: [String] = [],
-                upsample: GANUpsampling = .transposed) {
+                upsample: GANUpsampling = .transposed, skipExcitation: Bool = false) {
         self.imageSize = imageSize; self.channels = channels; self.latentDim = latentDim
         self.generatorWidth = generatorWidth; self.discriminatorWidth = discriminatorWidth
         self.numClasses = numClasses; self.classNames = classNames; self.upsample = upsample
+        self.skipExcitation = skipExcitation
     }
 
     enum CodingKeys: String, CodingKey {
-        case imageSize, channels, latentDim, generatorWidth, discriminatorWidth, numClasses, classNames, upsample
+        case imageSize, channels, latentDim, generatorWidth, discriminatorWidth, numClasses, classNames, upsample, skipExcitation
     }
 
     /// Missing keys take the defaults, so model files from before a setting existed load as they were trained.
@@ -58,6 +62,7 @@ public struct GANConfig: Codable, Equatable {
         numClasses = try c.decodeIfPresent(Int.self, forKey: .numClasses) ?? d.numClasses
         classNames = try c.decodeIfPresent([String].self, forKey: .classNames) ?? d.classNames
         upsample = try c.decodeIfPresent(GANUpsampling.self, forKey: .upsample) ?? .transposed
+        skipExcitation = try c.decodeIfPresent(Bool.self, forKey: .skipExcitation) ?? false
     }
 
     /// Upsampling blocks between the 4×4 seed and the image: 2 for 16 px, 3 for 32, 4 for 64, 5 for 128.
@@ -75,6 +80,9 @@ public struct GANConfig: Codable, Equatable {
         try requireRange("generatorWidth", generatorWidth, 1...ModelConfigLimits.maxWidth)
         try requireRange("discriminatorWidth", discriminatorWidth, 1...ModelConfigLimits.maxWidth)
         try requireRange("numClasses", numClasses, 0...ModelConfigLimits.maxClasses)
+        guard !skipExcitation || hiddenBlocks >= 3 else {
+            throw MedSynthError("skip-layer excitation needs an image size of 32 or more (a third G block to gate), got \(imageSize)")
+        }
         // Weights of the 4×4 (transposed) convolutions of G and D, in floats.
         let blocks = hiddenBlocks
         var weights = 0.0, cin = Double(latentDim + numClasses)
@@ -85,6 +93,12 @@ public struct GANConfig: Codable, Equatable {
             cin = width
         }
         weights += cin * Double(channels) * taps
+        if skipExcitation {
+            for i in stride(from: 2, to: blocks, by: 1) {
+                let small = Double(generatorWidth) * Double(1 << (blocks + 1 - i)), big = Double(generatorWidth) * Double(1 << (blocks - 1 - i))
+                weights += small * big * 16 + big * big
+            }
+        }
         var din = Double(channels)
         for i in 0..<blocks {
             let width = Double(discriminatorWidth) * Double(1 << i)
@@ -117,6 +131,9 @@ public final class DCGANGenerator: Module {
     /// first block (1×1 → 4×4) is always a transposed conv; later ones follow `config.upsample`.
     let convs: [ConvolutionModule]
     let norms: [BatchNorm2d]
+    /// Skip-layer excitation k gates block k + 2 by block k: a 4×4 valid conv of block k's output
+    /// (average-pooled to 4×4) to block k + 2's channels, SiLU, a 1×1 conv, sigmoid (FastGAN's SLE).
+    let excitations: [(squeeze: Conv2d, excite: Conv2d)]
 
     public init(_ config: GANConfig, stream: inout RandomStream) {
         self.config = config
@@ -138,6 +155,24 @@ public final class DCGANGenerator: Module {
         convs.append(doubling(cin, config.channels))
         self.convs = convs; self.norms = norms
         dcganInitialise(convs as [Module] + norms, stream: &stream)
+        // Drawn after the DCGAN's own weights, so a model without excitation draws what it always did.
+        var excitations: [(squeeze: Conv2d, excite: Conv2d)] = []
+        if config.skipExcitation {
+            for i in stride(from: 2, to: blocks, by: 1) {
+                let squeeze = Conv2d(widths[i - 2], widths[i], kernel: 4, stride: 1, padding: 0, bias: false, stream: &stream)
+                let excite = Conv2d(widths[i], widths[i], kernel: 1, stride: 1, padding: 0, bias: false, stream: &stream)
+                dcganInitialise([squeeze, excite], stream: &stream)
+                excitations.append((squeeze, excite))
+            }
+        }
+        self.excitations = excitations
+    }
+
+    /// Per-sample channel gates in (0, 1), N×C×1×1, from a coarser block's output.
+    func excitation(_ k: Int, _ small: Tensor) -> Tensor {
+        var pooled = small
+        while pooled.shape[2] > 4 { pooled = averagePool2x2(pooled) }
+        return sigmoid(excitations[k].excite(silu(excitations[k].squeeze(pooled))))
     }
 
     /// Block i's convolution, with the nearest-neighbour or bilinear doubling in front when it is a resize-conv.
@@ -164,7 +199,12 @@ public final class DCGANGenerator: Module {
             input = Tensor(shape: [n, width], data: joined)
         }
         var h = reshape(input, [n, input.count / n, 1, 1])
-        for (i, norm) in norms.enumerated() { h = norm(upsampling(i, h), activationSlope: 0) }
+        var blockOutputs: [Tensor] = []
+        for (i, norm) in norms.enumerated() {
+            h = norm(upsampling(i, h), activationSlope: 0)
+            if !excitations.isEmpty && i >= 2 { h = mul(h, excitation(i - 2, blockOutputs[i - 2])) }
+            blockOutputs.append(h)
+        }
         return tanh(upsampling(convs.count - 1, h))
     }
 
@@ -176,6 +216,10 @@ public final class DCGANGenerator: Module {
             children.append(("net.\(3 * i + 1)", norms[i]))
         }
         children.append(("net.\(3 * norms.count)", convs.last!))
+        for (k, e) in excitations.enumerated() {
+            children.append(("sle.\(k).squeeze", e.squeeze))
+            children.append(("sle.\(k).excite", e.excite))
+        }
         return gather(children)
     }
 

@@ -30,7 +30,8 @@ extension GANTrainer: ModelTrainer {
         return GANConfig(imageSize: request.imageSize, channels: request.channels,
                          generatorWidth: options.generatorWidth ?? request.width ?? 64, discriminatorWidth: request.width ?? 64,
                          numClasses: request.conditional ? dataset.classNames.count : 0,
-                         classNames: request.conditional ? dataset.classNames : [], upsample: options.upsample)
+                         classNames: request.conditional ? dataset.classNames : [], upsample: options.upsample,
+                         skipExcitation: options.skipExcitation)
     }
 
     /// Augmentation defaults to on below 2,000 images, where D otherwise memorises the data.
@@ -47,7 +48,7 @@ extension GANTrainer: ModelTrainer {
             .filter(\.1).map(\.0).joined(separator: ", ")
         let augmentation = !augments ? "off" : (o.adaptiveAugmentation ? "adaptive (target r_t \(o.adaTarget))" : "always") + " (\(ops))"
         return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
-            + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling, augmentation \(augmentation)"
+            + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling\(config.skipExcitation ? " + skip-layer excitation" : ""), augmentation \(augmentation)"
             + (o.modeSeekingWeight > 0 ? ", mode-seeking term λ \(o.modeSeekingWeight)" + (o.modeSeekingBlock > 1 ? " on \(o.modeSeekingBlock)×\(o.modeSeekingBlock) blocks" : "") : "")
             + (o.r1Gamma > 0 ? ", R1 penalty γ \(o.r1Gamma) every \(o.r1Interval) steps" : "")
             + (o.learningRateDecaySteps > 0 ? ", learning rates decayed to 0 over the last \(o.learningRateDecaySteps) steps" : "")

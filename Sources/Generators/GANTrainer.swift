@@ -93,6 +93,8 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var packing = 1
     /// G's width (ngf) when it differs from D's (`--width`); copied into the model config. nil: `--width`.
     public var generatorWidth: Int? = nil
+    /// FastGAN's skip-layer excitation in G (Liu et al. 2021); copied into the model config.
+    public var skipExcitation = false
     /// Weight λ of MSGAN's mode-seeking term added to G's loss (Mao et al. 2019; the paper's λ = 1):
     /// pairs of samples of one class are pushed apart in proportion to their latents' distance. 0: off.
     public var modeSeekingWeight: Float = 0
@@ -131,7 +133,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
         case lecamWeight, lecamDecay, minibatchStd, packing, generatorWidth, modeSeekingWeight
-        case r1Gamma, r1Interval, r1Sigma, modeSeekingBlock
+        case r1Gamma, r1Interval, r1Sigma, modeSeekingBlock, skipExcitation
     }
 
     public init(from decoder: Decoder) throws {
@@ -162,6 +164,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         r1Gamma = try c.decodeIfPresent(Float.self, forKey: .r1Gamma) ?? old.r1Gamma
         r1Interval = try c.decodeIfPresent(Int.self, forKey: .r1Interval) ?? old.r1Interval
         r1Sigma = try c.decodeIfPresent(Float.self, forKey: .r1Sigma) ?? old.r1Sigma
+        skipExcitation = try c.decodeIfPresent(Bool.self, forKey: .skipExcitation) ?? old.skipExcitation
     }
 
     public func validate() throws {

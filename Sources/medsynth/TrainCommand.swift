@@ -91,6 +91,7 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "Steps between R1 penalties (lazy regularisation, γ scaled by it; default 4).") var r1Interval: Int?
     @Flag(inversion: .prefixedNo, help: "Minibatch standard deviation channel before D's last conv (Karras et al. 2018; default off).") var minibatchStd: Bool? = nil
     @Option(help: "G's width (ngf) when it should differ from D's (--width).") var generatorWidth: Int?
+    @Flag(help: "Skip-layer excitation in G: each block from the third on is gated per channel by the block two levels coarser (FastGAN, Liu et al. 2021; 32 px or more; default off).") var skipExcitation = false
     @Option(help: "PacGAN: D judges this many samples at once, stacked as channels (Lin et al. 2018; 1 to 4; default 1 = off; --batch must be a multiple).") var packing: Int?
 
     func run() throws {
@@ -120,6 +121,7 @@ struct TrainGAN: ParsableCommand {
         if let r1Interval { options.r1Interval = r1Interval }
         if let packing { options.packing = packing }
         if let generatorWidth { options.generatorWidth = generatorWidth }
+        if skipExcitation { options.skipExcitation = true }
         try options.validate()
         try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }
     }

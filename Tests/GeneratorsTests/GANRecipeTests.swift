@@ -18,9 +18,9 @@ final class GANRecipeTests: XCTestCase {
     }
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: root) }
 
-    func request(steps: Int) -> TrainingRequest {
-        var r = TrainingRequest(data: root.appendingPathComponent("data").path)
-        r.imageSize = 16; r.steps = steps; r.batchSize = 8; r.seed = 5; r.width = 8
+    func request(steps: Int, data: String = "data", size: Int = 16) -> TrainingRequest {
+        var r = TrainingRequest(data: root.appendingPathComponent(data).path)
+        r.imageSize = size; r.steps = steps; r.batchSize = 8; r.seed = 5; r.width = 8
         r.conditional = true; r.checkpointEvery = 1000; r.sampleEvery = 1000
         return r
     }
@@ -29,11 +29,12 @@ final class GANRecipeTests: XCTestCase {
     /// saved ones must apply), checks the last checkpoints are identical, and returns the straight one.
     @discardableResult
     func assertResumesExactly(_ options: GANTrainingOptions, name: String, steps: Int = 6, splitAt: Int = 4,
+                              data: String = "data", size: Int = 16,
                               file: StaticString = #filePath, line: UInt = #line) throws -> SafetensorsFile {
         let straight = root.appendingPathComponent(name), split = root.appendingPathComponent(name + "-split")
-        try trainGAN(request(steps: steps), options: options, out: straight, resume: false, progress: .none)
-        try trainGAN(request(steps: splitAt), options: options, out: split, resume: false, progress: .none)
-        try trainGAN(request(steps: steps), options: GANTrainingOptions(), out: split, resume: true, progress: .none)
+        try trainGAN(request(steps: steps, data: data, size: size), options: options, out: straight, resume: false, progress: .none)
+        try trainGAN(request(steps: splitAt, data: data, size: size), options: options, out: split, resume: false, progress: .none)
+        try trainGAN(request(steps: steps, data: data, size: size), options: GANTrainingOptions(), out: split, resume: true, progress: .none)
         let x = try readSafetensors(at: RunFolder(straight).latestCheckpoint)
         let y = try readSafetensors(at: RunFolder(split).latestCheckpoint)
         for (tensorName, tensor) in x.tensors { XCTAssertEqual(tensor.values, y.tensors[tensorName]?.values, tensorName, file: file, line: line) }
@@ -257,6 +258,89 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertEqual(generator.config.discriminatorWidth, 8)
         options.generatorWidth = 0
         XCTAssertThrowsError(try options.validate())
+    }
+
+    /// With the excitation's 1×1 conv at zero every gate is σ(0) = ½, so at 32 px (one gated block,
+    /// the last before the bias-free output conv) G's pre-tanh output is exactly half that of the
+    /// same G without excitation; the other weights are drawn as without it.
+    func testSkipExcitationGatesTheThirdBlockByTheFirst() {
+        var config = GANConfig(imageSize: 32, channels: 1, latentDim: 8, generatorWidth: 4, discriminatorWidth: 4, numClasses: 2, upsample: .resize)
+        var stream = RandomStream(seed: 3)
+        let plain = DCGANGenerator(config, stream: &stream)
+        config.skipExcitation = true
+        stream = RandomStream(seed: 3)
+        let gated = DCGANGenerator(config, stream: &stream)
+        let plainTensors = Dictionary(uniqueKeysWithValues: plain.namedTensors().map { ($0.name, $0.tensor.data) })
+        let gatedTensors = Dictionary(uniqueKeysWithValues: gated.namedTensors().map { ($0.name, $0.tensor) })
+        XCTAssertEqual(Set(gatedTensors.keys).subtracting(plainTensors.keys), ["sle.0.squeeze.weight", "sle.0.excite.weight"])
+        for (name, values) in plainTensors { XCTAssertEqual(gatedTensors[name]?.data, values, name) }
+        XCTAssertEqual(gatedTensors["sle.0.squeeze.weight"]?.shape, [4, 16, 4, 4], "block 0 (16 channels at 4×4) → block 2's 4 channels")
+        XCTAssertEqual(gatedTensors["sle.0.excite.weight"]?.shape, [4, 4, 1, 1])
+        // Batch statistics, so every block's output is O(1) (eval mode's initial running statistics
+        // would pass the small initial activations through unnormalised).
+        plain.setTraining(true); gated.setTraining(true)
+        // A larger output conv than DCGAN's N(0, 0.02), so the output is well above rounding.
+        let outputWeights = randomTensor([4, 1, 3, 3], seed: 12, scale: 0.3).data
+        plainTensors.keys.contains("net.9.weight") ? () : XCTFail("G's output conv is not net.9")
+        plain.namedTensors().first { $0.name == "net.9.weight" }!.tensor.data = outputWeights
+        gatedTensors["net.9.weight"]!.data = outputWeights
+        let z = randomTensor([3, 8], seed: 4), labels = [0, 1, 1]
+        gatedTensors["sle.0.excite.weight"]!.data = randomTensor([16], seed: 5, scale: 2).data
+        let random = withNoGrad { gated(z, labels: labels) }.data
+        gatedTensors["sle.0.excite.weight"]!.data = [Float](repeating: 0, count: 16)
+        let half = withNoGrad { gated(z, labels: labels) }.data, full = withNoGrad { plain(z, labels: labels) }.data
+        var largest: Float = 0
+        for (h, f) in zip(half, full) { largest = max(largest, abs(atanhf(h) - 0.5 * atanhf(f))) }
+        let scale = full.map { abs($0) }.max()!
+        XCTAssertGreaterThan(scale, 0)
+        XCTAssertLessThan(largest, 1e-4 * scale)
+        XCTAssertGreaterThan(zip(random, half).map { abs($0 - $1) }.max()!, 0.05 * scale, "gates other than ½ change the output")
+    }
+
+    /// The excitation's weight gradients through pooling, SiLU, the gate and G's last conv against
+    /// central differences (64 px: two gates, the second fed by a pooled 8×8 block).
+    func testSkipExcitationGradientsMatchFiniteDifferences() {
+        let config = GANConfig(imageSize: 64, channels: 1, latentDim: 4, generatorWidth: 2, discriminatorWidth: 2, upsample: .resize, skipExcitation: true)
+        var stream = RandomStream(seed: 6)
+        let g = DCGANGenerator(config, stream: &stream)
+        g.setTraining(true)   // batch statistics: O(1) activations in every block
+        let tensors = Dictionary(uniqueKeysWithValues: g.namedTensors().map { ($0.name, $0.tensor) })
+        for name in ["sle.0.squeeze.weight", "sle.1.squeeze.weight", "sle.1.excite.weight"] {
+            let w = tensors[name]!
+            w.data.withUnsafeMutableBufferPointer { stream.fillNormal($0, std: 0.5) }
+        }
+        let z = randomTensor([2, 4], seed: 9, scale: 2), r = randomTensor([2, 1, 64, 64], seed: 10)
+        func loss() -> Tensor { sum(mul(g(z), r)) }
+        g.zeroGrad()
+        loss().backward()
+        // The second gate (block 3 by block 1's 8×8 output, pooled) feeds G's last conv directly;
+        // the first one's effect is mostly normalised away by block 3's BatchNorm.
+        for name in ["sle.1.squeeze.weight", "sle.1.excite.weight"] {
+            let w = tensors[name]!
+            for index in [0, w.count / 2, w.count - 1] {
+                let saved = w.data[index], h: Float = 1e-2
+                w.data[index] = saved + h
+                let up = Double(withNoGrad { loss() }.scalar)
+                w.data[index] = saved - h
+                let down = Double(withNoGrad { loss() }.scalar)
+                w.data[index] = saved
+                let numeric = (up - down) / Double(2 * h), analytic = Double(w.grad![index])
+                XCTAssertEqual(analytic, numeric, accuracy: 1e-2 * max(0.01, abs(numeric)), "\(name)[\(index)]")
+            }
+        }
+    }
+
+    func testSkipExcitationRunResumesExactlyAndNeedsThirtyTwoPixels() throws {
+        try makeToyDataset(in: root.appendingPathComponent("data32"), size: 32)
+        var options = GANTrainingOptions()
+        options.skipExcitation = true
+        XCTAssertThrowsError(try trainGAN(request(steps: 2), options: options, out: root.appendingPathComponent("sle16"), resume: false, progress: .none)) {
+            XCTAssertTrue("\($0)".contains("needs an image size of 32 or more"), "\($0)")
+        }
+        let checkpoint = try assertResumesExactly(options, name: "sle", steps: 4, splitAt: 2, data: "data32", size: 32)
+        XCTAssertEqual(checkpoint.tensors["G.sle.0.squeeze.weight"]?.shape, [8, 32, 4, 4])
+        guard case .dcgan(let generator) = try loadModel(from: RunFolder(root.appendingPathComponent("sle")).model) else { return XCTFail("not a DCGAN") }
+        XCTAssertTrue(generator.config.skipExcitation)
     }
 
     func testBilinearGeneratorTrainsAndItsModelFileSamplesWithBilinearDoubling() throws {
