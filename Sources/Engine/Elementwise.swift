@@ -367,6 +367,34 @@ public func concatChannels(_ parts: [Tensor]) -> Tensor {
     }
 }
 
+/// The window rows top..<top + height, columns left..<left + width of every plane of N×C×H×W.
+public func cropSpatial(_ x: Tensor, top: Int, left: Int, height: Int, width: Int) -> Tensor {
+    checkShape(x.rank == 4 && top >= 0 && left >= 0 && height > 0 && width > 0 && top + height <= x.shape[2] && left + width <= x.shape[3],
+               "cropSpatial", "window \(height)×\(width) at (\(top), \(left)) does not fit in \(x.shape)")
+    let planes = x.shape[0] * x.shape[1], h = x.shape[2], w = x.shape[3]
+    var out = uninitializedFloats(planes * height * width)
+    x.data.withUnsafeBufferPointer { xp in
+        out.withUnsafeMutableBufferPointer { yp in
+            for p in 0..<planes {
+                for r in 0..<height {
+                    (yp.baseAddress! + (p * height + r) * width).update(from: xp.baseAddress! + (p * h + top + r) * w + left, count: width)
+                }
+            }
+        }
+    }
+    return Tensor.makeResult(shape: [x.shape[0], x.shape[1], height, width], data: out, parents: [x], op: "cropSpatial") { y in
+        y.grad!.withUnsafeBufferPointer { g in
+            x.withGradBuffer { dx in
+                for p in 0..<planes {
+                    for r in 0..<height {
+                        vectorAdd(dx.baseAddress! + (p * h + top + r) * w + left, g.baseAddress! + (p * height + r) * width, width)
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Nearest-neighbour 2× upsampling of N×C×H×W.
 public func upsampleNearest2x(_ x: Tensor) -> Tensor {
     Profiler.measure("upsampleNearest2x") {

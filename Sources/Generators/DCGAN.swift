@@ -226,6 +226,42 @@ public final class DCGANGenerator: Module {
     public func setTraining(_ training: Bool) { for n in norms { n.training = training } }
 }
 
+/// FastGAN's reconstruction decoder (Liu et al. 2021, §3.2) for D's self-supervision: an 8×8
+/// feature map, doubled twice (nearest ×2, 3×3 conv, BatchNorm, LeakyReLU 0.2 — the paper's GLU
+/// replaced by DCGAN's activation), then a 3×3 conv to the image channels and tanh: 32×32 images.
+public final class ReconstructionDecoder: Module {
+    let convs: [Conv2d]
+    let norms: [BatchNorm2d]
+
+    init(inChannels: Int, width: Int, imageChannels: Int, stream: inout RandomStream) {
+        let widths = [max(width, 1), max(width / 2, 1)]
+        var convs: [Conv2d] = [], norms: [BatchNorm2d] = [], cin = inChannels
+        for w in widths {
+            convs.append(Conv2d(cin, w, kernel: 3, stride: 1, padding: 1, bias: false, stream: &stream))
+            norms.append(BatchNorm2d(w))
+            cin = w
+        }
+        convs.append(Conv2d(cin, imageChannels, kernel: 3, stride: 1, padding: 1, bias: false, stream: &stream))
+        self.convs = convs; self.norms = norms
+        dcganInitialise(convs as [Module] + norms, stream: &stream)
+    }
+
+    public func callAsFunction(_ features: Tensor) -> Tensor {
+        var h = features
+        for (conv, norm) in zip(convs, norms) { h = norm(conv(upsampleNearest2x(h)), activationSlope: 0.2) }
+        return tanh(convs.last!(h))
+    }
+
+    public func namedTensors() -> [NamedTensor] {
+        var children: [(String, Module)] = []
+        for i in 0..<norms.count { children.append(("up.\(i).conv", convs[i])); children.append(("up.\(i).norm", norms[i])) }
+        children.append(("out", convs.last!))
+        return gather(children)
+    }
+
+    public func setTraining(_ training: Bool) { for n in norms { n.training = training } }
+}
+
 public final class DCGANDiscriminator: Module {
     public let config: GANConfig
     let convs: [Conv2d]
@@ -239,8 +275,12 @@ public final class DCGANDiscriminator: Module {
     public let usesMinibatchStd: Bool
     /// Samples per logit (PacGAN, Lin et al. 2018): consecutive samples are stacked as channels.
     public let packing: Int
+    /// FastGAN's self-supervision (Liu et al. 2021): `whole` rebuilds the real image at 32×32 from
+    /// D's 8×8 features, `part` a quadrant of it from that quadrant of D's 16×16 features.
+    public let decoders: (whole: ReconstructionDecoder, part: ReconstructionDecoder)?
 
-    public init(_ config: GANConfig, spectralNorm: Bool = false, minibatchStd: Bool = false, packing: Int = 1, stream: inout RandomStream) {
+    public init(_ config: GANConfig, spectralNorm: Bool = false, minibatchStd: Bool = false, packing: Int = 1,
+                reconstruction: Bool = false, stream: inout RandomStream) {
         precondition(packing >= 1, "DCGANDiscriminator: packing must be at least 1")
         self.config = config
         usesMinibatchStd = minibatchStd
@@ -262,6 +302,15 @@ public final class DCGANDiscriminator: Module {
         if let projection { projection.weight.data.withUnsafeMutableBufferPointer { stream.fillNormal($0, std: 0.02) } }
         // u vectors drawn last, so a model without spectral norm draws exactly what it did before.
         spectral = spectralNorm ? (convs.map(\.weight) + (projection.map { [$0.weight] } ?? [])).map { SpectralNormalizer($0, stream: &stream) } : []
+        // Decoders last, for the same reason. Their inputs: block outputs at 8×8 and 16×16.
+        if reconstruction {
+            precondition(config.hiddenBlocks >= 4, "DCGANDiscriminator: reconstruction needs 64 px or more")
+            let widthAt = { (side: Int) in ndf << (blocks - 1 - Int(log2(Double(side)).rounded()) + 2) }
+            decoders = (ReconstructionDecoder(inChannels: widthAt(8), width: ndf, imageChannels: config.channels, stream: &stream),
+                        ReconstructionDecoder(inChannels: widthAt(16), width: ndf, imageChannels: config.channels, stream: &stream))
+        } else {
+            decoders = nil
+        }
     }
 
     public var usesSpectralNorm: Bool { !spectral.isEmpty }
@@ -276,12 +325,20 @@ public final class DCGANDiscriminator: Module {
 
     /// x: N×C×S×S. Returns N / packing logits, one per pack of consecutive samples.
     public func callAsFunction(_ x: Tensor, labels: [Int]? = nil) -> Tensor {
+        logitsAndFeatures(x, labels: labels, sides: []).logits
+    }
+
+    /// The logits and the block outputs whose side is in `sides` (keyed by side).
+    public func logitsAndFeatures(_ x: Tensor, labels: [Int]?, sides: Set<Int>) -> (logits: Tensor, features: [Int: Tensor]) {
         let packs = x.shape[0] / packing
         precondition(packs * packing == x.shape[0], "DCGANDiscriminator: batch \(x.shape[0]) does not split into packs of \(packing)")
         let packed = packing == 1 ? x : reshape(x, [packs, x.shape[1] * packing, x.shape[2], x.shape[3]])
+        var features: [Int: Tensor] = [:]
         var h = leakyRelu(conv(0, packed), slope: 0.2)
+        if sides.contains(h.shape[2]) { features[h.shape[2]] = h }
         for i in 1..<convs.count - 1 {
             h = usesSpectralNorm ? leakyRelu(conv(i, h), slope: 0.2) : norms[i - 1](conv(i, h), activationSlope: 0.2)
+            if sides.contains(h.shape[2]) { features[h.shape[2]] = h }
         }
         var logits = reshape(conv(convs.count - 1, usesMinibatchStd ? appendMinibatchStd(h) : h), [packs])
         if let projection {
@@ -295,7 +352,22 @@ public final class DCGANDiscriminator: Module {
             if packing > 1 { embedded = scale(embedded, 1 / Float(packing)) }
             logits = add(logits, sumPerSample(mul(h, embedded)))
         }
-        return logits
+        return (logits, features)
+    }
+
+    /// FastGAN's reconstruction loss on the images D judged (Liu et al. 2021, with mean squared
+    /// error for their LPIPS): the whole image from the 8×8 features against the image averaged
+    /// down to 32×32, and quadrant `quadrant` (0–3, row-major) from that quadrant of the 16×16
+    /// features against the image's quadrant averaged down to 32×32.
+    public func reconstructionLoss(images: Tensor, features: [Int: Tensor], quadrant: Int) -> Tensor {
+        guard let decoders, let coarse = features[8], let fine = features[16] else {
+            preconditionFailure("DCGANDiscriminator: reconstruction needs decoders and the 8×8 and 16×16 features")
+        }
+        func downTo32(_ t: Tensor) -> Tensor { var t = t; while t.shape[2] > 32 { t = averagePool2x2(t) }; return t }
+        let side = images.shape[2], row = quadrant / 2, column = quadrant % 2
+        let imagePart = cropSpatial(images, top: row * side / 2, left: column * side / 2, height: side / 2, width: side / 2)
+        let featurePart = cropSpatial(fine, top: row * 8, left: column * 8, height: 8, width: 8)
+        return add(mseLoss(decoders.whole(coarse), downTo32(images)), mseLoss(decoders.part(featurePart), downTo32(imagePart)))
     }
 
     public func namedTensors() -> [NamedTensor] {
@@ -310,9 +382,13 @@ public final class DCGANDiscriminator: Module {
         convNames.append("net.\(3 * (convs.count - 1) - 1)")
         children.append((convNames.last!, convs.last!))
         if let projection { children.append(("embed", projection)); convNames.append("embed") }
+        if let decoders { children.append(("decoder.whole", decoders.whole)); children.append(("decoder.part", decoders.part)) }
         // Spectral norm keeps each weight's u as the buffer `<layer>.weight_u` (PyTorch's name).
         return gather(children) + zip(convNames, spectral).map { NamedTensor("\($0).weight_u", $1.u, isParameter: false) }
     }
 
-    public func setTraining(_ training: Bool) { for n in norms { n.training = training } }
+    public func setTraining(_ training: Bool) {
+        for n in norms { n.training = training }
+        decoders?.whole.setTraining(training); decoders?.part.setTraining(training)
+    }
 }

@@ -27,6 +27,9 @@ extension GANTrainer: ModelTrainer {
         guard request.imageSize % options.modeSeekingBlock == 0 else {
             throw MedSynthError("--mode-seeking-block \(options.modeSeekingBlock) must divide the image size \(request.imageSize)")
         }
+        guard options.reconstructionWeight == 0 || request.imageSize >= 64 else {
+            throw MedSynthError("--reconstruction-weight needs an image size of 64 or more (D's 8×8 and 16×16 features), got \(request.imageSize)")
+        }
         return GANConfig(imageSize: request.imageSize, channels: request.channels,
                          generatorWidth: options.generatorWidth ?? request.width ?? 64, discriminatorWidth: request.width ?? 64,
                          numClasses: request.conditional ? dataset.classNames.count : 0,
@@ -50,6 +53,7 @@ extension GANTrainer: ModelTrainer {
         return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
             + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling\(config.skipExcitation ? " + skip-layer excitation" : ""), augmentation \(augmentation)"
             + (o.modeSeekingWeight > 0 ? ", mode-seeking term λ \(o.modeSeekingWeight)" + (o.modeSeekingBlock > 1 ? " on \(o.modeSeekingBlock)×\(o.modeSeekingBlock) blocks" : "") : "")
+            + (o.reconstructionWeight > 0 ? ", D reconstruction loss λ \(o.reconstructionWeight)" : "")
             + (o.r1Gamma > 0 ? ", R1 penalty γ \(o.r1Gamma) every \(o.r1Interval) steps" : "")
             + (o.learningRateDecaySteps > 0 ? ", learning rates decayed to 0 over the last \(o.learningRateDecaySteps) steps" : "")
     }

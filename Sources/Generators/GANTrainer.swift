@@ -95,6 +95,11 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var generatorWidth: Int? = nil
     /// FastGAN's skip-layer excitation in G (Liu et al. 2021); copied into the model config.
     public var skipExcitation = false
+    /// Weight λ of FastGAN's self-supervised reconstruction loss on D (Liu et al. 2021): two small
+    /// decoders rebuild the real images D saw from its 8×8 and (one random quadrant of) its 16×16
+    /// features, so D must keep a description of the whole image instead of a few telltale
+    /// features of a small training set. 0: off.
+    public var reconstructionWeight: Float = 0
     /// Weight λ of MSGAN's mode-seeking term added to G's loss (Mao et al. 2019; the paper's λ = 1):
     /// pairs of samples of one class are pushed apart in proportion to their latents' distance. 0: off.
     public var modeSeekingWeight: Float = 0
@@ -133,7 +138,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
         case lecamWeight, lecamDecay, minibatchStd, packing, generatorWidth, modeSeekingWeight
-        case r1Gamma, r1Interval, r1Sigma, modeSeekingBlock, skipExcitation
+        case r1Gamma, r1Interval, r1Sigma, modeSeekingBlock, skipExcitation, reconstructionWeight
     }
 
     public init(from decoder: Decoder) throws {
@@ -165,6 +170,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         r1Interval = try c.decodeIfPresent(Int.self, forKey: .r1Interval) ?? old.r1Interval
         r1Sigma = try c.decodeIfPresent(Float.self, forKey: .r1Sigma) ?? old.r1Sigma
         skipExcitation = try c.decodeIfPresent(Bool.self, forKey: .skipExcitation) ?? old.skipExcitation
+        reconstructionWeight = try c.decodeIfPresent(Float.self, forKey: .reconstructionWeight) ?? old.reconstructionWeight
     }
 
     public func validate() throws {
@@ -180,6 +186,10 @@ public struct GANTrainingOptions: Codable, Equatable {
         guard modeSeekingWeight >= 0, modeSeekingWeight.isFinite else { throw MedSynthError("--mode-seeking must be 0 or positive, got \(modeSeekingWeight)") }
         guard (1...64).contains(modeSeekingBlock) else { throw MedSynthError("--mode-seeking-block must be 1 to 64, got \(modeSeekingBlock)") }
         guard r1Gamma >= 0, r1Gamma.isFinite else { throw MedSynthError("--r1-gamma must be 0 or positive, got \(r1Gamma)") }
+        guard reconstructionWeight >= 0, reconstructionWeight.isFinite else {
+            throw MedSynthError("--reconstruction-weight must be 0 or positive, got \(reconstructionWeight)")
+        }
+        if reconstructionWeight > 0 && packing > 1 { throw MedSynthError("--reconstruction-weight does not work with --packing (D's features are per pack)") }
         guard r1Interval > 0 else { throw MedSynthError("--r1-interval must be positive, got \(r1Interval)") }
         guard r1Sigma > 0, r1Sigma.isFinite else { throw MedSynthError("--r1-sigma must be positive, got \(r1Sigma)") }
         guard lecamDecay >= 0, lecamDecay < 1 else { throw MedSynthError("--lecam-decay must be in [0, 1), got \(lecamDecay)") }
@@ -225,7 +235,7 @@ public final class GANTrainer {
         var stream = RandomStream(seed: seed).split(.ganInitialisation)
         generator = DCGANGenerator(config, stream: &stream)
         discriminator = DCGANDiscriminator(config, spectralNorm: options.spectralNorm, minibatchStd: options.minibatchStd,
-                                           packing: options.packing, stream: &stream)
+                                           packing: options.packing, reconstruction: options.reconstructionWeight > 0, stream: &stream)
         emaGenerator = DCGANGenerator(config, stream: &stream)
         emaGenerator.copyValues(from: generator)
         optimizerG = Adam(generator.parameters(), learningRate: options.learningRate, beta1: options.beta1, beta2: options.beta2)
@@ -316,9 +326,18 @@ public final class GANTrainer {
         // Discriminator update on real and detached fake batches.
         discriminator.zeroGrad()
         let realInput = maybeAugment(real)
-        let realLogits = discriminator(realInput, labels: realLabels)
+        let realLogits: Tensor
+        var reconstruction: Tensor? = nil
+        if options.reconstructionWeight > 0 {
+            let judged = discriminator.logitsAndFeatures(realInput, labels: realLabels, sides: [8, 16])
+            realLogits = judged.logits
+            reconstruction = discriminator.reconstructionLoss(images: realInput, features: judged.features, quadrant: stream.int(below: 4))
+        } else {
+            realLogits = discriminator(realInput, labels: realLabels)
+        }
         let fakeLogits = discriminator(maybeAugment(fake.detached()), labels: fakeLabels)
         var lossD = discriminatorLoss(options.loss, real: realLogits, fake: fakeLogits)
+        if let reconstruction { lossD = add(lossD, scale(reconstruction, options.reconstructionWeight)) }
         if options.r1Gamma > 0, optimizerD.step % options.r1Interval == 0 {
             let penalty = r1Penalty(realInput: realInput.detached(), realLogits: realLogits, labels: realLabels, stream: &stream)
             lossD = add(lossD, scale(penalty, options.r1Gamma / 2 * Float(options.r1Interval)))

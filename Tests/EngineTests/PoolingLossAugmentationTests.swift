@@ -20,6 +20,14 @@ final class PoolingLossAugmentationTests: XCTestCase {
         checkGradients("averagePool2x2", inputs: [randomTensor([2, 3, 4, 6], seed: 2)]) { averagePool2x2($0[0]) }
     }
 
+    func testCropSpatialValuesGradientAndBounds() {
+        let x = Tensor(shape: [1, 2, 3, 4], data: (0..<24).map(Float.init))
+        let y = cropSpatial(x, top: 1, left: 2, height: 2, width: 2)
+        XCTAssertEqual(y.shape, [1, 2, 2, 2])
+        XCTAssertEqual(y.data, [6, 7, 10, 11, 18, 19, 22, 23])
+        checkGradients("cropSpatial", inputs: [randomTensor([2, 3, 6, 5], seed: 3)]) { cropSpatial($0[0], top: 2, left: 1, height: 3, width: 4) }
+    }
+
     func testSoftmaxCrossEntropyValuesAndGradient() {
         // Two classes with equal logits: loss ln 2 whatever the label.
         XCTAssertEqual(softmaxCrossEntropy(Tensor(shape: [1, 2], data: [3, 3]), labels: [1]).scalar, Float(log(2.0)), accuracy: 1e-6)

@@ -343,6 +343,58 @@ final class GANRecipeTests: XCTestCase {
         XCTAssertTrue(generator.config.skipExcitation)
     }
 
+    /// The decoders learn: D (conv stack and decoders) trained on the reconstruction loss alone for a
+    /// fixed batch brings it well below its start, and the loss reaches D's own first conv.
+    func testReconstructionLossTrainsTheDecodersThroughD() {
+        let config = GANConfig(imageSize: 64, channels: 1, latentDim: 8, generatorWidth: 4, discriminatorWidth: 4, upsample: .resize)
+        var stream = RandomStream(seed: 4)
+        let d = DCGANDiscriminator(config, reconstruction: true, stream: &stream)
+        XCTAssertEqual(d.namedTensors().first { $0.name == "decoder.whole.up.0.conv.weight" }?.tensor.shape, [4, 16, 3, 3], "8×8 features: 16 channels at width 4")
+        XCTAssertEqual(d.namedTensors().first { $0.name == "decoder.part.up.0.conv.weight" }?.tensor.shape, [4, 8, 3, 3], "16×16 features: 8 channels")
+        // Smooth images (a blob per image), as D would see real scans.
+        var values = [Float](repeating: 0, count: 4 * 64 * 64)
+        for i in 0..<4 { for y in 0..<64 { for x in 0..<64 {
+            let dx = Float(x - 16 - 8 * i), dy = Float(y - 40 + 4 * i)
+            values[(i * 64 + y) * 64 + x] = (dx * dx + dy * dy).squareRoot() < 14 ? 0.8 : -0.8
+        } } }
+        let images = Tensor(shape: [4, 1, 64, 64], data: values)
+        let optimizer = Adam(d.parameters(), learningRate: 2e-3, beta1: 0.5, beta2: 0.999)
+        d.setTraining(true)
+        func loss(_ quadrant: Int) -> Tensor {
+            let judged = d.logitsAndFeatures(images, labels: nil, sides: [8, 16])
+            return d.reconstructionLoss(images: images, features: judged.features, quadrant: quadrant)
+        }
+        let first = withNoGrad { (0..<4).map { loss($0).scalar }.reduce(0, +) }
+        d.zeroGrad()
+        loss(1).backward()
+        XCTAssertGreaterThan(d.namedTensors().first { $0.name == "net.0.weight" }!.tensor.grad!.map { abs($0) }.max()!, 0)
+        for step in 0..<60 {
+            d.zeroGrad()
+            loss(step % 4).backward()
+            optimizer.update()
+        }
+        let last = withNoGrad { (0..<4).map { loss($0).scalar }.reduce(0, +) }
+        XCTAssertLessThan(last, 0.5 * first, "reconstruction error \(first) → \(last)")
+    }
+
+    func testReconstructionRunResumesExactlyAndRefusesSmallImagesAndPacks() throws {
+        try makeToyDataset(in: root.appendingPathComponent("data64"), perClass: 4, size: 64)
+        var options = GANTrainingOptions()
+        options.reconstructionWeight = 1
+        XCTAssertThrowsError(try trainGAN(request(steps: 2), options: options, out: root.appendingPathComponent("rec16"), resume: false, progress: .none)) {
+            XCTAssertTrue("\($0)".contains("needs an image size of 64 or more"), "\($0)")
+        }
+        var packed = options
+        packed.packing = 2
+        XCTAssertThrowsError(try packed.validate())
+        let plain = root.appendingPathComponent("plain-rec")
+        try trainGAN(request(steps: 4, data: "data64", size: 64), options: GANTrainingOptions(), out: plain, resume: false, progress: .none)
+        let checkpoint = try assertResumesExactly(options, name: "rec", steps: 4, splitAt: 2, data: "data64", size: 64)
+        XCTAssertEqual(checkpoint.tensors["D.decoder.part.out.weight"]?.shape, [1, 4, 3, 3])
+        let c = try readSafetensors(at: RunFolder(plain).latestCheckpoint)
+        XCTAssertNotEqual(checkpoint.tensors["D.net.0.weight"]!.values, c.tensors["D.net.0.weight"]!.values)
+    }
+
     func testBilinearGeneratorTrainsAndItsModelFileSamplesWithBilinearDoubling() throws {
         let out = root.appendingPathComponent("bilinear")
         var options = GANTrainingOptions()
