@@ -306,9 +306,10 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
             x.data.withUnsafeBufferPointer { xp in
                 weight.data.withUnsafeBufferPointer { wp in
                     let dW: UnsafeMutablePointer<Float>? = weight.requiresGrad ? weight.withGradBuffer { $0.baseAddress! } : nil
-                    let dX: UnsafeMutablePointer<Float>? = x.requiresGrad ? x.withGradBuffer { $0.baseAddress! } : nil
+                    var dXAccumulates = true
+                    let dX: UnsafeMutablePointer<Float>? = x.requiresGrad ? x.withGradDestination { dXAccumulates = $1; return $0.baseAddress! } : nil
                     convBackward(dyp.baseAddress!, xp.baseAddress!, wp.baseAddress!, dX: dX, dW: dW,
-                                 batch: n, outChannels: oc, g, pointwise: pointwise)
+                                 batch: n, outChannels: oc, g, pointwise: pointwise, dXAccumulates: dXAccumulates)
                 }
             }
             if let bias, bias.requiresGrad {
@@ -394,22 +395,23 @@ func flippedTransposedKernel(_ w: UnsafePointer<Float>, outChannels oc: Int, _ g
     return out
 }
 
-/// dW += dY · im2col(x)ᵀ and dX += col2im(Wᵀ · dY), chunk by chunk.
+/// dW += dY · im2col(x)ᵀ and dX += col2im(Wᵀ · dY), chunk by chunk. With `dXAccumulates` false,
+/// dX's contents are undefined on entry and it is overwritten (dX = …).
 func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                   dX: UnsafeMutablePointer<Float>?, dW: UnsafeMutablePointer<Float>?,
-                  batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool) {
+                  batch n: Int, outChannels oc: Int, _ g: ConvGeometry, pointwise: Bool, dXAccumulates: Bool = true) {
     var dX = dX, dW = dW
     let k = g.patchSize, plane = g.outPlane
     if coversWholeInput(g) {
         // dW (OC×K) += dYᵀ · X and dX (N×K) += dY · W, with dY an N×OC matrix.
         if let dW { sgemm(transA: true, m: oc, n: k, k: n, a: dy, lda: oc, b: x, ldb: k, beta: 1, c: dW, ldc: k) }
-        if let dX { sgemm(m: n, n: k, k: oc, a: dy, lda: oc, b: w, ldb: k, beta: 1, c: dX, ldc: k) }
+        if let dX { sgemm(m: n, n: k, k: oc, a: dy, lda: oc, b: w, ldb: k, beta: dXAccumulates ? 1 : 0, c: dX, ldc: k) }
         return
     }
     if let dXOut = dX, ConvAlgorithmSelection.strideTwoEligible(g),
        let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .inputGradient).tile {
         // 4×4 stride 2: four sub-pixel 2×2 convolutions of dY by Winograd (Winograd.swift, (B)).
-        strideTwoWinogradInputGradient(dy, w, dXOut, batch: n, outChannels: oc, g, tile: m, accumulate: true)
+        strideTwoWinogradInputGradient(dy, w, dXOut, batch: n, outChannels: oc, g, tile: m, accumulate: dXAccumulates)
         dX = nil
         if dW == nil { return }
     }
@@ -420,10 +422,14 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
         let gT = ConvGeometry(channels: oc, height: g.outHeight, width: g.outWidth, kernelH: g.kernelH, kernelW: g.kernelW,
                               stride: 1, padding: g.kernelH - 1 - g.padding)
         flipped.withUnsafeBufferPointer {
-            convForward(dy, $0.baseAddress!, dXOut, batch: n, outChannels: g.channels, gT, pointwise: false, accumulate: true)
+            convForward(dy, $0.baseAddress!, dXOut, batch: n, outChannels: g.channels, gT, pointwise: false, accumulate: dXAccumulates)
         }
         dX = nil
         if dW == nil { return }
+    }
+    // The remaining paths scatter-add into dX.
+    if let dXOut = dX, !dXAccumulates {
+        Parallel.forRanges(n * g.channels * g.inPlane) { range in (dXOut + range.lowerBound).initialize(repeating: 0, count: range.count) }
     }
     if let dWOut = dW, !pointwise,
        let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .weightGradient).tile {
@@ -513,8 +519,13 @@ public func convTranspose2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, st
         dy.withUnsafeBufferPointer { dyp in
             x.data.withUnsafeBufferPointer { xp in
                 weight.data.withUnsafeBufferPointer { wp in
-                    if x.requiresGrad {
-                        // dX = W · im2col(dY): a plain convolution of dY, accumulated.
+                    if x.requiresGrad && x.grad == nil {
+                        // dX = W · im2col(dY): a plain convolution of dY, written into the new gradient.
+                        x.withGradDestination { dX, _ in
+                            convForward(dyp.baseAddress!, wp.baseAddress!, dX.baseAddress!, batch: n, outChannels: cin, g, pointwise: false)
+                        }
+                    } else if x.requiresGrad {
+                        // Computed apart and added, so the sum is rounded as for a first gradient.
                         let tmp = Workspace.shared.buffer(2, count: n * cin * h * w)
                         convForward(dyp.baseAddress!, wp.baseAddress!, tmp.baseAddress!, batch: n, outChannels: cin, g, pointwise: false)
                         x.accumulateGrad(UnsafeBufferPointer(tmp))

@@ -105,6 +105,18 @@ public final class Tensor {
         return grad!.withUnsafeMutableBufferPointer { body($0) }
     }
 
+    /// The gradient buffer for a pullback that can either overwrite it or add to it: the first
+    /// gradient gets an uninitialised buffer and `accumulate` false (the body must write every
+    /// element), later ones the existing buffer and `accumulate` true. Saves the zero fill and
+    /// the extra pass of `withGradBuffer` for kernels with an overwrite mode.
+    public func withGradDestination<R>(_ body: (UnsafeMutableBufferPointer<Float>, _ accumulate: Bool) -> R) -> R {
+        if grad == nil {
+            grad = uninitializedFloats(data.count)
+            return grad!.withUnsafeMutableBufferPointer { body($0, false) }
+        }
+        return grad!.withUnsafeMutableBufferPointer { body($0, true) }
+    }
+
     public func zeroGrad() { grad = nil }
 
     /// Makes the result of an op: records parents and pullback only when some parent needs gradients.
