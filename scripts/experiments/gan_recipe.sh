@@ -44,6 +44,9 @@ for v in "$@"; do
         default+r1-0.1) flags=(--r1-gamma 0.1) ;;                                # the same, γ = 0.1
         default+r1-0.025) flags=(--r1-gamma 0.025) ;;                            # γ = 0.0002 · 64² / 32, StyleGAN2-ADA's heuristic
         default+r1-0.01) flags=(--r1-gamma 0.01) ;;
+        default+sle)   flags=(--skip-excitation) ;;                              # FastGAN's skip-layer excitation in G (Liu et al. 2021; session 15)
+        default+rec)   flags=(--reconstruction-weight 1) ;;                      # FastGAN's self-supervised D, λ = 1
+        default+fastgan) flags=(--skip-excitation --reconstruction-weight 1) ;;  # both FastGAN parts
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
