@@ -125,6 +125,13 @@ func dcganInitialise(_ modules: [Module], stream: inout RandomStream) {
     }
 }
 
+/// x averaged over 2×2 blocks until its side is at most `side` (sides are powers of 2 here).
+func averagePooled(_ x: Tensor, toSide side: Int) -> Tensor {
+    var pooled = x
+    while pooled.shape[2] > side { pooled = averagePool2x2(pooled) }
+    return pooled
+}
+
 public final class DCGANGenerator: Module {
     public let config: GANConfig
     /// (upsampling conv, batch norm) per block; the last block has no norm and ends in tanh. The
@@ -170,9 +177,7 @@ public final class DCGANGenerator: Module {
 
     /// Per-sample channel gates in (0, 1), N×C×1×1, from a coarser block's output.
     func excitation(_ k: Int, _ small: Tensor) -> Tensor {
-        var pooled = small
-        while pooled.shape[2] > 4 { pooled = averagePool2x2(pooled) }
-        return sigmoid(excitations[k].excite(silu(excitations[k].squeeze(pooled))))
+        sigmoid(excitations[k].excite(silu(excitations[k].squeeze(averagePooled(small, toSide: 4)))))
     }
 
     /// Block i's convolution, with the nearest-neighbour or bilinear doubling in front when it is a resize-conv.
@@ -305,9 +310,10 @@ public final class DCGANDiscriminator: Module {
         // Decoders last, for the same reason. Their inputs: block outputs at 8×8 and 16×16.
         if reconstruction {
             precondition(config.hiddenBlocks >= 4, "DCGANDiscriminator: reconstruction needs 64 px or more")
-            let widthAt = { (side: Int) in ndf << (blocks - 1 - Int(log2(Double(side)).rounded()) + 2) }
-            decoders = (ReconstructionDecoder(inChannels: widthAt(8), width: ndf, imageChannels: config.channels, stream: &stream),
-                        ReconstructionDecoder(inChannels: widthAt(16), width: ndf, imageChannels: config.channels, stream: &stream))
+            // Block i halves the side i + 1 times, so the block with output side s is log2(S / s) − 1.
+            let channelsAt = { (side: Int) in convs[(config.imageSize / side).trailingZeroBitCount - 1].weight.shape[0] }
+            decoders = (ReconstructionDecoder(inChannels: channelsAt(8), width: ndf, imageChannels: config.channels, stream: &stream),
+                        ReconstructionDecoder(inChannels: channelsAt(16), width: ndf, imageChannels: config.channels, stream: &stream))
         } else {
             decoders = nil
         }
@@ -363,11 +369,11 @@ public final class DCGANDiscriminator: Module {
         guard let decoders, let coarse = features[8], let fine = features[16] else {
             preconditionFailure("DCGANDiscriminator: reconstruction needs decoders and the 8×8 and 16×16 features")
         }
-        func downTo32(_ t: Tensor) -> Tensor { var t = t; while t.shape[2] > 32 { t = averagePool2x2(t) }; return t }
         let side = images.shape[2], row = quadrant / 2, column = quadrant % 2
         let imagePart = cropSpatial(images, top: row * side / 2, left: column * side / 2, height: side / 2, width: side / 2)
         let featurePart = cropSpatial(fine, top: row * 8, left: column * 8, height: 8, width: 8)
-        return add(mseLoss(decoders.whole(coarse), downTo32(images)), mseLoss(decoders.part(featurePart), downTo32(imagePart)))
+        return add(mseLoss(decoders.whole(coarse), averagePooled(images, toSide: 32)),
+                   mseLoss(decoders.part(featurePart), averagePooled(imagePart, toSide: 32)))
     }
 
     public func namedTensors() -> [NamedTensor] {
