@@ -34,7 +34,8 @@ fi
 #    finished with it (--resume with these options). The shipped file is the EMA model of the last step.
 if [ "$what" = gan ] || [ "$what" = all ]; then
     $B train gan --data "$W/mni64-2class" --out "$W/runs/gan-cond" --conditional --width 32 \
-        --steps "${GAN_STEPS:-15000}" --lr-decay-steps "${GAN_DECAY_STEPS:-3000}" --batch 32 --seed 3 --checkpoint-every 500 --resume
+        --steps "${GAN_STEPS:-15000}" --lr-decay-steps "${GAN_DECAY_STEPS:-3000}" --batch 32 --seed 3 --checkpoint-every 500 --resume \
+        --self-condition "${GAN_SELF_CONDITION:-1}"
     cp "$W/runs/gan-cond/model.safetensors" models/dcgan-mni64-cond.safetensors
 fi
 

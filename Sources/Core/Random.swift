@@ -180,6 +180,10 @@ public enum StreamPurpose: UInt64, CaseIterable, Sendable {
     case balanceFilterClassifier = 0xF117
     /// `medsynth reconstruct --latent-noise`: the noise added to each image's latent (then split by image).
     case reconstructionNoise = 0x2E5E
+    /// A self-conditioned GAN's k-means seeding of each class's clusters (then split by class and restart).
+    case selfConditioning = 0x5E1F
+    /// A self-conditioned GAN sample's cluster, under the sample's own stream after its latent.
+    case selfConditioningDraw = 0x5E1D
 }
 
 extension RandomStream {

@@ -14,6 +14,8 @@ public enum ModelConfigLimits {
     public static let maxWidth = 1024
     public static let maxLatentDim = 4096
     public static let maxClasses = 10_000
+    /// Self-conditioning clusters per class.
+    public static let maxClusters = 256
     /// Weights (floats) of a whole model: 2^28 = 268 M, 1 GiB, some 70 times the shipped models.
     public static let maxParameters = 1 << 28
     public static let maxTimesteps = 100_000

@@ -36,6 +36,13 @@ public struct GANConfig: Codable, Equatable {
     /// Skip-layer excitation in G (FastGAN, Liu et al. 2021): from the third block on, each block's
     /// channels are gated by a squeeze of the block two levels coarser. Needs 32 px or more.
     public var skipExcitation = false
+    /// Self-conditioning (Liu et al. 2020): each class split into this many clusters of similar
+    /// images, and G and D conditioned on the cluster, so G cannot drop a kind of image the data
+    /// holds. 1 = off. A sample of class c draws its cluster by `clusterWeights`.
+    public var clustersPerClass = 1
+    /// Per conditioning label (class c's clusters at c·K ..< (c+1)·K), its share of the class's
+    /// training images; empty when `clustersPerClass` is 1.
+    public var clusterWeights: [Float] = []
 
     public init(imageSize: Int = 64, channels: Int = 1, latentDim: Int = 100, generatorWidth: Int = 64,
                 discriminatorWidth: Int = 64, numClasses: Int = 0, classNames: [String] = [],
@@ -48,6 +55,7 @@ public struct GANConfig: Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case imageSize, channels, latentDim, generatorWidth, discriminatorWidth, numClasses, classNames, upsample, skipExcitation
+        case clustersPerClass, clusterWeights
     }
 
     /// Missing keys take the defaults, so model files from before a setting existed load as they were trained.
@@ -63,6 +71,26 @@ public struct GANConfig: Codable, Equatable {
         classNames = try c.decodeIfPresent([String].self, forKey: .classNames) ?? d.classNames
         upsample = try c.decodeIfPresent(GANUpsampling.self, forKey: .upsample) ?? .transposed
         skipExcitation = try c.decodeIfPresent(Bool.self, forKey: .skipExcitation) ?? false
+        clustersPerClass = try c.decodeIfPresent(Int.self, forKey: .clustersPerClass) ?? 1
+        clusterWeights = try c.decodeIfPresent([Float].self, forKey: .clusterWeights) ?? []
+    }
+
+    /// Labels G and D are conditioned on: the classes, or with self-conditioning every class's
+    /// clusters (an unconditional model's images form one class).
+    public var conditioningClasses: Int { clustersPerClass > 1 ? max(numClasses, 1) * clustersPerClass : numClasses }
+
+    /// The conditioning label of a sample of `classIndex` (nil: unconditional), drawing its cluster
+    /// from `stream` by the clusters' weights when the model is self-conditioned.
+    public func conditioningLabel(classIndex: Int?, stream: inout RandomStream) -> Int? {
+        guard clustersPerClass > 1 else { return classIndex }
+        let base = (classIndex ?? 0) * clustersPerClass
+        let weights = clusterWeights[base..<base + clustersPerClass]
+        var u = stream.uniform() * weights.reduce(0, +)
+        for (j, w) in weights.enumerated() where w > 0 {
+            if u < w { return base + j }
+            u -= w
+        }
+        return base + weights.lastIndex(where: { $0 > 0 })!
     }
 
     /// Upsampling blocks between the 4×4 seed and the image: 2 for 16 px, 3 for 32, 4 for 64, 5 for 128.
@@ -80,12 +108,27 @@ public struct GANConfig: Codable, Equatable {
         try requireRange("generatorWidth", generatorWidth, 1...ModelConfigLimits.maxWidth)
         try requireRange("discriminatorWidth", discriminatorWidth, 1...ModelConfigLimits.maxWidth)
         try requireRange("numClasses", numClasses, 0...ModelConfigLimits.maxClasses)
+        try requireRange("clustersPerClass", clustersPerClass, 1...ModelConfigLimits.maxClusters)
+        try requireRange("conditioning labels", conditioningClasses, 0...ModelConfigLimits.maxClasses)
+        if clustersPerClass > 1 {
+            guard clusterWeights.count == conditioningClasses else {
+                throw MedSynthError("DCGAN config: \(clusterWeights.count) cluster weights for \(conditioningClasses) clusters")
+            }
+            for c in 0..<max(numClasses, 1) {
+                let weights = clusterWeights[c * clustersPerClass..<(c + 1) * clustersPerClass]
+                guard weights.allSatisfy({ $0.isFinite && $0 >= 0 }), weights.reduce(0, +) > 0 else {
+                    throw MedSynthError("DCGAN config: class \(c)'s cluster weights must be finite, non-negative and not all 0")
+                }
+            }
+        } else if !clusterWeights.isEmpty {
+            throw MedSynthError("DCGAN config: cluster weights without self-conditioning (clustersPerClass 1)")
+        }
         guard !skipExcitation || hiddenBlocks >= 3 else {
             throw MedSynthError("skip-layer excitation needs an image size of 32 or more (a third G block to gate), got \(imageSize)")
         }
         // Weights of the 4×4 (transposed) convolutions of G and D, in floats.
         let blocks = hiddenBlocks
-        var weights = 0.0, cin = Double(latentDim + numClasses)
+        var weights = 0.0, cin = Double(latentDim + conditioningClasses)
         let taps = upsample == .transposed ? 16.0 : 9.0
         for i in 0..<blocks {
             let width = Double(generatorWidth) * Double(1 << (blocks - 1 - i))
@@ -153,7 +196,7 @@ public final class DCGANGenerator: Module {
             case .resize, .bilinear: return Conv2d(cin, cout, kernel: 3, stride: 1, padding: 1, bias: false, stream: &stream)
             }
         }
-        var cin = config.latentDim + config.numClasses
+        var cin = config.latentDim + config.conditioningClasses
         for (i, width) in widths.enumerated() {
             convs.append(i == 0 ? ConvTranspose2d(cin, width, kernel: 4, stride: 1, padding: 0, bias: false, stream: &stream) : doubling(cin, width))
             norms.append(BatchNorm2d(width))
@@ -193,10 +236,10 @@ public final class DCGANGenerator: Module {
     public func callAsFunction(_ z: Tensor, labels: [Int]? = nil) -> Tensor {
         let n = z.shape[0]
         var input = z
-        if config.numClasses > 0 {
+        if config.conditioningClasses > 0 {
             guard let labels, labels.count == n else { preconditionFailure("DCGANGenerator: conditional model needs one label per sample") }
-            var joined = [Float](repeating: 0, count: n * (config.latentDim + config.numClasses))
-            let width = config.latentDim + config.numClasses
+            var joined = [Float](repeating: 0, count: n * (config.latentDim + config.conditioningClasses))
+            let width = config.latentDim + config.conditioningClasses
             for i in 0..<n {
                 for j in 0..<config.latentDim { joined[i * width + j] = z.data[i * config.latentDim + j] }
                 joined[i * width + config.latentDim + labels[i]] = 1
@@ -302,7 +345,7 @@ public final class DCGANDiscriminator: Module {
         }
         convs.append(Conv2d(cin + (minibatchStd ? 1 : 0), 1, kernel: 4, stride: 1, padding: 0, bias: false, stream: &stream))
         self.convs = convs; self.norms = norms
-        projection = config.numClasses > 0 ? Embedding(config.numClasses, cin, stream: &stream) : nil
+        projection = config.conditioningClasses > 0 ? Embedding(config.conditioningClasses, cin, stream: &stream) : nil
         dcganInitialise(convs as [Module] + norms, stream: &stream)
         if let projection { projection.weight.data.withUnsafeMutableBufferPointer { stream.fillNormal($0, std: 0.02) } }
         // u vectors drawn last, so a model without spectral norm draws exactly what it did before.

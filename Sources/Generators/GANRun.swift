@@ -30,11 +30,18 @@ extension GANTrainer: ModelTrainer {
         guard options.reconstructionWeight == 0 || request.imageSize >= 64 else {
             throw MedSynthError("--reconstruction-weight needs an image size of 64 or more (D's 8×8 and 16×16 features), got \(request.imageSize)")
         }
-        return GANConfig(imageSize: request.imageSize, channels: request.channels,
-                         generatorWidth: options.generatorWidth ?? request.width ?? 64, discriminatorWidth: request.width ?? 64,
-                         numClasses: request.conditional ? dataset.classNames.count : 0,
-                         classNames: request.conditional ? dataset.classNames : [], upsample: options.upsample,
-                         skipExcitation: options.skipExcitation)
+        var config = GANConfig(imageSize: request.imageSize, channels: request.channels,
+                               generatorWidth: options.generatorWidth ?? request.width ?? 64, discriminatorWidth: request.width ?? 64,
+                               numClasses: request.conditional ? dataset.classNames.count : 0,
+                               classNames: request.conditional ? dataset.classNames : [], upsample: options.upsample,
+                               skipExcitation: options.skipExcitation)
+        if options.selfConditionClusters > 1 {
+            let clusters = try selfConditioningClusters(dataset, clustersPerClass: options.selfConditionClusters,
+                                                        conditional: request.conditional, seed: request.seed)
+            config.clustersPerClass = clusters.clustersPerClass
+            config.clusterWeights = clusters.weights
+        }
+        return config
     }
 
     /// Augmentation defaults to on below 2,000 images, where D otherwise memorises the data.
@@ -54,6 +61,7 @@ extension GANTrainer: ModelTrainer {
             + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling\(config.skipExcitation ? " + skip-layer excitation" : ""), augmentation \(augmentation)"
             + (o.modeSeekingWeight > 0 ? ", mode-seeking term λ \(o.modeSeekingWeight)" + (o.modeSeekingBlock > 1 ? " on \(o.modeSeekingBlock)×\(o.modeSeekingBlock) blocks" : "") : "")
             + (o.reconstructionWeight > 0 ? ", D reconstruction loss λ \(o.reconstructionWeight)" : "")
+            + (config.clustersPerClass > 1 ? ", self-conditioned on \(config.clustersPerClass) clusters per class" : "")
             + (o.r1Gamma > 0 ? ", R1 penalty γ \(o.r1Gamma) every \(o.r1Interval) steps" : "")
             + (o.learningRateDecaySteps > 0 ? ", learning rates decayed to 0 over the last \(o.learningRateDecaySteps) steps" : "")
     }
@@ -70,6 +78,16 @@ extension GANTrainer: ModelTrainer {
             throw MedSynthError("--batch \(request.batchSize) does not split into packs of \(options.packing) (--packing)")
         }
         totalSteps = request.steps
+        if config.clustersPerClass > 1 {
+            selfConditioningLabels = try selfConditioningClusters(dataset, clustersPerClass: config.clustersPerClass,
+                                                                  conditional: config.numClasses > 0, seed: request.seed).labels
+        }
+    }
+
+    /// With self-conditioning, each image's cluster label instead of its class.
+    public func batchLabels(indices: [Int], classLabels: [Int]?) -> [Int]? {
+        guard let selfConditioningLabels else { return classLabels }
+        return indices.map { selfConditioningLabels[$0] }
     }
 
     public func trainingStep(batch: Tensor, labels: [Int]?, stream: inout RandomStream) -> [Float] {
@@ -116,7 +134,9 @@ extension GANTrainer: ModelTrainer {
         let sampler = samplingGenerator()
         let count = 16
         var stream = RandomStream(seed: seed).split(.ganSampleGrid)
-        let labels = config.numClasses > 0 ? (0..<count).map { $0 % config.numClasses } : nil
+        var draws = RandomStream(seed: seed).split(.ganSampleGrid).split(.selfConditioningDraw)
+        let labels = config.conditioningClasses > 0
+            ? (0..<count).map { config.conditioningLabel(classIndex: config.numClasses > 0 ? $0 % config.numClasses : nil, stream: &draws)! } : nil
         let images = withNoGrad { sampler(latents(count, stream: &stream), labels: labels) }
         let per = images.count / count
         return makeGrid(images: (0..<count).map { Array(images.data[$0 * per..<($0 + 1) * per]) },

@@ -95,6 +95,10 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var generatorWidth: Int? = nil
     /// FastGAN's skip-layer excitation in G (Liu et al. 2021); copied into the model config.
     public var skipExcitation = false
+    /// Self-conditioning (Liu et al. 2020, "Diverse Image Generation via Self-Conditioned GANs"):
+    /// every class's images are clustered into this many groups before training (k-means on
+    /// 16×16 block means) and G and D are conditioned on the cluster; copied into the model config. 1: off.
+    public var selfConditionClusters = 1
     /// Weight λ of FastGAN's self-supervised reconstruction loss on D (Liu et al. 2021): two small
     /// decoders rebuild the real images D saw from its 8×8 and (one random quadrant of) its 16×16
     /// features, so D must keep a description of the whole image instead of a few telltale
@@ -138,7 +142,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
         case lecamWeight, lecamDecay, minibatchStd, packing, generatorWidth, modeSeekingWeight
-        case r1Gamma, r1Interval, r1Sigma, modeSeekingBlock, skipExcitation, reconstructionWeight
+        case r1Gamma, r1Interval, r1Sigma, modeSeekingBlock, skipExcitation, reconstructionWeight, selfConditionClusters
     }
 
     public init(from decoder: Decoder) throws {
@@ -171,6 +175,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         r1Sigma = try c.decodeIfPresent(Float.self, forKey: .r1Sigma) ?? old.r1Sigma
         skipExcitation = try c.decodeIfPresent(Bool.self, forKey: .skipExcitation) ?? old.skipExcitation
         reconstructionWeight = try c.decodeIfPresent(Float.self, forKey: .reconstructionWeight) ?? old.reconstructionWeight
+        selfConditionClusters = try c.decodeIfPresent(Int.self, forKey: .selfConditionClusters) ?? old.selfConditionClusters
     }
 
     public func validate() throws {
@@ -195,6 +200,12 @@ public struct GANTrainingOptions: Codable, Equatable {
         guard lecamDecay >= 0, lecamDecay < 1 else { throw MedSynthError("--lecam-decay must be in [0, 1), got \(lecamDecay)") }
         if let generatorWidth, !(1...ModelConfigLimits.maxWidth).contains(generatorWidth) {
             throw MedSynthError("--generator-width must be 1 to \(ModelConfigLimits.maxWidth), got \(generatorWidth)")
+        }
+        guard (1...ModelConfigLimits.maxClusters).contains(selfConditionClusters) else {
+            throw MedSynthError("--self-condition must be 1 to \(ModelConfigLimits.maxClusters) clusters per class, got \(selfConditionClusters)")
+        }
+        guard (1...ModelConfigLimits.maxClusters).contains(selfConditionClusters) else {
+            throw MedSynthError("--self-condition must be 1 to \(ModelConfigLimits.maxClusters) clusters per class, got \(selfConditionClusters)")
         }
         guard (1...GANTrainingOptions.maxPacking).contains(packing) else { throw MedSynthError("--packing must be 1 to \(GANTrainingOptions.maxPacking), got \(packing)") }
     }
@@ -221,6 +232,8 @@ public final class GANTrainer {
     public let optimizerG: Adam, optimizerD: Adam
     /// The run's length, for the learning-rate decay (set by the training driver); nil: rates as set.
     public var totalSteps: Int?
+    /// Each dataset entry's self-conditioning label (class · K + cluster), set by `attach`.
+    var selfConditioningLabels: [Int]? = nil
     public let ema: ParameterEMA
     /// ADA's p (starts at 0, as in the paper); part of the training state.
     public internal(set) var augmentProbability: Float = 0
@@ -315,8 +328,8 @@ public final class GANTrainer {
         if discriminator.usesSpectralNorm { discriminator.updateSpectralNorms() }
         let probability = currentAugmentProbability
         let z = latents(n, stream: &stream)
-        let fakeLabels: [Int]? = config.numClasses > 0 ? (labels ?? (0..<n).map { _ in stream.int(below: config.numClasses) }) : nil
-        let realLabels: [Int]? = config.numClasses > 0 ? labels : nil
+        let fakeLabels: [Int]? = config.conditioningClasses > 0 ? (labels ?? (0..<n).map { _ in stream.int(below: config.conditioningClasses) }) : nil
+        let realLabels: [Int]? = config.conditioningClasses > 0 ? labels : nil
         let fake = generator(z, labels: fakeLabels)
         let adaptive = options.adaptiveAugmentation
         func maybeAugment(_ x: Tensor) -> Tensor {

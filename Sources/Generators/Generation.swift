@@ -55,11 +55,19 @@ struct GANSampleSource: SampleSource {
     func images(indices: [Int], classes: [Int]?, seed: UInt64) -> [[Float]] {
         let latent = generator.config.latentDim
         var z = [Float](repeating: 0, count: indices.count * latent)
+        let selfConditioned = generator.config.clustersPerClass > 1
+        var labels: [Int]? = selfConditioned ? [] : classes
         for (row, i) in indices.enumerated() {
             var stream = RandomStream(seed: seed).split(UInt64(i))
             for j in 0..<latent { z[row * latent + j] = stream.normal() }
+            // A self-conditioned model's cluster comes from the sample's own stream, so sample i
+            // is the same in any batch or shard.
+            if selfConditioned {
+                var draws = stream.split(.selfConditioningDraw)
+                labels!.append(generator.config.conditioningLabel(classIndex: classes?[row], stream: &draws)!)
+            }
         }
-        let out = withNoGrad { generator(Tensor(shape: [indices.count, latent], data: z), labels: classes) }
+        let out = withNoGrad { generator(Tensor(shape: [indices.count, latent], data: z), labels: labels) }
         let per = out.count / indices.count
         return (0..<indices.count).map { Array(out.data[$0 * per..<($0 + 1) * per]) }
     }

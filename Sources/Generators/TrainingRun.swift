@@ -69,6 +69,9 @@ public protocol ModelTrainer: AnyObject {
     /// Called once before the first step (new or resumed run) with the run's data; a trainer that
     /// needs more than batches (grid inputs, an autoencoder file) takes it here. Default: nothing.
     func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws
+    /// The labels a batch of dataset entries `indices` trains with; `classLabels` are their classes
+    /// (nil for an unconditional model). Default: the classes.
+    func batchLabels(indices: [Int], classLabels: [Int]?) -> [Int]?
     /// Extra metadata for model.safetensors and checkpoints (e.g. a VAE's latent scale). Default: none.
     func samplingMetadata() -> [String: String]
 }
@@ -80,6 +83,7 @@ extension ModelTrainer {
     public static func resolveOptions(_ options: Options, dataset: ImageFolderDataset) -> Options { options }
     public static func resumedOptions(saved: Options, requested: Options) -> Options { saved }
     public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {}
+    public func batchLabels(indices: [Int], classLabels: [Int]?) -> [Int]? { classLabels }
     public func samplingMetadata() -> [String: String] { [:] }
 }
 
@@ -263,7 +267,8 @@ public func runTraining<T: ModelTrainer>(_ trainerType: T.Type, _ requestIn: Tra
         let indices = batchIndices(step: step, batchSize: request.batchSize, datasetCount: dataset.count, seed: request.seed)
         let (batch, labels) = try loadBatch(dataset, indices: indices)
         var stream = RandomStream(seed: request.seed).split(.trainingStep).split(UInt64(step))
-        let values = trainer.trainingStep(batch: batch, labels: config.classNames.isEmpty ? nil : labels, stream: &stream)
+        let values = trainer.trainingStep(batch: batch, labels: trainer.batchLabels(indices: indices, classLabels: config.classNames.isEmpty ? nil : labels),
+                                          stream: &stream)
         try checkFinite(zip(T.metrics, values).map { ($0.column, $1) }, step: step + 1, run: run)
         step += 1
         itemsThisProcess += request.batchSize

@@ -47,6 +47,8 @@ for v in "$@"; do
         default+sle)   flags=(--skip-excitation) ;;                              # FastGAN's skip-layer excitation in G (Liu et al. 2021; session 15)
         default+rec)   flags=(--reconstruction-weight 1) ;;                      # FastGAN's self-supervised D, λ = 1
         default+fastgan) flags=(--skip-excitation --reconstruction-weight 1) ;;  # both FastGAN parts
+        default+self10) flags=(--self-condition 10) ;;                          # self-conditioned on 10 k-means clusters per class (Liu et al. 2020; session 16)
+        default+self20) flags=(--self-condition 20) ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
