@@ -21,7 +21,8 @@ mkdir -p "$OUT"
 for v in "$@"; do
     case $v in
         legacy)        flags=(--legacy) ;;                                        # the recipe before issue 14 (transposed-conv G)
-        default)       flags=() ;;                                                # issue 14's default: legacy + resize-conv G
+        default)       flags=() ;;                                                # issue 14's default: legacy + resize-conv G (+ self-conditioning since session 16)
+        nosc)          flags=(--self-condition 1) ;;                             # the default before session 16: no self-conditioning
         legacy+resize) flags=(--legacy --upsample resize) ;;                      # the same as default, spelled out
         legacy+ada)    flags=(--legacy --ada --ada-speed 5000) ;;
         all-new)       flags=(--loss hinge --spectral-norm --learning-rate 2e-4 --d-learning-rate 4e-4 --beta1 0 --beta2 0.9
