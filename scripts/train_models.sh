@@ -31,9 +31,9 @@ fi
 #    FD 18.5 → 16.9, KID 0.099 → −0.002, recall 0.71 → 0.94 (README "The GAN recipe"). Before the
 #    decay starts the learning rate is constant, so a run stopped at step K ≤ GAN_STEPS −
 #    GAN_DECAY_STEPS equals one started with --steps K; a run trained without the decay can be
-#    finished with it (--resume with these options). Since session 16 the default also self-conditions G
-#    and D on 10 k-means clusters of each class (Liu et al. 2020; `--self-condition`, automatic from
-#    the class sizes; GAN_SELF_CONDITION=1 trains the earlier recipe). The shipped file is the EMA model of the last step.
+#    finished with it (--resume with these options). GAN_SELF_CONDITION=K adds `--self-condition K`
+#    (Liu et al. 2020; with K = 10 session 16 measured FD 19.3 and recall 0.20 at step 15,000, worse
+#    than the shipped 16.9 / 0.94, so the shipped recipe has none). The shipped file is the EMA model of the last step.
 if [ "$what" = gan ] || [ "$what" = all ]; then
     $B train gan --data "$W/mni64-2class" --out "$W/runs/gan-cond" --conditional --width 32 \
         --steps "${GAN_STEPS:-15000}" --lr-decay-steps "${GAN_DECAY_STEPS:-3000}" --batch 32 --seed 3 --checkpoint-every 500 --resume \

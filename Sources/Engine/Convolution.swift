@@ -263,6 +263,12 @@ func blockedBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w:
 /// - residual: N×OC×OH×OW (optional): returns conv + bias + residual, a residual connection's
 ///   add done while Winograd stores its output instead of a pass (and a tensor) of its own.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, residual: Tensor? = nil) -> Tensor {
+    // On a 1×1 input with "same" padding only the centre tap meets the image: a 1×1 convolution
+    // with the centre weights (Winograd F(2×2) would transform a whole padded 4×4 tile per output).
+    if x.rank == 4, weight.rank == 4, x.shape[2] == 1, x.shape[3] == 1, stride == 1, padding > 0,
+       weight.shape[2] == 2 * padding + 1, weight.shape[3] == 2 * padding + 1 {
+        return conv2d(x, weight: cropSpatial(weight, top: padding, left: padding, height: 1, width: 1), bias: bias, residual: residual)
+    }
     let label = Profiler.isEnabled ? conv2dProfileLabel(x, weight, stride: stride, padding: padding) : "conv2d"
     return Profiler.measure(label) {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], "conv2d",

@@ -35,8 +35,8 @@ extension GANTrainer: ModelTrainer {
                                numClasses: request.conditional ? dataset.classNames.count : 0,
                                classNames: request.conditional ? dataset.classNames : [], upsample: options.upsample,
                                skipExcitation: options.skipExcitation)
-        if let k = options.selfConditionClusters, k > 1 {
-            let clusters = try selfConditioningClusters(dataset, clustersPerClass: k,
+        if options.selfConditionClusters > 1 {
+            let clusters = try selfConditioningClusters(dataset, clustersPerClass: options.selfConditionClusters,
                                                         conditional: request.conditional, seed: request.seed)
             config.clustersPerClass = clusters.clustersPerClass
             config.clusterWeights = clusters.weights
@@ -48,8 +48,6 @@ extension GANTrainer: ModelTrainer {
     public static func resolveOptions(_ options: GANTrainingOptions, dataset: ImageFolderDataset) -> GANTrainingOptions {
         var resolved = options
         resolved.augment = options.augment ?? (dataset.count < 2000)
-        resolved.selfConditionClusters = options.selfConditionClusters
-            ?? GANTrainingOptions.automaticSelfConditionClusters(smallestClass: dataset.countsPerClass.filter { $0 > 0 }.min() ?? 0)
         return resolved
     }
 

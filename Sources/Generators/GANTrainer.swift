@@ -97,9 +97,8 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var skipExcitation = false
     /// Self-conditioning (Liu et al. 2020, "Diverse Image Generation via Self-Conditioned GANs"):
     /// every class's images are clustered into this many groups before training (k-means on
-    /// 16×16 block means) and G and D are conditioned on the cluster; copied into the model config.
-    /// 1: off; nil: chosen from the data when the run starts (`automaticSelfConditionClusters`).
-    public var selfConditionClusters: Int? = nil
+    /// 16×16 block means) and G and D are conditioned on the cluster; copied into the model config. 1: off.
+    public var selfConditionClusters = 1
     /// Weight λ of FastGAN's self-supervised reconstruction loss on D (Liu et al. 2021): two small
     /// decoders rebuild the real images D saw from its 8×8 and (one random quadrant of) its 16×16
     /// features, so D must keep a description of the whole image instead of a few telltale
@@ -121,19 +120,12 @@ public struct GANTrainingOptions: Codable, Equatable {
 
     public init() {}
 
-    /// Self-conditioning clusters for a dataset whose smallest class has `smallestClass` images:
-    /// one cluster per 15 images, at most 10 (measured on mni64's 159 slices per class, session 16),
-    /// so a cluster never holds fewer than about 15 images; below 30 images a class is not split.
-    public static func automaticSelfConditionClusters(smallestClass: Int) -> Int {
-        max(1, min(10, smallestClass / 15))
-    }
-
     /// The recipe before issue 14: BCE, one learning rate 2e-4, Adam β = (0.5, 0.999), BatchNorm D,
     /// DiffAugment always on, transposed-conv G.
     public static var legacy: GANTrainingOptions {
         var o = GANTrainingOptions()
         o.learningRate = 2e-4; o.discriminatorLearningRate = nil; o.beta1 = 0.5; o.beta2 = 0.999; o.loss = .bce
-        o.spectralNorm = false; o.adaptiveAugmentation = false; o.upsample = .transposed; o.selfConditionClusters = 1
+        o.spectralNorm = false; o.adaptiveAugmentation = false; o.upsample = .transposed
         return o
     }
 
@@ -183,8 +175,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         r1Sigma = try c.decodeIfPresent(Float.self, forKey: .r1Sigma) ?? old.r1Sigma
         skipExcitation = try c.decodeIfPresent(Bool.self, forKey: .skipExcitation) ?? old.skipExcitation
         reconstructionWeight = try c.decodeIfPresent(Float.self, forKey: .reconstructionWeight) ?? old.reconstructionWeight
-        // Runs from before self-conditioning had none.
-        selfConditionClusters = try c.decodeIfPresent(Int.self, forKey: .selfConditionClusters) ?? 1
+        selfConditionClusters = try c.decodeIfPresent(Int.self, forKey: .selfConditionClusters) ?? old.selfConditionClusters
     }
 
     public func validate() throws {
@@ -210,7 +201,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         if let generatorWidth, !(1...ModelConfigLimits.maxWidth).contains(generatorWidth) {
             throw MedSynthError("--generator-width must be 1 to \(ModelConfigLimits.maxWidth), got \(generatorWidth)")
         }
-        if let selfConditionClusters, !(1...ModelConfigLimits.maxClusters).contains(selfConditionClusters) {
+        guard (1...ModelConfigLimits.maxClusters).contains(selfConditionClusters) else {
             throw MedSynthError("--self-condition must be 1 to \(ModelConfigLimits.maxClusters) clusters per class, got \(selfConditionClusters)")
         }
         guard (1...GANTrainingOptions.maxPacking).contains(packing) else { throw MedSynthError("--packing must be 1 to \(GANTrainingOptions.maxPacking), got \(packing)") }

@@ -70,6 +70,28 @@ final class SmallEndsTests: XCTestCase {
         }
     }
 
+    /// A "same"-padded 3×3 or 5×5 conv on a 1×1 input (the 8×8 latent U-Net's coarsest level) is
+    /// the 1×1 conv of its centre taps: output (with bias and residual) against the definition, and
+    /// gradients (the other taps get none) against finite differences.
+    func testSamePaddedConvOnOnePixelUsesOnlyTheCentreTap() {
+        for (k, p) in [(3, 1), (5, 2)] {
+            let x = randomTensor([3, 6, 1, 1], seed: 21), w = randomTensor([4, 6, k, k], seed: 22, scale: 0.3)
+            let bias = randomTensor([4], seed: 23), residual = randomTensor([3, 4, 1, 1], seed: 24)
+            let y = withNoGrad { conv2d(x, weight: w, bias: bias, padding: p, residual: residual) }
+            XCTAssertEqual(y.shape, [3, 4, 1, 1])
+            var expected = [Float](repeating: 0, count: 12)
+            for img in 0..<3 { for o in 0..<4 {
+                var sum = Double(bias.data[o]) + Double(residual.data[img * 4 + o])
+                for c in 0..<6 { sum += Double(x.data[img * 6 + c]) * Double(w.data[((o * 6 + c) * k + p) * k + p]) }
+                expected[img * 4 + o] = Float(sum)
+            } }
+            XCTAssertLessThan(relativeError(y.data, expected), 1e-6, "\(k)×\(k) on one pixel")
+        }
+        checkGradients("conv 3x3 on one pixel", inputs: [randomTensor([2, 3, 1, 1], seed: 25), randomTensor([2, 3, 3, 3], seed: 26, scale: 0.3), randomTensor([2], seed: 27)]) {
+            conv2d($0[0], weight: $0[1], bias: $0[2], padding: 1)
+        }
+    }
+
     /// A 1×1 conv on a 1×1 input (a latent U-Net's coarsest level, used when sampling) keeps the
     /// per-image pointwise path: an image's output bits do not depend on the batch around it.
     func testPointwiseConvOnOnePixelIsBatchInvariant() {

@@ -21,8 +21,7 @@ mkdir -p "$OUT"
 for v in "$@"; do
     case $v in
         legacy)        flags=(--legacy) ;;                                        # the recipe before issue 14 (transposed-conv G)
-        default)       flags=() ;;                                                # issue 14's default: legacy + resize-conv G (+ self-conditioning since session 16)
-        nosc)          flags=(--self-condition 1) ;;                             # the default before session 16: no self-conditioning
+        default)       flags=() ;;                                                # issue 14's default: legacy + resize-conv G
         legacy+resize) flags=(--legacy --upsample resize) ;;                      # the same as default, spelled out
         legacy+ada)    flags=(--legacy --ada --ada-speed 5000) ;;
         all-new)       flags=(--loss hinge --spectral-norm --learning-rate 2e-4 --d-learning-rate 4e-4 --beta1 0 --beta2 0.9
@@ -49,7 +48,7 @@ for v in "$@"; do
         default+rec)   flags=(--reconstruction-weight 1) ;;                      # FastGAN's self-supervised D, λ = 1
         default+fastgan) flags=(--skip-excitation --reconstruction-weight 1) ;;  # both FastGAN parts
         default+self10) flags=(--self-condition 10) ;;                          # self-conditioned on 10 k-means clusters per class (Liu et al. 2020; session 16)
-        default+self20) flags=(--self-condition 20) ;;
+        default+self5) flags=(--self-condition 5) ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
