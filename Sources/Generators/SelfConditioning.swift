@@ -102,13 +102,14 @@ func kMeans(_ points: [[Double]], k: Int, stream: RandomStream) -> [Int] {
                 if assignment[i] != bestCentre { assignment[i] = bestCentre; moved = true }
             }
             if !moved { break }
-            for j in centres.indices {
-                let members = (0..<n).filter { assignment[$0] == j }
-                guard !members.isEmpty else { continue }
-                var mean = [Double](repeating: 0, count: points[0].count)
-                for i in members { for d in mean.indices { mean[d] += points[i][d] } }
-                centres[j] = mean.map { $0 / Double(members.count) }
+            // New centres in one pass over the points; an empty cluster keeps its centre.
+            var sums = [[Double]](repeating: [Double](repeating: 0, count: points[0].count), count: centres.count)
+            var sizes = [Int](repeating: 0, count: centres.count)
+            for i in 0..<n {
+                sizes[assignment[i]] += 1
+                for d in sums[assignment[i]].indices { sums[assignment[i]][d] += points[i][d] }
             }
+            for j in centres.indices where sizes[j] > 0 { centres[j] = sums[j].map { $0 / Double(sizes[j]) } }
         }
         let cost = (0..<n).reduce(0.0) { $0 + distance(points[$1], centres[assignment[$1]]) }
         if best == nil || cost < best!.cost { best = (cost, assignment) }
