@@ -365,7 +365,12 @@ func convForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: Unsa
         sgemm(transB: true, m: n, n: oc, k: k, a: x, lda: k, b: w, ldb: k, beta: accumulate ? 1 : 0, c: y, ldc: oc)
         return
     }
-    if !pointwise, let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward).tile {
+    let algorithm = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward)
+    if !pointwise, algorithm == .dense {
+        SmallMapConvolution.forward(x, w, y, batch: n, outChannels: oc, g, accumulate: accumulate)
+        return
+    }
+    if !pointwise, let m = algorithm.tile {
         winogradForward(x, w, y, batch: n, outChannels: oc, g, tile: m, accumulate: accumulate)
         return
     }
@@ -413,6 +418,14 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
         if let dW { sgemm(transA: true, m: oc, n: k, k: n, a: dy, lda: oc, b: x, ldb: k, beta: 1, c: dW, ldc: k) }
         if let dX { sgemm(m: n, n: k, k: oc, a: dy, lda: oc, b: w, ldb: k, beta: dXAccumulates ? 1 : 0, c: dX, ldc: k) }
         return
+    }
+    if !pointwise, ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .forward) == .dense {
+        let denseWeightGradient = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .weightGradient) == .dense
+        SmallMapConvolution.backward(dy, x, w, dX: dX, dW: denseWeightGradient ? dW : nil, batch: n, outChannels: oc, g,
+                                     dXAccumulates: dXAccumulates)
+        if denseWeightGradient { return }
+        dX = nil
+        if dW == nil { return }
     }
     if let dXOut = dX, ConvAlgorithmSelection.strideTwoEligible(g),
        let m = ConvAlgorithmSelection.algorithm(g, outChannels: oc, pass: .inputGradient).tile {

@@ -57,11 +57,13 @@ import Foundation
 /// The algorithms a convolution can run with (Winograd for 3×3 stride-1 and 4×4 stride-2 padding-1 layers).
 public enum ConvAlgorithm: String, CaseIterable, Sendable {
     case im2col, winograd2, winograd3, winograd4
+    /// Maps of at most 2×2 pixels: the convolution as one dense matrix (SmallMapConvolution.swift).
+    case dense
 
-    /// Output tile side m of F(m×m, r×r), or nil for im2col.
+    /// Output tile side m of F(m×m, r×r), or nil for im2col and dense.
     var tile: Int? {
         switch self {
-        case .im2col: return nil
+        case .im2col, .dense: return nil
         case .winograd2: return 2
         case .winograd3: return 3
         case .winograd4: return 4
@@ -70,9 +72,10 @@ public enum ConvAlgorithm: String, CaseIterable, Sendable {
 
     /// The algorithms implemented for a geometry: F(3×3, 3×3) is not.
     public static func candidates(_ g: ConvGeometry) -> [ConvAlgorithm] {
-        if ConvAlgorithmSelection.strideTwoEligible(g) { return [.im2col, .winograd2, .winograd3, .winograd4] }
-        if ConvAlgorithmSelection.eligible(g) { return [.im2col, .winograd2, .winograd4] }
-        return [.im2col]
+        let dense: [ConvAlgorithm] = SmallMapConvolution.eligible(g) ? [.dense] : []
+        if ConvAlgorithmSelection.strideTwoEligible(g) { return [.im2col, .winograd2, .winograd3, .winograd4] + dense }
+        if ConvAlgorithmSelection.eligible(g) { return [.im2col, .winograd2, .winograd4] + dense }
+        return [.im2col] + dense
     }
 }
 
@@ -109,25 +112,35 @@ public enum ConvAlgorithmSelection {
     /// 3×3: from back-to-back runs of `medsynth bench kernels --compare-algorithms` (and
     /// MEDSYNTH_CONV_ALGO_DW=… for the weight gradient) on the U-Net's layers: F(4×4) forward
     /// beat im2col and F(2×2) on every layer with at least 32 channels on both sides, from 8×8 to
-    /// 64×64; for weight gradients F(2×2) was at least as fast as F(4×4) and has a third of its
-    /// error. With one channel on a side (the U-Net's first and last conv) the transforms dominate
-    /// and im2col wins by 3–10×.
+    /// 64×64. Weight gradients took F(2×2) until session 17, when on the Zen 5 EPYC (one thread,
+    /// CPU clock) F(4×4) ran at 113–209 direct-convolution GFLOP/s against F(2×2)'s 82–164 on
+    /// every U-Net layer from 64 to 8 pixels, and on the latent U-Net's 4-pixel layers (one 6×6
+    /// tile per image) at 107–137 against 80–85, its forward at 154–226 % of sgemm against
+    /// 99–137 %; F(4×4)'s error stays below 1.5e-6. With one channel on a side (the U-Net's first
+    /// and last conv) the transforms dominate and im2col wins by 3–10×. Maps of at most 2×2
+    /// pixels go dense (SmallMapConvolution.swift).
     public static func algorithm(_ g: ConvGeometry, outChannels oc: Int, pass: Pass) -> ConvAlgorithm {
+        if SmallMapConvolution.eligible(g) {
+            // Every pass of a layer runs dense or none: the backward pass computes dX and dW together.
+            // Forcing another algorithm (for comparisons) applies where that algorithm can run.
+            if let forced, forced != .dense, ConvAlgorithm.candidates(g).contains(forced), pass != .weightGradient || forcedWeightGradient == nil {
+                return forced
+            }
+            if pass == .weightGradient, let forcedWeightGradient, forcedWeightGradient != .dense, ConvAlgorithm.candidates(g).contains(forcedWeightGradient) {
+                return forcedWeightGradient
+            }
+            return .dense
+        }
         if strideTwoEligible(g) { return strideTwoAlgorithm(g, outChannels: oc, pass: pass) }
         guard eligible(g) else { return .im2col }
-        if pass == .weightGradient, let forcedWeightGradient, forcedWeightGradient != .winograd3 { return forcedWeightGradient }
-        if let forced, forced != .winograd3 { return forced }
-        let c = g.channels
-        let smaller = min(c, oc)
-        switch pass {
-        case .forward, .inputGradient:
-            if smaller < 16 { return .im2col }
-            if g.outHeight < 8 || g.outWidth < 8 { return .winograd2 }
-            return .winograd4
-        case .weightGradient:
-            if smaller < 16 { return .im2col }
-            return .winograd2
+        if pass == .weightGradient, let forcedWeightGradient, forcedWeightGradient != .winograd3, forcedWeightGradient != .dense {
+            return forcedWeightGradient
         }
+        if let forced, forced != .winograd3, forced != .dense { return forced }
+        if min(g.channels, oc) < 16 { return .im2col }
+        // Every pass alike. Maps below 8 pixels take F(4×4) only when its tiles fit them exactly.
+        if g.outHeight < 8 || g.outWidth < 8 { return g.outHeight % 4 == 0 && g.outWidth % 4 == 0 ? .winograd4 : .winograd2 }
+        return .winograd4
     }
 
     /// 4×4 stride-2 padding-1 layers (C → OC channels, H → H/2). From `MEDSYNTH_BENCH_CLOCK=cpu
@@ -140,8 +153,8 @@ public enum ConvAlgorithmSelection {
     /// 4, 8, 16, 32) lost everywhere. With one channel on a side (D1, G5) the transforms dominate:
     /// Winograd ran at 0.5–8 against im2col's 2–22.
     static func strideTwoAlgorithm(_ g: ConvGeometry, outChannels oc: Int, pass: Pass) -> ConvAlgorithm {
-        if pass == .weightGradient, let forcedWeightGradient { return forcedWeightGradient }
-        if let forced { return forced }
+        if pass == .weightGradient, let forcedWeightGradient, forcedWeightGradient != .dense { return forcedWeightGradient }
+        if let forced, forced != .dense { return forced }
         let smaller = min(g.channels, oc)
         if smaller < 16 { return .im2col }
         return .winograd4
@@ -1213,6 +1226,8 @@ final class WinogradFilterCache {
     struct Entry {
         let kernel: ObjectIdentifier
         let layout: WinogradFilterSource.Layout
+        /// The geometry a layout depends on beyond the weights' size (the small-map dense matrices'), else empty.
+        let geometry: [Int]
         let weights: UnsafeMutableBufferPointer<Float>
         let u: UnsafeMutableBufferPointer<Float>
         var lastUse: Int
@@ -1225,6 +1240,12 @@ final class WinogradFilterCache {
     /// U for `source` under F(m×m, r×r) `kernel`, `count` floats, computed by `transform` on a miss.
     func transformed<K: WinogradKernel>(_ source: WinogradFilterSource, kernel: K.Type, count: Int,
                                         _ transform: (UnsafeMutablePointer<Float>) -> Void) -> UnsafePointer<Float> {
+        transformed(source, key: ObjectIdentifier(K.self), geometry: [], count: count, transform)
+    }
+
+    /// The same for any weight rearrangement `key` names; `geometry` tells apart layouts of equal size.
+    func transformed(_ source: WinogradFilterSource, key id: ObjectIdentifier, geometry: [Int], count: Int,
+                     _ transform: (UnsafeMutablePointer<Float>) -> Void) -> UnsafePointer<Float> {
         let need = count + source.weights.count
         guard WinogradFilterCache.isEnabled, need <= WinogradFilterCache.capacity else {
             let u = Workspace.shared.buffer(3, count: count).baseAddress!
@@ -1232,8 +1253,7 @@ final class WinogradFilterCache {
             return UnsafePointer(u)
         }
         clock += 1
-        let id = ObjectIdentifier(kernel)
-        for i in entries.indices where entries[i].kernel == id && entries[i].layout == source.layout
+        for i in entries.indices where entries[i].kernel == id && entries[i].layout == source.layout && entries[i].geometry == geometry
             && entries[i].u.count == count && entries[i].weights.count == source.weights.count
             && memcmp(entries[i].weights.baseAddress!, source.weights.baseAddress!, 4 * source.weights.count) == 0 {
             entries[i].lastUse = clock
@@ -1250,7 +1270,7 @@ final class WinogradFilterCache {
         _ = weights.initialize(from: source.weights)
         let u = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
         transform(u.baseAddress!)
-        entries.append(Entry(kernel: id, layout: source.layout, weights: weights, u: u, lastUse: clock))
+        entries.append(Entry(kernel: id, layout: source.layout, geometry: geometry, weights: weights, u: u, lastUse: clock))
         storedFloats += need
         return UnsafePointer(u.baseAddress!)
     }

@@ -137,6 +137,13 @@ public let referenceConvLayers: [ConvLayerShape] = [
     ConvLayerShape(name: "unet.8px conv3 128→128", batch: 32, inChannels: 128, outChannels: 128, size: 8, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.8px conv3 256→128", batch: 32, inChannels: 256, outChannels: 128, size: 8, kernel: 3, stride: 1, padding: 1, transposed: false),
     ConvLayerShape(name: "unet.64→32 down conv3 s2 32→32", batch: 32, inChannels: 32, outChannels: 32, size: 64, kernel: 3, stride: 2, padding: 1, transposed: false),
+    // The latent U-Net on the shipped 8×8×16 latents (latent8x8_train_step_b32): its 4-, 2- and 1-pixel levels.
+    ConvLayerShape(name: "latent8.4px conv3 64→64", batch: 32, inChannels: 64, outChannels: 64, size: 4, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "latent8.4px conv3 192→64", batch: 32, inChannels: 192, outChannels: 64, size: 4, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "latent8.4px conv3 128→128", batch: 32, inChannels: 128, outChannels: 128, size: 4, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "latent8.2px conv3 128→128", batch: 32, inChannels: 128, outChannels: 128, size: 2, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "latent8.2px conv3 256→128", batch: 32, inChannels: 256, outChannels: 128, size: 2, kernel: 3, stride: 1, padding: 1, transposed: false),
+    ConvLayerShape(name: "latent8.2→1 down conv3 s2 128→128", batch: 32, inChannels: 128, outChannels: 128, size: 2, kernel: 3, stride: 2, padding: 1, transposed: false),
 ]
 
 public struct KernelBenchmarkRow {
