@@ -263,12 +263,6 @@ func blockedBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w:
 /// - residual: N×OC×OH×OW (optional): returns conv + bias + residual, a residual connection's
 ///   add done while Winograd stores its output instead of a pass (and a tensor) of its own.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1, padding: Int = 0, residual: Tensor? = nil) -> Tensor {
-    // On a 1×1 input with "same" padding only the centre tap meets the image: a 1×1 convolution
-    // with the centre weights (Winograd F(2×2) would transform a whole padded 4×4 tile per output).
-    if x.rank == 4, weight.rank == 4, x.shape[2] == 1, x.shape[3] == 1, stride == 1, padding > 0,
-       weight.shape[2] == 2 * padding + 1, weight.shape[3] == 2 * padding + 1 {
-        return conv2d(x, weight: cropSpatial(weight, top: padding, left: padding, height: 1, width: 1), bias: bias, residual: residual)
-    }
     let label = Profiler.isEnabled ? conv2dProfileLabel(x, weight, stride: stride, padding: padding) : "conv2d"
     return Profiler.measure(label) {
     checkShape(x.rank == 4 && weight.rank == 4 && x.shape[1] == weight.shape[1], "conv2d",
@@ -396,14 +390,19 @@ func convForward(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: Unsa
     }
 }
 
-/// W (OC×C×K×K) → W' (C×OC×K×K) with W'[c, o, i, j] = W[o, c, K−1−i, K−1−j].
-func flippedTransposedKernel(_ w: UnsafePointer<Float>, outChannels oc: Int, _ g: ConvGeometry) -> [Float] {
+/// W (OC×C×K×K) → W' (C×OC×K×K) with W'[c, o, i, j] = W[o, c, K−1−i, K−1−j], in a workspace
+/// buffer: its fixed address lets the filter cache overwrite one entry per shape for these
+/// one-use kernels, where arrays at ever new addresses added an entry every training step (the
+/// cache then grew towards its 256 MB cap, page-faulting fresh memory all the way).
+func flippedTransposedKernel(_ w: UnsafePointer<Float>, outChannels oc: Int, _ g: ConvGeometry) -> UnsafeBufferPointer<Float> {
     let c = g.channels, kh = g.kernelH, kw = g.kernelW
-    var out = [Float](repeating: 0, count: oc * c * kh * kw)
-    for o in 0..<oc { for ci in 0..<c { for i in 0..<kh { for j in 0..<kw {
-        out[((ci * oc + o) * kh + i) * kw + j] = w[((o * c + ci) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)]
-    } } } }
-    return out
+    let out = Workspace.shared.buffer(7, count: oc * c * kh * kw)
+    Parallel.forEach(c, cost: oc * kh * kw) { ci in
+        for o in 0..<oc { for i in 0..<kh { for j in 0..<kw {
+            out[((ci * oc + o) * kh + i) * kw + j] = w[((o * c + ci) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)]
+        } } }
+    }
+    return UnsafeBufferPointer(out)
 }
 
 /// dW += dY · im2col(x)ᵀ and dX += col2im(Wᵀ · dY), chunk by chunk. With `dXAccumulates` false,
@@ -440,9 +439,7 @@ func convBackward(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ w: Un
         let flipped = flippedTransposedKernel(w, outChannels: oc, g)
         let gT = ConvGeometry(channels: oc, height: g.outHeight, width: g.outWidth, kernelH: g.kernelH, kernelW: g.kernelW,
                               stride: 1, padding: g.kernelH - 1 - g.padding)
-        flipped.withUnsafeBufferPointer {
-            convForward(dy, $0.baseAddress!, dXOut, batch: n, outChannels: g.channels, gT, pointwise: false, accumulate: dXAccumulates)
-        }
+        convForward(dy, flipped.baseAddress!, dXOut, batch: n, outChannels: g.channels, gT, pointwise: false, accumulate: dXAccumulates)
         dX = nil
         if dW == nil { return }
     }

@@ -10,7 +10,9 @@
 // "same" padding D holds 16 products per channel pair and image, as many as Winograd F(2×2, 3×3)
 // on the one (padded 4×4) tile, against im2col's 36; Winograd's gather, input, filter and output
 // transforms and its 16 narrow GEMMs (one per transform point, one column per image) are what
-// the small maps spent their time on.
+// the small maps spent their time on. On a 1×1 input with "same" padding D is the centre taps
+// (session 16 cropped them out of the weight tensor as an op of its own, whose backward
+// scattered a zero-filled weight-sized gradient).
 
 enum SmallMapConvolution {
     /// True where D has fewer products than im2col (H·W < KH·KW) on a map of at most 4 pixels;

@@ -1228,6 +1228,9 @@ final class WinogradFilterCache {
         let layout: WinogradFilterSource.Layout
         /// The geometry a layout depends on beyond the weights' size (the small-map dense matrices'), else empty.
         let geometry: [Int]
+        /// Where the weights lived when the entry was made: a training step's changed weights
+        /// (same tensor, same storage) overwrite their layer's entry instead of adding one.
+        var address: UnsafePointer<Float>
         let weights: UnsafeMutableBufferPointer<Float>
         let u: UnsafeMutableBufferPointer<Float>
         var lastUse: Int
@@ -1236,6 +1239,7 @@ final class WinogradFilterCache {
     private var clock = 0
     private var storedFloats = 0
     private(set) var hits = 0, misses = 0
+    var entryCount: Int { entries.count }
 
     /// U for `source` under F(m×m, r×r) `kernel`, `count` floats, computed by `transform` on a miss.
     func transformed<K: WinogradKernel>(_ source: WinogradFilterSource, kernel: K.Type, count: Int,
@@ -1261,6 +1265,15 @@ final class WinogradFilterCache {
             return UnsafePointer(entries[i].u.baseAddress!)
         }
         misses += 1
+        // Only a hint for reusing buffers: a hit always compares the weights in full.
+        if let i = entries.indices.first(where: { entries[$0].address == source.weights.baseAddress! && entries[$0].kernel == id
+                && entries[$0].layout == source.layout && entries[$0].geometry == geometry && entries[$0].u.count == count
+                && entries[$0].weights.count == source.weights.count }) {
+            _ = entries[i].weights.update(fromContentsOf: source.weights)
+            transform(entries[i].u.baseAddress!)
+            entries[i].lastUse = clock
+            return UnsafePointer(entries[i].u.baseAddress!)
+        }
         while storedFloats + need > WinogradFilterCache.capacity, let oldest = entries.indices.min(by: { entries[$0].lastUse < entries[$1].lastUse }) {
             let entry = entries.remove(at: oldest)
             storedFloats -= entry.u.count + entry.weights.count
@@ -1270,7 +1283,8 @@ final class WinogradFilterCache {
         _ = weights.initialize(from: source.weights)
         let u = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
         transform(u.baseAddress!)
-        entries.append(Entry(kernel: id, layout: source.layout, geometry: geometry, weights: weights, u: u, lastUse: clock))
+        entries.append(Entry(kernel: id, layout: source.layout, geometry: geometry, address: source.weights.baseAddress!, weights: weights,
+                             u: u, lastUse: clock))
         storedFloats += need
         return UnsafePointer(u.baseAddress!)
     }

@@ -45,10 +45,27 @@ public final class Adam {
                     m[index].withUnsafeMutableBufferPointer { mp in
                         v[index].withUnsafeMutableBufferPointer { vp in
                             Parallel.forRanges(w.count, cost: 10) { range in
-                                for i in range {
+                                // Eight lanes at a time with the scalar loop's operations in its
+                                // order (no fused multiply-adds), so every lane rounds as it did.
+                                typealias V = SIMD8<Float>
+                                let (mb, vb, wb, gb) = (mp.baseAddress!, vp.baseAddress!, w.baseAddress!, g.baseAddress!)
+                                var i = range.lowerBound
+                                while i + 8 <= range.upperBound {
+                                    let gv = UnsafeRawPointer(gb + i).loadUnaligned(as: V.self)
+                                    let mv = V(repeating: b1) * UnsafeRawPointer(mb + i).loadUnaligned(as: V.self) + V(repeating: 1 - b1) * gv
+                                    let vv = V(repeating: b2) * UnsafeRawPointer(vb + i).loadUnaligned(as: V.self) + V(repeating: 1 - b2) * gv * gv
+                                    let wv = UnsafeRawPointer(wb + i).loadUnaligned(as: V.self)
+                                    let update = V(repeating: stepSize) * mv / (vv.squareRoot() / V(repeating: sqrtCorrection2) + V(repeating: eps))
+                                    UnsafeMutableRawPointer(mb + i).storeBytes(of: mv, as: V.self)
+                                    UnsafeMutableRawPointer(vb + i).storeBytes(of: vv, as: V.self)
+                                    UnsafeMutableRawPointer(wb + i).storeBytes(of: wv * V(repeating: decay) - update, as: V.self)
+                                    i += 8
+                                }
+                                while i < range.upperBound {
                                     mp[i] = b1 * mp[i] + (1 - b1) * g[i]
                                     vp[i] = b2 * vp[i] + (1 - b2) * g[i] * g[i]
                                     w[i] = w[i] * decay - stepSize * mp[i] / (vp[i].squareRoot() / sqrtCorrection2 + eps)
+                                    i += 1
                                 }
                             }
                         }

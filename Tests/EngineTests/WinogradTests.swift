@@ -225,7 +225,9 @@ final class WinogradTests: XCTestCase {
             XCTAssert(again.data == first.data, "\(algorithm): reused filters give the same bits")
             // One weight changed in place, as an optimiser step does: the next call must use it.
             w.data[5] += 0.5
+            let entries = cache.entryCount
             let changed = withNoGrad { conv2d(x, weight: w, padding: 1) }
+            XCTAssertEqual(cache.entryCount, entries, "\(algorithm): changed weights overwrite their layer's entry")
             ConvAlgorithmSelection.forced = .im2col
             let reference = withNoGrad { conv2d(x, weight: w, padding: 1) }
             XCTAssertLessThan(relativeError(changed.data, reference.data), 1e-5, "\(algorithm) after a weight changed")

@@ -90,6 +90,30 @@ final class OptimizerTests: XCTestCase {
         }
     }
 
+    /// The update runs eight lanes at a time; each value must round exactly as Algorithm 1 written
+    /// element by element does (a length of 8k + 5 covers the lanes and the tail).
+    func testVectorisedUpdateHasTheScalarFormulasBits() {
+        var s = RandomStream(seed: 4)
+        let count = 8 * 5 + 5
+        let p = Tensor(randomNormal: [count], stream: &s, requiresGrad: true)
+        let opt = Adam.adamW([p], learningRate: 3e-3, beta1: 0.8, beta2: 0.95, weightDecay: 0.02)
+        var w = p.data, m = [Float](repeating: 0, count: count), v = m
+        for step in 1...4 {
+            let g = (0..<count).map { _ in s.normal() * 0.1 }
+            p.grad = g
+            opt.update()
+            let c1 = 1 - powf(0.8, Float(step)), c2 = 1 - powf(0.95, Float(step))
+            let stepSize = Float(3e-3) / c1, decay = 1 - Float(3e-3) * 0.02, root = c2.squareRoot()
+            for i in 0..<count {
+                m[i] = 0.8 * m[i] + (1 - 0.8) * g[i]
+                v[i] = 0.95 * v[i] + (1 - 0.95) * g[i] * g[i]
+                w[i] = w[i] * decay - stepSize * m[i] / (v[i].squareRoot() / root + 1e-8)
+            }
+            XCTAssertEqual(p.data, w, "step \(step)")
+            XCTAssertEqual(opt.m[0], m); XCTAssertEqual(opt.v[0], v)
+        }
+    }
+
     func testAdamFitsALinearRegression() {
         var s = RandomStream(seed: 2)
         let layer = Linear(3, 1, stream: &s)
