@@ -49,6 +49,7 @@ for v in "$@"; do
         default+fastgan) flags=(--skip-excitation --reconstruction-weight 1) ;;  # both FastGAN parts
         default+self10) flags=(--self-condition 10) ;;                          # self-conditioned on 10 k-means clusters per class (Liu et al. 2020; session 16)
         default+self5) flags=(--self-condition 5) ;;
+        default+self10+ms-b8) flags=(--self-condition 10 --mode-seeking 1 --mode-seeking-block 8) ;;  # within-cluster coarse variety (session 17)
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
