@@ -14,7 +14,7 @@ struct Bench: ParsableCommand {
         latent8x8_train_step_b32 (8×8×16, the shipped factor-8 VAE's latents).
         `medsynth bench kernels` prints forward/backward GFLOP/s
         of every conv layer shape of the reference architectures next to cblas_sgemm's rate.
-        MEDSYNTH_CONV_ALGO=im2col|winograd2|winograd3|winograd4 forces a convolution algorithm where it applies;
+        MEDSYNTH_CONV_ALGO=im2col|winograd2|winograd3|winograd4|dense forces a convolution algorithm where it applies;
         MEDSYNTH_BENCH_CLOCK=cpu times with the process CPU clock (use with --threads 1 on a shared machine).
         """)
 
