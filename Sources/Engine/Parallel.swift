@@ -125,9 +125,10 @@ public enum Parallel {
 /// for every loop: on the 2-core Zen 5 VM a two-way split of 2 × 14 µs of work took 39 µs
 /// against 28 µs serial, and 2 × 140 µs took 193 µs (this pool: 15 µs and 153 µs), so the
 /// hundreds of small loops per step of a latent U-Net (1–4-pixel maps) lost time to threading.
-/// Helpers only run while the caller waits for them, so they never compete with medsynth's own
-/// loops for a core; while they spin the caller runs serial code (OpenBLAS is single-threaded
-/// under them, see `configureBLAS`).
+/// Between loops a helper spins on a core the calling thread leaves free (only helpers within
+/// the core count spin), so it does not take a core from medsynth's own work; OpenBLAS runs
+/// single-threaded beside them (`configureBLAS`; MEDSYNTH_GEMM_THREADS=openblas is the opt-in
+/// exception, whose threads may meet a spinning helper for up to the spin time).
 @usableFromInline
 final class WorkerPool: @unchecked Sendable {
     @usableFromInline static let shared = WorkerPool()

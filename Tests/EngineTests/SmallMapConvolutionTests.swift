@@ -62,6 +62,11 @@ final class SmallMapConvolutionTests: XCTestCase {
         checkGradients("dense 2x2 s2", inputs: [randomTensor([3, 2, 2, 2], seed: 5), randomTensor([3, 2, 3, 3], seed: 6, scale: 0.3)]) {
             conv2d($0[0], weight: $0[1], stride: 2, padding: 1)
         }
+        // A transposed convolution whose matching convolution reads a small map (1×1 → 2×2, 4×4 stride 2)
+        // runs its three passes through the same dense matrix.
+        checkGradients("dense transposed 1x1 to 2x2", inputs: [randomTensor([2, 3, 1, 1], seed: 9), randomTensor([3, 2, 4, 4], seed: 10, scale: 0.3)]) {
+            convTranspose2d($0[0], weight: $0[1], stride: 2, padding: 1)
+        }
         // A gradient that already holds a value is added to, not overwritten.
         checkGradients("dense input used twice", inputs: [randomTensor([2, 3, 2, 2], seed: 7), randomTensor([3, 3, 3, 3], seed: 8, scale: 0.3)]) {
             add(conv2d($0[0], weight: $0[1], padding: 1), scale($0[0], 0.5))
