@@ -1230,7 +1230,7 @@ final class WinogradFilterCache {
         let geometry: [Int]
         /// Where the weights lived when the entry was made: a training step's changed weights
         /// (same tensor, same storage) overwrite their layer's entry instead of adding one.
-        var address: UnsafePointer<Float>
+        let address: UnsafePointer<Float>
         let weights: UnsafeMutableBufferPointer<Float>
         let u: UnsafeMutableBufferPointer<Float>
         var lastUse: Int
@@ -1257,18 +1257,20 @@ final class WinogradFilterCache {
             return UnsafePointer(u)
         }
         clock += 1
+        // The same weights are a hit; an entry made from the same storage is reused on a miss
+        // (only a hint for reusing buffers: a hit always compares the weights in full).
+        var sameStorage: Int? = nil
         for i in entries.indices where entries[i].kernel == id && entries[i].layout == source.layout && entries[i].geometry == geometry
-            && entries[i].u.count == count && entries[i].weights.count == source.weights.count
-            && memcmp(entries[i].weights.baseAddress!, source.weights.baseAddress!, 4 * source.weights.count) == 0 {
-            entries[i].lastUse = clock
-            hits += 1
-            return UnsafePointer(entries[i].u.baseAddress!)
+            && entries[i].u.count == count && entries[i].weights.count == source.weights.count {
+            if memcmp(entries[i].weights.baseAddress!, source.weights.baseAddress!, 4 * source.weights.count) == 0 {
+                entries[i].lastUse = clock
+                hits += 1
+                return UnsafePointer(entries[i].u.baseAddress!)
+            }
+            if sameStorage == nil && entries[i].address == source.weights.baseAddress! { sameStorage = i }
         }
         misses += 1
-        // Only a hint for reusing buffers: a hit always compares the weights in full.
-        if let i = entries.indices.first(where: { entries[$0].address == source.weights.baseAddress! && entries[$0].kernel == id
-                && entries[$0].layout == source.layout && entries[$0].geometry == geometry && entries[$0].u.count == count
-                && entries[$0].weights.count == source.weights.count }) {
+        if let i = sameStorage {
             _ = entries[i].weights.update(fromContentsOf: source.weights)
             transform(entries[i].u.baseAddress!)
             entries[i].lastUse = clock
