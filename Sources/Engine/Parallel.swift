@@ -203,13 +203,8 @@ final class WorkerPool: @unchecked Sendable {
 }
 
 enum ProcessInfoCores {
-    static var count: Int {
-        #if canImport(Glibc)
-        return Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        #else
-        return 2
-        #endif
-    }
+    /// The CPUs this process may use (affinity and cgroup quota), not every CPU the node has.
+    static var count: Int { AvailableProcessors.count }
 }
 #if canImport(Glibc)
 import Glibc

@@ -130,7 +130,7 @@ public func convertImages(from input: URL, to output: URL, options: ConvertOptio
     }
     let claimedBy = claimed
     var outcomes = [Result<[URL], MedSynthError>?](repeating: nil, count: jobs.count)
-    let workers = max(1, min(jobs.count, threads ?? ProcessInfo.processInfo.activeProcessorCount))
+    let workers = max(1, min(jobs.count, threads ?? AvailableProcessors.count))
     let progressLock = NSLock()
     var finished = 0
     outcomes.withUnsafeMutableBufferPointer { outcomes in

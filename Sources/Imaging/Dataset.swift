@@ -362,7 +362,7 @@ public final class ImageFolderDataset: @unchecked Sendable {
             throw MedSynthError("loadBatch: buffer holds \(out.count) floats, \(indices.count) items need \(indices.count * item)")
         }
         var errors = [Error?](repeating: nil, count: indices.count)
-        let workers = min(indices.count, max(1, ProcessInfo.processInfo.activeProcessorCount))
+        let workers = min(indices.count, max(1, AvailableProcessors.count))
         errors.withUnsafeMutableBufferPointer { errors in
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 // Each worker owns disjoint items, so writes to `out` and `errors` never overlap.

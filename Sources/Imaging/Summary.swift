@@ -250,7 +250,7 @@ public func summarizeFolder(_ url: URL, maxSide: Int = 16384, medical: MedicalRe
     /// What one file gave: its images' layouts and, for medical files, its kind.
     struct Decoded { var layouts: [DatasetSummary.Layout]; var kind: String? }
     var results = [Result<Decoded, MedSynthError>?](repeating: nil, count: entries.count)
-    let workers = max(1, min(entries.count, ProcessInfo.processInfo.activeProcessorCount))
+    let workers = max(1, min(entries.count, AvailableProcessors.count))
     results.withUnsafeMutableBufferPointer { results in
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for index in stride(from: worker, to: entries.count, by: workers) {

@@ -19,7 +19,7 @@ struct Bench: ParsableCommand {
         """)
 
     @Argument(help: "models (default) or kernels") var what: String = "models"
-    @Option(help: "Threads for BLAS and medsynth's loops (default: all cores).") var threads: Int?
+    @Option(help: "Threads for BLAS and medsynth's loops (default: the CPUs this process may use: affinity mask and cgroup quota).") var threads: Int?
     @Option(help: "Timed repetitions per workload.") var repetitions: Int = 5
     @Option(help: "Only these workloads (comma-separated); with kernels, the layers whose name contains one of them.") var only: String?
     @Flag(help: "kernels: also time every 3×3 stride-1 and 4×4 stride-2 layer with each algorithm forced (im2col, winograd2, winograd3 (4×4 stride 2 only), winograd4), with dX and dW timed on their own.")

@@ -11,7 +11,7 @@ import Workflows
 struct RuntimeOptions: ParsableArguments {
     @Option(help: "Progress display: human (one refreshed line with rate and ETA), json (one object per line, for schedulers and notebooks) or none.")
     var progress: ProgressStyle = .human
-    @Option(help: "Worker threads for medsynth's loops and BLAS (default: all cores).")
+    @Option(help: "Worker threads for medsynth's loops and BLAS (default: the CPUs this process may use: affinity mask, e.g. taskset or a SLURM cpuset, and cgroup quota).")
     var threads: Int?
 
     func validate() throws {

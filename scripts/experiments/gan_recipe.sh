@@ -50,6 +50,9 @@ for v in "$@"; do
         default+self10) flags=(--self-condition 10) ;;                          # self-conditioned on 10 k-means clusters per class (Liu et al. 2020; session 16)
         default+self5) flags=(--self-condition 5) ;;
         default+self10+ms-b8) flags=(--self-condition 10 --mode-seeking 1 --mode-seeking-block 8) ;;  # within-cluster coarse variety (session 17)
+        default+decay) flags=(--lr-decay-steps 3000) ;;                         # the shipped recipe: both rates decay to 0 over the last 3,000 steps (session 7)
+        default+sle+decay) flags=(--skip-excitation --lr-decay-steps 3000) ;;    # skip-layer excitation finished like the shipped model (session 18)
+        default+r1-0.025+decay) flags=(--r1-gamma 0.025 --lr-decay-steps 3000) ;;  # R1 at γ = 0.025 finished like the shipped model (session 18)
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
