@@ -33,6 +33,7 @@ struct Bench: ParsableCommand {
     func run() throws {
         if let threads { Parallel.setThreads(threads) }
         FileHandle.standardError.write(Data("bench: \(Parallel.blasDescription)\n".utf8))
+        FileHandle.standardError.write(Data("bench: \(AvailableProcessors.description), \(Parallel.workers) thread\(Parallel.workers == 1 ? "" : "s")\n".utf8))
         if what == "kernels" {
             let layers = only.map { $0.split(separator: ",").map(String.init) }
             let (sgemmRate, rows) = runKernelBenchmarks(repetitions: repetitions, compareAlgorithms: compareAlgorithms, only: layers)

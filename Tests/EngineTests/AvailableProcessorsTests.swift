@@ -35,6 +35,7 @@ final class AvailableProcessorsTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(AvailableProcessors.count, 1)
         XCTAssertLessThanOrEqual(AvailableProcessors.count, allowed)
         XCTAssertEqual(ProcessInfoCores.count, AvailableProcessors.count)
+        XCTAssertTrue(AvailableProcessors.description.hasPrefix("\(AvailableProcessors.count) CPU"), AvailableProcessors.description)
     }
 
     /// The real thing: pinned to one CPU with taskset, the binary computes with one thread by default.
@@ -48,5 +49,6 @@ final class AvailableProcessorsTests: XCTestCase {
                                     in: folder, timeout: 120, mergeStreams: false)
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertTrue(result.stdout.contains("\"threads\":1"), result.stdout)
+        XCTAssertTrue(result.stderr.contains("1 CPU (") && result.stderr.contains("affinity 1,"), result.stderr)
     }
 }
