@@ -1,7 +1,7 @@
 import Foundation
 
 /// How many CPUs this process may run on: the online CPUs, narrowed by the CPU affinity mask
-/// (taskset, SLURM's and Kubernetes' cpusets) and by a cgroup v2 CPU quota (`docker --cpus`,
+/// (taskset, SLURM's and Kubernetes' cpusets) and by a cgroup v1 or v2 CPU quota (`docker --cpus`,
 /// SLURM with cgroup limits). `sysconf(_SC_NPROCESSORS_ONLN)` and Foundation's
 /// `activeProcessorCount` count every online CPU of the node, so a one-CPU array task on a 64-core
 /// node started 64 workers on its one CPU, 63 of them spinning between loops.
