@@ -6,17 +6,17 @@ import Foundation
 /// `activeProcessorCount` count every online CPU of the node, so a one-CPU array task on a 64-core
 /// node started 64 workers on its one CPU, 63 of them spinning between loops.
 public enum AvailableProcessors {
-    public static let count: Int = max(1, [onlineCount, affinityCount, quotaCount].compactMap { $0 }.min()!)
+    public static let count: Int = max(1, [onlineCount, affinityCount, cgroupQuotaCount].compactMap { $0 }.min()!)
 
     /// Where the count comes from, for `bench`'s header: "2 CPUs (2 online, affinity 2, no cgroup quota)".
     public static var description: String {
         let affinity = affinityCount.map { "affinity \($0)" } ?? "affinity unknown"
-        let quota = quotaCount.map { "cgroup quota \($0)" } ?? "no cgroup quota"
+        let quota = cgroupQuotaCount.map { "cgroup quota \($0)" } ?? "no cgroup quota"
         return "\(count) CPU\(count == 1 ? "" : "s") (\(onlineCount) online, \(affinity), \(quota))"
     }
 
     static let affinityCount: Int? = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)).flatMap(allowedCount(procStatus:))
-    static let quotaCount: Int? = cgroupQuota()
+    static let cgroupQuotaCount: Int? = cgroupQuota()
 
     static var onlineCount: Int {
         #if canImport(Glibc)
