@@ -21,6 +21,8 @@ public enum ModelKind: String, Codable {
     case vae
     /// A U-Net on a VAE's latents; the VAE's weights are embedded under "vae.".
     case latentDiffusion = "latent-diffusion"
+    /// A DCGAN on a VAE's latents; the VAE's weights are embedded under "vae.".
+    case latentGAN = "latent-gan"
 }
 
 public enum CheckpointKey {

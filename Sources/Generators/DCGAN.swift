@@ -43,6 +43,15 @@ public struct GANConfig: Codable, Equatable {
     /// Per conditioning label (class c's clusters at c·K ..< (c+1)·K), its share of the class's
     /// training images; empty when `clustersPerClass` is 1.
     public var clusterWeights: [Float] = []
+    /// G ends in its last convolution, without tanh: a latent GAN draws a VAE's latents, which
+    /// are not bounded to [−1, 1] (clamping them cost the latent diffusion model half its FD).
+    public var linearOutput = false
+    /// Depth for small grids (a latent GAN's 8×8 has one block each side): G doubles to full
+    /// resolution with `generatorWidth` channels and adds this many 3×3 conv + BatchNorm + ReLU
+    /// layers before its output conv; D starts with this many 3×3 conv layers (LeakyReLU, BatchNorm
+    /// after the first) before its first downsampling. 0: DCGAN's own layers.
+    public var extraLayers = 0
+    public static let maxExtraLayers = 8
 
     public init(imageSize: Int = 64, channels: Int = 1, latentDim: Int = 100, generatorWidth: Int = 64,
                 discriminatorWidth: Int = 64, numClasses: Int = 0, classNames: [String] = [],
@@ -55,7 +64,7 @@ public struct GANConfig: Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case imageSize, channels, latentDim, generatorWidth, discriminatorWidth, numClasses, classNames, upsample, skipExcitation
-        case clustersPerClass, clusterWeights
+        case clustersPerClass, clusterWeights, linearOutput, extraLayers
     }
 
     /// Missing keys take the defaults, so model files from before a setting existed load as they were trained.
@@ -73,6 +82,8 @@ public struct GANConfig: Codable, Equatable {
         skipExcitation = try c.decodeIfPresent(Bool.self, forKey: .skipExcitation) ?? false
         clustersPerClass = try c.decodeIfPresent(Int.self, forKey: .clustersPerClass) ?? 1
         clusterWeights = try c.decodeIfPresent([Float].self, forKey: .clusterWeights) ?? []
+        linearOutput = try c.decodeIfPresent(Bool.self, forKey: .linearOutput) ?? false
+        extraLayers = try c.decodeIfPresent(Int.self, forKey: .extraLayers) ?? 0
     }
 
     /// Labels G and D are conditioned on: the classes, or with self-conditioning every class's
@@ -93,12 +104,18 @@ public struct GANConfig: Codable, Equatable {
         return base + weights.lastIndex(where: { $0 > 0 })!
     }
 
-    /// Upsampling blocks between the 4×4 seed and the image: 2 for 16 px, 3 for 32, 4 for 64, 5 for 128.
+    /// Upsampling blocks between the 4×4 seed and the image: 1 for 8 px (latents), 2 for 16 px, 3 for 32, 4 for 64, 5 for 128.
     public var hiddenBlocks: Int { Int(log2(Double(imageSize)).rounded()) - 2 }
 
     public func validate() throws {
-        guard [16, 32, 64, 128].contains(imageSize) else { throw MedSynthError("DCGAN image size must be 16, 32, 64 or 128, got \(imageSize)") }
-        guard channels == 1 || channels == 3 else { throw MedSynthError("DCGAN channels must be 1 or 3, got \(channels)") }
+        if linearOutput {
+            // A latent GAN's "images" are a VAE's latents: 8×8×16 for 64 px at factor 8.
+            guard [8, 16, 32, 64, 128].contains(imageSize) else { throw MedSynthError("latent GAN side must be 8, 16, 32, 64 or 128, got \(imageSize)") }
+            try requireRange("latent channels", channels, 1...TrainingLimits.maxLatentChannels)
+        } else {
+            guard [16, 32, 64, 128].contains(imageSize) else { throw MedSynthError("DCGAN image size must be 16, 32, 64 or 128, got \(imageSize)") }
+            guard channels == 1 || channels == 3 else { throw MedSynthError("DCGAN channels must be 1 or 3, got \(channels)") }
+        }
         guard numClasses >= 0, classNames.isEmpty || classNames.count == numClasses else {
             throw MedSynthError("DCGAN config: \(classNames.count) class names for \(numClasses) classes")
         }
@@ -109,6 +126,7 @@ public struct GANConfig: Codable, Equatable {
         try requireRange("discriminatorWidth", discriminatorWidth, 1...ModelConfigLimits.maxWidth)
         try requireRange("numClasses", numClasses, 0...ModelConfigLimits.maxClasses)
         try requireRange("clustersPerClass", clustersPerClass, 1...ModelConfigLimits.maxClusters)
+        try requireRange("extraLayers", extraLayers, 0...GANConfig.maxExtraLayers)
         try requireRange("conditioning labels", conditioningClasses, 0...ModelConfigLimits.maxClasses)
         if clustersPerClass > 1 {
             guard clusterWeights.count == conditioningClasses else {
@@ -135,7 +153,9 @@ public struct GANConfig: Codable, Equatable {
             weights += cin * width * (i == 0 ? 16 : taps)
             cin = width
         }
-        weights += cin * Double(channels) * taps
+        let g = Double(generatorWidth), d = Double(discriminatorWidth)
+        // With extra layers G doubles to its own width, then 3×3 layers, then a 3×3 output conv.
+        weights += extraLayers > 0 ? cin * g * taps + Double(extraLayers) * g * g * 9 + g * Double(channels) * 9 : cin * Double(channels) * taps
         if skipExcitation {
             for i in stride(from: 2, to: blocks, by: 1) {
                 let small = Double(generatorWidth) * Double(1 << (blocks + 1 - i)), big = Double(generatorWidth) * Double(1 << (blocks - 1 - i))
@@ -143,6 +163,10 @@ public struct GANConfig: Codable, Equatable {
             }
         }
         var din = Double(channels)
+        if extraLayers > 0 {
+            weights += din * d * 9 + Double(extraLayers - 1) * d * d * 9
+            din = d
+        }
         for i in 0..<blocks {
             let width = Double(discriminatorWidth) * Double(1 << i)
             weights += din * width * 16
@@ -184,6 +208,11 @@ public final class DCGANGenerator: Module {
     /// Skip-layer excitation k gates block k + 2 by block k: a 4×4 valid conv of block k's output
     /// (average-pooled to 4×4) to block k + 2's channels, SiLU, a 1×1 conv, sigmoid (FastGAN's SLE).
     let excitations: [(squeeze: Conv2d, excite: Conv2d)]
+    /// With `config.extraLayers` > 0: the last of `convs` doubles to full resolution at G's width
+    /// (and has a norm); these 3×3 layers follow, then `output` makes the image channels.
+    let extraConvs: [Conv2d]
+    let extraNorms: [BatchNorm2d]
+    let output: Conv2d?
 
     public init(_ config: GANConfig, stream: inout RandomStream) {
         self.config = config
@@ -202,9 +231,21 @@ public final class DCGANGenerator: Module {
             norms.append(BatchNorm2d(width))
             cin = width
         }
-        convs.append(doubling(cin, config.channels))
+        var extraConvs: [Conv2d] = [], extraNorms: [BatchNorm2d] = [], output: Conv2d? = nil
+        if config.extraLayers > 0 {
+            convs.append(doubling(cin, ngf))
+            norms.append(BatchNorm2d(ngf))
+            for _ in 0..<config.extraLayers {
+                extraConvs.append(Conv2d(ngf, ngf, kernel: 3, stride: 1, padding: 1, bias: false, stream: &stream))
+                extraNorms.append(BatchNorm2d(ngf))
+            }
+            output = Conv2d(ngf, config.channels, kernel: 3, stride: 1, padding: 1, bias: false, stream: &stream)
+        } else {
+            convs.append(doubling(cin, config.channels))
+        }
         self.convs = convs; self.norms = norms
-        dcganInitialise(convs as [Module] + norms, stream: &stream)
+        self.extraConvs = extraConvs; self.extraNorms = extraNorms; self.output = output
+        dcganInitialise(convs as [Module] + norms + extraConvs + extraNorms + (output.map { [$0] } ?? []), stream: &stream)
         // Drawn after the DCGAN's own weights, so a model without excitation draws what it always did.
         var excitations: [(squeeze: Conv2d, excite: Conv2d)] = []
         if config.skipExcitation {
@@ -250,10 +291,12 @@ public final class DCGANGenerator: Module {
         var blockOutputs: [Tensor] = []
         for (i, norm) in norms.enumerated() {
             h = norm(upsampling(i, h), activationSlope: 0)
-            if !excitations.isEmpty && i >= 2 { h = mul(h, excitation(i - 2, blockOutputs[i - 2])) }
+            if i >= 2 && i - 2 < excitations.count { h = mul(h, excitation(i - 2, blockOutputs[i - 2])) }
             blockOutputs.append(h)
         }
-        return tanh(upsampling(convs.count - 1, h))
+        for (conv, norm) in zip(extraConvs, extraNorms) { h = norm(conv(h), activationSlope: 0) }
+        let out = output.map { $0(h) } ?? upsampling(convs.count - 1, h)
+        return config.linearOutput ? out : tanh(out)
     }
 
     public func namedTensors() -> [NamedTensor] {
@@ -263,7 +306,14 @@ public final class DCGANGenerator: Module {
             children.append(("net.\(3 * i)", convs[i]))
             children.append(("net.\(3 * i + 1)", norms[i]))
         }
-        children.append(("net.\(3 * norms.count)", convs.last!))
+        if let output {
+            for (j, (conv, norm)) in zip(extraConvs, extraNorms).enumerated() {
+                children.append(("extra.\(j).conv", conv)); children.append(("extra.\(j).norm", norm))
+            }
+            children.append(("out", output))
+        } else {
+            children.append(("net.\(3 * norms.count)", convs.last!))
+        }
         for (k, e) in excitations.enumerated() {
             children.append(("sle.\(k).squeeze", e.squeeze))
             children.append(("sle.\(k).excite", e.excite))
@@ -271,7 +321,7 @@ public final class DCGANGenerator: Module {
         return gather(children)
     }
 
-    public func setTraining(_ training: Bool) { for n in norms { n.training = training } }
+    public func setTraining(_ training: Bool) { for n in norms + extraNorms { n.training = training } }
 }
 
 /// FastGAN's reconstruction decoder (Liu et al. 2021, §3.2) for D's self-supervision: an 8×8
@@ -326,6 +376,9 @@ public final class DCGANDiscriminator: Module {
     /// FastGAN's self-supervision (Liu et al. 2021): `whole` rebuilds the real image at 32×32 from
     /// D's 8×8 features, `part` a quadrant of it from that quadrant of D's 16×16 features.
     public let decoders: (whole: ReconstructionDecoder, part: ReconstructionDecoder)?
+    /// `config.extraLayers` 3×3 convs at full resolution before the first downsampling (BatchNorm after the first).
+    let stem: [Conv2d]
+    let stemNorms: [BatchNorm2d]
 
     public init(_ config: GANConfig, spectralNorm: Bool = false, minibatchStd: Bool = false, packing: Int = 1,
                 reconstruction: Bool = false, stream: inout RandomStream) {
@@ -336,6 +389,13 @@ public final class DCGANDiscriminator: Module {
         let blocks = config.hiddenBlocks, ndf = config.discriminatorWidth
         var convs: [Conv2d] = [], norms: [BatchNorm2d] = []
         var cin = config.channels * packing
+        var stem: [Conv2d] = [], stemNorms: [BatchNorm2d] = []
+        for j in 0..<config.extraLayers {
+            stem.append(Conv2d(cin, ndf, kernel: 3, stride: 1, padding: 1, bias: false, stream: &stream))
+            if j > 0 { stemNorms.append(BatchNorm2d(ndf)) }
+            cin = ndf
+        }
+        self.stem = stem; self.stemNorms = stemNorms
         for i in 0..<blocks {
             let width = ndf << i                                          // 64, 128, 256, 512 at 64 px
             convs.append(Conv2d(cin, width, kernel: 4, stride: 2, padding: 1, bias: false, stream: &stream))
@@ -346,7 +406,7 @@ public final class DCGANDiscriminator: Module {
         convs.append(Conv2d(cin + (minibatchStd ? 1 : 0), 1, kernel: 4, stride: 1, padding: 0, bias: false, stream: &stream))
         self.convs = convs; self.norms = norms
         projection = config.conditioningClasses > 0 ? Embedding(config.conditioningClasses, cin, stream: &stream) : nil
-        dcganInitialise(convs as [Module] + norms, stream: &stream)
+        dcganInitialise(convs as [Module] + norms + stem + stemNorms, stream: &stream)
         if let projection { projection.weight.data.withUnsafeMutableBufferPointer { stream.fillNormal($0, std: 0.02) } }
         // u vectors drawn last, so a model without spectral norm draws exactly what it did before.
         spectral = spectralNorm ? (convs.map(\.weight) + (projection.map { [$0.weight] } ?? [])).map { SpectralNormalizer($0, stream: &stream) } : []
@@ -383,7 +443,11 @@ public final class DCGANDiscriminator: Module {
         precondition(packs * packing == x.shape[0], "DCGANDiscriminator: batch \(x.shape[0]) does not split into packs of \(packing)")
         let packed = packing == 1 ? x : reshape(x, [packs, x.shape[1] * packing, x.shape[2], x.shape[3]])
         var features: [Int: Tensor] = [:]
-        var h = leakyRelu(conv(0, packed), slope: 0.2)
+        var input = packed
+        for (j, layer) in stem.enumerated() {
+            input = j == 0 ? leakyRelu(layer(input), slope: 0.2) : stemNorms[j - 1](layer(input), activationSlope: 0.2)
+        }
+        var h = leakyRelu(conv(0, input), slope: 0.2)
         if sides.contains(h.shape[2]) { features[h.shape[2]] = h }
         for i in 1..<convs.count - 1 {
             h = usesSpectralNorm ? leakyRelu(conv(i, h), slope: 0.2) : norms[i - 1](conv(i, h), activationSlope: 0.2)
@@ -432,12 +496,16 @@ public final class DCGANDiscriminator: Module {
         children.append((convNames.last!, convs.last!))
         if let projection { children.append(("embed", projection)); convNames.append("embed") }
         if let decoders { children.append(("decoder.whole", decoders.whole)); children.append(("decoder.part", decoders.part)) }
+        for (j, layer) in stem.enumerated() {
+            children.append(("stem.\(j).conv", layer))
+            if j > 0 { children.append(("stem.\(j).norm", stemNorms[j - 1])) }
+        }
         // Spectral norm keeps each weight's u as the buffer `<layer>.weight_u` (PyTorch's name).
         return gather(children) + zip(convNames, spectral).map { NamedTensor("\($0).weight_u", $1.u, isParameter: false) }
     }
 
     public func setTraining(_ training: Bool) {
-        for n in norms { n.training = training }
+        for n in norms + stemNorms { n.training = training }
         decoders?.whole.setTraining(training); decoders?.part.setTraining(training)
     }
 }

@@ -35,6 +35,7 @@ extension GANTrainer: ModelTrainer {
                                numClasses: request.conditional ? dataset.classNames.count : 0,
                                classNames: request.conditional ? dataset.classNames : [], upsample: options.upsample,
                                skipExcitation: options.skipExcitation)
+        config.extraLayers = options.extraLayers
         if options.selfConditionClusters > 1 {
             let clusters = try selfConditioningClusters(dataset, clustersPerClass: options.selfConditionClusters,
                                                         conditional: request.conditional, seed: request.seed)
@@ -58,7 +59,7 @@ extension GANTrainer: ModelTrainer {
             .filter(\.1).map(\.0).joined(separator: ", ")
         let augmentation = !augments ? "off" : (o.adaptiveAugmentation ? "adaptive (target r_t \(o.adaTarget))" : "always") + " (\(ops))"
         return "\(o.loss.rawValue) loss, lr G \(o.learningRate) / D \(o.discriminatorLearningRate ?? o.learningRate), "
-            + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling\(config.skipExcitation ? " + skip-layer excitation" : ""), augmentation \(augmentation)"
+            + "D \(o.spectralNorm ? "spectral norm" : "batch norm")\(o.minibatchStd ? " + minibatch std" : "")\(o.packing > 1 ? ", packs of \(o.packing)" : ""), G \(config.upsample.rawValue) upsampling\(config.skipExcitation ? " + skip-layer excitation" : "")\(config.extraLayers > 0 ? ", \(config.extraLayers) extra 3×3 layer(s) in G and D" : ""), augmentation \(augmentation)"
             + (o.modeSeekingWeight > 0 ? ", mode-seeking term λ \(o.modeSeekingWeight)" + (o.modeSeekingBlock > 1 ? " on \(o.modeSeekingBlock)×\(o.modeSeekingBlock) blocks" : "") : "")
             + (o.reconstructionWeight > 0 ? ", D reconstruction loss λ \(o.reconstructionWeight)" : "")
             + (config.clustersPerClass > 1 ? ", self-conditioned on \(config.clustersPerClass) clusters per class" : "")

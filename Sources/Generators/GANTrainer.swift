@@ -95,6 +95,8 @@ public struct GANTrainingOptions: Codable, Equatable {
     public var generatorWidth: Int? = nil
     /// FastGAN's skip-layer excitation in G (Liu et al. 2021); copied into the model config.
     public var skipExcitation = false
+    /// 3×3 convolutions G adds at full resolution and D before its first downsampling; copied into the model config.
+    public var extraLayers = 0
     /// Self-conditioning (Liu et al. 2020, "Diverse Image Generation via Self-Conditioned GANs"):
     /// every class's images are clustered into this many groups before training (k-means on
     /// 16×16 block means) and G and D are conditioned on the cluster; copied into the model config. 1: off.
@@ -142,7 +144,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         case learningRate, discriminatorLearningRate, beta1, beta2, loss, augment, augmentation, emaDecay
         case spectralNorm, adaptiveAugmentation, adaTarget, adaInterval, adaSpeedImages, upsample, learningRateDecaySteps
         case lecamWeight, lecamDecay, minibatchStd, packing, generatorWidth, modeSeekingWeight
-        case r1Gamma, r1Interval, r1Sigma, modeSeekingBlock, skipExcitation, reconstructionWeight, selfConditionClusters
+        case r1Gamma, r1Interval, r1Sigma, modeSeekingBlock, skipExcitation, reconstructionWeight, selfConditionClusters, extraLayers
     }
 
     public init(from decoder: Decoder) throws {
@@ -176,6 +178,7 @@ public struct GANTrainingOptions: Codable, Equatable {
         skipExcitation = try c.decodeIfPresent(Bool.self, forKey: .skipExcitation) ?? old.skipExcitation
         reconstructionWeight = try c.decodeIfPresent(Float.self, forKey: .reconstructionWeight) ?? old.reconstructionWeight
         selfConditionClusters = try c.decodeIfPresent(Int.self, forKey: .selfConditionClusters) ?? old.selfConditionClusters
+        extraLayers = try c.decodeIfPresent(Int.self, forKey: .extraLayers) ?? old.extraLayers
     }
 
     public func validate() throws {
@@ -203,6 +206,12 @@ public struct GANTrainingOptions: Codable, Equatable {
         }
         guard (1...ModelConfigLimits.maxClusters).contains(selfConditionClusters) else {
             throw MedSynthError("--self-condition must be 1 to \(ModelConfigLimits.maxClusters) clusters per class, got \(selfConditionClusters)")
+        }
+        guard (0...GANConfig.maxExtraLayers).contains(extraLayers) else {
+            throw MedSynthError("--extra-layers must be 0 to \(GANConfig.maxExtraLayers), got \(extraLayers)")
+        }
+        if extraLayers > 0 && (spectralNorm || reconstructionWeight > 0) {
+            throw MedSynthError("--extra-layers does not work with --spectral-norm or --reconstruction-weight")
         }
         guard (1...GANTrainingOptions.maxPacking).contains(packing) else { throw MedSynthError("--packing must be 1 to \(GANTrainingOptions.maxPacking), got \(packing)") }
     }

@@ -86,6 +86,8 @@ func loadSampleSource(_ url: URL, sampling: SamplerSettings) throws -> any Sampl
     case .latentDiffusion(let model):
         try model.sampler.checkSettings(sampling)
         return LatentDiffusionSampleSource(model: model, settings: sampling)
+    case .latentGAN(let model):
+        return LatentGANSampleSource(model: model)
     }
 }
 

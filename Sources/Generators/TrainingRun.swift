@@ -322,9 +322,12 @@ public enum LoadedModel {
     case diffusion(DiffusionSampler, UNetConfig)
     case vae(VAE, scale: Float)
     case latentDiffusion(LatentDiffusionModel)
+    case latentGAN(LatentGANModel)
 
     public var kind: ModelKind {
-        switch self { case .dcgan: .dcgan; case .diffusion: .diffusion; case .vae: .vae; case .latentDiffusion: .latentDiffusion }
+        switch self {
+        case .dcgan: .dcgan; case .diffusion: .diffusion; case .vae: .vae; case .latentDiffusion: .latentDiffusion; case .latentGAN: .latentGAN
+        }
     }
 }
 
@@ -340,6 +343,7 @@ public func loadModel(from url: URL) throws -> LoadedModel {
         let (vae, scale) = try loadVAE(file, source: url.path)
         return .vae(vae, scale: scale)
     case .latentDiffusion: return .latentDiffusion(try loadLatentDiffusion(file, source: url.path))
+    case .latentGAN: return .latentGAN(try loadLatentGAN(file, source: url.path))
     case nil:
         throw MedSynthError(file: url.path, "not a medsynth model (kind: \(file.metadata[CheckpointKey.kind] ?? "none"))")
     }

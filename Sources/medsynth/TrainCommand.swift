@@ -94,6 +94,8 @@ struct TrainGAN: ParsableCommand {
     @Option(help: "Weight λ of FastGAN's self-supervised reconstruction loss on D: decoders rebuild the real images from D's 8×8 and 16×16 features (Liu et al. 2021; 64 px or more; e.g. 1; default 0 = off).") var reconstructionWeight: Float?
     @Flag(help: "Skip-layer excitation in G: each block from the third on is gated per channel by the block two levels coarser (FastGAN, Liu et al. 2021; 32 px or more; default off).") var skipExcitation = false
     @Option(help: "Self-conditioning: cluster each class's images into K groups (k-means on 16×16 block means) and condition G and D on the group, so G keeps every kind of image (Liu et al. 2020; e.g. 10; default 1 = off: on mni64 it raised FD in the middle of a run but lowered recall).") var selfCondition: Int?
+    @Option(help: "3×3 conv layers G adds at full resolution and D before its first downsampling (for a latent GAN's small grid; e.g. 2; default 0).") var extraLayers: Int?
+    @Option(help: "Latent GAN (as Achlioptas et al. 2018): a VAE run folder or model file; G and D work on its latents (each channel scaled to mean 0, std 1), samples are decoded by it, and the saved model embeds it.") var autoencoder: String?
     @Option(help: "PacGAN: D judges this many samples at once, stacked as channels (Lin et al. 2018; 1 to 4; default 1 = off; --batch must be a multiple).") var packing: Int?
 
     func run() throws {
@@ -126,7 +128,16 @@ struct TrainGAN: ParsableCommand {
         if skipExcitation { options.skipExcitation = true }
         if let reconstructionWeight { options.reconstructionWeight = reconstructionWeight }
         if let selfCondition { options.selfConditionClusters = selfCondition }
+        if let extraLayers { options.extraLayers = extraLayers }
         try options.validate()
-        try common.train { try trainGAN($0, options: options, out: $1, resume: $2, progress: $3) }
+        try common.train { request, out, resume, progress in
+            var request = request
+            request.autoencoder = autoencoder
+            // A resumed latent run needs no --autoencoder: its checkpoint says what it is.
+            if autoencoder != nil || (resume && runFolderKind(out) == .latentGAN) {
+                return try trainLatentGAN(request, options: options, out: out, resume: resume, progress: progress)
+            }
+            return try trainGAN(request, options: options, out: out, resume: resume, progress: progress)
+        }
     }
 }

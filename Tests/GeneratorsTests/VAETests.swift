@@ -484,4 +484,93 @@ final class LatentDiffusionTests: XCTestCase {
                                            output: root.appendingPathComponent("r"), progress: .none),
                      containing: "not a VAE")
     }
+
+    // MARK: Latent GAN
+
+    func latentGANOptions(extraLayers: Int = 1) -> GANTrainingOptions {
+        var options = GANTrainingOptions()
+        options.extraLayers = extraLayers
+        return options
+    }
+
+    func testLatentGANIsSelfContainedNormalisesEachChannelResumesAndSamplesInAnyBatch() throws {
+        let vaeRun = try trainTinyVAE()
+        let run = root.appendingPathComponent("lgan")
+        try trainLatentGAN(latentRequest(steps: 4, autoencoder: vaeRun), options: latentGANOptions(), out: run, resume: false, progress: .none)
+        let file = try readSafetensors(at: RunFolder(run).model)
+        XCTAssertEqual(file.metadata[CheckpointKey.kind], "latent-gan")
+        XCTAssert(file.tensors.keys.contains("vae.dec.out.2.weight") && file.tensors.keys.contains("G.out.weight")
+                  && file.tensors.keys.contains("G.extra.0.conv.weight"), "\(file.tensors.keys.sorted())")
+        guard case .latentGAN(let model) = try loadModel(from: RunFolder(run).model) else { return XCTFail("not a latent GAN") }
+        XCTAssertEqual([model.config.gan.channels, model.config.gan.imageSize], [4, 8])
+        XCTAssert(model.config.gan.linearOutput)
+        XCTAssertEqual(model.config.classNames, ["bright", "dark"])
+
+        // G and D see every latent channel at mean 0, std 1 over the training images.
+        let dataset = try ImageFolderDataset(root: root.appendingPathComponent("data"), imageSize: 16, channels: 1)
+        let images = try (0..<dataset.count).flatMap { try dataset.tensorData(at: $0) }
+        let z = model.config.normalise(model.vae.posteriorMeans(images, count: dataset.count))
+        for c in 0..<4 {
+            var values: [Double] = []
+            for n in 0..<dataset.count { for p in 0..<64 { values.append(Double(z[(n * 4 + c) * 64 + p])) } }
+            let mean = values.reduce(0, +) / Double(values.count)
+            let std = (values.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(values.count - 1)).squareRoot()
+            XCTAssertEqual(mean, 0, accuracy: 1e-4, "channel \(c)")
+            XCTAssertEqual(std, 1, accuracy: 1e-3, "channel \(c)")
+        }
+        // A sample is G's latent, un-normalised and decoded; G's output is not squashed into [−1, 1]
+        // (its output conv scaled up so that 4 steps' small outputs reach beyond it).
+        let output = try XCTUnwrap(model.generator.output)
+        output.weight.data = output.weight.data.map { $0 * 1000 }
+        var stream = RandomStream(seed: 4).split(0)
+        let latent = withNoGrad { model.generator(Tensor(shape: [1, 100], data: (0..<100).map { _ in stream.normal() }), labels: [1]) }
+        XCTAssert(latent.data.contains { abs($0) > 1 }, "the test needs latents outside [−1, 1]")
+        XCTAssertEqual(model.images(indices: [0], classes: [1], seed: 4)[0], model.vae.decodeImages(model.config.denormalise(latent.data), count: 1))
+
+        // Resume: 2 + 2 steps equal 4 straight, and a resumed run needs no autoencoder argument in the CLI.
+        let split = root.appendingPathComponent("lgan-split")
+        try trainLatentGAN(latentRequest(steps: 2, autoencoder: vaeRun), options: latentGANOptions(), out: split, resume: false, progress: .none)
+        XCTAssertEqual(runFolderKind(split), .latentGAN)
+        try trainLatentGAN(latentRequest(steps: 4, autoencoder: vaeRun), options: latentGANOptions(), out: split, resume: true, progress: .none)
+        let a = try readSafetensors(at: RunFolder(run).latestCheckpoint), b = try readSafetensors(at: RunFolder(split).latestCheckpoint)
+        XCTAssertEqual(Set(a.tensors.keys), Set(b.tensors.keys))
+        for (name, tensor) in a.tensors { XCTAssertEqual(tensor.values, b.tensors[name]?.values, name) }
+
+        // The model file samples on its own: the VAE run is gone.
+        try FileManager.default.removeItem(at: vaeRun)
+        try assertSamplesIndependentOfBatchAndShards(model: run.path, tag: "lgan")
+        let manifest = try String(contentsOf: root.appendingPathComponent("lgan-whole/manifest.jsonl"), encoding: .utf8)
+        XCTAssert(manifest.contains("latent-gan"), manifest)
+        assertThrows(try trainLatentGAN(latentRequest(steps: 6, autoencoder: vaeRun), options: latentGANOptions(), out: run, resume: true, progress: .none),
+                     containing: vaeRun.path)
+    }
+
+    func testLatentGANRefusesAMismatchedAutoencoderAndOptionsItCannotHonour() throws {
+        let vaeRun = try trainTinyVAE(steps: 2)
+        var wrongSize = latentRequest(steps: 2, autoencoder: vaeRun)
+        wrongSize.imageSize = 32
+        assertThrows(try trainLatentGAN(wrongSize, out: root.appendingPathComponent("a"), resume: false, progress: .none), containing: "16 px")
+        var spectral = latentGANOptions()
+        spectral.spectralNorm = true
+        assertThrows(try trainLatentGAN(latentRequest(steps: 2, autoencoder: vaeRun), options: spectral, out: root.appendingPathComponent("b"),
+                                        resume: false, progress: .none), containing: "--extra-layers")
+        // A latent GAN's config must match its VAE and keep G's output linear.
+        try trainLatentGAN(latentRequest(steps: 1, autoencoder: vaeRun), options: latentGANOptions(extraLayers: 0),
+                           out: root.appendingPathComponent("c"), resume: false, progress: .none)
+        guard case .latentGAN(let model) = try loadModel(from: RunFolder(root.appendingPathComponent("c")).model) else { return XCTFail("not a latent GAN") }
+        var broken = model.config
+        broken.gan.linearOutput = false
+        XCTAssertThrowsError(try broken.validate())
+        broken = model.config
+        broken.latentChannelScale[0] = 0
+        XCTAssertThrowsError(try broken.validate())
+        broken = model.config
+        broken.gan.channels = 3
+        XCTAssertThrowsError(try broken.validate())
+        // A pixel GAN may not be 8 px: only latents are.
+        var pixel = GANConfig(imageSize: 8, channels: 1)
+        XCTAssertThrowsError(try pixel.validate())
+        pixel.linearOutput = true
+        XCTAssertNoThrow(try pixel.validate())
+    }
 }
