@@ -2,7 +2,7 @@
 # Makes the checkpoints shipped in models/ from the shipped data, with medsynth's own commands.
 # The lesion class is built with the compositor: procedural lesions blended into the healthy
 # mni64 slices. Run from the repository root after `bash scripts/setup.sh && swift build -c release`.
-#   bash scripts/train_models.sh [gan|diffusion|vae|latent|all|data]   (latent needs models/vae-mni64.safetensors: run vae first)
+#   bash scripts/train_models.sh [gan|diffusion|vae|latent|latent-gan|all|data]   (latent and latent-gan need models/vae-mni64.safetensors: run vae first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
@@ -85,5 +85,19 @@ if [ "$what" = latent ] || [ "$what" = all ]; then
         --out "$W/runs/latent-diffusion-cond" --conditional --width ${LATENT_WIDTH:-32} \
         --steps ${LATENT_STEPS:-8000} --batch 32 --seed 6 --checkpoint-every 100 --sample-every 250 --resume
     cp "$W/runs/latent-diffusion-cond/model.safetensors" models/latent-diffusion-mni64-cond.safetensors
+fi
+
+# 6. Class-conditional latent GAN (session 19): the issue-14 DCGAN recipe on the VAE's 8×8×16 latents
+#    (each channel scaled to mean 0, std 1; G's output linear; samples decoded by the embedded VAE),
+#    width 256 with 2 extra 3×3 layers in G and D (the 8×8 grid leaves the DCGAN one block each side).
+#    Measured against the pixel DCGAN with scripts/experiments/gan_recipe.sh (variants latent+…;
+#    README "The GAN recipe"). The learning rate is constant until the last LATENT_GAN_DECAY_STEPS,
+#    so a run stopped before them equals one started with fewer --steps.
+if [ "$what" = latent-gan ] || [ "$what" = all ]; then
+    $B train gan --data "$W/mni64-2class" --autoencoder models/vae-mni64.safetensors \
+        --out "$W/runs/latent-gan-cond" --conditional --width 256 --extra-layers 2 \
+        --steps "${LATENT_GAN_STEPS:-13000}" --lr-decay-steps "${LATENT_GAN_DECAY_STEPS:-3000}" --batch 32 --seed 3 \
+        --checkpoint-every 500 --sample-every 1000 --resume
+    cp "$W/runs/latent-gan-cond/model.safetensors" models/latent-gan-mni64-cond.safetensors
 fi
 ls -la models

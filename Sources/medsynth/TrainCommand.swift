@@ -51,7 +51,7 @@ struct Train: ParsableCommand {
 struct TrainGAN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gan",
-        abstract: "Train a DCGAN (Radford et al. 2015; 32, 64 or 128 px), optionally class-conditional.",
+        abstract: "Train a DCGAN (Radford et al. 2015; 16 to 128 px, or on a VAE's latents), optionally class-conditional.",
         discussion: """
         Conditional models feed a one-hot label to the generator and use a projection discriminator
         (Miyato & Koyama 2018). Default recipe (issue 14, measured on mni64): BCE loss, Adam 2e-4 with
@@ -63,6 +63,9 @@ struct TrainGAN: ParsableCommand {
         --minibatch-std (Karras et al. 2018), --mode-seeking (Mao et al. 2019),
         --r1-gamma (Mescheder et al. 2018);
         --legacy is the recipe before issue 14.
+        With --autoencoder VAE the DCGAN learns that VAE's latents instead of pixels (a latent GAN,
+        as Achlioptas et al. 2018) and its samples are decoded by it; on mni64 the shipped VAE's 8×8×16
+        latents with --width 256 --extra-layers 2 measured best (README, "The GAN recipe").
         """)
 
     @OptionGroup var common: TrainingOptionsGroup

@@ -53,6 +53,10 @@ for v in "$@"; do
         default+decay) flags=(--lr-decay-steps 3000) ;;                         # the shipped recipe: both rates decay to 0 over the last 3,000 steps (session 7)
         default+sle+decay) flags=(--skip-excitation --lr-decay-steps 3000) ;;    # skip-layer excitation finished like the shipped model (session 18)
         default+r1-0.025+decay) flags=(--r1-gamma 0.025 --lr-decay-steps 3000) ;;  # R1 at γ = 0.025 finished like the shipped model (session 18)
+        latent+w256)   flags=(--autoencoder models/vae-mni64.safetensors --width 256) ;;  # the DCGAN on the shipped VAE's 8×8×16 latents (session 19)
+        latent+w256+x1) flags=(--autoencoder models/vae-mni64.safetensors --width 256 --extra-layers 1) ;;
+        latent+w256+x2) flags=(--autoencoder models/vae-mni64.safetensors --width 256 --extra-layers 2) ;;
+        latent+w128+x3) flags=(--autoencoder models/vae-mni64.safetensors --width 128 --extra-layers 3) ;;
         *) echo "unknown variant $v" >&2; exit 2 ;;
     esac
     run="$OUT/$v-$STEPS"
