@@ -96,7 +96,7 @@ fi
 if [ "$what" = latent-gan ] || [ "$what" = all ]; then
     $B train gan --data "$W/mni64-2class" --autoencoder models/vae-mni64.safetensors \
         --out "$W/runs/latent-gan-cond" --conditional --width 256 --extra-layers 2 \
-        --steps "${LATENT_GAN_STEPS:-13000}" --lr-decay-steps "${LATENT_GAN_DECAY_STEPS:-3000}" --batch 32 --seed 3 \
+        --steps "${LATENT_GAN_STEPS:-15000}" --lr-decay-steps "${LATENT_GAN_DECAY_STEPS:-3000}" --batch 32 --seed 3 \
         --checkpoint-every 500 --sample-every 1000 --resume
     cp "$W/runs/latent-gan-cond/model.safetensors" models/latent-gan-mni64-cond.safetensors
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 7's utility comparison on the shipped data: healthy vs lesion with the lesion class cut to
 # 10 real images, then balanced by (a) repetition, (b) the diffusion model (pixel, and latent since
-# session 7), (c) the GAN, (d) the
+# session 7), (c) the GAN (and the latent GAN since session 19), (d) the
 # compositor; a small CNN is trained on each and tested on held-out real slices (every 4th slice,
 # split by slice so a test slice's healthy and lesion versions never meet training).
 # Needs the two-class set made by scripts/train_models.sh (MEDSYNTH_WORK, default work/models).
@@ -33,11 +33,14 @@ ADD=$(( $(ls train/healthy | wc -l) - 10 ))
 $B generate --model "$ROOT/models/dcgan-mni64-cond.safetensors" --class lesion --count $ADD --out gan/lesion --seed 21 --progress none
 $B generate --model "$ROOT/models/diffusion-mni64-cond.safetensors" --class lesion --count $ADD --sampler dpm --sampling-steps 15 --out dm/lesion --seed 24 --progress none
 $B generate --model "$ROOT/models/latent-diffusion-mni64-cond.safetensors" --class lesion --count $ADD --sampler dpm --sampling-steps 20 --out ldm/lesion --seed 25 --progress none
-rm -f gan/lesion/manifest.jsonl dm/lesion/manifest.jsonl ldm/lesion/manifest.jsonl
+[ -f "$ROOT/models/latent-gan-mni64-cond.safetensors" ] && \
+    $B generate --model "$ROOT/models/latent-gan-mni64-cond.safetensors" --class lesion --count $ADD --out lgan/lesion --seed 26 --progress none
+rm -f gan/lesion/manifest.jsonl dm/lesion/manifest.jsonl ldm/lesion/manifest.jsonl lgan/lesion/manifest.jsonl
 $B lesions --out les --count 60 --size 24 --polarity mixed --seed 22
 $B composite --backgrounds train/healthy --lesions les --out compo --per-image 1 --contrast +40% --seed 23 --progress none
 mkdir -p comp/lesion && ls compo/images | head -$ADD | while read -r f; do cp "compo/images/$f" comp/lesion/; done
-for m in rep dm ldm gan comp; do
+for m in rep dm ldm gan lgan comp; do
+    [ -d "$m" ] || continue
     echo "== $m"
     $B evaluate --real train --synthetic $m --utility --utility-epochs "$EPOCHS" --test test --out "ev-$m" --progress none | grep '^utility'
 done
