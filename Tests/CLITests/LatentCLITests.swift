@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 import TestSupport
 
-/// `medsynth train vae`, `reconstruct`, VAE prior sampling and `train diffusion --autoencoder`, run as the built binary.
+/// `medsynth train vae`, `reconstruct`, VAE prior sampling, `train diffusion --autoencoder` and `train gan --autoencoder`, run as the built binary.
 final class LatentCLITests: XCTestCase {
     /// 4x4 16-bit gray PNG: pixel (x, y) = 1000x + 10000y (as ImagingCLITests).
     private static let gray16PNG = "iVBORw0KGgoAAAANSUhEUgAAAAQAAAAEEAAAAADcCh3hAAAAFElEQVR42mNgYGB+wX6BewejugDzCxYgZAJC/RkAAAAVSURBVFIX0BBQB0JmPwWxP2I1ojUAoxAJBtsbbQ0AAAAASUVORK5CYII="
@@ -63,6 +63,17 @@ final class LatentCLITests: XCTestCase {
                                "--spacing", "leading", "--steps-offset", "999"], in: folder)
         XCTAssertNotEqual(pastEnd.status, 0)
         XCTAssertTrue(pastEnd.stderr.contains("past this model's"), pastEnd.stderr)
+
+        // The latent GAN: trained on the VAE's latents, resumed without --autoencoder, sampled from its own file.
+        let lgan = try run(["train", "gan", "--data", "data", "--autoencoder", "vae", "--out", "lgan", "--steps", "2",
+                            "--extra-layers", "1"] + tiny, in: folder)
+        XCTAssertEqual(lgan.status, 0, lgan.stderr)
+        let lganResumed = try run(["train", "gan", "--data", "data", "--out", "lgan", "--steps", "3", "--resume"] + tiny, in: folder)
+        XCTAssertEqual(lganResumed.status, 0, lganResumed.stderr)
+        XCTAssertTrue(lganResumed.stdout.contains("trained to step 3"), lganResumed.stdout)
+        let lganSamples = try run(["generate", "--model", "lgan", "--count", "2", "--out", "lgan-samples", "--progress", "none"], in: folder)
+        XCTAssertEqual(lganSamples.status, 0, lganSamples.stderr)
+        XCTAssertTrue(try String(contentsOf: folder.appendingPathComponent("lgan-samples/manifest.jsonl"), encoding: .utf8).contains("latent-gan"))
 
         // Errors: one line naming the file, non-zero exit.
         let missing = try run(["reconstruct", "--model", "nothing", "data", "out"], in: folder)
