@@ -2,6 +2,8 @@
 # Issue 12's closing numbers for the shipped diffusion model, with the commands that make them.
 # Run from the repository root after a release build:
 #   bash scripts/experiments/diffusion_eval.sh [all|baseline|model|gan|speed|checkpoints RUN_DIR]
+# EVAL_TRAIN=datasets/mni64 also checks memorisation against those training images (evaluate --train)
+# and adds the flagged count and median distances to each line (session 19's stopping rule).
 # - real halves: the 159 sorted datasets/mni64/healthy slices, even-indexed (80) vs odd (79);
 # - model/gan: 80 healthy samples (seed 0; diffusion DDIM-50, guidance 1) against the 80 even slices:
 #   FD, KID, precision, recall (medsynth evaluate defaults) and the mean 4x4 corner value;
@@ -39,7 +41,11 @@ if samples:
     out = subprocess.run([sys.executable, "scripts/experiments/corner_mean.py", samples], capture_output=True, text=True).stdout.split()
     corner = f"  corner {float(out[2]):.3f}"
 fd, kid, p, rc = pick("fd", "frechet_distance", "fid"), pick("kid", "kid_mean"), pick("precision"), pick("recall")
-print(f"{name:40s} FD {fd:.3f}  KID {kid:.4f}  precision {p:.3f}  recall {rc:.3f}{corner}")
+memo = ""
+if r.get("memorisation", {}).get("training_images") and "EVAL_TRAIN" in __import__("os").environ:
+    m = r["memorisation"]
+    memo = f"  memorised {m['flagged_count']}/{m['synthetic_images']} (median to training {m['synthetic_to_training_median']:.2f}, training {m['real_vs_real_median']:.2f})"
+print(f"{name:40s} FD {fd:.3f}  KID {kid:.4f}  precision {p:.3f}  recall {rc:.3f}{corner}{memo}")
 PY
 }
 
@@ -55,7 +61,7 @@ halves() {
 }
 
 evaluate() {  # evaluate NAME REAL SYNTHETIC
-    $B evaluate --real "$2" --synthetic "$3" --out "$E/report-$1" > "$E/report-$1.log" 2>&1
+    $B evaluate --real "$2" --synthetic "$3" ${EVAL_TRAIN:+--train "$EVAL_TRAIN"} --out "$E/report-$1" > "$E/report-$1.log" 2>&1
     summary "$1" "$E/report-$1" "$3"
 }
 

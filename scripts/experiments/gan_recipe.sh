@@ -7,7 +7,8 @@
 # CPU-minutes are the training process's user + system time at the last step (whole run).
 # Run from the repository root after a release build:
 #   bash scripts/experiments/gan_recipe.sh STEPS EVERY variant [variant ...]
-# (GAN_THREADS=1 trains on one core, so two variants can run side by side.)
+# (GAN_THREADS=1 trains on one core, so two variants can run side by side; EVAL_TRAIN=datasets/mni64
+# adds each checkpoint's memorisation count, which chose where the latent GAN stops.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
