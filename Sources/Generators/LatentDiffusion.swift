@@ -66,14 +66,20 @@ public struct LatentDiffusionConfig: Codable, Equatable {
         guard let shift = latentChannelShift, let scale = latentChannelScale else {
             return inverse ? latents.map { $0 / latentScale } : latents.map { $0 * latentScale }
         }
-        let plane = autoencoder.latentSize * autoencoder.latentSize, channels = shift.count
-        var out = latents
-        for i in out.indices {
-            let c = (i / plane) % channels
-            out[i] = inverse ? out[i] / scale[c] + shift[c] : (out[i] - shift[c]) * scale[c]
-        }
-        return out
+        return channelAffine(latents, plane: autoencoder.latentSize * autoencoder.latentSize, shift: shift, scale: scale, inverse: inverse)
     }
+}
+
+/// (z − shift_c) · scale_c for every value of channel c of latents laid out N×C×h×w, or with
+/// `inverse` z / scale_c + shift_c.
+func channelAffine(_ latents: [Float], plane: Int, shift: [Float], scale: [Float], inverse: Bool) -> [Float] {
+    let channels = shift.count
+    var out = latents
+    for i in out.indices {
+        let c = (i / plane) % channels
+        out[i] = inverse ? out[i] / scale[c] + shift[c] : (out[i] - shift[c]) * scale[c]
+    }
+    return out
 }
 
 /// How latents are brought to unit scale before diffusion.
@@ -137,6 +143,40 @@ func loadAutoencoder(_ path: String) throws -> (vae: VAE, scale: Float, url: URL
     }
     let (vae, scale) = try loadVAE(file, source: url.path)
     return (vae, scale, url)
+}
+
+/// A trainer whose model works on a frozen VAE's latents. Its checkpoints and model file are the
+/// inner trainer's plus the VAE's weights under "vae.", so a model file samples on its own.
+public protocol FrozenAutoencoderTrainer: ModelTrainer {
+    associatedtype Inner: ModelTrainer
+    var inner: Inner { get }
+    var vae: VAE { get }
+}
+
+extension FrozenAutoencoderTrainer {
+    public func stateEntries() -> (tensors: [SafetensorsEntry], metadata: [String: String]) {
+        let (tensors, metadata) = inner.stateEntries()
+        return (tensors + vae.safetensorsEntries(prefix: "vae"), metadata)
+    }
+
+    public func restoreState(from state: SafetensorsFile, source: String) throws {
+        try inner.restoreState(from: state, source: source)
+        try vae.load(state.tensors, source: source, prefix: "vae")
+    }
+
+    public func samplingEntries() -> [SafetensorsEntry] {
+        inner.samplingEntries() + vae.safetensorsEntries(prefix: "vae")
+    }
+
+    /// Copies `request.autoencoder`'s weights into `vae` after checking they are the ones the run began with.
+    func attachAutoencoder(request: TrainingRequest, expectedID: String, model: String) throws {
+        guard let path = request.autoencoder else { throw MedSynthError("\(model) needs --autoencoder VAE_RUN_OR_FILE") }
+        let (loaded, _, url) = try loadAutoencoder(path)
+        guard autoencoderIdentifier(loaded) == expectedID else {
+            throw MedSynthError(file: url.path, "this VAE's weights differ from the ones the run was started with")
+        }
+        vae.copyValues(from: loaded)
+    }
 }
 
 /// A latent diffusion model loaded for sampling: U-Net sampler in latent space + the VAE decoder.
@@ -289,12 +329,7 @@ extension LatentDiffusionTrainer: ModelTrainer {
     }
 
     public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {
-        guard let path = request.autoencoder else { throw MedSynthError("latent diffusion needs --autoencoder VAE_RUN_OR_FILE") }
-        let (loaded, _, url) = try loadAutoencoder(path)
-        guard autoencoderIdentifier(loaded) == config.autoencoderID else {
-            throw MedSynthError(file: url.path, "this VAE's weights differ from the ones the run was started with")
-        }
-        vae.copyValues(from: loaded)
+        try attachAutoencoder(request: request, expectedID: config.autoencoderID, model: "latent diffusion")
         // The measurement behind `encoding`: how wide the posterior is next to the latents' own spread.
         let count = min(32, dataset.count)
         let latentPer = config.autoencoder.latentShape.reduce(1, *)
@@ -318,20 +353,6 @@ extension LatentDiffusionTrainer: ModelTrainer {
         return [diffusion.step(x0: z, labels: labels, stream: &stream)]
     }
 
-    public func stateEntries() -> (tensors: [SafetensorsEntry], metadata: [String: String]) {
-        let (tensors, metadata) = diffusion.stateEntries()
-        return (tensors + vae.safetensorsEntries(prefix: "vae"), metadata)
-    }
-
-    public func restoreState(from state: SafetensorsFile, source: String) throws {
-        try diffusion.restoreState(from: state, source: source)
-        try vae.load(state.tensors, source: source, prefix: "vae")
-    }
-
-    public func samplingEntries() -> [SafetensorsEntry] {
-        diffusion.samplingEntries() + vae.safetensorsEntries(prefix: "vae")
-    }
-
     public func sampleGrid(seed: UInt64) -> Image {
         let count = 8
         var settings = SamplerSettings()
@@ -352,3 +373,7 @@ public func runFolderKind(_ out: URL) -> ModelKind? {
 }
 
 extension LatentDiffusionTrainer: GridSampling {}
+
+extension LatentDiffusionTrainer: FrozenAutoencoderTrainer {
+    public var inner: DiffusionTrainer { diffusion }
+}

@@ -41,19 +41,13 @@ public struct LatentGANConfig: Codable, Equatable {
     }
 
     /// GAN-space latents of VAE latents laid out N×C×h×w.
-    func normalise(_ latents: [Float]) -> [Float] { transform(latents, inverse: false) }
+    func normalise(_ latents: [Float]) -> [Float] {
+        channelAffine(latents, plane: autoencoder.latentSize * autoencoder.latentSize, shift: latentChannelShift, scale: latentChannelScale, inverse: false)
+    }
 
     /// VAE latents of GAN-space latents (the inverse of `normalise`).
-    func denormalise(_ latents: [Float]) -> [Float] { transform(latents, inverse: true) }
-
-    private func transform(_ latents: [Float], inverse: Bool) -> [Float] {
-        let plane = autoencoder.latentSize * autoencoder.latentSize, channels = latentChannelShift.count
-        var out = latents
-        for i in out.indices {
-            let c = (i / plane) % channels, shift = latentChannelShift[c], scale = latentChannelScale[c]
-            out[i] = inverse ? out[i] / scale + shift : (out[i] - shift) * scale
-        }
-        return out
+    func denormalise(_ latents: [Float]) -> [Float] {
+        channelAffine(latents, plane: autoencoder.latentSize * autoencoder.latentSize, shift: latentChannelShift, scale: latentChannelScale, inverse: true)
     }
 }
 
@@ -187,12 +181,7 @@ extension LatentGANTrainer: ModelTrainer {
     }
 
     public func attach(dataset: ImageFolderDataset, request: TrainingRequest) throws {
-        guard let path = request.autoencoder else { throw MedSynthError("a latent GAN needs --autoencoder VAE_RUN_OR_FILE") }
-        let (loaded, _, url) = try loadAutoencoder(path)
-        guard autoencoderIdentifier(loaded) == config.autoencoderID else {
-            throw MedSynthError(file: url.path, "this VAE's weights differ from the ones the run was started with")
-        }
-        vae.copyValues(from: loaded)
+        try attachAutoencoder(request: request, expectedID: config.autoencoderID, model: "a latent GAN")
         try gan.attach(dataset: dataset, request: request)
     }
 
@@ -204,20 +193,6 @@ extension LatentGANTrainer: ModelTrainer {
         gan.trainingStep(batch: latents(of: batch), labels: labels, stream: &stream)
     }
 
-    public func stateEntries() -> (tensors: [SafetensorsEntry], metadata: [String: String]) {
-        let (tensors, metadata) = gan.stateEntries()
-        return (tensors + vae.safetensorsEntries(prefix: "vae"), metadata)
-    }
-
-    public func restoreState(from state: SafetensorsFile, source: String) throws {
-        try gan.restoreState(from: state, source: source)
-        try vae.load(state.tensors, source: source, prefix: "vae")
-    }
-
-    public func samplingEntries() -> [SafetensorsEntry] {
-        gan.samplingEntries() + vae.safetensorsEntries(prefix: "vae")
-    }
-
     /// 16 samples (classes alternating), decoded: the pixel GAN's grid draws.
     public func sampleGrid(seed: UInt64) -> Image {
         let model = samplingModel()
@@ -226,6 +201,10 @@ extension LatentGANTrainer: ModelTrainer {
         let images = model.images(indices: Array(0..<count), classes: classes, seed: seed)
         return makeGrid(images: images, channels: config.autoencoder.channels, size: config.autoencoder.imageSize, columns: 8)
     }
+}
+
+extension LatentGANTrainer: FrozenAutoencoderTrainer {
+    public var inner: GANTrainer { gan }
 }
 
 /// Trains (or resumes) a latent GAN run in `out` (see `runTraining`).
