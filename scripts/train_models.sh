@@ -2,7 +2,7 @@
 # Makes the checkpoints shipped in models/ from the shipped data, with medsynth's own commands.
 # The lesion class is built with the compositor: procedural lesions blended into the healthy
 # mni64 slices. Run from the repository root after `bash scripts/setup.sh && swift build -c release`.
-#   bash scripts/train_models.sh [gan|diffusion|vae|latent|latent-gan|all|data]   (latent and latent-gan need models/vae-mni64.safetensors: run vae first)
+#   bash scripts/train_models.sh [gan|diffusion|vae|vae-2class|latent|latent-gan|all|data]   (latent and latent-gan need models/vae-mni64.safetensors: run vae first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${MEDSYNTH_BIN:-.build/release/medsynth}
@@ -72,6 +72,26 @@ if [ "$what" = vae ] || [ "$what" = all ]; then
         --downsampling-factor ${VAE_FACTOR:-8} --latent-channels ${VAE_CHANNELS:-16} \
         --steps ${VAE_STEPS:-2000} --batch 16 --learning-rate 1e-3 --seed 1 --checkpoint-every 100 --sample-every 100 --resume
     cp "$W/runs/vae/model.safetensors" models/vae-mni64.safetensors
+fi
+
+# 4b. The same VAE on the even slices of both classes (session 19, not shipped): vae-mni64 saw healthy
+#     slices only and keeps about half of a composited lesion's contrast in its reconstructions; this one
+#     keeps about three quarters (scripts/experiments/lesion_contrast.py; README "The GAN recipe").
+if [ "$what" = vae-2class ]; then
+    if [ ! -d "$W/mni64-2class-even/lesion" ]; then
+        mkdir -p "$W/mni64-2class-even/healthy" "$W/mni64-2class-even/lesion"
+        i=0
+        for f in $(ls "$W/mni64-2class/healthy" | sort); do
+            if [ $((i % 2)) -eq 0 ]; then
+                cp "$W/mni64-2class/healthy/$f" "$W/mni64-2class-even/healthy/"
+                cp "$W/mni64-2class/lesion/$f" "$W/mni64-2class-even/lesion/"
+            fi
+            i=$((i + 1))
+        done
+    fi
+    $B train vae --data "$W/mni64-2class-even" --out "$W/runs/vae-2class" --width ${VAE_WIDTH:-16} \
+        --downsampling-factor ${VAE_FACTOR:-8} --latent-channels ${VAE_CHANNELS:-16} \
+        --steps ${VAE_STEPS:-2000} --batch 16 --learning-rate 1e-3 --seed 1 --checkpoint-every 100 --sample-every 100 --resume
 fi
 
 # 5. Class-conditional latent diffusion: the U-Net on the VAE's latents, base width 32 since session 7
