@@ -17,7 +17,6 @@ struct TrainVAE: ParsableCommand {
         """)
 
     @OptionGroup var common: TrainingOptionsGroup
-    @OptionGroup var runtime: RuntimeOptions
     @Option(help: "Downsampling factor: 2, 4 or 8 (64 px → 16×16 latent at 4).") var downsamplingFactor: Int = 4
     @Option(help: "Latent channels.") var latentChannels: Int = 4
     @Option(help: "Reconstruction loss: l1 or l2.") var reconstruction: ReconstructionLoss = .l1
@@ -43,7 +42,7 @@ struct TrainVAE: ParsableCommand {
     }
 
     func run() throws {
-        runtime.apply()
+        common.runtime.apply()
         var request = common.request()
         request.downsamplingFactor = downsamplingFactor
         request.latentChannels = latentChannels
@@ -55,7 +54,7 @@ struct TrainVAE: ParsableCommand {
         options.decoderNoise = decoderNoise
         options.freezeEncoder = freezeEncoder
         let result = try trainVAE(request, options: options, out: URL(fileURLWithPath: common.out), resume: common.resume,
-                                  initialWeights: initFrom.map { URL(fileURLWithPath: $0) }, progress: runtime.progress)
+                                  initialWeights: initFrom.map { URL(fileURLWithPath: $0) }, progress: common.runtime.progress)
         let psnr = result.lastValues?["psnr"].map { String(format: "; last batch PSNR %.2f dB", $0) } ?? ""
         print("trained to step \(result.finalStep)\(psnr); model: \(result.run.model.path)")
     }

@@ -186,4 +186,35 @@ final class ImagingCLITests: XCTestCase {
         XCTAssertNotEqual(direct.status, 0)
         XCTAssertTrue(direct.stderr.contains("pipe.png: not a regular file"), direct.stderr)
     }
+
+    /// Every command's help lists each option once (`train vae` once listed --threads and --progress twice,
+    /// from a second RuntimeOptions group beside the one inside the common training options).
+    func testEveryCommandsHelpListsEachOptionOnce() throws {
+        let folder = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        func subcommands(of help: String) -> [String] {
+            guard let start = help.range(of: "SUBCOMMANDS:") else { return [] }
+            // The list ends at the first blank line (a "See 'medsynth help …'" hint follows it).
+            let lines = help[start.upperBound...].split(separator: "\n", omittingEmptySubsequences: false).dropFirst()
+            return lines.prefix { !$0.isEmpty }.compactMap { line in
+                guard line.hasPrefix("  "), !line.hasPrefix("   "), let name = line.split(separator: " ").first else { return nil }
+                return String(name)
+            }
+        }
+        var pending: [[String]] = [[]]
+        var checked = 0
+        while let path = pending.popLast(), checked < 100 {
+            let help = try run(path + ["--help"], in: folder)
+            XCTAssertEqual(help.status, 0, "medsynth \(path.joined(separator: " ")) --help: \(help.stderr)")
+            let options = help.stdout.split(separator: "\n").compactMap { line -> String? in
+                guard line.hasPrefix("  --") else { return nil }
+                return line.dropFirst(2).split(separator: " ").first.map(String.init)
+            }
+            let repeated = Dictionary(grouping: options, by: { $0 }).filter { $0.value.count > 1 }.keys.sorted()
+            XCTAssertEqual(repeated, [], "medsynth \(path.joined(separator: " ")) --help lists these options twice")
+            pending += subcommands(of: help.stdout).map { path + [$0] }
+            checked += 1
+        }
+        XCTAssertGreaterThanOrEqual(checked, 18, "expected the top level, 15 commands and the three trainers")
+    }
 }

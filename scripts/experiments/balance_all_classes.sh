@@ -30,7 +30,7 @@ wait
 python3 - "$WORK" "${CLASSES[@]}" <<'PY' | tee "$WORK/summary.txt"
 import json, os, sys
 work, classes = sys.argv[1], sys.argv[2:]
-names = {"real": "real only", "bal-oversample": "oversample", "bal-smote": "SMOTE", "bal-gan": "GAN", "allreal": "all real"}
+names = {"real": "real only", "bal-oversample": "oversample", "bal-smote": "SMOTE", "bal-gan": "GAN", "bal-lgan": "latent GAN", "allreal": "all real"}
 print(f"rare-class recall, mean over seeds [95% t-interval] (balanced accuracy)")
 print(f"{'class':>5}  " + "  ".join(f"{n:>26}" for n in names.values()))
 means = {k: [] for k in names}

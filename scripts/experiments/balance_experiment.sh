@@ -8,9 +8,10 @@
 # a conditional DCGAN trained on the cut set with `medsynth balance --model` (memorisation filter,
 # and with --min-confidence); and all real training images of the rare class (the upper bound).
 # The compositor does not apply: digits have no healthy/lesion structure to composite into.
-#   [DIFFUSION_STEPS=N] bash scripts/experiments/balance_experiment.sh [GAN_STEPS] [SEEDS] [WORK]
+#   [DIFFUSION_STEPS=N] [LATENT_GAN_STEPS=N] bash scripts/experiments/balance_experiment.sh [GAN_STEPS] [SEEDS] [WORK]
 # GAN_STEPS defaults to 6,000 (session 5: rare recall 0.877 against 0.827 after 1,500 steps).
-# GAN_STEPS 0 skips the GAN rows; DIFFUSION_STEPS > 0 adds a conditional diffusion row; CONFIDENT=0 skips
+# GAN_STEPS 0 skips the GAN rows; DIFFUSION_STEPS > 0 adds a conditional diffusion row; LATENT_GAN_STEPS > 0
+# a latent-GAN row (VAE + latent GAN, about 30 CPU-min at 6,000 steps); CONFIDENT=0 skips
 # the --min-confidence GAN row; RARE picks the rare class (default 8). Needs numpy and scikit-learn
 # (installed with pip when missing).
 set -euo pipefail
@@ -21,6 +22,7 @@ GAN_STEPS=${1:-6000}
 SEEDS=${2:-3}
 WORK=${3:-$ROOT/work/balance-experiment}
 DIFFUSION_STEPS=${DIFFUSION_STEPS:-0}
+LATENT_GAN_STEPS=${LATENT_GAN_STEPS:-0}
 RARE=${RARE:-8}
 RARE_COUNT=${RARE_COUNT:-15}
 EPOCHS=${EPOCHS:-40}
@@ -43,6 +45,19 @@ if [ "$GAN_STEPS" -gt 0 ]; then
     if [ "${CONFIDENT:-1}" != 0 ] && $B balance --data train --model gan --out bal-gan-confident --min-confidence 0.5 --seed 1 --progress none | grep -v '^ '; then
         SETS+=(--synthetic bal-gan-confident)
     fi
+fi
+# Latent GAN (session 20): a factor-4 VAE (8×8×4 latents) trained on the same cut training set, then
+# the mni64 latent-GAN recipe (width 256, 2 extra 3×3 layers) on its latents; memorisation filter.
+if [ "$LATENT_GAN_STEPS" -gt 0 ]; then
+    start=$(date +%s)
+    $B train vae --data train --out vae --image-size 32 --width 16 --downsampling-factor 4 --latent-channels 4 \
+        --steps 2000 --batch 16 --learning-rate 1e-3 --seed 1 --checkpoint-every 2000 --sample-every 2000 --progress none
+    $B train gan --data train --autoencoder vae/model.safetensors --out lgan --conditional --image-size 32 \
+        --width 256 --extra-layers 2 --steps "$LATENT_GAN_STEPS" --batch 32 --seed 1 \
+        --checkpoint-every "$LATENT_GAN_STEPS" --sample-every "$LATENT_GAN_STEPS" --progress none
+    echo "VAE + latent GAN: $LATENT_GAN_STEPS steps in $(( $(date +%s) - start )) s"
+    $B balance --data train --model lgan --out bal-lgan --seed 1 --progress none | grep -v '^ '
+    SETS+=(--synthetic bal-lgan)
 fi
 # Conditional diffusion (base 16 at 32 px, the default recipe), balanced with DPM-Solver++ 20 steps.
 if [ "$DIFFUSION_STEPS" -gt 0 ]; then
