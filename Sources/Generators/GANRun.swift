@@ -156,6 +156,11 @@ public func trainGAN(_ request: TrainingRequest, options: GANTrainingOptions = G
 func loadGANGenerator(_ file: SafetensorsFile, source: String) throws -> DCGANGenerator {
     let config = try decodeJSON(GANConfig.self, file.metadata[CheckpointKey.config], file: source, what: "model config")
     try config.validate()
+    return try samplingGenerator(config, file: file, source: source)
+}
+
+/// G with the weights sampling uses (the EMA copy when the file has one), in inference mode.
+func samplingGenerator(_ config: GANConfig, file: SafetensorsFile, source: String) throws -> DCGANGenerator {
     var stream = RandomStream(seed: 0)
     let generator = DCGANGenerator(config, stream: &stream)
     try generator.load(file.tensors, source: source, prefix: samplingPrefix(file, modelPrefix: "G"))

@@ -74,10 +74,8 @@ public final class LatentGANModel {
 func loadLatentGAN(_ file: SafetensorsFile, source: String) throws -> LatentGANModel {
     let config = try decodeJSON(LatentGANConfig.self, file.metadata[CheckpointKey.config], file: source, what: "latent GAN config")
     try config.validate()
+    let generator = try samplingGenerator(config.gan, file: file, source: source)
     var stream = RandomStream(seed: 0)
-    let generator = DCGANGenerator(config.gan, stream: &stream)
-    try generator.load(file.tensors, source: source, prefix: samplingPrefix(file, modelPrefix: "G"))
-    generator.setTraining(false)
     let vae = VAE(config.autoencoder, stream: &stream)
     try vae.load(file.tensors, source: source, prefix: "vae")
     return LatentGANModel(config: config, generator: generator, vae: vae)
