@@ -47,5 +47,7 @@ for c in classes:
         cells[key] = f"{rec['mean']:.3f} [{rec['ci95_low']:.2f},{rec['ci95_high']:.2f}] ({row['balanced_accuracy']['mean']:.3f})"
         if key in means: means[key].append((rec['mean'], row['balanced_accuracy']['mean']))
     print(f"{c:>5}  " + "  ".join(f"{cells.get(k, '-'):>26}" for k in names))
-print(f"{'mean':>5}  " + "  ".join(f"{sum(v[0] for v in means[k]) / max(1, len(means[k])):>14.3f} ({sum(v[1] for v in means[k]) / max(1, len(means[k])):.3f})    " for k in names))
+def mean_cell(v):
+    return f"{sum(x[0] for x in v) / len(v):>14.3f} ({sum(x[1] for x in v) / len(v):.3f})    " if v else f"{'-':>26}"
+print(f"{'mean':>5}  " + "  ".join(mean_cell(means[k]) for k in names))
 PY
