@@ -22,7 +22,7 @@ mkdir -p "$E"
 
 summary() {  # summary NAME REPORT_DIR [SAMPLES_DIR]
     python3 - "$1" "$2/report.json" "${3:-}" <<'PY'
-import json, subprocess, sys
+import json, os, subprocess, sys
 name, path, samples = sys.argv[1], sys.argv[2], sys.argv[3]
 r = json.load(open(path))
 def find(d, keys):
@@ -42,7 +42,7 @@ if samples:
     corner = f"  corner {float(out[2]):.3f}"
 fd, kid, p, rc = pick("fd", "frechet_distance", "fid"), pick("kid", "kid_mean"), pick("precision"), pick("recall")
 memo = ""
-if r.get("memorisation", {}).get("training_images") and "EVAL_TRAIN" in __import__("os").environ:
+if r.get("memorisation", {}).get("training_images") and "EVAL_TRAIN" in os.environ:
     m = r["memorisation"]
     memo = f"  memorised {m['flagged_count']}/{m['synthetic_images']} (median to training {m['synthetic_to_training_median']:.2f}, training {m['real_vs_real_median']:.2f})"
 print(f"{name:40s} FD {fd:.3f}  KID {kid:.4f}  precision {p:.3f}  recall {rc:.3f}{corner}{memo}")
