@@ -52,8 +52,10 @@ public enum BalanceTarget: Equatable, CustomStringConvertible {
 
 /// How the missing images of a class are made.
 public enum BalanceMethod: Equatable {
-    /// `generate --class` with a conditional generator (GAN or diffusion): a run folder or checkpoint.
-    case model(String)
+    /// `generate --class` with conditional generators (GAN or diffusion): run folders or checkpoints.
+    /// With several, each class's generated images are split between them in the order given
+    /// (GANs trained with different seeds miss different modes; README, session 21).
+    case models([String])
     /// Lesions composited into the healthy class's images to fill the lesion class; procedural
     /// lesions when `lesions` is nil, else a folder of patches (see `FolderLesionSource`).
     case composite(lesions: URL?, healthyClass: String, lesionClass: String)
@@ -73,13 +75,13 @@ public struct BalanceRequest {
     public var method: BalanceMethod
     public var target: BalanceTarget = .max
     public var seed: UInt64 = 0
-    /// With `.model`: diffusion sampler settings (ignored for GANs).
+    /// With `.models`: diffusion sampler settings (ignored for GANs).
     public var sampling = SamplerSettings()
-    /// With `.model`: PNG bit depth of generated images.
+    /// With `.models`: PNG bit depth of generated images.
     public var bitDepth: Int = 8
-    /// With `.model`: the filters generated samples must pass (memorisation always; confidence optional).
+    /// With `.models`: the filters generated samples must pass (memorisation always; confidence optional).
     public var filter = BalanceFilterSettings()
-    /// With `.model`: this fraction of each class's added images are random copies of its real
+    /// With `.models`: this fraction of each class's added images are random copies of its real
     /// images (as `.oversample`), the rest generated. Measured on the digits (README): the copies
     /// keep the real images' exact appearance in the class and the generator adds the variety.
     public var realCopyFraction: Double = 0
@@ -97,7 +99,7 @@ public struct BalancePlanRow: Equatable {
     public let method: String
     /// Seed of this class's synthetic images (the `--seed` for `generate --class`).
     public let seed: UInt64
-    /// With `.model`, after a run: candidates generated and rejected by the filters.
+    /// With `.models`, after a run: candidates generated and rejected by the filters.
     public var filtered = BalanceFilterCounts()
 }
 
@@ -160,9 +162,15 @@ func realCopyCount(add: Int, fraction: Double) -> Int { min(add, Int((Double(add
 struct BalanceScan {
     var rows: [BalancePlanRow]
     var dataset: ImageFolderListing
-    /// Model path resolved to its checkpoint file, and the model's kind (`.model` only).
-    var modelFile: URL?
-    var modelKind: String?
+    /// The models resolved to their checkpoint files, with their kinds (`.models` only).
+    var models: [ResolvedModel] = []
+}
+
+struct ResolvedModel {
+    /// As the user gave it (recorded in the manifest).
+    var path: String
+    var file: URL
+    var kind: String
 }
 
 func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
@@ -174,8 +182,12 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
     if isInside(request.out, request.data) || isInside(request.data, request.out) {
         throw MedSynthError(file: request.out.path, "output folder must not be inside the input folder \(request.data.path) (nor contain it)")
     }
-    let subfolders = (try? fm.contentsOfDirectory(at: request.data, includingPropertiesForKeys: [.isDirectoryKey]))?
-        .filter { !$0.lastPathComponent.hasPrefix(".") && $0.hasDirectoryPath } ?? []
+    // fileExists follows symbolic links: a linked dataset folder or class folder counts like a real one.
+    let subfolders = ((try? fm.contentsOfDirectory(atPath: request.data.path)) ?? []).filter { name in
+        var isClassFolder: ObjCBool = false
+        return !name.hasPrefix(".") && fm.fileExists(atPath: request.data.appendingPathComponent(name).path, isDirectory: &isClassFolder)
+            && isClassFolder.boolValue
+    }
     if subfolders.isEmpty {
         throw MedSynthError(file: request.data.path, "no class subfolders: balance needs one subfolder per class (e.g. healthy/ and lesion/)")
     }
@@ -185,34 +197,44 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
     var counts = dataset.countsPerClass
     let makes: (String) -> Bool
     let methodName: String
-    var modelFile: URL? = nil, modelKind: String? = nil
+    var models: [ResolvedModel] = []
     let cannot: (String) -> String
     switch request.method {
-    case .model(let path):
-        let url = try resolveModelFile(path)
-        let file = try readSafetensors(at: url)
-        guard let kind = file.metadata[CheckpointKey.kind], ModelKind(rawValue: kind) != nil else {
-            throw MedSynthError(file: url.path, "not a medsynth generator checkpoint (no '\(CheckpointKey.kind)' metadata)")
-        }
-        var known: [String] = []
-        if let text = file.metadata[CheckpointKey.config],
-           let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] {
-            known = object["classNames"] as? [String] ?? []
+    case .models(let paths):
+        guard !paths.isEmpty else { throw MedSynthError("balancing by model needs at least one --model") }
+        var knownPerModel: [[String]] = []
+        for path in paths {
+            let url = try resolveModelFile(path)
+            let file = try readSafetensors(at: url)
+            guard let kind = file.metadata[CheckpointKey.kind], ModelKind(rawValue: kind) != nil else {
+                throw MedSynthError(file: url.path, "not a medsynth generator checkpoint (no '\(CheckpointKey.kind)' metadata)")
+            }
+            var known: [String] = []
+            if let text = file.metadata[CheckpointKey.config],
+               let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] {
+                known = object["classNames"] as? [String] ?? []
+            }
+            models.append(ResolvedModel(path: path, file: url, kind: kind))
+            knownPerModel.append(known)
         }
         guard (0...1).contains(request.realCopyFraction) else {
             throw MedSynthError("--real-copies must be a fraction in [0, 1], got \(request.realCopyFraction)")
         }
         let available = Dictionary(zip(names, counts), uniquingKeysWith: +)
         let copies = request.realCopyFraction
-        makes = { known.contains($0) && (copies == 0 || available[$0, default: 0] >= 1) }
+        makes = { name in knownPerModel.allSatisfy { $0.contains(name) } && (copies == 0 || available[name, default: 0] >= 1) }
         cannot = { name in
-            if known.contains(name) { return "--real-copies copies real images of the class and it has none" }
+            guard let m = knownPerModel.firstIndex(where: { !$0.contains(name) }) else {
+                return "--real-copies copies real images of the class and it has none"
+            }
+            let known = knownPerModel[m], url = models[m].file
             return known.isEmpty
                 ? "the model \(url.path) is unconditional and cannot be asked for class '\(name)'"
                 : "the model \(url.path) cannot generate class '\(name)' (it knows: \(known.joined(separator: ", ")))" }
-        methodName = copies > 0 ? String(format: "generate (%@) + %.0f %% copies of real images", kind, 100 * copies) : "generate (\(kind))"
-        modelFile = url
-        modelKind = kind
+        var kinds: [String] = []
+        for model in models where !kinds.contains(model.kind) { kinds.append(model.kind) }
+        let generator = models.count == 1 ? kinds[0] : "\(models.count) models: " + kinds.joined(separator: ", ")
+        methodName = copies > 0 ? String(format: "generate (%@) + %.0f %% copies of real images", generator, 100 * copies) : "generate (\(generator))"
     case .composite(let lesions, let healthy, let lesion):
         guard let h = names.firstIndex(of: healthy), counts[h] > 0 else {
             throw MedSynthError(file: request.data.path, "no healthy class '\(healthy)' with images to composite into (classes: \(names.joined(separator: ", ")))")
@@ -256,7 +278,7 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
         rows.append(BalancePlanRow(className: name, have: have, add: add, method: add > 0 ? methodName : "-",
                                    seed: classSeed(request.seed, className: name)))
     }
-    return BalanceScan(rows: rows, dataset: dataset, modelFile: modelFile, modelKind: modelKind)
+    return BalanceScan(rows: rows, dataset: dataset, models: models)
 }
 
 /// The per-class plan (have, will add, method), written nowhere. Refuses a target below a
@@ -300,15 +322,25 @@ public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle 
             try manifest.write(try linkRealImages(of: row.className, dataset: scan.dataset, into: staging))
             guard row.add > 0 else { continue }
             switch request.method {
-            case .model(let path):
+            case .models:
                 let copies = realCopyCount(add: row.add, fraction: request.realCopyFraction)
                 if copies < row.add {
                     if filter == nil { filter = try SampleFilter(data: request.data, settings: request.filter, seed: request.seed, style: style) }
-                    let generated = BalancePlanRow(className: row.className, have: row.have, add: row.add - copies, method: row.method, seed: row.seed)
-                    let (made, counts) = try generateClass(generated, model: path, file: scan.modelFile!, kind: scan.modelKind!,
-                                                           request: request, filter: filter!, into: staging, style: style)
-                    try manifest.write(made)
-                    rows[r].filtered = counts
+                    // Model m makes the next share of the class's generated images, from its own seed.
+                    var firstIndex = 0
+                    for (m, share) in modelShares(row.add - copies, models: scan.models.count).enumerated() where share > 0 {
+                        let model = scan.models[m]
+                        let part = BalancePlanRow(className: row.className, have: row.have, add: share, method: row.method,
+                                                  seed: modelSeed(row.seed, model: m))
+                        let (made, counts) = try generateClass(part, model: model, firstIndex: firstIndex,
+                                                               rejectedPrefix: scan.models.count > 1 ? "model\(m + 1)-" : "",
+                                                               request: request, filter: filter!, into: staging, style: style)
+                        try manifest.write(made)
+                        rows[r].filtered.generated += counts.generated
+                        rows[r].filtered.rejectedMemorised += counts.rejectedMemorised
+                        rows[r].filtered.rejectedUnsure += counts.rejectedUnsure
+                        firstIndex += share
+                    }
                 }
                 if copies > 0 {
                     let copied = BalancePlanRow(className: row.className, have: row.have, add: copies, method: row.method, seed: row.seed)
@@ -397,14 +429,27 @@ func checkFree(_ url: URL) throws {
     }
 }
 
+/// How `count` generated images of a class are split between `models` generators: as evenly as
+/// possible, the first ones taking one more.
+func modelShares(_ count: Int, models: Int) -> [Int] {
+    (0..<models).map { count / models + ($0 < count % models ? 1 : 0) }
+}
+
+/// Seed of model m's images of a class: the class seed for the first model (so one model gives
+/// the images it always gave), a seed derived from it for the others (so the same model given
+/// twice does not repeat its images).
+func modelSeed(_ classSeed: UInt64, model m: Int) -> UInt64 { m == 0 ? classSeed : splitMix64(classSeed &+ UInt64(m)) }
+
 /// Synthetic images of one class from a conditional generator. Candidate i is generator sample i
-/// of the class seed (stream i: `generate --class C --seed S` remakes it); candidates that fail the
-/// filters are moved to `.rejected/<class>/` and more are generated (indices continue) until the
-/// class has `row.add` accepted images, or `maxCandidatesPerImage · add` were tried. Accepted image
-/// j keeps its generator index in `sample_index`.
-func generateClass(_ row: BalancePlanRow, model path: String, file: URL, kind: String, request: BalanceRequest, filter: SampleFilter,
-                   into out: URL, style: ProgressStyle) throws -> (records: [BalanceManifestRecord], counts: BalanceFilterCounts) {
+/// of `row.seed` (stream i: `generate --class C --seed S` remakes it); candidates that fail the
+/// filters are moved to `.rejected/<class>/` (named `rejectedPrefix` + sample name) and more are
+/// generated (indices continue) until the class has `row.add` accepted images, or
+/// `maxCandidatesPerImage · add` were tried. Accepted image j is written as synthetic file
+/// `firstIndex + j` and keeps its generator index in `sample_index`.
+func generateClass(_ row: BalancePlanRow, model: ResolvedModel, firstIndex: Int = 0, rejectedPrefix: String = "", request: BalanceRequest,
+                   filter: SampleFilter, into out: URL, style: ProgressStyle) throws -> (records: [BalanceManifestRecord], counts: BalanceFilterCounts) {
     let fm = FileManager.default
+    let path = model.path, file = model.file, kind = model.kind
     let scratch = out.appendingPathComponent(".generate-\(row.className)")
     let modelID = try modelIdentifier(of: file)
     let classFolder = out.appendingPathComponent(row.className)
@@ -440,17 +485,19 @@ func generateClass(_ row: BalancePlanRow, model path: String, file: URL, kind: S
             }
             let source = scratch.appendingPathComponent(sampleFileName(i))
             if accepted < row.add, verdicts[p] == nil {
-                let destination = classFolder.appendingPathComponent(syntheticFileName(accepted))
+                let name = syntheticFileName(firstIndex + accepted)
+                let destination = classFolder.appendingPathComponent(name)
                 try checkFree(destination)
                 try fm.moveItem(at: source, to: destination)
-                records.append(BalanceManifestRecord(file: "\(row.className)/\(syntheticFileName(accepted))", class: row.className, source: "synthetic",
+                records.append(BalanceManifestRecord(file: "\(row.className)/\(name)", class: row.className, source: "synthetic",
                                                      origin: "generate", seed: row.seed, sample_index: i,
                                                      model: path, model_id: modelID, model_kind: kind))
                 accepted += 1
             } else if let verdict = verdicts[p] {
                 try fm.createDirectory(at: rejectedFolder, withIntermediateDirectories: true)
-                try fm.moveItem(at: source, to: rejectedFolder.appendingPathComponent(sampleFileName(i)))
-                var record = BalanceManifestRecord(file: ".rejected/\(row.className)/\(sampleFileName(i))", class: row.className, source: "rejected",
+                let name = rejectedPrefix + sampleFileName(i)
+                try fm.moveItem(at: source, to: rejectedFolder.appendingPathComponent(name))
+                var record = BalanceManifestRecord(file: ".rejected/\(row.className)/\(name)", class: row.className, source: "rejected",
                                                    origin: "generate", seed: row.seed, sample_index: i,
                                                    model: path, model_id: modelID, model_kind: kind)
                 switch verdict {

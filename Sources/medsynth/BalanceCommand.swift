@@ -9,7 +9,9 @@ struct Balance: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Class-balance a dataset: keep the real images, add exactly enough synthetic ones per class.",
         discussion: """
-        With --model, the missing images of each class come from a conditional generator (`generate --class`). \
+        With --model, the missing images of each class come from a conditional generator (`generate --class`); \
+        with --model given several times, they are split between the generators in the order given (model 1 the first \
+        share, with the class seed; model m > 1 the next, with a seed derived from it; both in the manifest). \
         With --composite, lesions (procedural, or from --lesions) are blended into the healthy class's images to \
         fill the lesion class, which is created if the data has none. OUT/<class>/ gets the real files \
         (hard-linked, or copied; names kept) and synthetic_NNNNNN.png files (with --real-copies F, that fraction of them \
@@ -28,7 +30,8 @@ struct Balance: ParsableCommand {
 
     @Option(help: "Dataset folder, one subfolder per class.") var data: String
     @Option(help: "Output folder (new or empty; not inside --data).") var out: String
-    @Option(help: "Conditional generator: run folder or checkpoint (GAN or diffusion).") var model: String?
+    @Option(help: "Conditional generator: run folder or checkpoint (GAN or diffusion). Repeat it to split each class's generated images between several generators, e.g. GANs trained with different seeds.")
+    var model: [String] = []
     @Flag(help: "Fill the lesion class by compositing lesions into healthy images (same as --method composite).") var composite = false
     @Option(help: "How missing images are made: model (needs --model), composite, smote or oversample. Default: model with --model, composite with --composite.")
     var method: BalanceMethodName?
@@ -51,15 +54,15 @@ struct Balance: ParsableCommand {
     /// The method the flags ask for (--model and --composite are shorthands for --method model / composite).
     var chosenMethod: BalanceMethodName? {
         if let method { return method }
-        if model != nil && !composite { return .model }
-        if composite && model == nil { return .composite }
+        if !model.isEmpty && !composite { return .model }
+        if composite && model.isEmpty { return .composite }
         return nil
     }
 
     func validate() throws {
         guard let chosen = chosenMethod else { throw ValidationError("give one of --model CKPT, --composite or --method smote|oversample") }
         if composite && chosen != .composite { throw ValidationError("--composite contradicts --method \(chosen.rawValue)") }
-        if (model != nil) != (chosen == .model) {
+        if !model.isEmpty != (chosen == .model) {
             throw ValidationError(chosen == .model ? "--method model needs --model CKPT" : "--model goes with --method model only")
         }
         guard lesions == nil || chosen == .composite else { throw ValidationError("--lesions goes with --composite") }
@@ -78,7 +81,7 @@ struct Balance: ParsableCommand {
         runtime.apply()
         let method: BalanceMethod
         switch chosenMethod! {
-        case .model: method = .model(model!)
+        case .model: method = .models(model)
         case .composite: method = .composite(lesions: lesions.map { URL(fileURLWithPath: $0) }, healthyClass: healthyClass, lesionClass: lesionClass)
         case .smote: method = .smote(neighbours: neighbours)
         case .oversample: method = .oversample

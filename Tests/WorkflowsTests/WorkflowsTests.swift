@@ -134,6 +134,20 @@ final class BalanceTests: XCTestCase {
         // A flat folder has no classes to balance; a non-empty output is not overwritten.
         request.data = data.appendingPathComponent("healthy")
         assertThrows(try planBalance(request), containing: "no class subfolders")
+        // A dataset reached through symbolic links (the folder, and a class folder) is balanced like the real one.
+        let linked = root.appendingPathComponent("linked"), linkedClasses = root.appendingPathComponent("linked-classes")
+        try FileManager.default.createSymbolicLink(at: linked, withDestinationURL: data)
+        try FileManager.default.createDirectory(at: linkedClasses, withIntermediateDirectories: true)
+        for name in ["healthy", "lesion"] {
+            try FileManager.default.createSymbolicLink(at: linkedClasses.appendingPathComponent(name), withDestinationURL: data.appendingPathComponent(name))
+        }
+        request.method = .oversample
+        request.data = data
+        let direct = try planBalance(request)
+        for viaLinks in [linked, linkedClasses] {
+            request.data = viaLinks
+            XCTAssertEqual(try planBalance(request), direct, viaLinks.path)
+        }
         request.data = data
         try FileManager.default.createDirectory(at: request.out, withIntermediateDirectories: true)
         try Data("x".utf8).write(to: request.out.appendingPathComponent("keep.txt"))
@@ -201,7 +215,7 @@ final class BalanceTests: XCTestCase {
         let data = root.appendingPathComponent("data")
         let run = try trainTinyConditionalGAN(on: data)
         let before = try folderContents(data)
-        var request = BalanceRequest(data: data, out: root.appendingPathComponent("b"), method: .model(run.path))
+        var request = BalanceRequest(data: data, out: root.appendingPathComponent("b"), method: .models([run.path]))
         request.target = .count(7)
         request.seed = 3
         let plan = try planBalance(request)
@@ -233,7 +247,7 @@ final class BalanceTests: XCTestCase {
         request.out = root.appendingPathComponent("c")
         assertThrows(try planBalance(request), containing: "cannot generate class 'cyst' (it knows: healthy, lesion)")
         XCTAssertFalse(FileManager.default.fileExists(atPath: request.out.path))
-        request.method = .model(root.appendingPathComponent("nothing").path)
+        request.method = .models([root.appendingPathComponent("nothing").path])
         assertThrows(try planBalance(request), containing: "no such model")
     }
 
@@ -243,7 +257,7 @@ final class BalanceTests: XCTestCase {
     func testModelBalanceWithRealCopiesMixesCopiesAndGeneratedImages() throws {
         let data = root.appendingPathComponent("data")
         let run = try trainTinyConditionalGAN(on: data)
-        var request = BalanceRequest(data: data, out: root.appendingPathComponent("mixed"), method: .model(run.path))
+        var request = BalanceRequest(data: data, out: root.appendingPathComponent("mixed"), method: .models([run.path]))
         request.target = .count(7)
         request.seed = 3
         request.realCopyFraction = 0.4
@@ -272,6 +286,60 @@ final class BalanceTests: XCTestCase {
         request.out = root.appendingPathComponent("bad")
         request.realCopyFraction = 1.5
         assertThrows(try planBalance(request), containing: "--real-copies must be a fraction in [0, 1]")
+    }
+
+    /// Two models: a class's 5 generated images split 3 + 2. The first model's 3 are the images a
+    /// one-model run makes first; the second model's 2 come from its own seed (not the class seed,
+    /// so the same model given twice does not repeat images), and `generate` remakes them from the
+    /// manifest's model, seed and index.
+    func testBalanceWithTwoModelsSplitsEachClassBetweenThem() throws {
+        let data = root.appendingPathComponent("data")
+        let first = try trainTinyConditionalGAN(on: data)
+        let second = root.appendingPathComponent("gan-seed-2")
+        var r = TrainingRequest(data: data.path)
+        r.imageSize = 16; r.steps = 3; r.batchSize = 4; r.width = 8; r.conditional = true; r.checkpointEvery = 3; r.sampleEvery = 100; r.seed = 2
+        try trainGAN(r, out: second, resume: false, progress: .none)
+
+        var request = BalanceRequest(data: data, out: root.appendingPathComponent("two"), method: .models([first.path, second.path]))
+        request.target = .count(7)
+        request.seed = 3
+        let plan = try runBalance(request, progress: .none)
+        XCTAssertEqual(plan.map(\.add), [1, 5])
+        XCTAssertEqual(plan[1].method, "generate (2 models: dcgan)")
+        XCTAssertEqual(plan[1].filtered.generated, 5)
+        let lesion = try jsonLines(request.out.appendingPathComponent("manifest.jsonl"))
+            .filter { $0["class"] as? String == "lesion" && $0["source"] as? String == "synthetic" }
+        XCTAssertEqual(lesion.map { $0["file"] as! String }, (0..<5).map { "lesion/" + syntheticFileName($0) })
+        XCTAssertEqual(lesion.map { $0["model"] as! String }, [first.path, first.path, first.path, second.path, second.path])
+        XCTAssertEqual(lesion.map { $0["sample_index"] as! Int }, [0, 1, 2, 0, 1])
+        let seeds = lesion.map { ($0["seed"] as! NSNumber).uint64Value }
+        XCTAssertEqual(seeds[0], classSeed(3, className: "lesion"))
+        XCTAssertNotEqual(seeds[3], seeds[0])
+
+        var single = request
+        single.method = .models([first.path])
+        single.out = root.appendingPathComponent("one")
+        try runBalance(single, progress: .none)
+        for j in 0..<3 {
+            let file = "lesion/" + syntheticFileName(j)
+            XCTAssertEqual(try Data(contentsOf: request.out.appendingPathComponent(file)), try Data(contentsOf: single.out.appendingPathComponent(file)), file)
+        }
+        var g = GenerationRequest(model: second.path, count: 2, out: root.appendingPathComponent("regen"))
+        g.className = "lesion"
+        g.seed = seeds[4]
+        try generateImages(g, progress: .none)
+        XCTAssertEqual(try Data(contentsOf: request.out.appendingPathComponent(lesion[4]["file"] as! String)),
+                       try Data(contentsOf: g.out.appendingPathComponent(sampleFileName(1))))
+        XCTAssertNotEqual(try Data(contentsOf: request.out.appendingPathComponent(lesion[3]["file"] as! String)),
+                          try Data(contentsOf: single.out.appendingPathComponent(lesion[3]["file"] as! String)))
+
+        // A second model that does not know a class the first one can make is named in the refusal.
+        let unconditional = root.appendingPathComponent("gan-unconditional")
+        r.conditional = false
+        try trainGAN(r, out: unconditional, resume: false, progress: .none)
+        request.method = .models([first.path, unconditional.path])
+        request.out = root.appendingPathComponent("refused")
+        assertThrows(try planBalance(request), containing: "the model \(RunFolder(unconditional).model.path) is unconditional")
     }
 }
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Issue 14, session 21: how much of a GAN row in balance_all_classes.sh is the GAN's own training
+# seed, and does balancing with several GANs at once (`balance --model A --model B ...`) help the
+# rare class? Reads a balance_all_classes.sh work folder (WORK/class-C/ with train/, test/, gan/ and
+# bal-gan/ from it), trains GANs with seeds 2..K on the same cut training set and the same recipe
+# (WORK/class-C/gan-sN/, kept when already there), balances with each alone (bal-gan-sN) and with all
+# K pooled (bal-gan-pool, the class's generated images split between the K GANs), and runs the
+# utility classifier (same seeds, epochs and test images as balance_experiment.sh) on real only,
+# each GAN alone and the pool. Two classes at a time (one per core; each GAN trains on one thread).
+#   bash scripts/experiments/balance_gan_seeds.sh WORK [K] [SEEDS] [CLASSES...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+B=${MEDSYNTH_BIN:-$ROOT/.build/release/medsynth}
+WORK=$(cd "${1:?usage: balance_gan_seeds.sh WORK [K] [SEEDS] [CLASSES...]}" && pwd)
+K=${2:-3}
+SEEDS=${3:-3}
+EPOCHS=${EPOCHS:-40}
+shift $(( $# < 3 ? $# : 3 ))
+CLASSES=("$@")
+[ ${#CLASSES[@]} -gt 0 ] || CLASSES=(0 1 2 3 4 5 6 7 8 9)
+one_class() {
+    local dir=$WORK/class-$1
+    cd "$dir"
+    [ -f gan/model.safetensors ] && [ -d bal-gan ] || { echo "class $1: no gan/ and bal-gan/ from balance_all_classes.sh in $dir"; return 1; }
+    local steps
+    steps=$(python3 -c "import json; print(json.load(open('gan/run.json'))['steps'])")
+    local sets=(--synthetic bal-gan) pool=(--model gan)
+    for s in $(seq 2 "$K"); do
+        if [ ! -f "gan-s$s/model.safetensors" ]; then
+            start=$(date +%s)
+            $B train gan --data train --out "gan-s$s" --conditional --image-size 32 --width 32 --steps "$steps" --batch 32 \
+                --seed "$s" --checkpoint-every "$steps" --sample-every "$steps" --progress none --threads 1
+            echo "GAN seed $s: $steps steps in $(( $(date +%s) - start )) s"
+        fi
+        [ -d "bal-gan-s$s" ] || $B balance --data train --model "gan-s$s" --out "bal-gan-s$s" --seed 1 --progress none | grep '^filtered'
+        sets+=(--synthetic "bal-gan-s$s")
+        pool+=(--model "gan-s$s")
+    done
+    rm -rf bal-gan-pool
+    $B balance --data train "${pool[@]}" --out bal-gan-pool --seed 1 --progress none | grep '^filtered'
+    sets+=(--synthetic bal-gan-pool)
+    $B utility --data train "${sets[@]}" --test test --seeds "$SEEDS" --epochs "$EPOCHS" --out utility-gan-seeds --progress none > utility-gan-seeds.txt
+}
+run_lane() {
+    for c in "$@"; do
+        ( one_class "$c" ) > "$WORK/gan-seeds-class-$c.log" 2>&1 || echo "class $c failed: see $WORK/gan-seeds-class-$c.log"
+    done
+}
+even=() odd=()
+for i in "${!CLASSES[@]}"; do if (( i % 2 == 0 )); then even+=("${CLASSES[$i]}"); else odd+=("${CLASSES[$i]}"); fi; done
+run_lane "${even[@]}" &
+[ ${#odd[@]} -eq 0 ] || run_lane "${odd[@]}"
+wait
+python3 - "$WORK" "$K" "${CLASSES[@]}" <<'PY' | tee "$WORK/gan-seeds-summary.txt"
+import json, os, sys
+work, k, classes = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+columns = ["real"] + ["bal-gan"] + [f"bal-gan-s{s}" for s in range(2, k + 1)] + ["bal-gan-pool"]
+titles = ["real only"] + [f"GAN seed {s}" for s in range(1, k + 1)] + ["mean of seeds", f"pool of {k}"]
+print("rare-class recall, mean over classifier seeds [95% t-interval] (balanced accuracy)")
+print(f"{'class':>5}  " + "  ".join(f"{t:>26}" for t in titles))
+for c in classes:
+    path = os.path.join(work, f"class-{c}", "utility-gan-seeds", "utility.json")
+    if not os.path.exists(path):
+        print(f"{c:>5}  (no result)"); continue
+    rows = {}
+    for row in json.load(open(path))["rows"]:
+        key = row["training_data"].split(" + ")[-1].rstrip("/").split("/")[-1]
+        rows[key] = (row["per_class_recall"][c], row["balanced_accuracy"]["mean"])
+    cell = lambda r: f"{r[0]['mean']:.3f} [{r[0]['ci95_low']:.2f},{r[0]['ci95_high']:.2f}] ({r[1]:.3f})"
+    seeds = [rows[key] for key in columns[1:-1] if key in rows]
+    mean = f"{sum(r[0]['mean'] for r in seeds) / len(seeds):>14.3f} ({sum(r[1] for r in seeds) / len(seeds):.3f})    "
+    cells = [cell(rows[key]) if key in rows else "-" for key in columns[:-1]] + [mean, cell(rows["bal-gan-pool"]) if "bal-gan-pool" in rows else "-"]
+    print(f"{c:>5}  " + "  ".join(f"{x:>26}" for x in cells))
+PY
