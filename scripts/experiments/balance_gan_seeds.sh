@@ -7,7 +7,9 @@
 # K pooled (bal-gan-pool, the class's generated images split between the K GANs), and runs the
 # utility classifier (same seeds, epochs and test images as balance_experiment.sh) on real only,
 # each GAN alone and the pool. Two classes at a time (one per core; each GAN trains on one thread).
-#   bash scripts/experiments/balance_gan_seeds.sh WORK [K] [SEEDS] [CLASSES...]
+# LONG_STEPS=N adds the same CPU spent on one GAN instead: a copy of the seed-1 GAN trained on to N
+# steps (gan-long/, bal-gan-long; N = K × the recipe's steps matches the pool's training cost).
+#   [LONG_STEPS=N] bash scripts/experiments/balance_gan_seeds.sh WORK [K] [SEEDS] [CLASSES...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -40,6 +42,18 @@ one_class() {
     rm -rf bal-gan-pool
     $B balance --data train "${pool[@]}" --out bal-gan-pool --seed 1 --progress none | grep '^filtered'
     sets+=(--synthetic bal-gan-pool)
+    if [ "${LONG_STEPS:-0}" -gt 0 ]; then
+        if [ ! -f gan-long/checkpoints/step-$(printf %06d "$LONG_STEPS").safetensors ]; then
+            rm -rf gan-long && cp -rL gan gan-long
+            start=$(date +%s)
+            $B train gan --data train --out gan-long --conditional --image-size 32 --width 32 --steps "$LONG_STEPS" --batch 32 \
+                --seed 1 --checkpoint-every "$LONG_STEPS" --sample-every "$LONG_STEPS" --progress none --threads 1 --resume
+            echo "GAN seed 1 trained on to $LONG_STEPS steps in $(( $(date +%s) - start )) s"
+        fi
+        rm -rf bal-gan-long
+        $B balance --data train --model gan-long --out bal-gan-long --seed 1 --progress none | grep '^filtered'
+        sets+=(--synthetic bal-gan-long)
+    fi
     $B utility --data train "${sets[@]}" --test test --seeds "$SEEDS" --epochs "$EPOCHS" --out utility-gan-seeds --progress none > utility-gan-seeds.txt
 }
 run_lane() {
@@ -56,7 +70,7 @@ python3 - "$WORK" "$K" "${CLASSES[@]}" <<'PY' | tee "$WORK/gan-seeds-summary.txt
 import json, os, sys
 work, k, classes = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 columns = ["real"] + ["bal-gan"] + [f"bal-gan-s{s}" for s in range(2, k + 1)] + ["bal-gan-pool"]
-titles = ["real only"] + [f"GAN seed {s}" for s in range(1, k + 1)] + ["mean of seeds", f"pool of {k}"]
+titles = ["real only"] + [f"GAN seed {s}" for s in range(1, k + 1)] + ["mean of seeds", f"pool of {k}", "seed 1 trained longer"]
 print("rare-class recall, mean over classifier seeds [95% t-interval] (balanced accuracy)")
 print(f"{'class':>5}  " + "  ".join(f"{t:>26}" for t in titles))
 for c in classes:
@@ -70,6 +84,7 @@ for c in classes:
     cell = lambda r: f"{r[0]['mean']:.3f} [{r[0]['ci95_low']:.2f},{r[0]['ci95_high']:.2f}] ({r[1]:.3f})"
     seeds = [rows[key] for key in columns[1:-1] if key in rows]
     mean = f"{sum(r[0]['mean'] for r in seeds) / len(seeds):>14.3f} ({sum(r[1] for r in seeds) / len(seeds):.3f})    "
-    cells = [cell(rows[key]) if key in rows else "-" for key in columns[:-1]] + [mean, cell(rows["bal-gan-pool"]) if "bal-gan-pool" in rows else "-"]
+    cells = [cell(rows[key]) if key in rows else "-" for key in columns[:-1]] + [mean] \
+        + [cell(rows[key]) if key in rows else "-" for key in ("bal-gan-pool", "bal-gan-long")]
     print(f"{c:>5}  " + "  ".join(f"{x:>26}" for x in cells))
 PY
