@@ -16,17 +16,12 @@ shift $(( $# < 3 ? $# : 3 ))
 CLASSES=("$@")
 [ ${#CLASSES[@]} -gt 0 ] || CLASSES=(0 1 2 3 4 5 6 7 8 9)
 mkdir -p "$WORK"
-run_lane() {
-    for rare in "$@"; do
-        RARE=$rare CONFIDENT=0 bash "$ROOT/scripts/experiments/balance_experiment.sh" "$GAN_STEPS" "$SEEDS" "$WORK/class-$rare" \
-            > "$WORK/class-$rare.log" 2>&1 || echo "class $rare failed: see $WORK/class-$rare.log"
-    done
+one_class() {
+    RARE=$1 CONFIDENT=0 bash "$ROOT/scripts/experiments/balance_experiment.sh" "$GAN_STEPS" "$SEEDS" "$WORK/class-$1" \
+        > "$WORK/class-$1.log" 2>&1 || echo "class $1 failed: see $WORK/class-$1.log"
 }
-even=() odd=()
-for i in "${!CLASSES[@]}"; do if (( i % 2 == 0 )); then even+=("${CLASSES[$i]}"); else odd+=("${CLASSES[$i]}"); fi; done
-run_lane "${even[@]}" &
-[ ${#odd[@]} -eq 0 ] || run_lane "${odd[@]}"
-wait
+source "$ROOT/scripts/experiments/two_lanes.sh"
+run_in_two_lanes one_class "${CLASSES[@]}"
 python3 - "$WORK" "${CLASSES[@]}" <<'PY' | tee "$WORK/summary.txt"
 import json, os, sys
 work, classes = sys.argv[1], sys.argv[2:]

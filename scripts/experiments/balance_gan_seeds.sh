@@ -56,16 +56,11 @@ one_class() {
     fi
     $B utility --data train "${sets[@]}" --test test --seeds "$SEEDS" --epochs "$EPOCHS" --out utility-gan-seeds --progress none > utility-gan-seeds.txt
 }
-run_lane() {
-    for c in "$@"; do
-        ( one_class "$c" ) > "$WORK/gan-seeds-class-$c.log" 2>&1 || echo "class $c failed: see $WORK/gan-seeds-class-$c.log"
-    done
+logged_class() {
+    ( one_class "$1" ) > "$WORK/gan-seeds-class-$1.log" 2>&1 || echo "class $1 failed: see $WORK/gan-seeds-class-$1.log"
 }
-even=() odd=()
-for i in "${!CLASSES[@]}"; do if (( i % 2 == 0 )); then even+=("${CLASSES[$i]}"); else odd+=("${CLASSES[$i]}"); fi; done
-run_lane "${even[@]}" &
-[ ${#odd[@]} -eq 0 ] || run_lane "${odd[@]}"
-wait
+source "$ROOT/scripts/experiments/two_lanes.sh"
+run_in_two_lanes logged_class "${CLASSES[@]}"
 python3 - "$WORK" "$K" "${CLASSES[@]}" <<'PY' | tee "$WORK/gan-seeds-summary.txt"
 import json, os, sys
 work, k, classes = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
