@@ -23,7 +23,9 @@ one_class() {
 source "$ROOT/scripts/experiments/two_lanes.sh"
 run_in_two_lanes one_class "${CLASSES[@]}"
 python3 - "$WORK" "${CLASSES[@]}" <<'PY' | tee "$WORK/summary.txt"
-import json, os, sys
+import os, sys
+sys.path.insert(0, "scripts/experiments")
+from rare_recall import cell, mean_cell, rows_by_set
 work, classes = sys.argv[1], sys.argv[2:]
 names = {"real": "real only", "bal-oversample": "oversample", "bal-smote": "SMOTE", "bal-gan": "GAN", "bal-lgan": "latent GAN", "allreal": "all real"}
 print(f"rare-class recall, mean over seeds [95% t-interval] (balanced accuracy)")
@@ -33,16 +35,9 @@ for c in classes:
     path = os.path.join(work, f"class-{c}", "utility", "utility.json")
     if not os.path.exists(path):
         print(f"{c:>5}  (no result)"); continue
-    r = json.load(open(path))
-    cells = {}
-    for row in r["rows"]:
-        # "real", or "real + WORK/class-C/bal-gan": the set's folder name.
-        key = row["training_data"].split(" + ")[-1].rstrip("/").split("/")[-1]
-        rec = row["per_class_recall"][c]
-        cells[key] = f"{rec['mean']:.3f} [{rec['ci95_low']:.2f},{rec['ci95_high']:.2f}] ({row['balanced_accuracy']['mean']:.3f})"
-        if key in means: means[key].append((rec['mean'], row['balanced_accuracy']['mean']))
-    print(f"{c:>5}  " + "  ".join(f"{cells.get(k, '-'):>26}" for k in names))
-def mean_cell(v):
-    return f"{sum(x[0] for x in v) / len(v):>14.3f} ({sum(x[1] for x in v) / len(v):.3f})    " if v else f"{'-':>26}"
+    rows = rows_by_set(path, c)
+    for key in names:
+        if key in rows: means[key].append(rows[key])
+    print(f"{c:>5}  " + "  ".join(f"{cell(rows[k]) if k in rows else '-':>26}" for k in names))
 print(f"{'mean':>5}  " + "  ".join(mean_cell(means[k]) for k in names))
 PY

@@ -62,7 +62,9 @@ logged_class() {
 source "$ROOT/scripts/experiments/two_lanes.sh"
 run_in_two_lanes logged_class "${CLASSES[@]}"
 python3 - "$WORK" "$K" "${CLASSES[@]}" <<'PY' | tee "$WORK/gan-seeds-summary.txt"
-import json, os, sys
+import os, sys
+sys.path.insert(0, "scripts/experiments")
+from rare_recall import cell, mean_cell, rows_by_set
 work, k, classes = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 columns = ["real"] + ["bal-gan"] + [f"bal-gan-s{s}" for s in range(2, k + 1)] + ["bal-gan-pool"]
 titles = ["real only"] + [f"GAN seed {s}" for s in range(1, k + 1)] + ["mean of seeds", f"pool of {k}", "seed 1 trained longer"]
@@ -72,14 +74,8 @@ for c in classes:
     path = os.path.join(work, f"class-{c}", "utility-gan-seeds", "utility.json")
     if not os.path.exists(path):
         print(f"{c:>5}  (no result)"); continue
-    rows = {}
-    for row in json.load(open(path))["rows"]:
-        key = row["training_data"].split(" + ")[-1].rstrip("/").split("/")[-1]
-        rows[key] = (row["per_class_recall"][c], row["balanced_accuracy"]["mean"])
-    cell = lambda r: f"{r[0]['mean']:.3f} [{r[0]['ci95_low']:.2f},{r[0]['ci95_high']:.2f}] ({r[1]:.3f})"
-    seeds = [rows[key] for key in columns[1:-1] if key in rows]
-    mean = f"{sum(r[0]['mean'] for r in seeds) / len(seeds):>14.3f} ({sum(r[1] for r in seeds) / len(seeds):.3f})    "
-    cells = [cell(rows[key]) if key in rows else "-" for key in columns[:-1]] + [mean] \
+    rows = rows_by_set(path, c)
+    cells = [cell(rows[key]) if key in rows else "-" for key in columns[:-1]] + [mean_cell([rows[key] for key in columns[1:-1] if key in rows])] \
         + [cell(rows[key]) if key in rows else "-" for key in ("bal-gan-pool", "bal-gan-long")]
     print(f"{c:>5}  " + "  ".join(f"{x:>26}" for x in cells))
 PY

@@ -30,19 +30,20 @@ for c in "${CLASSES[@]}"; do
     )
 done
 python3 - "$WORK" "$F" "${CLASSES[@]}" <<'PY' | tee "$WORK/summary-copies-$F.txt"
-import json, os, sys
+import os, sys
+sys.path.insert(0, "scripts/experiments")
+from rare_recall import cell, rows_by_set
 work, f, classes = sys.argv[1], sys.argv[2], sys.argv[3:]
 names = ["real only", "oversample", "GAN", f"GAN + {float(f):.0%} copies"]
 print(f"rare-class recall, mean over seeds [95% t-interval] (balanced accuracy)")
 print(f"{'class':>5}  " + "  ".join(f"{n:>26}" for n in names))
 sums = [[] for _ in names]
 for c in classes:
-    r = json.load(open(os.path.join(work, f"class-{c}", f"utility-copies-{f}", "utility.json")))
+    rows = list(rows_by_set(os.path.join(work, f"class-{c}", f"utility-copies-{f}", "utility.json"), c).values())
     cells = []
-    for i, row in enumerate(r["rows"]):
-        rec = row["per_class_recall"][c]
-        sums[i].append((rec["mean"], row["balanced_accuracy"]["mean"]))
-        cells.append(f"{rec['mean']:.3f} [{rec['ci95_low']:.2f},{rec['ci95_high']:.2f}] ({row['balanced_accuracy']['mean']:.3f})")
+    for i, entry in enumerate(rows):
+        sums[i].append((entry[0]["mean"], entry[1]))
+        cells.append(cell(entry))
     print(f"{c:>5}  " + "  ".join(f"{x:>26}" for x in cells))
 print(f"{'mean':>5}  " + "  ".join(f"{sum(m for m, _ in s) / len(s):.3f} ({sum(b for _, b in s) / len(s):.3f})".rjust(26) for s in sums))
 PY
