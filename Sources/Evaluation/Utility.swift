@@ -106,11 +106,14 @@ public func trainUtilityClassifier(images: [[Float]], labels: [Int], classes: In
     return (model, recent.reduce(0, +) / Double(max(recent.count, 1)))
 }
 
-/// Accuracy, balanced accuracy and per-class recall of `model` on labelled images.
-public func scoreUtilityClassifier(_ model: UtilityClassifier, images: [[Float]], labels: [Int], classNames: [String]) -> (accuracy: Double, balanced: Double, recall: [String: Double]) {
+/// Accuracy, balanced accuracy and per-class recall of `model` on labelled images, and its predicted class of each image.
+public func scoreUtilityClassifier(_ model: UtilityClassifier, images: [[Float]], labels: [Int], classNames: [String])
+    -> (accuracy: Double, balanced: Double, recall: [String: Double], predicted: [Int]) {
     let item = images.first?.count ?? 0, side = Int(Double(item).squareRoot())
     var correct = 0
     var hits = [Int](repeating: 0, count: classNames.count), totals = hits
+    var predictions: [Int] = []
+    predictions.reserveCapacity(images.count)
     var start = 0
     while start < images.count {
         let end = min(images.count, start + 128)
@@ -119,6 +122,7 @@ public func scoreUtilityClassifier(_ model: UtilityClassifier, images: [[Float]]
         for i in start..<end {
             let row = logits.data[(i - start) * c..<(i - start + 1) * c]
             let predicted = row.indices.max { row[$0] < row[$1] }! - (i - start) * c
+            predictions.append(predicted)
             totals[labels[i]] += 1
             if predicted == labels[i] { correct += 1; hits[labels[i]] += 1 }
         }
@@ -127,7 +131,7 @@ public func scoreUtilityClassifier(_ model: UtilityClassifier, images: [[Float]]
     var recall: [String: Double] = [:]
     for (k, name) in classNames.enumerated() where totals[k] > 0 { recall[name] = Double(hits[k]) / Double(totals[k]) }
     let balanced = recall.values.reduce(0, +) / Double(max(recall.count, 1))
-    return (Double(correct) / Double(max(images.count, 1)), balanced, recall)
+    return (Double(correct) / Double(max(images.count, 1)), balanced, recall, predictions)
 }
 
 /// Softmax class probabilities of `model` for each image (64×64 gray CHW in [−1, 1]).

@@ -79,6 +79,21 @@ public struct UtilityStudyRow: Codable {
     /// This row minus real only, paired by repetition (nil for the real row).
     public var balanced_accuracy_gain: ScoreSummary?
     public var per_class_recall_gain: [String: ScoreSummary]?
+    /// Test images by true class (rows) and predicted class (columns), both in the report's
+    /// `classes` order, summed over the repetitions: where each class's misses go.
+    public var confusion: [[Int]]
+    /// With a fixed test folder: every test image some repetition got wrong, the most often
+    /// missed first, so the images behind a low recall can be looked at.
+    public var misclassified: [MisclassifiedTestImage]?
+}
+
+/// A fixed-test-folder image that at least one repetition's classifier got wrong.
+public struct MisclassifiedTestImage: Codable, Equatable {
+    /// Path relative to the test folder.
+    public var file: String
+    public var true_class: String
+    /// The predicted class in each repetition, in the order of the report's `seeds`.
+    public var predicted: [String]
 }
 
 public struct UtilityStudyReport: Codable {
@@ -169,6 +184,8 @@ public func runUtilityStudy(_ request: UtilityStudyRequest, progress: (String, I
 
     var seeds: [UInt64] = [], testCounts: [Int] = []
     var scores: [[ClassifierScores]] = Array(repeating: [], count: 1 + syntheticSets.count)
+    var confusion = Array(repeating: Array(repeating: Array(repeating: 0, count: classes.count), count: classes.count), count: 1 + syntheticSets.count)
+    var predictions: [[[Int]]] = Array(repeating: [], count: 1 + syntheticSets.count)
     for r in 0..<request.repetitions {
         let seed = request.seed &+ UInt64(r)
         seeds.append(seed)
@@ -184,17 +201,21 @@ public func runUtilityStudy(_ request: UtilityStudyRequest, progress: (String, I
         testCounts.append(testImages.count)
         let realImages = trainIndices.map { data.pixels[$0] }, realLabels = trainIndices.map { data.labels[$0] }
         let steps = settings.epochs * ((realImages.count + settings.batch_size - 1) / settings.batch_size)
-        func run(_ name: String, _ images: [[Float]], _ labels: [Int]) -> ClassifierScores {
+        func run(_ name: String, _ images: [[Float]], _ labels: [Int]) -> (scores: ClassifierScores, predicted: [Int]) {
             let (model, loss) = trainUtilityClassifier(images: images, labels: labels, classes: classes.count, steps: steps, settings: settings) {
                 progress("\(name) seed \(seed)", $0, steps, $1)
             }
             let s = scoreUtilityClassifier(model, images: testImages, labels: testLabels, classNames: classes)
-            return ClassifierScores(training_images: images.count, accuracy: s.accuracy, balanced_accuracy: s.balanced,
-                                    per_class_recall: s.recall, final_training_loss: loss)
+            return (ClassifierScores(training_images: images.count, accuracy: s.accuracy, balanced_accuracy: s.balanced,
+                                     per_class_recall: s.recall, final_training_loss: loss), s.predicted)
         }
-        scores[0].append(run("real", realImages, realLabels))
-        for (k, synthetic) in syntheticSets.enumerated() {
-            scores[k + 1].append(run(URL(fileURLWithPath: synthetic.name).lastPathComponent, realImages + synthetic.set.pixels, realLabels + synthetic.labels))
+        for k in 0...syntheticSets.count {
+            let result = k == 0 ? run("real", realImages, realLabels)
+                : run(URL(fileURLWithPath: syntheticSets[k - 1].name).lastPathComponent,
+                      realImages + syntheticSets[k - 1].set.pixels, realLabels + syntheticSets[k - 1].labels)
+            scores[k].append(result.scores)
+            for (truth, guess) in zip(testLabels, result.predicted) { confusion[k][truth][guess] += 1 }
+            if fixedTest != nil { predictions[k].append(result.predicted) }
         }
     }
     // Recall is defined for the classes present in every repetition's test split.
@@ -202,7 +223,17 @@ public func runUtilityStudy(_ request: UtilityStudyRequest, progress: (String, I
     if tested.count < classes.count {
         notes.append("no test images (in some repetition) for: \(classes.filter { !tested.contains($0) }.joined(separator: ", ")); their recall is not reported")
     }
-    func row(_ name: String, _ s: [ClassifierScores], baseline: [ClassifierScores]?) -> UtilityStudyRow {
+    func misclassified(_ k: Int) -> [MisclassifiedTestImage]? {
+        guard let fixedTest, let fixedTestLabels else { return nil }
+        let missed = fixedTest.names.indices.compactMap { i -> (misses: Int, image: MisclassifiedTestImage)? in
+            let guesses = predictions[k].map { $0[i] }
+            let misses = guesses.filter { $0 != fixedTestLabels[i] }.count
+            guard misses > 0 else { return nil }
+            return (misses, MisclassifiedTestImage(file: fixedTest.names[i], true_class: classes[fixedTestLabels[i]], predicted: guesses.map { classes[$0] }))
+        }
+        return missed.sorted { $0.misses != $1.misses ? $0.misses > $1.misses : $0.image.file < $1.image.file }.map(\.image)
+    }
+    func row(_ k: Int, _ name: String, _ s: [ClassifierScores], baseline: [ClassifierScores]?) -> UtilityStudyRow {
         var recall: [String: ScoreSummary] = [:], gain: [String: ScoreSummary] = [:]
         for c in tested {
             recall[c] = ScoreSummary(s.map { $0.per_class_recall[c]! })
@@ -212,10 +243,11 @@ public func runUtilityStudy(_ request: UtilityStudyRequest, progress: (String, I
                                balanced_accuracy: ScoreSummary(s.map(\.balanced_accuracy)), accuracy: ScoreSummary(s.map(\.accuracy)),
                                per_class_recall: recall,
                                balanced_accuracy_gain: baseline.map { b in ScoreSummary(zip(s, b).map { $0.balanced_accuracy - $1.balanced_accuracy }) },
-                               per_class_recall_gain: baseline == nil ? nil : gain)
+                               per_class_recall_gain: baseline == nil ? nil : gain,
+                               confusion: confusion[k], misclassified: misclassified(k))
     }
-    var rows = [row("real", scores[0], baseline: nil)]
-    for (k, synthetic) in syntheticSets.enumerated() { rows.append(row("real + " + synthetic.name, scores[k + 1], baseline: scores[0])) }
+    var rows = [row(0, "real", scores[0], baseline: nil)]
+    for (k, synthetic) in syntheticSets.enumerated() { rows.append(row(k + 1, "real + " + synthetic.name, scores[k + 1], baseline: scores[0])) }
     let split = request.test == nil
         ? "per class, a seeded \(request.testFraction) of the images of \(request.data.path) (at least one per class with ≥ 2) held out, a new split per seed"
         : "the fixed test folder \(request.test!.path); seeds change the classifier's initialisation and batch order only"
@@ -234,7 +266,19 @@ public func utilityStudySummary(_ report: UtilityStudyReport) -> String {
         for c in recallClasses {
             lines.append("  recall \(c): \(row.per_class_recall[c]!.text)" + (row.per_class_recall_gain?[c].map { "   gain \($0.text)" } ?? ""))
         }
+        let confusions = mostFrequentConfusions(row.confusion, classes: report.classes, limit: 3)
+        if !confusions.isEmpty { lines.append("  most frequent misses (true → predicted, all seeds): " + confusions.joined(separator: ", ")) }
     }
     for note in report.notes { lines.append("note: \(note)") }
     return lines.joined(separator: "\n")
+}
+
+/// The `limit` largest off-diagonal cells of a confusion matrix as "a → b ×n", largest first.
+func mostFrequentConfusions(_ confusion: [[Int]], classes: [String], limit: Int) -> [String] {
+    var cells: [(truth: Int, guess: Int, count: Int)] = []
+    for (truth, row) in confusion.enumerated() {
+        for (guess, count) in row.enumerated() where guess != truth && count > 0 { cells.append((truth, guess, count)) }
+    }
+    cells.sort { $0.count != $1.count ? $0.count > $1.count : ($0.truth, $0.guess) < ($1.truth, $1.guess) }
+    return cells.prefix(limit).map { "\(classes[$0.truth]) → \(classes[$0.guess]) ×\($0.count)" }
 }

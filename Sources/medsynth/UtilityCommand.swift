@@ -15,7 +15,8 @@ struct Utility: ParsableCommand {
         as mean and 95% Student-t interval over seeds, and each synthetic set's paired gain over real only. \
         A `balance` output folder can be given as --synthetic: files its manifest marks as real are left out. \
         For an honest number, --test should hold images that neither the generator nor the balancer saw. \
-        Writes OUT/utility.json.
+        Each row also prints its most frequent misses; OUT/utility.json holds every row's confusion matrix \
+        (summed over seeds) and, with --test, the test files any seed got wrong with each seed's prediction.
         """)
 
     @Option(help: "Real labelled images, one subfolder per class.") var data: String

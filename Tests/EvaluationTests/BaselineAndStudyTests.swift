@@ -141,6 +141,20 @@ final class UtilityStudyTests: XCTestCase {
         }
         XCTAssert(report.notes.contains { $0.contains("1 images its manifest marks as real were left out") }, "\(report.notes)")
         XCTAssert(utilityStudySummary(report).contains("gain over real"))
+        // The confusion matrix counts every test image of every repetition once, and its
+        // diagonal gives the recalls; the flipped row's misses are the swapped classes.
+        for row in report.rows {
+            XCTAssertEqual(row.confusion.map { $0.reduce(0, +) }, [12, 12], "4 test images per class × 3 repetitions")
+            for (c, name) in ["bright", "dim"].enumerated() {
+                let recallSum = row.per_class_recall[name]!.values.reduce(0, +)
+                XCTAssertEqual(Double(row.confusion[c][c]), recallSum * 4, accuracy: 1e-9)
+            }
+            XCTAssertNil(row.misclassified, "a held-out split changes per seed: no per-file list")
+        }
+        XCTAssertGreaterThan(mixed.confusion[0][1] + mixed.confusion[1][0], 18)
+        let worst = mostFrequentConfusions(mixed.confusion, classes: report.classes, limit: 1)[0]
+        XCTAssert(worst == "bright → dim ×\(mixed.confusion[0][1])" || worst == "dim → bright ×\(mixed.confusion[1][0])", worst)
+        XCTAssert(utilityStudySummary(report).contains("most frequent misses (true → predicted, all seeds): " + worst), utilityStudySummary(report))
 
         // A fixed test folder: every repetition tests on it.
         let test = root.appendingPathComponent("test")
@@ -148,6 +162,22 @@ final class UtilityStudyTests: XCTestCase {
         request.test = test; request.repetitions = 2
         let fixed = try runUtilityStudy(request)
         XCTAssertEqual(fixed.test_images, [10, 10]); XCTAssertEqual(fixed.rows[0].training_images, [32, 32])
+        // With a fixed test folder each row names its missed test files, one prediction per repetition,
+        // agreeing with the confusion matrix.
+        for row in fixed.rows {
+            let missed = try XCTUnwrap(row.misclassified)
+            var offDiagonal = 0
+            for image in missed {
+                XCTAssertEqual(image.predicted.count, 2)
+                XCTAssert(image.file.hasPrefix(image.true_class + "/"), image.file)
+                XCTAssert(image.predicted.contains { $0 != image.true_class }, "listed only when missed at least once")
+                offDiagonal += image.predicted.filter { $0 != image.true_class }.count
+            }
+            XCTAssertEqual(offDiagonal, row.confusion[0][1] + row.confusion[1][0])
+            let misses = missed.map { m in m.predicted.filter { $0 != m.true_class }.count }
+            XCTAssertEqual(misses, misses.sorted(by: >), "most often missed first")
+        }
+        XCTAssertGreaterThanOrEqual(fixed.rows[1].misclassified!.count, 5, "the flipped rule misses most of the 10 test images")
         // A synthetic class the data does not have is named.
         try writeClassFolders(flipped, classes: [("cyst", 0.1)], count: 2, seed: 4)
         assertThrows(try runUtilityStudy(request), containing: "cyst")
