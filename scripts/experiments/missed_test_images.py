@@ -27,6 +27,14 @@ def nearest(x, pool):
     return float(np.sqrt(((pool - x) ** 2).sum(axis=1)).min())
 
 
+def chance_of_mean_rank(ranks, n, draws=200_000):
+    """How often len(ranks) test images drawn at random have a mean rank at least this high
+    (Monte Carlo, fixed seed): a one-sided p-value for "the misses are the far images"."""
+    rng = np.random.default_rng(0)
+    picks = np.argsort(rng.random((draws, n)), axis=1)[:, :len(ranks)] + 1
+    return float((picks.mean(axis=1) >= np.mean(ranks) - 1e-9).mean())
+
+
 def main():
     report_path, train, test, cls = sys.argv[1:5]
     report = json.load(open(report_path))
@@ -42,7 +50,7 @@ def main():
         missed = [m for m in row.get("misclassified") or [] if m["true_class"] == cls]
         ranks = [rank[m["file"]] for m in missed if m["file"] in rank]
         label = os.path.basename(row["training_data"].rstrip("/")) if row["training_data"] != "real" else "real only"
-        mean = f"mean rank {sum(ranks) / len(ranks):.1f} of {n} (chance {(n + 1) / 2:.1f})" if ranks else "none missed"
+        mean = f"mean rank {sum(ranks) / len(ranks):.1f} of {n} (chance {(n + 1) / 2:.1f}, p = {chance_of_mean_rank(ranks, n):.4f})" if ranks else "none missed"
         print(f"{label:>24}: {len(missed)} missed, {mean}")
         for m in missed:
             print(f"{'':>26}{m['file']} rank {rank.get(m['file'], '?')}, ratio {ratio.get(m['file'], float('nan')):.3f}, predicted {' '.join(m['predicted'])}")
