@@ -64,6 +64,9 @@ public enum BalanceMethod: Equatable {
     case smote(neighbours: Int)
     /// Random oversampling: copies of real images of the class, drawn with replacement.
     case oversample
+    /// Classical augmentation: random copies, each under a random affine transform
+    /// (`AffineAugmentation`: rotation, per-axis scale, shift).
+    case augment
 }
 
 /// What `balance` is asked to do.
@@ -110,7 +113,7 @@ public struct BalanceManifestRecord: Codable, Equatable {
     public var `class`: String
     /// "real" or "synthetic".
     public var source: String
-    /// Real: the original file's path. Synthetic: "generate", "composite", "smote" or "oversample".
+    /// Real: the original file's path. Synthetic: "generate", "composite", "smote", "oversample" or "augment".
     /// Rejected (kept under .rejected/, not part of the dataset): "generate".
     public var origin: String
     public var seed: UInt64?
@@ -129,6 +132,8 @@ public struct BalanceManifestRecord: Codable, Equatable {
     /// SMOTE: x = parents[0] + lambda · (parents[1] − parents[0]), and the k of the neighbour search.
     public var lambda: Double?
     public var neighbours: Int?
+    /// Augmented copies: the transform applied to parents[0] (`affineTransformed` remakes the file).
+    public var augmentation: AffineAugmentation?
     /// Source "rejected": why ("memorised" or "unsure"), the nearest real image and its feature
     /// distance against the threshold, the pixel RMS, and the classifier's probability for the class.
     public var rejected_because: String?
@@ -263,6 +268,11 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
         makes = { available[$0, default: 0] >= 1 }
         cannot = { _ in "random oversampling copies real images of the class and it has none" }
         methodName = "oversample (random copies)"
+    case .augment:
+        let available = Dictionary(zip(names, counts), uniquingKeysWith: +)
+        makes = { available[$0, default: 0] >= 1 }
+        cannot = { _ in "augmentation transforms real images of the class and it has none" }
+        methodName = "augment (random affine copies)"
     }
     let goal = request.target.goal(largest: counts.max() ?? 0)
     var rows: [BalancePlanRow] = []
@@ -344,16 +354,18 @@ public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle 
                 }
                 if copies > 0 {
                     let copied = BalancePlanRow(className: row.className, have: row.have, add: copies, method: row.method, seed: row.seed)
-                    try oversampleClass(copied, smoteNeighbours: nil, dataset: scan.dataset, into: staging, style: style,
+                    try oversampleClass(copied, kind: .copies, dataset: scan.dataset, into: staging, style: style,
                                         fileName: realCopyFileName, emit: manifest.write)
                 }
             case .composite(let lesions, let healthy, _):
                 try manifest.write(try compositeClass(row, healthy: healthy, lesions: lesions, dataset: scan.dataset,
                                                       into: staging, style: style))
             case .smote(let k):
-                try oversampleClass(row, smoteNeighbours: k, dataset: scan.dataset, into: staging, style: style, emit: manifest.write)
+                try oversampleClass(row, kind: .smote(neighbours: k), dataset: scan.dataset, into: staging, style: style, emit: manifest.write)
             case .oversample:
-                try oversampleClass(row, smoteNeighbours: nil, dataset: scan.dataset, into: staging, style: style, emit: manifest.write)
+                try oversampleClass(row, kind: .copies, dataset: scan.dataset, into: staging, style: style, emit: manifest.write)
+            case .augment:
+                try oversampleClass(row, kind: .augmentedCopies, dataset: scan.dataset, into: staging, style: style, emit: manifest.write)
             }
         }
         try manifest.close()

@@ -266,10 +266,16 @@ func smoteFeatures(_ reader: ClassImageReader, root: URL, budget: Int = smoteFea
 /// reopened for every sample); memory does not grow with the number asked for.
 let oversamplingChunk = 4096
 
-/// Writes `row.add` SMOTE interpolants (or, with `smoteNeighbours` nil, random duplicates) of the
-/// class's real images as `synthetic_NNNNNN.png`, and hands their manifest lines, in sample order, to
-/// `emit` a chunk at a time.
-func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: ImageFolderListing, into out: URL,
+/// What `oversampleClass` makes from the class's real images.
+enum OversamplingKind: Equatable {
+    case copies
+    case smote(neighbours: Int)
+    case augmentedCopies
+}
+
+/// Writes `row.add` random copies, SMOTE interpolants or augmented copies of the class's real images
+/// as `synthetic_NNNNNN.png`, and hands their manifest lines, in sample order, to `emit` a chunk at a time.
+func oversampleClass(_ row: BalancePlanRow, kind: OversamplingKind, dataset: ImageFolderListing, into out: URL,
                      style: ProgressStyle, featureBudget: Int = smoteFeatureBudget, fileName: (Int) -> String = syntheticFileName,
                      emit: ([BalanceManifestRecord]) throws -> Void) throws {
     let list = classImageList(row.className, dataset: dataset)
@@ -277,7 +283,7 @@ func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: Imag
     let classFolder = out.appendingPathComponent(row.className)
     try FileManager.default.createDirectory(at: classFolder, withIntermediateDirectories: true)
     var smote: (neighbours: NearestNeighbours, depth: Int)?
-    if let k = smoteNeighbours {
+    if case .smote(let k) = kind {
         let (features, _, depth) = try smoteFeatures(reader, root: dataset.root, budget: featureBudget)
         smote = (nearestNeighbours(features, in: features, k: k, excludingSelf: true), depth)
     }
@@ -295,6 +301,13 @@ func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: Imag
                 let parent = s.int(below: list.count)
                 return SMOTEDraw(parent: parent, neighbour: parent, lambda: 0)
             }
+        }
+        // The transform of augmented copy j comes from stream j after its parent: the parents
+        // stay those of plain oversampling with the same seed.
+        func augmentation(_ j: Int, width: Int, height: Int) -> AffineAugmentation {
+            var s = root.split(UInt64(j))
+            _ = s.int(below: list.count)
+            return AffineAugmentation.random(&s, width: width, height: height)
         }
         var records = [BalanceManifestRecord?](repeating: nil, count: range.count)
         let order = draws.indices.sorted {
@@ -318,6 +331,12 @@ func oversampleClass(_ row: BalancePlanRow, smoteNeighbours: Int?, dataset: Imag
                 record.parents = [list.names[draw.parent], list.names[draw.neighbour]]
                 record.lambda = draw.lambda
                 record.neighbours = smote.neighbours.k
+            }
+            if kind == .augmentedCopies {
+                let transform = augmentation(j, width: parent.width, height: parent.height)
+                image = affineTransformed(parent, transform)
+                record.origin = "augment"
+                record.augmentation = transform
             }
             let destination = classFolder.appendingPathComponent(fileName(j))
             try checkFree(destination)

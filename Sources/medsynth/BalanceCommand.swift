@@ -20,7 +20,9 @@ struct Balance: ParsableCommand {
         --method smote interpolates in pixel space between a real image of the class and one of its \
         --neighbours nearest same-class images (SMOTE, Chawla et al. 2002; parents and lambda in the manifest; \
         a class of more than 8 M pixel values is compared on block averages, see README); \
-        --method oversample adds random copies of the class's real images: the two classical baselines, to compare \
+        --method oversample adds random copies of the class's real images; --method augment adds random copies each \
+        rotated (±15°), scaled per axis (×0.85–1.15) and shifted (±8 %), bilinear, edges extended (classical \
+        augmentation, Frid-Adar et al. 2018; the transform in the manifest): the classical baselines, to compare \
         a generator against. With --model every generated sample is checked against the real images and \
         rejected if it is nearer to one than the memorisation threshold of `evaluate` (or a pixel copy); \
         --min-confidence P also rejects samples a classifier trained on the real images gives a probability \
@@ -33,7 +35,7 @@ struct Balance: ParsableCommand {
     @Option(help: "Conditional generator: run folder or checkpoint (GAN or diffusion). Repeat it to split each class's generated images between several generators, e.g. GANs trained with different seeds.")
     var model: [String] = []
     @Flag(help: "Fill the lesion class by compositing lesions into healthy images (same as --method composite).") var composite = false
-    @Option(help: "How missing images are made: model (needs --model), composite, smote or oversample. Default: model with --model, composite with --composite.")
+    @Option(help: "How missing images are made: model (needs --model), composite, smote, oversample or augment. Default: model with --model, composite with --composite.")
     var method: BalanceMethodName?
     @Option(help: "With --method smote: nearest same-class neighbours to interpolate towards (k of SMOTE).") var neighbours: Int = 5
     @Option(help: "With --model: reject generated samples that a classifier trained on the real images gives a probability below this for their class (0-1; default: off).")
@@ -60,7 +62,7 @@ struct Balance: ParsableCommand {
     }
 
     func validate() throws {
-        guard let chosen = chosenMethod else { throw ValidationError("give one of --model CKPT, --composite or --method smote|oversample") }
+        guard let chosen = chosenMethod else { throw ValidationError("give one of --model CKPT, --composite or --method smote|oversample|augment") }
         if composite && chosen != .composite { throw ValidationError("--composite contradicts --method \(chosen.rawValue)") }
         if !model.isEmpty != (chosen == .model) {
             throw ValidationError(chosen == .model ? "--method model needs --model CKPT" : "--model goes with --method model only")
@@ -85,6 +87,7 @@ struct Balance: ParsableCommand {
         case .composite: method = .composite(lesions: lesions.map { URL(fileURLWithPath: $0) }, healthyClass: healthyClass, lesionClass: lesionClass)
         case .smote: method = .smote(neighbours: neighbours)
         case .oversample: method = .oversample
+        case .augment: method = .augment
         }
         var request = BalanceRequest(data: URL(fileURLWithPath: data), out: URL(fileURLWithPath: out), method: method)
         request.target = target
@@ -113,5 +116,5 @@ struct Balance: ParsableCommand {
 
 /// The values of `balance --method`.
 enum BalanceMethodName: String, CaseIterable, ExpressibleByArgument {
-    case model, composite, smote, oversample
+    case model, composite, smote, oversample, augment
 }

@@ -105,6 +105,85 @@ final class OversamplingTests: XCTestCase {
         request.method = .oversample
         try runBalance(request, progress: .none)    // copies need no common size
     }
+
+    func noiseImage(_ size: Int, seed: UInt64, channels: Int = 1, bitDepth: Int = 8) -> Image {
+        var s = RandomStream(seed: seed)
+        let top = bitDepth == 16 ? 65536 : 256
+        return Image(width: size, height: size, channels: channels, bitDepth: bitDepth,
+                     samples: (0..<size * size * channels).map { _ in UInt16(s.int(below: top)) })
+    }
+
+    /// On a 9×9 image (centre (4, 4), a pixel) whole-pixel transforms can be written out by hand:
+    /// the identity, a shift, a quarter turn and a ×2 stretch of x must land exactly on input pixels.
+    func testAffineTransformsMapPixelsAsWrittenOut() {
+        for (channels, depth) in [(1, 8), (3, 16)] {
+            let image = noiseImage(9, seed: 3, channels: channels, bitDepth: depth)
+            func at(_ x: Int, _ y: Int, _ ch: Int) -> UInt16 { image.samples[(min(max(y, 0), 8) * 9 + min(max(x, 0), 8)) * channels + ch] }
+            func check(_ t: AffineAugmentation, _ expected: (Int, Int, Int) -> UInt16, _ what: String) {
+                let out = affineTransformed(image, t)
+                XCTAssertEqual(out.bitDepth, depth); XCTAssertEqual(out.channels, channels)
+                for y in 0..<9 { for x in 0..<9 { for ch in 0..<channels {
+                    XCTAssertEqual(out.samples[(y * 9 + x) * channels + ch], expected(x, y, ch), "\(what) at (\(x), \(y), \(ch))")
+                } } }
+            }
+            check(.identity, { at($0, $1, $2) }, "identity")
+            check(AffineAugmentation(rotation_degrees: 0, scale_x: 1, scale_y: 1, shift_x: 2, shift_y: -1),
+                  { at($0 - 2, $1 + 1, $2) }, "shift (edges extended)")
+            check(AffineAugmentation(rotation_degrees: 90, scale_x: 1, scale_y: 1, shift_x: 0, shift_y: 0),
+                  { at(4 + ($1 - 4), 4 - ($0 - 4), $2) }, "quarter turn")
+            // A ×2 stretch of x: even offsets from the centre land on pixels, odd ones halfway between two.
+            func stretched(_ x: Int, _ y: Int, _ ch: Int) -> UInt16 {
+                if (x - 4) % 2 == 0 { return at(4 + (x - 4) / 2, y, ch) }
+                let left = 4 + Int((Double(x - 4) / 2).rounded(.down))
+                return UInt16(((Double(at(left, y, ch)) + Double(at(left + 1, y, ch))) / 2).rounded())
+            }
+            check(AffineAugmentation(rotation_degrees: 0, scale_x: 2, scale_y: 1, shift_x: 0, shift_y: 0), stretched, "stretch")
+        }
+    }
+
+    func testAugmentedCopiesRecordATransformThatRemakesThem() throws {
+        let data = root.appendingPathComponent("data")
+        for (name, count) in [("common", 10), ("rare", 3)] {
+            let folder = data.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            for i in 0..<count {
+                try writePNG(noiseImage(12, seed: UInt64(100 * name.count + i)), to: folder.appendingPathComponent("\(name)_\(i).png"))
+            }
+        }
+        var request = BalanceRequest(data: data, out: root.appendingPathComponent("aug"), method: .augment)
+        request.seed = 4
+        let plan = try runBalance(request, progress: .none)
+        XCTAssertEqual(plan.map(\.add), [0, 7]); XCTAssertEqual(plan[1].method, "augment (random affine copies)")
+        let synthetic = try jsonLines(request.out.appendingPathComponent("manifest.jsonl")).filter { $0["source"] as? String == "synthetic" }
+        XCTAssertEqual(synthetic.count, 7)
+        var changed = 0
+        for line in synthetic {
+            XCTAssertEqual(line["origin"] as? String, "augment")
+            let parentName = try XCTUnwrap((line["parents"] as? [String])?.first)
+            XCTAssert(parentName.hasPrefix("rare/"), parentName)
+            let fields = try XCTUnwrap(line["augmentation"] as? [String: Any])
+            let t = try JSONDecoder().decode(AffineAugmentation.self, from: JSONSerialization.data(withJSONObject: fields))
+            XCTAssertLessThanOrEqual(abs(t.rotation_degrees), AffineAugmentation.maxRotationDegrees)
+            for scale in [t.scale_x, t.scale_y] { XCTAssertLessThanOrEqual(abs(scale - 1), AffineAugmentation.maxScaleChange) }
+            for shift in [t.shift_x, t.shift_y] { XCTAssertLessThanOrEqual(abs(shift), AffineAugmentation.maxShiftFraction * 12) }
+            let parent = try readImage(at: data.appendingPathComponent(parentName))
+            let file = try readImage(at: request.out.appendingPathComponent(line["file"] as! String))
+            XCTAssertEqual(file.samples, affineTransformed(parent, t).samples, "the manifest's transform remakes \(line["file"]!)")
+            if file.samples != parent.samples { changed += 1 }
+        }
+        XCTAssertEqual(changed, 7, "no augmented copy is a plain copy")
+        // The same seed gives the same files, and the parents are those plain oversampling draws.
+        var again = request; again.out = root.appendingPathComponent("aug2")
+        try runBalance(again, progress: .none)
+        var copies = request; copies.out = root.appendingPathComponent("copies"); copies.method = .oversample
+        try runBalance(copies, progress: .none)
+        let copyLines = try jsonLines(copies.out.appendingPathComponent("manifest.jsonl")).filter { $0["source"] as? String == "synthetic" }
+        for (line, copy) in zip(synthetic, copyLines) {
+            let name = line["file"] as! String
+            XCTAssertEqual(try Data(contentsOf: request.out.appendingPathComponent(name)), try Data(contentsOf: again.out.appendingPathComponent(name)))
+            XCTAssertEqual(line["parents"] as? [String], copy["parents"] as? [String])
+        }
+    }
 }
 
 /// SMOTE and oversampling on classes held in volumes, read one image at a time (issue 16: a 0.65 MB
