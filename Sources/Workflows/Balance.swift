@@ -88,6 +88,8 @@ public struct BalanceRequest {
     /// images (as `.oversample`), the rest generated. Measured on the digits (README): the copies
     /// keep the real images' exact appearance in the class and the generator adds the variety.
     public var realCopyFraction: Double = 0
+    /// With `realCopyFraction`: the copies are augmented (as `.augment`) rather than plain.
+    public var augmentCopies = false
     public init(data: URL, out: URL, method: BalanceMethod) { self.data = data; self.out = out; self.method = method }
 }
 
@@ -239,7 +241,8 @@ func scanBalance(_ request: BalanceRequest) throws -> BalanceScan {
         var kinds: [String] = []
         for model in models where !kinds.contains(model.kind) { kinds.append(model.kind) }
         let generator = models.count == 1 ? kinds[0] : "\(models.count) models: " + kinds.joined(separator: ", ")
-        methodName = copies > 0 ? String(format: "generate (%@) + %.0f %% copies of real images", generator, 100 * copies) : "generate (\(generator))"
+        methodName = copies > 0 ? String(format: "generate (%@) + %.0f %% %@copies of real images", generator, 100 * copies,
+                                         request.augmentCopies ? "augmented " : "") : "generate (\(generator))"
     case .composite(let lesions, let healthy, let lesion):
         guard let h = names.firstIndex(of: healthy), counts[h] > 0 else {
             throw MedSynthError(file: request.data.path, "no healthy class '\(healthy)' with images to composite into (classes: \(names.joined(separator: ", ")))")
@@ -354,7 +357,7 @@ public func runBalance(_ request: BalanceRequest, progress style: ProgressStyle 
                 }
                 if copies > 0 {
                     let copied = BalancePlanRow(className: row.className, have: row.have, add: copies, method: row.method, seed: row.seed)
-                    try oversampleClass(copied, kind: .copies, dataset: scan.dataset, into: staging, style: style,
+                    try oversampleClass(copied, kind: request.augmentCopies ? .augmentedCopies : .copies, dataset: scan.dataset, into: staging, style: style,
                                         fileName: realCopyFileName, emit: manifest.write)
                 }
             case .composite(let lesions, let healthy, _):

@@ -15,7 +15,7 @@ struct Balance: ParsableCommand {
         With --composite, lesions (procedural, or from --lesions) are blended into the healthy class's images to \
         fill the lesion class, which is created if the data has none. OUT/<class>/ gets the real files \
         (hard-linked, or copied; names kept) and synthetic_NNNNNN.png files (with --real-copies F, that fraction of them \
-        are copy_NNNNNN.png copies of the class's real images instead); OUT/manifest.jsonl marks each file \
+        are copy_NNNNNN.png copies of the class's real images instead, augmented with --augment-copies); OUT/manifest.jsonl marks each file \
         real or synthetic with its origin, seed and model; composites also get masks in OUT/.masks/<class>/. \
         --method smote interpolates in pixel space between a real image of the class and one of its \
         --neighbours nearest same-class images (SMOTE, Chawla et al. 2002; parents and lambda in the manifest; \
@@ -43,6 +43,7 @@ struct Balance: ParsableCommand {
     @Option(help: "With --min-confidence: epochs of that classifier.") var filterEpochs: Int = 15
     @Option(help: "With --model: this fraction (0-1) of each class's added images are random copies of its real images (copy_NNNNNN.png), the rest generated (default 0).")
     var realCopies: Double = 0
+    @Flag(help: "With --real-copies: the copies are augmented as by --method augment (rotated, scaled, shifted).") var augmentCopies = false
     @Option(help: "With --composite: folder of lesion patches (default: procedural lesions).") var lesions: String?
     @Option(help: "With --composite: the class whose images receive lesions.") var healthyClass: String = "healthy"
     @Option(help: "With --composite: the class to fill.") var lesionClass: String = "lesion"
@@ -76,6 +77,7 @@ struct Balance: ParsableCommand {
         guard filterEpochs >= 1 else { throw ValidationError("--filter-epochs must be at least 1") }
         // The fraction's range is checked where the plan is made (planBalance), for the library too.
         guard realCopies == 0 || chosen == .model else { throw ValidationError("--real-copies mixes copies into generated images: it goes with --model") }
+        guard !augmentCopies || realCopies > 0 else { throw ValidationError("--augment-copies augments the copies of --real-copies F: give F > 0") }
         guard bitDepth == 8 || bitDepth == 16 else { throw ValidationError("--bit-depth must be 8 or 16") }
     }
 
@@ -97,6 +99,7 @@ struct Balance: ParsableCommand {
         request.filter.minConfidence = minConfidence
         request.filter.classifierEpochs = filterEpochs
         request.realCopyFraction = realCopies
+        request.augmentCopies = augmentCopies
         let plan = dryRun ? try planBalance(request) : try runBalance(request, progress: runtime.progress)
         let width = max(5, plan.map(\.className.count).max() ?? 0)
         print("class".padding(toLength: width, withPad: " ", startingAt: 0) + "   have    add  method")

@@ -283,6 +283,25 @@ final class BalanceTests: XCTestCase {
             let file = record["file"] as! String
             XCTAssertEqual(try Data(contentsOf: request.out.appendingPathComponent(file)), try Data(contentsOf: plain.out.appendingPathComponent(file)), file)
         }
+        // --augment-copies: the same parents, each copy under its recorded transform; generated images unchanged.
+        var augmented = request
+        augmented.out = root.appendingPathComponent("augmented")
+        augmented.augmentCopies = true
+        XCTAssertEqual(try runBalance(augmented, progress: .none)[1].method, "generate (dcgan) + 40 % augmented copies of real images")
+        let augmentedLesion = try jsonLines(augmented.out.appendingPathComponent("manifest.jsonl"))
+            .filter { $0["class"] as? String == "lesion" && $0["source"] as? String == "synthetic" }
+        let augmentedCopies = augmentedLesion.filter { $0["origin"] as? String == "augment" }
+        XCTAssertEqual(augmentedCopies.map { $0["file"] as! String }, copies.map { $0["file"] as! String })
+        for (copy, plainCopy) in zip(augmentedCopies, copies) {
+            XCTAssertEqual(copy["parents"] as? [String], plainCopy["parents"] as? [String])
+            let t = try JSONDecoder().decode(AffineAugmentation.self, from: JSONSerialization.data(withJSONObject: copy["augmentation"]!))
+            let parent = try readImage(at: data.appendingPathComponent((copy["parents"] as! [String])[0]))
+            XCTAssertEqual(try readImage(at: augmented.out.appendingPathComponent(copy["file"] as! String)).samples, affineTransformed(parent, t).samples)
+        }
+        for record in generated {
+            let file = record["file"] as! String
+            XCTAssertEqual(try Data(contentsOf: augmented.out.appendingPathComponent(file)), try Data(contentsOf: plain.out.appendingPathComponent(file)), file)
+        }
         request.out = root.appendingPathComponent("bad")
         request.realCopyFraction = 1.5
         assertThrows(try planBalance(request), containing: "--real-copies must be a fraction in [0, 1]")
