@@ -2,7 +2,7 @@
 # Issue 14's balancing experiment (balance_experiment.sh) with every digit in turn as the rare
 # class, so the goal "medsynth ≥ 0.95 where oversampling gives ≈ 0.90" is read on the classes where
 # oversampling does give about 0.90 instead of on one hand-picked class. Rows per class: real only,
-# random oversampling, SMOTE, the conditional GAN (`balance --model`, memorisation filter), all real.
+# random oversampling, SMOTE, augmented copies, the conditional GAN (`balance --model`, memorisation filter), all real.
 # Two classes run at a time (one per core); a table of the rare class's recall per row is printed
 # at the end and written to WORK/summary.txt.
 #   bash scripts/experiments/balance_all_classes.sh [GAN_STEPS] [SEEDS] [WORK] [CLASSES...]
@@ -27,7 +27,7 @@ import os, sys
 sys.path.insert(0, "scripts/experiments")
 from rare_recall import cell, mean_cell, rows_by_set
 work, classes = sys.argv[1], sys.argv[2:]
-names = {"real": "real only", "bal-oversample": "oversample", "bal-smote": "SMOTE", "bal-gan": "GAN", "bal-lgan": "latent GAN", "allreal": "all real"}
+names = {"real": "real only", "bal-oversample": "oversample", "bal-smote": "SMOTE", "bal-augment": "augment", "bal-gan": "GAN", "bal-lgan": "latent GAN", "allreal": "all real"}
 print(f"rare-class recall, mean over seeds [95% t-interval] (balanced accuracy)")
 print(f"{'class':>5}  " + "  ".join(f"{n:>26}" for n in names.values()))
 means = {k: [] for k in names}

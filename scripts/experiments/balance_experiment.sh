@@ -5,7 +5,7 @@
 # fixed utility classifier (Sources/Evaluation/Utility.swift) is trained on the cut training set
 # alone and with each balanced set's synthetic images, over several seeds, and tested on the
 # held-out images (`medsynth utility`). Rows: real only; random oversampling; SMOTE in pixel space;
-# a conditional DCGAN trained on the cut set with `medsynth balance --model` (memorisation filter,
+# augmented copies (`--method augment`, session 22); a conditional DCGAN trained on the cut set with `medsynth balance --model` (memorisation filter,
 # and with --min-confidence); and all real training images of the rare class (the upper bound).
 # The compositor does not apply: digits have no healthy/lesion structure to composite into.
 #   [DIFFUSION_STEPS=N] [LATENT_GAN_STEPS=N] bash scripts/experiments/balance_experiment.sh [GAN_STEPS] [SEEDS] [WORK]
@@ -31,9 +31,10 @@ rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 python3 "$ROOT/scripts/experiments/make_digits_sets.py" . "$RARE" "$RARE_COUNT" 0
 # "All real": the rare class's other training images, added as if they were synthetic.
 mkdir -p allreal && cp -r rest/"$RARE" allreal/
-SETS=(--synthetic bal-oversample --synthetic bal-smote)
+SETS=(--synthetic bal-oversample --synthetic bal-smote --synthetic bal-augment)
 $B balance --data train --method oversample --out bal-oversample --seed 1 --progress none | tail -1
 $B balance --data train --method smote --neighbours 5 --out bal-smote --seed 1 --progress none | tail -1
+$B balance --data train --method augment --out bal-augment --seed 1 --progress none | tail -1
 if [ "$GAN_STEPS" -gt 0 ]; then
     start=$(date +%s)
     $B train gan --data train --out gan --conditional --image-size 32 --width 32 --steps "$GAN_STEPS" --batch 32 \
