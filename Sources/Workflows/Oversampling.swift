@@ -289,6 +289,13 @@ func oversampleClass(_ row: BalancePlanRow, kind: OversamplingKind, dataset: Ima
     }
     let reporter = ProgressReporter(label: "balance \(row.className)", total: row.add, unit: "image", style: style)
     let root = RandomStream(seed: row.seed)
+    // The transform of augmented copy j comes from stream j after its parent: the parents
+    // stay those of plain oversampling with the same seed.
+    func augmentation(_ j: Int, width: Int, height: Int) -> AffineAugmentation {
+        var s = root.split(UInt64(j))
+        _ = s.int(below: list.count)
+        return AffineAugmentation.random(&s, width: width, height: height)
+    }
     var done = 0
     for start in stride(from: 0, to: row.add, by: oversamplingChunk) {
         let range = start..<min(row.add, start + oversamplingChunk)
@@ -301,13 +308,6 @@ func oversampleClass(_ row: BalancePlanRow, kind: OversamplingKind, dataset: Ima
                 let parent = s.int(below: list.count)
                 return SMOTEDraw(parent: parent, neighbour: parent, lambda: 0)
             }
-        }
-        // The transform of augmented copy j comes from stream j after its parent: the parents
-        // stay those of plain oversampling with the same seed.
-        func augmentation(_ j: Int, width: Int, height: Int) -> AffineAugmentation {
-            var s = root.split(UInt64(j))
-            _ = s.int(below: list.count)
-            return AffineAugmentation.random(&s, width: width, height: height)
         }
         var records = [BalanceManifestRecord?](repeating: nil, count: range.count)
         let order = draws.indices.sorted {
