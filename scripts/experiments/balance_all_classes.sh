@@ -25,19 +25,8 @@ run_in_two_lanes one_class "${CLASSES[@]}"
 python3 - "$WORK" "${CLASSES[@]}" <<'PY' | tee "$WORK/summary.txt"
 import os, sys
 sys.path.insert(0, "scripts/experiments")
-from rare_recall import cell, mean_cell, rows_by_set
+from rare_recall import print_table
 work, classes = sys.argv[1], sys.argv[2:]
 names = {"real": "real only", "bal-oversample": "oversample", "bal-smote": "SMOTE", "bal-augment": "augment", "bal-gan": "GAN", "bal-lgan": "latent GAN", "allreal": "all real"}
-print(f"rare-class recall, mean over seeds [95% t-interval] (balanced accuracy)")
-print(f"{'class':>5}  " + "  ".join(f"{n:>26}" for n in names.values()))
-means = {k: [] for k in names}
-for c in classes:
-    path = os.path.join(work, f"class-{c}", "utility", "utility.json")
-    if not os.path.exists(path):
-        print(f"{c:>5}  (no result)"); continue
-    rows = rows_by_set(path, c)
-    for key in names:
-        if key in rows: means[key].append(rows[key])
-    print(f"{c:>5}  " + "  ".join(f"{cell(rows[k]) if k in rows else '-':>26}" for k in names))
-print(f"{'mean':>5}  " + "  ".join(mean_cell(means[k]) for k in names))
+print_table(work, classes, "utility", names, "rare-class recall, mean over seeds [95% t-interval] (balanced accuracy)")
 PY

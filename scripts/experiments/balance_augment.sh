@@ -5,7 +5,7 @@
 # epochs, so its real-only row reproduces that script's). Per class: WORK/class-C/ (made with
 # make_digits_sets.py when it has no train/), bal-augment/, and utility-augment/ (real only vs real +
 # augmented copies). With MIX=F also bal-gan-pool-augmented: the class's GANs gan, gan-s2, ... (from
-# balance_gan_seeds.sh) with a fraction F of augmented copies (`--real-copies F --augment-copies`).
+# balance_gan_seeds.sh) with a fraction F of augmented copies (`--real-copies F --augment-copies`; classes without gan/ get no such row).
 # Two classes at a time; the rare-class recall table is written to WORK/augment-summary.txt.
 #   [MIX=F] bash scripts/experiments/balance_augment.sh WORK [SEEDS] [CLASSES...]
 set -euo pipefail
@@ -26,7 +26,9 @@ one_class() {
     rm -rf bal-augment
     $B balance --data train --method augment --out bal-augment --seed 1 --progress none | tail -1
     local sets=(--synthetic bal-augment)
-    if [ -n "${MIX:-}" ]; then
+    if [ -n "${MIX:-}" ] && [ ! -e gan/model.safetensors ]; then
+        echo "class $1: no gan/ (balance_all_classes.sh, balance_gan_seeds.sh): no GANs + augmented copies row"
+    elif [ -n "${MIX:-}" ]; then
         local models=(--model gan)
         for g in gan-s*; do [ -e "$g/model.safetensors" ] && models+=(--model "$g"); done
         rm -rf bal-gan-pool-augmented
@@ -43,19 +45,8 @@ run_in_two_lanes logged_class "${CLASSES[@]}"
 python3 - "$WORK" "${CLASSES[@]}" <<'PY' | tee "$WORK/augment-summary.txt"
 import os, sys
 sys.path.insert(0, "scripts/experiments")
-from rare_recall import cell, mean_cell, rows_by_set
+from rare_recall import print_table
 work, classes = sys.argv[1], sys.argv[2:]
 names = {"real": "real only", "bal-augment": "augmented copies", "bal-gan-pool-augmented": "GANs + augmented copies"}
-print("rare-class recall, mean over classifier seeds [95% t-interval] (balanced accuracy)")
-print(f"{'class':>5}  " + "  ".join(f"{n:>26}" for n in names.values()))
-means = {k: [] for k in names}
-for c in classes:
-    path = os.path.join(work, f"class-{c}", "utility-augment", "utility.json")
-    if not os.path.exists(path):
-        print(f"{c:>5}  (no result)"); continue
-    rows = rows_by_set(path, c)
-    for key in names:
-        if key in rows: means[key].append(rows[key])
-    print(f"{c:>5}  " + "  ".join(f"{cell(rows[k]) if k in rows else '-':>26}" for k in names))
-print(f"{'mean':>5}  " + "  ".join(mean_cell(means[k]) for k in names))
+print_table(work, classes, "utility-augment", names, "rare-class recall, mean over classifier seeds [95% t-interval] (balanced accuracy)")
 PY
